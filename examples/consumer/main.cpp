@@ -1,0 +1,2 @@
+#include "consumer.hpp"
+int main() { return consumer_main(); }

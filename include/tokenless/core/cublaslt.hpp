@@ -1,0 +1,228 @@
+#pragma once
+// cuBLASLt: an RAII handle and a row-major GEMM with bias and GELU epilogues,
+// following the operation protocol.
+//
+//   D[m, n] = alpha * op(A)[m, k] @ op(B)[k, n] + beta * D  (+ bias[n]) (then GELU)
+//
+// All matrices are row-major. trans_b = true reads B stored as [n, k], the
+// layout of a Linear layer's weight. Storage fp32, fp16 or bf16; accumulation
+// and scaling in fp32.
+//
+// Available where the CUDA runtime is (nvcc, or a host compiler with the
+// toolkit); TOKENLESS_HAS_CUBLASLT says so.
+#include <tokenless/core/config.hpp>
+#include <tokenless/core/device.hpp>
+#include <tokenless/core/dtype.hpp>
+#include <tokenless/core/operation.hpp>
+#include <tokenless/core/status.hpp>
+#include <tokenless/core/validate.hpp>
+#include <tokenless/core/workspace.hpp>
+
+#if defined(TOKENLESS_HAS_CUDA_RUNTIME) && !defined(TOKENLESS_BACKEND_EMU) && __has_include(<cublasLt.h>)
+#define TOKENLESS_HAS_CUBLASLT 1
+#include <cublasLt.h>
+
+#include <cstdint>
+#include <utility>
+
+namespace tokenless::blas {
+
+inline Status status_from_cublas(cublasStatus_t s, const char* what) {
+  if (s == CUBLAS_STATUS_SUCCESS) return Status::ok();
+  return Status::error(StatusCode::cublas_error, "%s failed: %s (%d)", what, cublasLtGetStatusName(s),
+                       static_cast<int>(s));
+}
+
+#define TL_CUBLAS_TRY(expr)                                                          \
+  do {                                                                               \
+    cublasStatus_t tl_cublas_ = (expr);                                              \
+    if (tl_cublas_ != CUBLAS_STATUS_SUCCESS) return ::tokenless::blas::status_from_cublas(tl_cublas_, #expr); \
+  } while (0)
+
+class LtHandle {
+ public:
+  LtHandle() = default;
+  LtHandle(const LtHandle&) = delete;
+  LtHandle& operator=(const LtHandle&) = delete;
+  LtHandle(LtHandle&& o) noexcept : h_(std::exchange(o.h_, nullptr)) {}
+  LtHandle& operator=(LtHandle&& o) noexcept {
+    if (this != &o) {
+      reset();
+      h_ = std::exchange(o.h_, nullptr);
+    }
+    return *this;
+  }
+  ~LtHandle() { reset(); }
+
+  // Fails with a Status (not a crash) on a machine without a driver.
+  static Status create(LtHandle& out) {
+    out.reset();
+    cublasLtHandle_t h = nullptr;
+    TL_CUBLAS_TRY(cublasLtCreate(&h));
+    out.h_ = h;
+    return Status::ok();
+  }
+  cublasLtHandle_t get() const { return h_; }
+  explicit operator bool() const { return h_ != nullptr; }
+
+ private:
+  void reset() {
+    if (h_) cublasLtDestroy(h_);
+    h_ = nullptr;
+  }
+  cublasLtHandle_t h_ = nullptr;
+};
+
+enum class Epilogue { none, bias, gelu, bias_gelu };
+
+// RAII for the descriptors of one matmul.
+namespace detail {
+struct MatmulDescs {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, d = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~MatmulDescs() {
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (d) cublasLtMatrixLayoutDestroy(d);
+    if (b) cublasLtMatrixLayoutDestroy(b);
+    if (a) cublasLtMatrixLayoutDestroy(a);
+    if (op) cublasLtMatmulDescDestroy(op);
+  }
+};
+inline cudaDataType_t cuda_type(DType t) {
+  switch (t) {
+    case DType::f16: return CUDA_R_16F;
+    case DType::bf16: return CUDA_R_16BF;
+    default: return CUDA_R_32F;
+  }
+}
+inline std::size_t dtype_bytes(DType t) { return t == DType::f32 ? 4 : 2; }
+}  // namespace detail
+
+struct Gemm {
+  struct Arguments {
+    const LtHandle* handle = nullptr;
+    DType dtype = DType::bf16;      // storage of A, B, D and bias
+    std::int64_t m = 0, n = 0, k = 0;
+    const void* a = nullptr;        // [m, k], or [k, m] when trans_a
+    std::int64_t lda = 0;
+    bool trans_a = false;
+    const void* b = nullptr;        // [k, n], or [n, k] when trans_b
+    std::int64_t ldb = 0;
+    bool trans_b = false;
+    void* d = nullptr;              // [m, n]
+    std::int64_t ldd = 0;
+    const void* bias = nullptr;     // [n], with Epilogue::bias or bias_gelu
+    Epilogue epilogue = Epilogue::none;
+    float alpha = 1.0f;
+    float beta = 0.0f;              // beta != 0 accumulates into D
+    bool allow_tf32 = false;        // fp32 only: let tensor cores round inputs to TF32
+  };
+
+  // 32 MiB: NVIDIA's recommendation for Hopper; enough for every algorithm.
+  static std::size_t workspace_size(const Arguments&) { return std::size_t{32} << 20; }
+
+  static Status can_implement(const Arguments& a) {
+    if (a.dtype != DType::f32 && a.dtype != DType::f16 && a.dtype != DType::bf16) {
+      return Status::argument(StatusCode::unsupported, "dtype", "fp32, fp16 or bf16", "%s", to_string(a.dtype));
+    }
+    TL_RETURN_IF_ERROR(check::positive("m", a.m));
+    TL_RETURN_IF_ERROR(check::positive("n", a.n));
+    TL_RETURN_IF_ERROR(check::positive("k", a.k));
+    TL_RETURN_IF_ERROR(check::not_null("a", a.a));
+    TL_RETURN_IF_ERROR(check::not_null("b", a.b));
+    TL_RETURN_IF_ERROR(check::not_null("d", a.d));
+    const std::size_t eb = detail::dtype_bytes(a.dtype);
+    TL_RETURN_IF_ERROR(check::aligned("a", a.a, eb));
+    TL_RETURN_IF_ERROR(check::aligned("b", a.b, eb));
+    TL_RETURN_IF_ERROR(check::aligned("d", a.d, eb));
+    const std::int64_t a_cols = a.trans_a ? a.m : a.k;
+    const std::int64_t b_cols = a.trans_b ? a.k : a.n;
+    if (a.lda < a_cols) {
+      return Status::argument(StatusCode::shape_mismatch, "lda", "at least the row length of A", "%lld (row length %lld)",
+                              static_cast<long long>(a.lda), static_cast<long long>(a_cols));
+    }
+    if (a.ldb < b_cols) {
+      return Status::argument(StatusCode::shape_mismatch, "ldb", "at least the row length of B", "%lld (row length %lld)",
+                              static_cast<long long>(a.ldb), static_cast<long long>(b_cols));
+    }
+    if (a.ldd < a.n) {
+      return Status::argument(StatusCode::shape_mismatch, "ldd", "at least n", "%lld (n %lld)",
+                              static_cast<long long>(a.ldd), static_cast<long long>(a.n));
+    }
+    const bool wants_bias = a.epilogue == Epilogue::bias || a.epilogue == Epilogue::bias_gelu;
+    if (wants_bias) {
+      TL_RETURN_IF_ERROR(check::not_null("bias", a.bias));
+      TL_RETURN_IF_ERROR(check::aligned("bias", a.bias, eb));
+    } else if (a.bias) {
+      return Status::argument(StatusCode::invalid_argument, "bias", "nullptr with an epilogue without bias",
+                              "a pointer (epilogue ignores it)");
+    }
+    if (a.allow_tf32 && a.dtype != DType::f32) {
+      return Status::argument(StatusCode::invalid_argument, "allow_tf32", "false for 16-bit storage", "true");
+    }
+    TL_RETURN_IF_ERROR(check::finite("alpha", a.alpha));
+    TL_RETURN_IF_ERROR(check::finite("beta", a.beta));
+    return Status::ok();
+  }
+
+  static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(can_implement(a));
+    if (!a.handle || !*a.handle) {
+      return Status::argument(StatusCode::null_pointer, "handle", "a created LtHandle", "none");
+    }
+    if (ws.ptr && reinterpret_cast<std::uintptr_t>(ws.ptr) % kWorkspaceAlignment != 0) {
+      return Status::argument(StatusCode::misaligned, "workspace", "256-byte alignment", "%p", ws.ptr);
+    }
+    detail::MatmulDescs desc;
+    TL_RETURN_IF_ERROR(describe(a, ws.ptr ? ws.bytes : 0, desc));
+    cublasLtMatmulHeuristicResult_t heur{};
+    int found = 0;
+    TL_CUBLAS_TRY(cublasLtMatmulAlgoGetHeuristic(a.handle->get(), desc.op, desc.a, desc.b, desc.d, desc.d, desc.pref,
+                                                 1, &heur, &found));
+    if (found == 0) return Status::error(StatusCode::unsupported, "cuBLASLt found no algorithm for this GEMM");
+    // Row-major D = A B is column-major D^T = B^T A^T: cuBLASLt's A is our B.
+    TL_CUBLAS_TRY(cublasLtMatmul(a.handle->get(), desc.op, &a.alpha, a.b, desc.a, a.a, desc.b, &a.beta, a.d, desc.d,
+                                 a.d, desc.d, &heur.algo, ws.ptr, ws.ptr ? ws.bytes : 0, stream));
+    return Status::ok();
+  }
+
+  // Builds the descriptors; needs no device, so it is testable anywhere.
+  static Status describe(const Arguments& a, std::size_t workspace_bytes, detail::MatmulDescs& desc) {
+    const cudaDataType_t t = detail::cuda_type(a.dtype);
+    const cublasComputeType_t compute = a.allow_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    TL_CUBLAS_TRY(cublasLtMatmulDescCreate(&desc.op, compute, CUDA_R_32F));
+    const cublasOperation_t op_lt_a = a.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;  // cuBLASLt A = our B
+    const cublasOperation_t op_lt_b = a.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    TL_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSA, &op_lt_a, sizeof op_lt_a));
+    TL_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_TRANSB, &op_lt_b, sizeof op_lt_b));
+    cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_DEFAULT;
+    switch (a.epilogue) {
+      case Epilogue::none: epi = CUBLASLT_EPILOGUE_DEFAULT; break;
+      case Epilogue::bias: epi = CUBLASLT_EPILOGUE_BIAS; break;
+      case Epilogue::gelu: epi = CUBLASLT_EPILOGUE_GELU; break;
+      case Epilogue::bias_gelu: epi = CUBLASLT_EPILOGUE_GELU_BIAS; break;
+    }
+    TL_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    if (a.bias) {
+      TL_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a.bias, sizeof a.bias));
+      TL_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &t, sizeof t));
+    }
+    // Column-major views of the row-major operands.
+    const std::uint64_t lt_a_rows = static_cast<std::uint64_t>(a.trans_b ? a.k : a.n);
+    const std::uint64_t lt_a_cols = static_cast<std::uint64_t>(a.trans_b ? a.n : a.k);
+    const std::uint64_t lt_b_rows = static_cast<std::uint64_t>(a.trans_a ? a.m : a.k);
+    const std::uint64_t lt_b_cols = static_cast<std::uint64_t>(a.trans_a ? a.k : a.m);
+    TL_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&desc.a, t, lt_a_rows, lt_a_cols, a.ldb));
+    TL_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&desc.b, t, lt_b_rows, lt_b_cols, a.lda));
+    TL_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&desc.d, t, static_cast<std::uint64_t>(a.n),
+                                             static_cast<std::uint64_t>(a.m), a.ldd));
+    TL_CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&desc.pref));
+    TL_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                       &workspace_bytes, sizeof workspace_bytes));
+    return Status::ok();
+  }
+};
+
+}  // namespace tokenless::blas
+#endif

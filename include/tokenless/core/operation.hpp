@@ -1,0 +1,29 @@
+#pragma once
+// The operation protocol every tokenless operation follows (after CUTLASS):
+//
+//   struct Op {
+//     struct Arguments { ... };                        // pointers, shapes, scalars
+//     static Status can_implement(const Arguments&);   // every check, no side effects
+//     static std::size_t workspace_size(const Arguments&);
+//     static Status run(const Arguments&, Workspace, cudaStream_t);
+//   };
+//
+// run() repeats can_implement(), so bad input is rejected with nothing
+// written; it never allocates and never synchronises with the host.
+#include <tokenless/core/config.hpp>
+#include <tokenless/core/status.hpp>
+#include <tokenless/core/workspace.hpp>
+
+#include <concepts>
+#include <cstddef>
+
+namespace tokenless {
+
+template <class Op>
+concept Operation = requires(const typename Op::Arguments& args, Workspace ws, cudaStream_t stream) {
+  { Op::can_implement(args) } -> std::same_as<Status>;
+  { Op::workspace_size(args) } -> std::convertible_to<std::size_t>;
+  { Op::run(args, ws, stream) } -> std::same_as<Status>;
+};
+
+}  // namespace tokenless

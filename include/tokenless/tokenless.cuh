@@ -1,0 +1,12 @@
+#pragma once
+// All of tokenless: tokenless.hpp plus the device code and launch APIs.
+// Compile with nvcc, or with a host compiler and TOKENLESS_EMU defined to run
+// the kernels on the CPU SIMT executor.
+#include <tokenless/tokenless.hpp>
+
+#include <tokenless/core/block.cuh>
+#include <tokenless/core/cublaslt.hpp>
+#include <tokenless/core/device_algorithms.cuh>
+#include <tokenless/core/launch.cuh>
+#include <tokenless/core/row_reduce/row_reduce.cuh>
+#include <tokenless/core/warp.cuh>

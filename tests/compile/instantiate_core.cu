@@ -1,0 +1,53 @@
+// Compile tier: instantiates every policy combination the docs promise for
+// the core operations, through their public launch APIs. Built by nvcc for
+// sm_80 and sm_90 with spills and local memory as errors, and checked against
+// budget.txt (registers, shared memory) by ptxas_check.py. Also compiled on
+// the CPU executor (TOKENLESS_EMU).
+#include <tokenless/tokenless.cuh>
+
+namespace rr = tokenless::row_reduce;
+
+template <class P, class T>
+void instantiate_row_reduce() {
+  (void)&rr::Forward<P, T>::run;
+  (void)&rr::Backward<P, T>::run;
+}
+
+#define TL_ROW_REDUCE_ALL_DTYPES(P)            \
+  template void instantiate_row_reduce<P, float>();       \
+  template void instantiate_row_reduce<P, __half>();      \
+  template void instantiate_row_reduce<P, __nv_bfloat16>();
+TL_ROW_REDUCE_ALL_DTYPES(rr::SumPolicy)
+TL_ROW_REDUCE_ALL_DTYPES(rr::SumSquaresPolicy)
+TL_ROW_REDUCE_ALL_DTYPES(rr::MaxPolicy)
+
+// Block primitives at every block size kernels use.
+template <int kBlock>
+__global__ void block_primitives_kernel(const float* in, float* out, int* idx) {
+  using R = tokenless::block::Reduce<float, kBlock>;
+  using S = tokenless::block::Scan<float, kBlock>;
+  using A = tokenless::block::ArgMaxReduce<float, kBlock>;
+  __shared__ union {
+    typename R::TempStorage r;
+    typename S::TempStorage s;
+    typename A::TempStorage a;
+  } smem;
+  const float v = in[blockIdx.x * kBlock + threadIdx.x];
+  float total;
+  const float r = R::reduce(v, tokenless::Sum{}, smem.r);
+  __syncthreads();
+  const float s = S::exclusive(v, tokenless::Sum{}, 0.0f, total, smem.s);
+  __syncthreads();
+  const auto a = A::reduce({v, static_cast<int>(threadIdx.x)}, smem.a);
+  out[blockIdx.x * kBlock + threadIdx.x] = r + s + total;
+  if (threadIdx.x == 0) idx[blockIdx.x] = a.index;
+}
+template __global__ void block_primitives_kernel<32>(const float*, float*, int*);
+template __global__ void block_primitives_kernel<128>(const float*, float*, int*);
+template __global__ void block_primitives_kernel<256>(const float*, float*, int*);
+template __global__ void block_primitives_kernel<512>(const float*, float*, int*);
+template __global__ void block_primitives_kernel<1024>(const float*, float*, int*);
+
+#if defined(TOKENLESS_BACKEND_EMU)
+int main() { return 0; }
+#endif

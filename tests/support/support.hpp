@@ -1,0 +1,134 @@
+#pragma once
+// Helpers shared by the emu and gpu tiers: the same test source runs on the
+// CPU executor (g++ with TOKENLESS_EMU) and on a GPU (nvcc).
+#include <doctest/doctest.h>
+#include <tokenless/tokenless.cuh>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace tlt {
+
+#define REQUIRE_OK(expr)                                                   \
+  do {                                                                     \
+    ::tokenless::Status s_ = (expr);                                       \
+    INFO("status: " << s_.message());                                      \
+    REQUIRE(s_.is_ok());                                                   \
+  } while (0)
+
+#define CHECK_CUDA(expr)                                                   \
+  do {                                                                     \
+    cudaError_t e_ = (expr);                                               \
+    INFO(#expr << ": " << cudaGetErrorName(e_));                           \
+    REQUIRE(e_ == cudaSuccess);                                            \
+  } while (0)
+
+// Test sizes shrink under sanitizers and in thread mode, where every CUDA
+// thread is an OS thread.
+inline int scale_down() {
+  static const int s = [] {
+    const char* e = std::getenv("TOKENLESS_TEST_SMALL");
+    return e && *e && *e != '0' ? 4 : 1;
+  }();
+  return s;
+}
+
+template <class T>
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t n) : n_(n) {
+    if (n) REQUIRE(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)) == cudaSuccess);
+  }
+  explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) { upload(h); }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer() {
+    if (p_) (void)cudaFree(p_);
+  }
+  void upload(const std::vector<T>& h) {
+    REQUIRE(h.size() == n_);
+    if (n_) REQUIRE(cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+  }
+  std::vector<T> download() const {
+    std::vector<T> h(n_);
+    REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
+    if (n_) REQUIRE(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    return h;
+  }
+  void fill_bytes(int v) {
+    if (n_) REQUIRE(cudaMemset(p_, v, n_ * sizeof(T)) == cudaSuccess);
+  }
+  T* get() const { return p_; }
+  std::size_t size() const { return n_; }
+
+ private:
+  T* p_ = nullptr;
+  std::size_t n_ = 0;
+};
+
+template <class T>
+std::vector<T> random_values(std::size_t n, std::uint64_t seed, float lo = -1.0f, float hi = 1.0f) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<T> v(n);
+  for (auto& x : v) {
+    if constexpr (std::is_integral_v<T>) x = static_cast<T>(dist(rng));
+    else x = tokenless::from_float<T>(dist(rng));
+  }
+  return v;
+}
+
+// The tolerance rule of the test tiers: the kernel's error against the
+// double-precision reference may be at most `factor` times the error of a
+// naive implementation at the same precision, plus a floor of a few units of
+// roundoff of the result's magnitude (for the case where the naive loop is
+// exact by luck).
+struct Accuracy {
+  double kernel_err = 0, naive_err = 0, scale = 0;
+  std::size_t worst = 0;
+  bool nan_mismatch = false;
+};
+
+inline Accuracy measure(const std::vector<float>& kernel, const std::vector<float>& naive,
+                        const std::vector<double>& truth) {
+  Accuracy a;
+  for (std::size_t i = 0; i < truth.size(); ++i) {
+    const bool tn = std::isnan(truth[i]);
+    if (tn || std::isnan(kernel[i])) {
+      a.nan_mismatch |= tn != std::isnan(kernel[i]);
+      continue;
+    }
+    if (std::isinf(truth[i])) {
+      a.nan_mismatch |= kernel[i] != truth[i];
+      continue;
+    }
+    const double ke = std::fabs(kernel[i] - truth[i]);
+    if (ke > a.kernel_err) {
+      a.kernel_err = ke;
+      a.worst = i;
+    }
+    a.naive_err = std::max(a.naive_err, std::fabs(naive[i] - truth[i]));
+    a.scale = std::max(a.scale, std::fabs(truth[i]));
+  }
+  return a;
+}
+
+inline void check_accuracy(const std::vector<float>& kernel, const std::vector<float>& naive,
+                           const std::vector<double>& truth, double factor, float unit_roundoff) {
+  REQUIRE(kernel.size() == truth.size());
+  const Accuracy a = measure(kernel, naive, truth);
+  const double floor = 4.0 * unit_roundoff * a.scale;
+  INFO("kernel error " << a.kernel_err << " (at " << a.worst << "), naive error " << a.naive_err << ", floor "
+                       << floor << ", factor " << factor);
+  CHECK_FALSE(a.nan_mismatch);
+  CHECK(a.kernel_err <= factor * a.naive_err + floor);
+}
+
+}  // namespace tlt
