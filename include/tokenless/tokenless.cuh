@@ -10,3 +10,4 @@
 #include <tokenless/core/launch.cuh>
 #include <tokenless/core/row_reduce/row_reduce.cuh>
 #include <tokenless/core/warp.cuh>
+#include <tokenless/encoder/hash_embedding.cuh>

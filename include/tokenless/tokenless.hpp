@@ -10,6 +10,9 @@
 #include <tokenless/core/status.hpp>
 #include <tokenless/core/tensor.hpp>
 #include <tokenless/core/validate.hpp>
+#include <tokenless/core/vec.hpp>
 #include <tokenless/core/workspace.hpp>
+#include <tokenless/encoder/policy.hpp>
 #include <tokenless/reference/gemm.hpp>
+#include <tokenless/reference/hash_embedding.hpp>
 #include <tokenless/reference/row_reduce.hpp>

@@ -3,3 +3,4 @@
 #include "../kernels/device_algorithms.hpp"
 #include "../kernels/primitives.hpp"
 #include "../kernels/row_reduce.hpp"
+#include "../kernels/encoder.hpp"

@@ -36,10 +36,13 @@
 #define TL_HOST_DEVICE __host__ __device__
 #define TL_DEVICE __device__
 #define TL_FORCEINLINE __forceinline__
+#define TL_PRAGMA_(x) _Pragma(#x)
 #if defined(TOKENLESS_BACKEND_CUDA)
 #define TL_UNROLL _Pragma("unroll")
+#define TL_UNROLL_N(n) TL_PRAGMA_(unroll n)
 #else
 #define TL_UNROLL
+#define TL_UNROLL_N(n)
 #endif
 
 #define TOKENLESS_VERSION_MAJOR 0

@@ -4,16 +4,11 @@
 #include <tokenless/core/block.cuh>
 #include <tokenless/core/dtype.hpp>
 #include <tokenless/core/row_reduce/policy.hpp>
+#include <tokenless/core/vec.hpp>
 
 #include <cstdint>
 
 namespace tokenless::row_reduce {
-
-// Loads `kVec` consecutive elements of T as one aligned vector.
-template <class T, int kVec>
-struct alignas(sizeof(T) * kVec) Vec {
-  T v[kVec];
-};
 
 template <class P, class T, int kBlock, int kVec>
 __global__ void __launch_bounds__(kBlock) forward_kernel(const T* __restrict__ in, float* __restrict__ out,

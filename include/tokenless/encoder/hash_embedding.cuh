@@ -1,0 +1,306 @@
+#pragma once
+// Byte + hash n-gram embedding (BLT's encoder input), forward and backward.
+//
+//   out[i] = scale * (E_byte[id_i] + sum_{f, n} E_{f,n}[bucket_{f,n}(i)])
+//
+// ids: uint8 bytes (id = byte + offset of the policy's convention) or int32
+// ids. The batch is varlen (cu_seqlens) or padded ([B, seq_len]); windows
+// never cross a sequence start. Storage fp32/fp16/bf16, fp32 accumulation.
+// NaN and Inf in the tables propagate to the rows that gather them.
+//
+// Input that only the device can see (an id outside the vocabulary, a
+// cu_seqlens that is not a valid prefix sum) is checked by a kernel before the
+// main one; if anything is wrong the main kernel writes nothing, and
+// read_error() turns the device-side record into a Status. read_error()
+// synchronises the stream: it is for debugging and tests, not the hot path.
+#include <tokenless/core/device.hpp>
+#include <tokenless/core/device_algorithms.cuh>
+#include <tokenless/core/dtype.hpp>
+#include <tokenless/core/launch.cuh>
+#include <tokenless/core/operation.hpp>
+#include <tokenless/core/validate.hpp>
+#include <tokenless/core/workspace.hpp>
+#include <tokenless/encoder/kernel.cuh>
+#include <tokenless/encoder/policy.hpp>
+
+#include <algorithm>
+#include <type_traits>
+
+namespace tokenless::encoder {
+
+namespace detail {
+
+template <class IdT>
+inline constexpr bool kIdsNeedValidation = !std::is_same_v<IdT, std::uint8_t>;
+
+inline Status check_common(const void* ids, std::int64_t n_tokens, const Batch& batch, std::int64_t V, int d) {
+  TL_RETURN_IF_ERROR(check::not_null("ids", ids));
+  TL_RETURN_IF_ERROR(check::positive("n_tokens", n_tokens));
+  TL_RETURN_IF_ERROR(check::fits_int32("n_tokens", n_tokens));  // token indices are sorted as int32
+  if (V <= 0) return Status::argument(StatusCode::invalid_argument, "hash_vocab", "V > 0", "%lld", static_cast<long long>(V));
+  if (V > (std::int64_t{1} << 31)) {
+    return Status::argument(StatusCode::unsupported, "hash_vocab", "V <= 2^31 (buckets are sorted as 32-bit keys)",
+                            "%lld", static_cast<long long>(V));
+  }
+  TL_RETURN_IF_ERROR(check::positive("d", d));
+  if (batch.varlen()) {
+    TL_RETURN_IF_ERROR(check::positive("batch.num_seqs", batch.num_seqs));
+  } else {
+    TL_RETURN_IF_ERROR(check::positive("batch.seq_len", batch.seq_len));
+    if (n_tokens % batch.seq_len != 0) {
+      return Status::argument(StatusCode::shape_mismatch, "n_tokens", "a multiple of batch.seq_len (padded [B, N])",
+                              "%lld (seq_len %lld)", static_cast<long long>(n_tokens),
+                              static_cast<long long>(batch.seq_len));
+    }
+  }
+  return Status::ok();
+}
+
+template <class Tables, int K>
+inline Status check_tables(const Tables& tables, std::int64_t V, std::size_t elem_bytes) {
+  if constexpr (requires { tables.fused; }) {
+    TL_RETURN_IF_ERROR(check::not_null("hash_tables.fused", tables.fused));
+    TL_RETURN_IF_ERROR(check::aligned("hash_tables.fused", tables.fused, elem_bytes));
+    for (int t = 0; t < K; ++t) {
+      if (tables.row_offset[t] < 0) {
+        return Status::argument(StatusCode::invalid_argument, "hash_tables.row_offset", "offsets >= 0", "%lld at table %d",
+                                static_cast<long long>(tables.row_offset[t]), t);
+      }
+    }
+  } else {
+    for (int t = 0; t < K; ++t) {
+      if (!tables.table[t]) {
+        return Status::argument(StatusCode::null_pointer, "hash_tables.table", "K non-null tables", "nullptr at table %d", t);
+      }
+      TL_RETURN_IF_ERROR(check::aligned("hash_tables.table", tables.table[t], elem_bytes));
+    }
+  }
+  (void)V;
+  return Status::ok();
+}
+
+// 16-byte loads need every row start aligned: d a multiple of the vector
+// width and 16-byte aligned bases. Otherwise the scalar path runs.
+template <class T, class Tables, int K>
+inline bool vectorizable(const void* out, const void* byte_table, const Tables& tables, int d) {
+  constexpr int kVec = kVec16<T>;
+  auto aligned = [](const void* p) { return reinterpret_cast<std::uintptr_t>(p) % 16 == 0; };
+  if (d % kVec != 0 || !aligned(out) || !aligned(byte_table)) return false;
+  if constexpr (requires { tables.fused; }) {
+    return aligned(tables.fused);
+  } else {
+    for (int t = 0; t < K; ++t)
+      if (!aligned(tables.table[t])) return false;
+    return true;
+  }
+}
+
+inline int grid_for(std::int64_t items_per_block_units) {
+  DeviceProperties p;
+  const int sms = device_properties(p).is_ok() ? p.sm_count : 132;
+  return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(items_per_block_units, std::int64_t{sms} * 32)));
+}
+
+// Launches the validation kernel when there is something the host cannot check.
+template <class P, class IdT>
+inline Status validate(const IdT* ids, std::int64_t n, const Batch& batch, unsigned long long* error, cudaStream_t stream) {
+  TL_CUDA_TRY(cudaMemsetAsync(error, 0xff, 2 * sizeof(unsigned long long), stream));
+  const std::int64_t work = std::max<std::int64_t>(n, batch.num_seqs + 1);
+  return launch(validate_kernel<P, IdT>, {dim3(grid_for((work + 255) / 256)), dim3(256), 0, stream}, ids, n, batch, error);
+}
+
+// Turns the device-side error record into a Status (synchronises `stream`).
+template <class P, class IdT>
+inline Status read_error(const IdT* ids, const Batch& batch, const unsigned long long* error, cudaStream_t stream) {
+  if (!error) return Status::ok();
+  unsigned long long e[2];
+  TL_CUDA_TRY(cudaMemcpyAsync(e, error, sizeof e, cudaMemcpyDeviceToHost, stream));
+  TL_CUDA_TRY(cudaStreamSynchronize(stream));
+  if (e[0] != kNoError) {
+    IdT v{};
+    TL_CUDA_TRY(cudaMemcpy(&v, ids + e[0], sizeof v, cudaMemcpyDeviceToHost));
+    return Status::argument(StatusCode::invalid_argument, "ids", "ids in [0, vocab) (nothing was written)",
+                            "%lld at position %llu (vocab %d)", static_cast<long long>(v), e[0], P::ids::kVocab);
+  }
+  if (e[1] != kNoError) {
+    std::int32_t v = 0;
+    TL_CUDA_TRY(cudaMemcpy(&v, batch.cu_seqlens + e[1], sizeof v, cudaMemcpyDeviceToHost));
+    return Status::argument(StatusCode::invalid_argument, "batch.cu_seqlens",
+                            "0 = cu[0] <= cu[1] <= ... <= cu[B] = n_tokens (nothing was written)", "%d at index %llu", v,
+                            e[1]);
+  }
+  return Status::ok();
+}
+
+}  // namespace detail
+
+template <EmbeddingPolicy P, StorageFloat T, class IdT = std::uint8_t>
+struct HashEmbeddingForward {
+  static_assert(std::is_same_v<IdT, std::uint8_t> || std::is_same_v<IdT, std::int32_t>,
+                "ids are uint8 bytes or int32 ids");
+  static constexpr int K = P::tables;
+  using Tables = typename P::layout::template Tables<const T, K>;
+
+  struct Arguments {
+    const IdT* ids = nullptr;      // [n_tokens]
+    std::int64_t n_tokens = 0;
+    Batch batch;                   // varlen cu_seqlens, or padded seq_len
+    const T* byte_table = nullptr; // [P::ids::kVocab, d]
+    Tables hash_tables;            // K tables of [hash_vocab, d]
+    std::int64_t hash_vocab = 0;   // V
+    int d = 0;
+    float scale = 1.0f;            // optional output scale
+    T* output = nullptr;           // [n_tokens, d]
+  };
+
+  static bool needs_validation(const Arguments& a) { return detail::kIdsNeedValidation<IdT> || a.batch.varlen(); }
+
+  static Status can_implement(const Arguments& a) {
+    TL_RETURN_IF_ERROR(detail::check_common(a.ids, a.n_tokens, a.batch, a.hash_vocab, a.d));
+    TL_RETURN_IF_ERROR(check::not_null("byte_table", a.byte_table));
+    TL_RETURN_IF_ERROR(check::aligned("byte_table", a.byte_table, sizeof(T)));
+    TL_RETURN_IF_ERROR((detail::check_tables<Tables, K>(a.hash_tables, a.hash_vocab, sizeof(T))));
+    TL_RETURN_IF_ERROR(check::not_null("output", a.output));
+    TL_RETURN_IF_ERROR(check::aligned("output", a.output, sizeof(T)));
+    TL_RETURN_IF_ERROR(check::finite("scale", a.scale));
+    return Status::ok();
+  }
+
+  static std::size_t workspace_size(const Arguments& a) {
+    return needs_validation(a) ? kWorkspaceAlignment : 0;  // two error words
+  }
+
+  static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(can_implement(a));
+    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
+    unsigned long long* error = needs_validation(a) ? ws.at<unsigned long long>(0) : nullptr;
+    if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
+    detail::ForwardParams<P, T, IdT> p{a.ids, a.n_tokens, a.batch, a.byte_table, a.hash_tables,
+                                       a.hash_vocab, a.d, a.scale, a.output, error};
+    const LaunchConfig cfg{dim3(detail::grid_for((a.n_tokens + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
+                           dim3(detail::kWarpsPerBlock * 32), 0, stream};
+    if (detail::vectorizable<T, Tables, K>(a.output, a.byte_table, a.hash_tables, a.d)) {
+      return launch(detail::forward_kernel<P, T, IdT, kVec16<T>>, cfg, p);
+    }
+    return launch(detail::forward_kernel<P, T, IdT, 1>, cfg, p);
+  }
+
+  // Status of the last run()'s device-side checks. Synchronises `stream`.
+  static Status read_error(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    if (!needs_validation(a)) return Status::ok();
+    return detail::read_error<P, IdT>(a.ids, a.batch, ws.at<unsigned long long>(0), stream);
+  }
+};
+
+// Gradients accumulate (+=) into fp32 tables, as framework .grad buffers do;
+// zero them first for a fresh gradient.
+template <EmbeddingPolicy P, StorageFloat T, class IdT = std::uint8_t>
+struct HashEmbeddingBackward {
+  static constexpr int K = P::tables;
+  using GradTables = typename P::layout::template Tables<float, K>;
+
+  struct Arguments {
+    const IdT* ids = nullptr;
+    std::int64_t n_tokens = 0;
+    Batch batch;
+    const T* grad_output = nullptr;  // [n_tokens, d]
+    float* grad_byte_table = nullptr;  // [P::ids::kVocab, d]
+    GradTables grad_hash_tables;       // K tables of [hash_vocab, d]
+    std::int64_t hash_vocab = 0;
+    int d = 0;
+    float scale = 1.0f;                // the forward's output scale
+    bool deterministic = false;        // sort + segmented reduce instead of atomics
+  };
+
+  static bool needs_validation(const Arguments& a) { return detail::kIdsNeedValidation<IdT> || a.batch.varlen(); }
+
+  static Status can_implement(const Arguments& a) {
+    TL_RETURN_IF_ERROR(detail::check_common(a.ids, a.n_tokens, a.batch, a.hash_vocab, a.d));
+    TL_RETURN_IF_ERROR(check::not_null("grad_output", a.grad_output));
+    TL_RETURN_IF_ERROR(check::aligned("grad_output", a.grad_output, sizeof(T)));
+    TL_RETURN_IF_ERROR(check::not_null("grad_byte_table", a.grad_byte_table));
+    TL_RETURN_IF_ERROR(check::aligned("grad_byte_table", a.grad_byte_table, sizeof(float)));
+    TL_RETURN_IF_ERROR((detail::check_tables<GradTables, K>(a.grad_hash_tables, a.hash_vocab, sizeof(float))));
+    TL_RETURN_IF_ERROR(check::finite("scale", a.scale));
+    if (a.deterministic) TL_RETURN_IF_ERROR(check::product_fits_int32("(tables + 1) * n_tokens", K + 1, a.n_tokens));
+    return Status::ok();
+  }
+
+  struct Layout {
+    std::size_t error = 0, keys_in = 0, keys_out = 0, tokens_in = 0, tokens_out = 0, sort_temp = 0;
+    std::size_t sort_temp_bytes = 0, total = 0;
+  };
+
+  static Layout layout(const Arguments& a) {
+    Layout l;
+    WorkspaceLayout w;
+    l.error = w.add(2 * sizeof(unsigned long long));
+    if (a.deterministic) {
+      const std::int64_t m = (K + 1) * a.n_tokens;
+      l.keys_in = w.add_array<std::uint32_t>(m);
+      l.keys_out = w.add_array<std::uint32_t>(m);
+      l.tokens_in = w.add_array<std::int32_t>(m);
+      l.tokens_out = w.add_array<std::int32_t>(m);
+      std::size_t bytes = 0;
+      (void)device::sort_pairs<std::uint32_t, std::int32_t>(nullptr, bytes, nullptr, nullptr, nullptr, nullptr,
+                                                            a.n_tokens);
+      l.sort_temp_bytes = bytes;
+      l.sort_temp = w.add(bytes);
+    }
+    l.total = w.bytes();
+    return l;
+  }
+
+  static std::size_t workspace_size(const Arguments& a) {
+    return a.deterministic || needs_validation(a) ? layout(a).total : 0;
+  }
+
+  static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(can_implement(a));
+    const std::size_t need = workspace_size(a);
+    TL_RETURN_IF_ERROR(check_workspace(ws, need));
+    const Layout l = need ? layout(a) : Layout{};
+    unsigned long long* error = needs_validation(a) ? ws.at<unsigned long long>(l.error) : nullptr;
+    if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
+    detail::BackwardParams<P, T, IdT> p{a.ids, a.n_tokens, a.batch, a.grad_output, a.grad_byte_table,
+                                        a.grad_hash_tables, a.hash_vocab, a.d, a.scale, error};
+    const bool vec = a.d % kVec16<T> == 0 && reinterpret_cast<std::uintptr_t>(a.grad_output) % 16 == 0;
+    const dim3 block(detail::kWarpsPerBlock * 32);
+    if (!a.deterministic) {
+      const LaunchConfig cfg{dim3(detail::grid_for((a.n_tokens + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
+                             block, 0, stream};
+      if (vec) return launch(detail::backward_atomic_kernel<P, T, IdT, kVec16<T>>, cfg, p);
+      return launch(detail::backward_atomic_kernel<P, T, IdT, 1>, cfg, p);
+    }
+    const std::int64_t n = a.n_tokens;
+    auto* keys_in = ws.at<std::uint32_t>(l.keys_in);
+    auto* keys_out = ws.at<std::uint32_t>(l.keys_out);
+    auto* tok_in = ws.at<std::int32_t>(l.tokens_in);
+    auto* tok_out = ws.at<std::int32_t>(l.tokens_out);
+    TL_RETURN_IF_ERROR(launch(detail::keys_kernel<P, IdT>, {dim3(detail::grid_for((n + 255) / 256)), dim3(256), 0, stream},
+                              a.ids, n, a.batch, a.hash_vocab, keys_in, tok_in, static_cast<const unsigned long long*>(error)));
+    auto bits_for = [](std::int64_t rows) {
+      int b = 1;
+      while (b < 32 && (std::int64_t{1} << b) < rows) ++b;
+      return b;
+    };
+    for (int t = 0; t <= K; ++t) {
+      std::size_t bytes = l.sort_temp_bytes;
+      const int bits = bits_for(t == 0 ? P::ids::kVocab : a.hash_vocab);
+      TL_RETURN_IF_ERROR(device::sort_pairs(ws.at<void>(l.sort_temp), bytes, keys_in + t * n, keys_out + t * n,
+                                            tok_in + t * n, tok_out + t * n, n, 0, bits, stream));
+    }
+    const LaunchConfig cfg{dim3(detail::grid_for(((K + 1) * n + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
+                           block, 0, stream};
+    const unsigned long long* err = error;
+    if (vec) return launch(detail::segment_reduce_kernel<P, T, IdT, kVec16<T>>, cfg, p, keys_out, tok_out, err);
+    return launch(detail::segment_reduce_kernel<P, T, IdT, 1>, cfg, p, keys_out, tok_out, err);
+  }
+
+  static Status read_error(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    if (!needs_validation(a)) return Status::ok();
+    return detail::read_error<P, IdT>(a.ids, a.batch, ws.at<unsigned long long>(layout(a).error), stream);
+  }
+};
+
+}  // namespace tokenless::encoder

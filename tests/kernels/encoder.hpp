@@ -1,0 +1,302 @@
+#pragma once
+// Byte + hash n-gram embedding: forward and backward against the host
+// reference, varlen and padded batches, both table layouts, every dtype,
+// deterministic mode bit-stability, and bad input. Shared by emu and gpu tiers.
+#include "../support/support.hpp"
+
+#include <numeric>
+
+namespace tlt::encoder_tests {
+
+namespace enc = tokenless::encoder;
+using tokenless::to_float;
+
+// Small enough to run on the executor, with collisions (V = 97) so that the
+// backward really accumulates.
+template <class Layout>
+using TestPolicy = enc::HashEmbeddingPolicy<enc::BltIds, enc::NGrams<2, 3, 5>, 2, Layout>;
+constexpr std::int64_t kV = 97;
+
+template <class IdT>
+std::vector<IdT> make_ids(std::int64_t n, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<IdT> ids(static_cast<std::size_t>(n));
+  // Text-like bytes: few distinct values, so n-grams repeat.
+  for (auto& x : ids) x = static_cast<IdT>(std::is_same_v<IdT, std::uint8_t> ? 97 + rng() % 6 : 4 + rng() % 256);
+  return ids;
+}
+
+template <class P, class T>
+struct Model {
+  static constexpr int K = P::tables;
+  int d;
+  std::vector<T> byte_table;
+  std::vector<T> fused;  // K * V rows; separate tables are views into it
+  tlt::DeviceBuffer<T> d_byte, d_fused;
+
+  explicit Model(int dim)
+      : d(dim),
+        byte_table(tlt::random_values<T>(static_cast<std::size_t>(P::ids::kVocab) * dim, 11)),
+        fused(tlt::random_values<T>(static_cast<std::size_t>(K * kV) * dim, 12)),
+        d_byte(byte_table),
+        d_fused(fused) {}
+
+  template <class Tables, class Ptr>
+  Tables tables(Ptr base) const {
+    Tables t;
+    if constexpr (requires { t.fused; }) {
+      t.fused = base;
+      t.use_default_offsets(kV);
+    } else {
+      for (int i = 0; i < K; ++i) t.table[i] = base + static_cast<std::int64_t>(i) * kV * d;
+    }
+    return t;
+  }
+};
+
+struct BatchSpec {
+  std::vector<std::int32_t> cu;  // empty: padded
+  std::int64_t seq_len = 0;
+  std::int64_t n = 0;
+};
+
+inline BatchSpec varlen_spec() {
+  // Includes an empty sequence and a single-byte one.
+  return {{0, 7, 7, 8, 40, 73}, 0, 73};
+}
+inline BatchSpec padded_spec() { return {{}, 24, 72}; }
+
+template <class P, class T, class IdT>
+void forward_case(int d, const BatchSpec& spec) {
+  CAPTURE(d);
+  CAPTURE(spec.n);
+  using Op = enc::HashEmbeddingForward<P, T, IdT>;
+  Model<P, T> m(d);
+  auto ids = make_ids<IdT>(spec.n, 5);
+  DeviceBuffer<IdT> d_ids(ids);
+  DeviceBuffer<std::int32_t> d_cu(spec.cu);
+  DeviceBuffer<T> out(static_cast<std::size_t>(spec.n * d));
+  typename Op::Arguments a;
+  a.ids = d_ids.get();
+  a.n_tokens = spec.n;
+  a.batch = spec.cu.empty() ? enc::Batch{nullptr, spec.n / spec.seq_len, spec.seq_len}
+                            : enc::Batch{d_cu.get(), static_cast<std::int64_t>(spec.cu.size()) - 1, 0};
+  a.byte_table = m.d_byte.get();
+  a.hash_tables = m.template tables<typename Op::Tables>(static_cast<const T*>(m.d_fused.get()));
+  a.hash_vocab = kV;
+  a.d = d;
+  a.scale = 0.5f;
+  a.output = out.get();
+  DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
+  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+  REQUIRE_OK(Op::run(a, w));
+  REQUIRE_OK(Op::read_error(a, w));
+  auto got_t = out.download();
+  std::vector<float> got(got_t.size());
+  for (std::size_t i = 0; i < got.size(); ++i) got[i] = to_float(got_t[i]);
+
+  const auto starts = tokenless::reference::sequence_starts(spec.n, spec.cu, spec.seq_len);
+  const auto host_tables = m.template tables<typename Op::Tables>(static_cast<const T*>(m.fused.data()));
+  auto truth = tokenless::reference::hash_embedding_forward<P, double>(ids.data(), spec.n, starts, m.byte_table.data(),
+                                                                      host_tables, kV, d, 0.5f);
+  auto naive = tokenless::reference::hash_embedding_forward<P, float>(ids.data(), spec.n, starts, m.byte_table.data(),
+                                                                     host_tables, kV, d, 0.5f);
+  for (auto& x : naive) x = tokenless::round_trip<T>(x);
+  // Same summation order as the naive loop; the output rounding to T dominates.
+  check_accuracy(got, naive, truth, 1.0, tokenless::dtype_traits<T>::unit_roundoff);
+}
+
+template <class P, class T, class IdT>
+void backward_case(int d, const BatchSpec& spec, bool deterministic) {
+  CAPTURE(d);
+  CAPTURE(deterministic);
+  using Op = enc::HashEmbeddingBackward<P, T, IdT>;
+  constexpr int K = P::tables;
+  auto ids = make_ids<IdT>(spec.n, 7);
+  auto g = tlt::random_values<T>(static_cast<std::size_t>(spec.n * d), 8);
+  DeviceBuffer<IdT> d_ids(ids);
+  DeviceBuffer<std::int32_t> d_cu(spec.cu);
+  DeviceBuffer<T> d_g(g);
+  DeviceBuffer<float> gb(static_cast<std::size_t>(P::ids::kVocab) * d), gt(static_cast<std::size_t>(K * kV) * d);
+  typename Op::Arguments a;
+  a.ids = d_ids.get();
+  a.n_tokens = spec.n;
+  a.batch = spec.cu.empty() ? enc::Batch{nullptr, spec.n / spec.seq_len, spec.seq_len}
+                            : enc::Batch{d_cu.get(), static_cast<std::int64_t>(spec.cu.size()) - 1, 0};
+  a.grad_output = d_g.get();
+  a.grad_byte_table = gb.get();
+  if constexpr (requires { a.grad_hash_tables.fused; }) {
+    a.grad_hash_tables.fused = gt.get();
+    a.grad_hash_tables.use_default_offsets(kV);
+  } else {
+    for (int t = 0; t < K; ++t) a.grad_hash_tables.table[t] = gt.get() + static_cast<std::int64_t>(t) * kV * d;
+  }
+  a.hash_vocab = kV;
+  a.d = d;
+  a.scale = 0.5f;
+  a.deterministic = deterministic;
+  DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
+  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+
+  auto run_once = [&] {
+    gb.fill_bytes(0);
+    gt.fill_bytes(0);
+    REQUIRE_OK(Op::run(a, w));
+    REQUIRE_OK(Op::read_error(a, w));
+    auto b = gb.download();
+    auto t = gt.download();
+    b.insert(b.end(), t.begin(), t.end());
+    return b;
+  };
+  const auto got = run_once();
+
+  const auto starts = tokenless::reference::sequence_starts(spec.n, spec.cu, spec.seq_len);
+  std::vector<double> tb;
+  std::vector<std::vector<double>> tt;
+  std::vector<float> nb;
+  std::vector<std::vector<float>> nt;
+  tokenless::reference::hash_embedding_backward<P, double>(ids.data(), spec.n, starts, g.data(), kV, d, 0.5f, tb, tt);
+  tokenless::reference::hash_embedding_backward<P, float>(ids.data(), spec.n, starts, g.data(), kV, d, 0.5f, nb, nt);
+  for (int t = 0; t < K; ++t) {
+    tb.insert(tb.end(), tt[t].begin(), tt[t].end());
+    nb.insert(nb.end(), nt[t].begin(), nt[t].end());
+  }
+  // Atomics add in any order, the deterministic path in token order: both
+  // within 2x the token-order fp32 loop's error.
+  check_accuracy(got, nb, tb, 2.0, tokenless::dtype_traits<float>::unit_roundoff);
+  if (deterministic) {
+    for (int rep = 0; rep < 2; ++rep) CHECK(run_once() == got);  // bit-identical
+  }
+}
+
+template <class Layout, class T>
+void all_cases() {
+  using P = TestPolicy<Layout>;
+  const int s = scale_down();
+  forward_case<P, T, std::uint8_t>(64, padded_spec());
+  forward_case<P, T, std::int32_t>(64, varlen_spec());
+  forward_case<P, T, std::uint8_t>(35, varlen_spec());  // d not a multiple of the vector width: scalar path
+  forward_case<P, T, std::uint8_t>(320 / s, padded_spec());  // several column chunks
+  backward_case<P, T, std::uint8_t>(64, padded_spec(), false);
+  backward_case<P, T, std::int32_t>(35, varlen_spec(), false);
+  backward_case<P, T, std::uint8_t>(64, varlen_spec(), true);
+  backward_case<P, T, std::int32_t>(35, padded_spec(), true);
+}
+
+TEST_CASE_TEMPLATE("hash embedding: forward and backward match the reference", T, float, __half, __nv_bfloat16) {
+  all_cases<enc::SeparateTables, T>();
+  all_cases<enc::FusedTable, T>();
+}
+
+TEST_CASE("hash embedding: the BLT-1B policy (6 tables, n = 3..8, one hash function) on a sentence") {
+  using P = enc::Blt1B;
+  using T = __nv_bfloat16;
+  using Op = enc::HashEmbeddingForward<P, T, std::uint8_t>;
+  const std::string text = "Daenerys Targaryen is in Game of Thrones, a fantasy epic by George R.R. Martin.";
+  const std::vector<std::uint8_t> bytes(text.begin(), text.end());
+  const std::int64_t n = static_cast<std::int64_t>(bytes.size()), V = 1009;  // BLT-1B's V is 500,002; any V works
+  const int d = 32;
+  auto byte_table = tlt::random_values<T>(static_cast<std::size_t>(P::ids::kVocab) * d, 1);
+  auto fused = tlt::random_values<T>(static_cast<std::size_t>(P::tables * V) * d, 2);
+  DeviceBuffer<std::uint8_t> d_ids(bytes);
+  DeviceBuffer<T> d_byte(byte_table), d_fused(fused), out(static_cast<std::size_t>(n * d));
+  typename Op::Arguments a;
+  a.ids = d_ids.get();
+  a.n_tokens = n;
+  a.batch = {nullptr, 1, n};
+  a.byte_table = d_byte.get();
+  for (int t = 0; t < P::tables; ++t) a.hash_tables.table[t] = d_fused.get() + t * V * d;
+  a.hash_vocab = V;
+  a.d = d;
+  a.output = out.get();
+  REQUIRE_OK(Op::run(a));
+  auto got_t = out.download();
+  std::vector<float> got(got_t.size());
+  for (std::size_t i = 0; i < got.size(); ++i) got[i] = to_float(got_t[i]);
+  typename Op::Tables host;
+  for (int t = 0; t < P::tables; ++t) host.table[t] = fused.data() + t * V * d;
+  const std::vector<std::int64_t> starts(static_cast<std::size_t>(n), 0);
+  auto truth = tokenless::reference::hash_embedding_forward<P, double>(bytes.data(), n, starts, byte_table.data(), host,
+                                                                      V, d, 1.0f);
+  auto naive = tokenless::reference::hash_embedding_forward<P, float>(bytes.data(), n, starts, byte_table.data(), host,
+                                                                     V, d, 1.0f);
+  for (auto& x : naive) x = tokenless::round_trip<T>(x);
+  check_accuracy(got, naive, truth, 1.0, tokenless::dtype_traits<T>::unit_roundoff);
+}
+
+TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
+  using P = TestPolicy<enc::SeparateTables>;
+  using T = float;
+  using Op = enc::HashEmbeddingForward<P, T, std::int32_t>;
+  const int d = 16;
+  Model<P, T> m(d);
+  std::vector<std::int32_t> ids = {5, 6, 300, 7};  // 300 is outside BLT's 260 ids
+  DeviceBuffer<std::int32_t> d_ids(ids);
+  DeviceBuffer<T> out(4 * d);
+  out.fill_bytes(0x7f);
+  const auto before = out.download();
+  typename Op::Arguments a;
+  a.ids = d_ids.get();
+  a.n_tokens = 4;
+  a.batch = {nullptr, 1, 4};
+  a.byte_table = m.d_byte.get();
+  a.hash_tables = m.template tables<typename Op::Tables>(static_cast<const T*>(m.d_fused.get()));
+  a.hash_vocab = kV;
+  a.d = d;
+  a.output = out.get();
+  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+  REQUIRE_OK(Op::run(a, w));  // launches: the ids live on the device
+  tokenless::Status s = Op::read_error(a, w);
+  INFO(s.message());
+  CHECK(s.code() == tokenless::StatusCode::invalid_argument);
+  CHECK(std::string(s.message()).find("300 at position 2") != std::string::npos);
+  CHECK(out.download() == before);
+
+  // A cu_seqlens that does not end at n_tokens.
+  ids[2] = 8;
+  d_ids.upload(ids);
+  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 2, 3});
+  auto v = a;
+  v.batch = {cu.get(), 2, 0};
+  REQUIRE_OK(Op::run(v, w));
+  s = Op::read_error(v, w);
+  CHECK(std::string(s.message()).find("cu_seqlens") != std::string::npos);
+  CHECK(out.download() == before);
+
+  auto expect = [&](typename Op::Arguments b, tokenless::StatusCode code, const char* needle) {
+    tokenless::Status st = Op::run(b, w);
+    INFO(st.message());
+    CHECK(st.code() == code);
+    CHECK(std::string(st.message()).find(needle) != std::string::npos);
+  };
+  auto b = a;
+  b.hash_vocab = 0;
+  expect(b, tokenless::StatusCode::invalid_argument, "'hash_vocab'");
+  b = a;
+  b.hash_tables.table[3] = nullptr;
+  expect(b, tokenless::StatusCode::null_pointer, "table 3");
+  b = a;
+  b.byte_table = nullptr;
+  expect(b, tokenless::StatusCode::null_pointer, "'byte_table'");
+  b = a;
+  b.n_tokens = 0;
+  expect(b, tokenless::StatusCode::empty, "'n_tokens'");
+  b = a;
+  b.d = 0;
+  expect(b, tokenless::StatusCode::empty, "'d'");
+  b = a;
+  b.batch.seq_len = 3;
+  expect(b, tokenless::StatusCode::shape_mismatch, "seq_len");
+  b = a;
+  b.scale = std::nanf("");
+  expect(b, tokenless::StatusCode::invalid_argument, "'scale'");
+  b = a;
+  expect(b, tokenless::StatusCode::ok, "ok");
+  CHECK(Op::run(a, {}).code() == tokenless::StatusCode::null_pointer);  // int32 ids need the error words
+  ids[2] = 300;
+  d_ids.upload(ids);
+  CHECK(out.download() != before);  // the valid run above wrote
+}
+
+}  // namespace tlt::encoder_tests
