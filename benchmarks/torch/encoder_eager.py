@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""PyTorch eager equivalent of tokenless's byte encoder, for the side-by-side
+comparison on a GPU machine: unfold, int64 rolling hash, one nn.Embedding per
+table, summed. Times forward and backward with CUDA events (L2 flushed) for
+the same shapes as benchmarks/bench_encoder.cu and prints JSON lines.
+
+    python3 benchmarks/torch/encoder_eager.py [--config blt1b|small] [--sizes 4096,65536,1048576]
+"""
+import argparse
+import json
+
+import torch
+
+PRIMES = [1000000007, 5915587277, 1500450271, 3267000013, 5754853343, 4093082899,
+          9576890767, 3628273133, 2860486313, 5463458053, 3367900313]
+CONFIGS = {"blt1b": (500002, 1024), "small": (30000, 256)}
+
+
+def hash_ids(ids, n, f, V):
+    # BLT's byte_group_hash_function: left-pad with 0, windows of n, sum w_j p^j in int64.
+    x = torch.cat([torch.zeros(ids.shape[0], n - 1, dtype=torch.int64, device=ids.device), ids], dim=1)
+    windows = x.unfold(1, n, 1)
+    powers = PRIMES[f] ** torch.arange(n, dtype=torch.int64, device=ids.device)
+    return (windows * powers).sum(-1) % V
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--config", default="small", choices=CONFIGS)
+    ap.add_argument("--sizes", default="4096,16384,65536,262144,1048576")
+    args = ap.parse_args()
+    V, d = CONFIGS[args.config]
+    ngrams = [3, 4, 5, 6, 7, 8]
+    dev = "cuda"
+    byte_emb = torch.nn.Embedding(260, d, device=dev, dtype=torch.bfloat16)
+    tables = torch.nn.ModuleList(torch.nn.Embedding(V, d, device=dev, dtype=torch.bfloat16) for _ in ngrams)
+    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
+
+    def forward(ids):
+        out = byte_emb(ids)
+        for k, n in enumerate(ngrams):
+            out = out + tables[k](hash_ids(ids, n, 0, V))
+        return out
+
+    def timed(fn, reps=10):
+        fn()
+        torch.cuda.synchronize()
+        total = 0.0
+        for _ in range(reps):
+            flush.zero_()
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            total += a.elapsed_time(b)
+        return total / reps
+
+    for n in [int(s) for s in args.sizes.split(",")]:
+        ids = (torch.randint(32, 127, (1, n), device=dev) + 4).to(torch.int64)
+        fwd_ms = timed(lambda: forward(ids))
+        g = torch.randn(1, n, d, device=dev, dtype=torch.bfloat16)
+
+        def fwd_bwd():
+            for p in list(byte_emb.parameters()) + list(tables.parameters()):
+                p.grad = None
+            forward(ids).backward(g)
+
+        bwd_ms = timed(fwd_bwd) - fwd_ms
+        print(json.dumps({"impl": "torch_eager", "config": args.config, "n": n, "forward_ms": fwd_ms,
+                          "backward_ms": bwd_ms}))
+
+
+if __name__ == "__main__":
+    main()
