@@ -183,6 +183,14 @@ void all_cases() {
   backward_case<P, T, std::int32_t>(35, padded_spec(), true);
 }
 
+TEST_CASE("hash embedding: deterministic backward with runs longer than a reduction chunk") {
+  // Few distinct bytes: the byte table's rows get runs of ~1000 tokens, which
+  // cross the 1024-position chunks of the deterministic reduction.
+  BatchSpec spec{{}, 1250, 5000};
+  backward_case<TestPolicy<enc::SeparateTables>, float, std::uint8_t>(8, spec, true);
+  backward_case<TestPolicy<enc::FusedTable>, __nv_bfloat16, std::uint8_t>(16, spec, true);
+}
+
 TEST_CASE_TEMPLATE("hash embedding: forward and backward match the reference", T, float, __half, __nv_bfloat16) {
   all_cases<enc::SeparateTables, T>();
   all_cases<enc::FusedTable, T>();

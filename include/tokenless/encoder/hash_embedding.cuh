@@ -227,7 +227,7 @@ struct HashEmbeddingBackward {
   }
 
   struct Layout {
-    std::size_t error = 0, keys_in = 0, keys_out = 0, tokens_in = 0, tokens_out = 0, sort_temp = 0;
+    std::size_t error = 0, keys_in = 0, keys_out = 0, tokens_in = 0, tokens_out = 0, sort_temp = 0, partials = 0;
     std::size_t sort_temp_bytes = 0, total = 0;
   };
 
@@ -246,6 +246,8 @@ struct HashEmbeddingBackward {
                                                             a.n_tokens);
       l.sort_temp_bytes = bytes;
       l.sort_temp = w.add(bytes);
+      const std::int64_t chunks = (a.n_tokens + detail::kReduceChunk - 1) / detail::kReduceChunk;
+      l.partials = w.add_array<float>((K + 1) * chunks * 2 * a.d);
     }
     l.total = w.bytes();
     return l;
@@ -290,11 +292,16 @@ struct HashEmbeddingBackward {
       TL_RETURN_IF_ERROR(device::sort_pairs(ws.at<void>(l.sort_temp), bytes, keys_in + t * n, keys_out + t * n,
                                             tok_in + t * n, tok_out + t * n, n, 0, bits, stream));
     }
-    const LaunchConfig cfg{dim3(detail::grid_for(((K + 1) * n + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
+    const std::int64_t chunks = (n + detail::kReduceChunk - 1) / detail::kReduceChunk;
+    const LaunchConfig cfg{dim3(detail::grid_for(((K + 1) * chunks + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
                            block, 0, stream};
     const unsigned long long* err = error;
-    if (vec) return launch(detail::segment_reduce_kernel<P, T, IdT, kVec16<T>>, cfg, p, keys_out, tok_out, err);
-    return launch(detail::segment_reduce_kernel<P, T, IdT, 1>, cfg, p, keys_out, tok_out, err);
+    float* partials = ws.at<float>(l.partials);
+    const Status s = vec ? launch(detail::reduce_chunks_kernel<P, T, IdT, kVec16<T>>, cfg, p, keys_out, tok_out, partials, err)
+                         : launch(detail::reduce_chunks_kernel<P, T, IdT, 1>, cfg, p, keys_out, tok_out, partials, err);
+    TL_RETURN_IF_ERROR(s);
+    return launch(detail::combine_partials_kernel<P, T, IdT>, cfg, p, static_cast<const std::uint32_t*>(keys_out),
+                  static_cast<const float*>(partials), err);
   }
 
   static Status read_error(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {

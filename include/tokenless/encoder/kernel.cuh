@@ -223,40 +223,99 @@ __global__ void keys_kernel(const IdT* ids, std::int64_t n, Batch batch, std::in
   }
 }
 
-// Step 3: a warp per run of equal keys sums the run's gradient rows in token
-// order and adds the sum to the row it owns alone.
+// Step 3. The sorted (row, token) pairs of each table are cut into chunks of
+// kReduceChunk positions, and each chunk into pieces of equal row. Pass A: a
+// warp per chunk sums each piece in token order; a piece that is a whole run
+// is added to its row, which it alone owns; a piece of a run that crosses a
+// chunk boundary goes to the chunk's partial slot (slot 0: the piece that
+// continues a run, slot 1: the piece that starts one). Pass B: a warp per
+// crossing run adds its partials in chunk order. Fixed chunking and fixed
+// order make the result bit-identical from run to run, and no warp walks more
+// than one chunk of rows, however hot a byte is.
+inline constexpr int kReduceChunk = 1024;
+
+TL_DEVICE TL_FORCEINLINE bool run_starts_at(const std::uint32_t* keys, std::int64_t k) {
+  return k == 0 || keys[k - 1] != keys[k];
+}
+
+template <class P, class T, class IdT>
+TL_DEVICE TL_FORCEINLINE float* gradient_row(const BackwardParams<P, T, IdT>& p, std::int64_t table, std::uint32_t key) {
+  return table == 0 ? p.grad_byte + static_cast<std::int64_t>(key) * p.d
+                    : p.grad_tables.row(static_cast<int>(table - 1), key, p.d);
+}
+
 template <class P, class T, class IdT, int kVec>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
-    segment_reduce_kernel(BackwardParams<P, T, IdT> p, const std::uint32_t* keys, const std::int32_t* tokens,
-                          const unsigned long long* error) {
+    reduce_chunks_kernel(BackwardParams<P, T, IdT> p, const std::uint32_t* sorted_keys, const std::int32_t* sorted_tokens,
+                         float* partials, const unsigned long long* error) {
   constexpr int K = P::tables;
   if (error && (error[0] != kNoError || error[1] != kNoError)) return;
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const std::int64_t n = p.n_tokens;
-  const std::int64_t total = (K + 1) * n;
+  const std::int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (std::int64_t g = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); g < total;
-       g += stride) {
-    const std::int64_t t = g / n, k = g % n;
-    const std::uint32_t key = keys[g];
-    if (k > 0 && keys[g - 1] == key) continue;  // not the head of a run
-    std::int64_t end = k + 1;
-    while (end < n && keys[t * n + end] == key) ++end;
-    float* dst = t == 0 ? p.grad_byte + static_cast<std::int64_t>(key) * p.d
-                        : p.grad_tables.row(static_cast<int>(t - 1), key, p.d);
-    for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunkVecs) {
-      float acc[kChunkVecs][kVec] = {};
-      for (std::int64_t r = k; r < end; ++r) {
-        accumulate_row<T, kVec>(acc, p.grad_out + static_cast<std::int64_t>(tokens[t * n + r]) * p.d, c0, p.d, lane);
-      }
-      TL_UNROLL
-      for (int u = 0; u < kChunkVecs; ++u) {
-        const int col = c0 + (u * 32 + lane) * kVec;
-        if (col < p.d) {
-          TL_UNROLL
-          for (int e = 0; e < kVec; ++e) dst[col + e] += acc[u][e] * p.scale;
+  for (std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); w < (K + 1) * chunks;
+       w += stride) {
+    const std::int64_t t = w / chunks, j = w % chunks;
+    const std::uint32_t* keys = sorted_keys + t * n;
+    const std::int32_t* tokens = sorted_tokens + t * n;
+    const std::int64_t c_begin = j * kReduceChunk, c_end = c_begin + kReduceChunk < n ? c_begin + kReduceChunk : n;
+    for (std::int64_t k = c_begin; k < c_end;) {
+      const std::uint32_t key = keys[k];
+      std::int64_t end = k + 1;
+      while (end < c_end && keys[end] == key) ++end;
+      const bool starts = run_starts_at(keys, k), ends = end == n || keys[end] != key;
+      float* dst = starts && ends ? gradient_row(p, t, key)
+                                  : partials + ((t * chunks + j) * 2 + (starts ? 1 : 0)) * p.d;
+      for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunkVecs) {
+        float acc[kChunkVecs][kVec] = {};
+        for (std::int64_t r = k; r < end; ++r) {
+          accumulate_row<T, kVec>(acc, p.grad_out + static_cast<std::int64_t>(tokens[r]) * p.d, c0, p.d, lane);
+        }
+        TL_UNROLL
+        for (int u = 0; u < kChunkVecs; ++u) {
+          const int col = c0 + (u * 32 + lane) * kVec;
+          if (col < p.d) {
+            TL_UNROLL
+            for (int e = 0; e < kVec; ++e) {
+              if (starts && ends) dst[col + e] += acc[u][e] * p.scale;
+              else dst[col + e] = acc[u][e];
+            }
+          }
         }
       }
+      k = end;
+    }
+  }
+}
+
+template <class P, class T, class IdT>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
+    combine_partials_kernel(BackwardParams<P, T, IdT> p, const std::uint32_t* sorted_keys, const float* partials,
+                            const unsigned long long* error) {
+  constexpr int K = P::tables;
+  if (error && (error[0] != kNoError || error[1] != kNoError)) return;
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  const std::int64_t n = p.n_tokens;
+  const std::int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
+  for (std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); w < (K + 1) * chunks;
+       w += stride) {
+    const std::int64_t t = w / chunks, j = w % chunks;
+    if (j + 1 >= chunks) continue;
+    const std::uint32_t* keys = sorted_keys + t * n;
+    const std::int64_t last = (j + 1) * kReduceChunk - 1;
+    const std::uint32_t key = keys[last];
+    if (keys[last + 1] != key) continue;  // no run crosses the end of chunk j
+    // The crossing run must start in chunk j, or an earlier chunk owns it.
+    if (!(keys[j * kReduceChunk] != key || run_starts_at(keys, j * kReduceChunk))) continue;
+    std::int64_t j_end = j + 1;
+    while (j_end + 1 < chunks && keys[(j_end + 1) * kReduceChunk] == key) ++j_end;
+    float* dst = gradient_row(p, t, key);
+    for (int c = lane; c < p.d; c += 32) {
+      float acc = partials[((t * chunks + j) * 2 + 1) * p.d + c];
+      for (std::int64_t m = j + 1; m <= j_end; ++m) acc += partials[((t * chunks + m) * 2 + 0) * p.d + c];
+      dst[c] += acc * p.scale;
     }
   }
 }
