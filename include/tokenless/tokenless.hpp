@@ -13,6 +13,8 @@
 #include <tokenless/core/vec.hpp>
 #include <tokenless/core/workspace.hpp>
 #include <tokenless/encoder/policy.hpp>
+#include <tokenless/patcher/policy.hpp>
 #include <tokenless/reference/gemm.hpp>
 #include <tokenless/reference/hash_embedding.hpp>
+#include <tokenless/reference/patcher.hpp>
 #include <tokenless/reference/row_reduce.hpp>

@@ -1,0 +1,130 @@
+#pragma once
+// Boundary policies: which positions start a patch. Each is a small struct
+// (its parameters are run-time values) with a host/device rule that looks at
+// the sequence around one position, so the patcher can decide every position
+// in parallel, and a streaming patcher can decide them one at a time.
+//
+// Positions: a sequence of n bytes has n positions, or n + 1 with
+// include_next_token (the position of the byte still to come). Positions 0
+// and 1 always start a patch (BLT's first_ids); the rules below decide
+// positions p >= 2. entropies[i] is the model's uncertainty about byte i + 1,
+// so a rule for p reads entropies[p - 1] (and entropies[p - 2]).
+#include <tokenless/core/config.hpp>
+
+#include <concepts>
+#include <cstdint>
+
+namespace tokenless::patcher {
+
+// What a rule may read about the sequence around position p (all indices are
+// sequence-local). Entropy rules read `entropy`, token rules read `token`.
+struct PositionView {
+  const float* entropies = nullptr;     // [n], or null
+  const std::int32_t* tokens = nullptr; // [n] BLT ids (byte + 4), or null
+  std::int64_t n = 0;                   // bytes in the sequence
+  TL_HOST_DEVICE float entropy(std::int64_t i) const { return entropies[i]; }
+  TL_HOST_DEVICE std::int32_t token(std::int64_t i) const { return tokens[i]; }
+};
+
+// ------------------------------------------------------------------ entropy rules (BLT)
+// Global threshold: H[p - 1] > theta. BLT's default theta is 1.335442066192627.
+struct EntropyGlobal {
+  static constexpr bool needs_entropies = true;
+  static constexpr bool needs_tokens = false;
+  float threshold = 1.335442066192627f;
+  TL_HOST_DEVICE bool starts(const PositionView& v, std::int64_t p) const { return v.entropy(p - 1) > threshold; }
+};
+
+// Monotonic: H[p - 1] - H[p - 2] > theta. As in BLT, position 2 always starts
+// a patch (the first element of BLT's shifted mask is set).
+struct EntropyMonotonic {
+  static constexpr bool needs_entropies = true;
+  static constexpr bool needs_tokens = false;
+  float threshold = 1.335442066192627f;
+  TL_HOST_DEVICE bool starts(const PositionView& v, std::int64_t p) const {
+    if (p == 2) return true;
+    return v.entropy(p - 1) - v.entropy(p - 2) > threshold;
+  }
+};
+
+// Combined (BLT's threshold_add): (H[p - 1] - H[p - 2] > theta_add) and
+// (H[p - 1] > theta). BLT's quirks kept: position 2 always starts a patch and
+// position 3 never does (index 1 of the shifted mask cannot fire).
+struct EntropyCombined {
+  static constexpr bool needs_entropies = true;
+  static constexpr bool needs_tokens = false;
+  float threshold = 1.335442066192627f;
+  float threshold_add = 0.0f;
+  TL_HOST_DEVICE bool starts(const PositionView& v, std::int64_t p) const {
+    if (p == 2) return true;
+    if (p == 3) return false;
+    return (v.entropy(p - 1) - v.entropy(p - 2) > threshold_add) && (v.entropy(p - 1) > threshold);
+  }
+};
+
+// ------------------------------------------------------------------ fixed rules
+struct StaticPatches {
+  static constexpr bool needs_entropies = false;
+  static constexpr bool needs_tokens = false;
+  int patch_size = 4;
+  // Static patching has no first-two rule: every patch_size-th position.
+  static constexpr bool first_two = false;
+  TL_HOST_DEVICE bool starts(const PositionView&, std::int64_t p) const { return p % patch_size == 0; }
+};
+
+struct BytePatches {
+  static constexpr bool needs_entropies = false;
+  static constexpr bool needs_tokens = false;
+  TL_HOST_DEVICE bool starts(const PositionView&, std::int64_t) const { return true; }
+};
+
+// BLT's find_space_patch_start_ids: a patch ends after the first of a run of
+// bytes that are neither ASCII letters nor digits; UTF-8 continuation bytes
+// (0x80-0xBF) do not end one, lead bytes (>= 0xC0) do; ids below 4 (BOE, BOS,
+// EOS, BPE) always end one.
+struct SpacePatches {
+  static constexpr bool needs_entropies = false;
+  static constexpr bool needs_tokens = true;
+  static constexpr int kOffset = 4;
+  TL_HOST_DEVICE static constexpr bool separator(std::int32_t id) {
+    const std::int32_t b = id - kOffset;
+    return b < '0' || (b > '9' && b < 'A') || (b > 'Z' && b < 'a') || (b > 'z' && b < 0x80) || b >= 0xC0;
+  }
+  TL_HOST_DEVICE bool starts(const PositionView& v, std::int64_t p) const {
+    const std::int64_t i = p - 1;  // the byte that would end the previous patch
+    const std::int32_t t = v.token(i);
+    return (separator(t) && !separator(v.token(i - 1))) || t < kOffset;
+  }
+};
+
+template <class P>
+concept BoundaryPolicy = requires(const P& policy, const PositionView& v, std::int64_t p) {
+  { policy.starts(v, p) } -> std::same_as<bool>;
+  { P::needs_entropies } -> std::convertible_to<bool>;
+  { P::needs_tokens } -> std::convertible_to<bool>;
+};
+
+// Whether BLT's "positions 0 and 1 always start a patch" applies.
+template <class P>
+TL_HOST_DEVICE constexpr bool uses_first_two() {
+  if constexpr (requires { P::first_two; }) return P::first_two;
+  else return true;
+}
+
+// The start flag of position p of a sequence under policy `rule` (without a
+// max-length cap, which needs the previous start: see apply_max_length).
+template <BoundaryPolicy P>
+TL_HOST_DEVICE bool is_patch_start(const P& rule, const PositionView& v, std::int64_t p) {
+  if (p == 0) return true;
+  if (uses_first_two<P>() && p == 1) return true;
+  return rule.starts(v, p);
+}
+
+// BLT's max_patch_length: a patch longer than M splits into pieces of M and a
+// remainder, i.e. position p also starts a patch when it lies a multiple of M
+// after the last start.
+TL_HOST_DEVICE constexpr bool max_length_start(std::int64_t p, std::int64_t last_start, std::int64_t max_len) {
+  return max_len > 0 && p > last_start && (p - last_start) % max_len == 0;
+}
+
+}  // namespace tokenless::patcher
