@@ -11,3 +11,4 @@
 #include <tokenless/core/row_reduce/row_reduce.cuh>
 #include <tokenless/core/warp.cuh>
 #include <tokenless/encoder/hash_embedding.cuh>
+#include <tokenless/patcher/patcher.cuh>

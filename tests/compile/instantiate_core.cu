@@ -48,6 +48,23 @@ template __global__ void block_primitives_kernel<256>(const float*, float*, int*
 template __global__ void block_primitives_kernel<512>(const float*, float*, int*);
 template __global__ void block_primitives_kernel<1024>(const float*, float*, int*);
 
+// The device-wide facade for the element types the library scans and sorts.
+template <class T>
+void instantiate_scans() {
+  (void)&tokenless::device::exclusive_sum<T>;
+  (void)&tokenless::device::inclusive_sum<T>;
+  (void)&tokenless::device::inclusive_max<T>;
+  (void)&tokenless::device::reduce_sum<T>;
+}
+template void instantiate_scans<std::int32_t>();
+template void instantiate_scans<std::int64_t>();
+template void instantiate_scans<float>();
+template void instantiate_scans<double>();
+void instantiate_sorts() {
+  (void)&tokenless::device::sort_pairs<std::uint32_t, std::int32_t>;
+  (void)&tokenless::device::sort_pairs<std::int32_t, std::int32_t>;
+}
+
 #if defined(TOKENLESS_BACKEND_EMU)
 int main() { return 0; }
 #endif

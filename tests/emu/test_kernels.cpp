@@ -4,3 +4,4 @@
 #include "../kernels/primitives.hpp"
 #include "../kernels/row_reduce.hpp"
 #include "../kernels/encoder.hpp"
+#include "../kernels/patcher.hpp"

@@ -30,6 +30,17 @@ TEST_CASE("device facade: scans, reduce and stable pair sort") {
   CHECK(inc.back() == run);
 
   bytes = 0;
+  REQUIRE_OK(tokenless::device::inclusive_max(nullptr, bytes, in.get(), out.get(), n));
+  DeviceBuffer<unsigned char> ws_max(std::max<std::size_t>(bytes, 1));
+  REQUIRE_OK(tokenless::device::inclusive_max(ws_max.get(), bytes, in.get(), out.get(), n));
+  auto mx = out.download();
+  int best = h[0];
+  for (std::int64_t i = 0; i < n; ++i) {
+    best = std::max(best, h[i]);
+    CHECK(mx[i] == best);
+  }
+
+  bytes = 0;
   REQUIRE_OK(tokenless::device::reduce_sum(nullptr, bytes, in.get(), one.get(), n));
   DeviceBuffer<unsigned char> ws3(std::max<std::size_t>(bytes, 1));
   REQUIRE_OK(tokenless::device::reduce_sum(ws3.get(), bytes, in.get(), one.get(), n));

@@ -5,6 +5,7 @@
 #include <tokenless/tokenless.cuh>
 
 #include <algorithm>
+#include <functional>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>

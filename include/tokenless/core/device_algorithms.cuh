@@ -1,8 +1,12 @@
 #pragma once
-// Device-wide algorithms behind a thin facade: CUB under nvcc, a host
-// implementation on the CPU executor (CUB cannot even size its workspace
-// without a device). Two-phase like CUB: call with workspace == nullptr to
-// learn workspace_bytes, then call again with a buffer of that size.
+// Device-wide algorithms behind a thin facade, two-phase like CUB: call with
+// workspace == nullptr to learn workspace_bytes, then call again with a
+// buffer of that size.
+//
+// Scans and reductions are tokenless's own kernels (core/scan.cuh), so they
+// run on both backends with a fixed order of operations. The radix sort is
+// CUB's under nvcc and a host implementation on the CPU executor (CUB cannot
+// even size its workspace without a device).
 #include <tokenless/core/config.hpp>
 #include <tokenless/core/device.hpp>
 #include <tokenless/core/status.hpp>
@@ -11,10 +15,11 @@
 #include <cstdint>
 #include <type_traits>
 
+#include <tokenless/core/functional.hpp>
+#include <tokenless/core/scan.cuh>
+
 #if defined(TOKENLESS_BACKEND_CUDA)
 #include <cub/device/device_radix_sort.cuh>
-#include <cub/device/device_reduce.cuh>
-#include <cub/device/device_scan.cuh>
 #elif defined(TOKENLESS_BACKEND_EMU)
 #include <algorithm>
 #include <numeric>
@@ -27,7 +32,7 @@ namespace tokenless::device {
 
 namespace detail {
 #if defined(TOKENLESS_BACKEND_EMU)
-// The executor's algorithms need no workspace, but ask for some so callers
+// The executor's sort needs no workspace, but asks for some so callers
 // exercise the same two-phase path as on the GPU.
 inline constexpr std::size_t kEmuWorkspaceBytes = 256;
 inline Status emu_workspace(void* ws, std::size_t& bytes, bool& size_query) {
@@ -44,70 +49,61 @@ inline Status emu_workspace(void* ws, std::size_t& bytes, bool& size_query) {
 }
 #endif
 inline Status check_items(std::int64_t n) { return check::fits_int32("num_items", n); }
+inline Status check_workspace(std::size_t given, std::size_t needed) {
+  if (given >= needed) return Status::ok();
+  return Status::argument(StatusCode::workspace_too_small, "workspace_bytes", "the size the query returned",
+                          "%zu (%zu needed)", given, needed);
+}
 }  // namespace detail
 
 template <class T>
 Status exclusive_sum(void* workspace, std::size_t& workspace_bytes, const T* in, T* out, std::int64_t n,
                      cudaStream_t stream = nullptr) {
   TL_RETURN_IF_ERROR(detail::check_items(n));
-#if defined(TOKENLESS_BACKEND_CUDA)
-  TL_CUDA_TRY(cub::DeviceScan::ExclusiveSum(workspace, workspace_bytes, in, out, static_cast<int>(n), stream));
-  return Status::ok();
-#else
-  (void)stream;
-  bool query;
-  TL_RETURN_IF_ERROR(detail::emu_workspace(workspace, workspace_bytes, query));
-  if (query || n == 0) return Status::ok();
-  T acc{};
-  for (std::int64_t i = 0; i < n; ++i) {
-    T v = in[i];
-    out[i] = acc;
-    acc = acc + v;
+  if (!workspace) {
+    workspace_bytes = scan::detail::workspace_bytes<T>(n);
+    return Status::ok();
   }
-  return Status::ok();
-#endif
+  TL_RETURN_IF_ERROR(detail::check_workspace(workspace_bytes, scan::detail::workspace_bytes<T>(n)));
+  return scan::detail::run<false>(workspace, in, out, n, Sum{}, T{}, stream);
 }
 
 template <class T>
 Status inclusive_sum(void* workspace, std::size_t& workspace_bytes, const T* in, T* out, std::int64_t n,
                      cudaStream_t stream = nullptr) {
   TL_RETURN_IF_ERROR(detail::check_items(n));
-#if defined(TOKENLESS_BACKEND_CUDA)
-  TL_CUDA_TRY(cub::DeviceScan::InclusiveSum(workspace, workspace_bytes, in, out, static_cast<int>(n), stream));
-  return Status::ok();
-#else
-  (void)stream;
-  bool query;
-  TL_RETURN_IF_ERROR(detail::emu_workspace(workspace, workspace_bytes, query));
-  if (query || n == 0) return Status::ok();
-  T acc{};
-  for (std::int64_t i = 0; i < n; ++i) {
-    acc = acc + in[i];
-    out[i] = acc;
+  if (!workspace) {
+    workspace_bytes = scan::detail::workspace_bytes<T>(n);
+    return Status::ok();
   }
-  return Status::ok();
-#endif
+  TL_RETURN_IF_ERROR(detail::check_workspace(workspace_bytes, scan::detail::workspace_bytes<T>(n)));
+  return scan::detail::run<true>(workspace, in, out, n, Sum{}, T{}, stream);
 }
 
-// out[0] = sum of in[0..n). On the GPU the summation order is CUB's, fixed
-// for a given device and n, so results are run-to-run deterministic.
+// out[i] = max(in[0..i]).
+template <class T>
+Status inclusive_max(void* workspace, std::size_t& workspace_bytes, const T* in, T* out, std::int64_t n,
+                     cudaStream_t stream = nullptr) {
+  TL_RETURN_IF_ERROR(detail::check_items(n));
+  if (!workspace) {
+    workspace_bytes = scan::detail::workspace_bytes<T>(n);
+    return Status::ok();
+  }
+  TL_RETURN_IF_ERROR(detail::check_workspace(workspace_bytes, scan::detail::workspace_bytes<T>(n)));
+  return scan::detail::run<true>(workspace, in, out, n, Max{}, Max::identity<T>(), stream);
+}
+
+// out[0] = sum of in[0..n), in a fixed order: run-to-run deterministic.
 template <class T>
 Status reduce_sum(void* workspace, std::size_t& workspace_bytes, const T* in, T* out, std::int64_t n,
                   cudaStream_t stream = nullptr) {
   TL_RETURN_IF_ERROR(detail::check_items(n));
-#if defined(TOKENLESS_BACKEND_CUDA)
-  TL_CUDA_TRY(cub::DeviceReduce::Sum(workspace, workspace_bytes, in, out, static_cast<int>(n), stream));
-  return Status::ok();
-#else
-  (void)stream;
-  bool query;
-  TL_RETURN_IF_ERROR(detail::emu_workspace(workspace, workspace_bytes, query));
-  if (query) return Status::ok();
-  T acc{};
-  for (std::int64_t i = 0; i < n; ++i) acc = acc + in[i];
-  *out = acc;
-  return Status::ok();
-#endif
+  if (!workspace) {
+    workspace_bytes = scan::detail::workspace_bytes<T>(n);
+    return Status::ok();
+  }
+  TL_RETURN_IF_ERROR(detail::check_workspace(workspace_bytes, scan::detail::workspace_bytes<T>(n)));
+  return scan::detail::reduce(workspace, in, out, n, Sum{}, T{}, stream);
 }
 
 // Stable radix sort of (key, value) pairs by key bits [begin_bit, end_bit).

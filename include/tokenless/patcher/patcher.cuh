@@ -1,0 +1,202 @@
+#pragma once
+// The fused patcher: logits (or given entropies, or tokens) in, patches out,
+// for a varlen batch, with no host synchronisation.
+//
+// Outputs, in CSR form:
+//   entropies      [n_total]                when computed from logits
+//   flags          [n_pos]                  1 where a patch starts
+//   patch_ids      [n_pos]                  global patch index of every position
+//   patch_offsets  [num_seqs + 1]           sequence b owns patches [off[b], off[b+1])
+//   patch_starts   [capacity]               start of each patch, within its sequence
+//   patch_lengths  [capacity]
+// where n_pos = n_total (+ num_seqs with include_next_token: each sequence
+// gets the position of its next byte). The total patch count is
+// patch_offsets[num_seqs], on the device.
+//
+// What only the device can see — a cu_seqlens that is not a prefix sum, an
+// empty sequence, more patches than `capacity` — is recorded in the workspace;
+// then nothing capacity-bound is written, and read_status() (which
+// synchronises) returns it as a Status, with the capacity needed on overflow.
+#include <tokenless/core/device.hpp>
+#include <tokenless/core/device_algorithms.cuh>
+#include <tokenless/core/launch.cuh>
+#include <tokenless/core/operation.hpp>
+#include <tokenless/core/validate.hpp>
+#include <tokenless/core/workspace.hpp>
+#include <tokenless/patcher/kernel.cuh>
+#include <tokenless/patcher/policy.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <type_traits>
+
+namespace tokenless::patcher {
+
+template <BoundaryPolicy Rule, class LogitT = float>
+struct Patcher {
+  static_assert(std::is_same_v<LogitT, float> || std::is_same_v<LogitT, __nv_bfloat16> ||
+                    std::is_same_v<LogitT, __half>,
+                "logits are fp32, bf16 or fp16");
+
+  struct Arguments {
+    Rule rule{};
+    // Inputs: logits, or entropies, for entropy rules; tokens for token rules.
+    const LogitT* logits = nullptr;      // [n_total, vocab], vocab <= 512
+    int vocab = 260;
+    const float* entropies_in = nullptr; // [n_total], used when logits is null
+    const std::int32_t* tokens = nullptr;  // [n_total] BLT ids
+    std::int64_t n_total = 0;
+    const std::int32_t* cu_seqlens = nullptr;  // [num_seqs + 1], device
+    std::int64_t num_seqs = 0;
+    bool include_next_token = false;
+    int max_patch_length = 0;            // 0: no cap
+    // Outputs.
+    float* entropies = nullptr;          // [n_total]; needed when logits are given
+    std::uint8_t* flags = nullptr;       // [n_pos]
+    std::int32_t* patch_ids = nullptr;   // [n_pos]
+    std::int32_t* patch_offsets = nullptr;  // [num_seqs + 1]
+    std::int32_t* patch_starts = nullptr;   // [capacity]
+    std::int32_t* patch_lengths = nullptr;  // [capacity]
+    std::int64_t capacity = 0;
+  };
+
+  static std::int64_t positions(const Arguments& a) { return a.n_total + (a.include_next_token ? a.num_seqs : 0); }
+
+  static Status check_rule(const Rule& r) {
+    if constexpr (requires { r.threshold; }) TL_RETURN_IF_ERROR(check::finite("rule.threshold", r.threshold));
+    if constexpr (requires { r.threshold_add; }) TL_RETURN_IF_ERROR(check::finite("rule.threshold_add", r.threshold_add));
+    if constexpr (requires { r.patch_size; }) TL_RETURN_IF_ERROR(check::positive("rule.patch_size", r.patch_size));
+    return Status::ok();
+  }
+
+  static Status can_implement(const Arguments& a) {
+    TL_RETURN_IF_ERROR(check_rule(a.rule));
+    TL_RETURN_IF_ERROR(check::positive("n_total", a.n_total));
+    TL_RETURN_IF_ERROR(check::positive("num_seqs", a.num_seqs));
+    TL_RETURN_IF_ERROR(check::not_null("cu_seqlens", a.cu_seqlens));
+    if (positions(a) >= (std::int64_t{1} << 31)) {
+      return Status::argument(StatusCode::overflow, "n_total", "positions that fit 32-bit indexing", "%lld",
+                              static_cast<long long>(positions(a)));
+    }
+    if constexpr (Rule::needs_entropies) {
+      if (a.logits) {
+        if (a.vocab <= 0 || a.vocab > detail::kMaxVocab) {
+          return Status::argument(a.vocab <= 0 ? StatusCode::invalid_argument : StatusCode::unsupported, "vocab",
+                                  "0 < V <= 512", "%d", a.vocab);
+        }
+        TL_RETURN_IF_ERROR(check::aligned("logits", a.logits, sizeof(LogitT)));
+        TL_RETURN_IF_ERROR(check::not_null("entropies", a.entropies));
+      } else if (!a.entropies_in) {
+        return Status::argument(StatusCode::null_pointer, "logits", "logits or entropies_in for an entropy rule",
+                                "neither");
+      }
+    }
+    if constexpr (Rule::needs_tokens) TL_RETURN_IF_ERROR(check::not_null("tokens", a.tokens));
+    if (a.max_patch_length < 0) {
+      return Status::argument(StatusCode::invalid_argument, "max_patch_length", ">= 0 (0: no cap)", "%d",
+                              a.max_patch_length);
+    }
+    TL_RETURN_IF_ERROR(check::not_null("flags", a.flags));
+    TL_RETURN_IF_ERROR(check::not_null("patch_ids", a.patch_ids));
+    TL_RETURN_IF_ERROR(check::not_null("patch_offsets", a.patch_offsets));
+    TL_RETURN_IF_ERROR(check::not_null("patch_starts", a.patch_starts));
+    TL_RETURN_IF_ERROR(check::not_null("patch_lengths", a.patch_lengths));
+    TL_RETURN_IF_ERROR(check::positive("capacity", a.capacity));
+    return Status::ok();
+  }
+
+  struct Layout {
+    std::size_t status = 0, marker = 0, scanned = 0, temp = 0, temp_bytes = 0, total = 0;
+  };
+
+  static Layout layout(const Arguments& a) {
+    Layout l;
+    WorkspaceLayout w;
+    const std::int64_t n = positions(a);
+    l.status = w.add(sizeof(detail::DeviceStatus));
+    l.marker = w.add_array<std::int32_t>(n);
+    l.scanned = w.add_array<std::int32_t>(n);
+    std::size_t sum_bytes = 0, max_bytes = 0;
+    (void)device::inclusive_sum<std::int32_t>(nullptr, sum_bytes, nullptr, nullptr, n);
+    (void)device::inclusive_max<std::int32_t>(nullptr, max_bytes, nullptr, nullptr, n);
+    l.temp_bytes = std::max(sum_bytes, max_bytes);
+    l.temp = w.add(l.temp_bytes);
+    l.total = w.bytes();
+    return l;
+  }
+
+  static std::size_t workspace_size(const Arguments& a) { return layout(a).total; }
+
+  static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(can_implement(a));
+    const Layout l = layout(a);
+    TL_RETURN_IF_ERROR(check_workspace(ws, l.total));
+    auto* status = ws.at<detail::DeviceStatus>(l.status);
+    auto* marker = ws.at<std::int32_t>(l.marker);
+    auto* scanned = ws.at<std::int32_t>(l.scanned);
+    const std::int64_t n_pos = positions(a);
+    const detail::Layout lay{a.cu_seqlens, a.num_seqs, a.include_next_token ? 1 : 0};
+    auto grid = [](std::int64_t work, int per_block) {
+      DeviceProperties p;
+      const int sms = device_properties(p).is_ok() ? p.sm_count : 132;
+      return dim3(static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>((work + per_block - 1) / per_block, std::int64_t{sms} * 16))));
+    };
+
+    TL_CUDA_TRY(cudaMemsetAsync(status, 0, sizeof(detail::DeviceStatus), stream));
+    TL_RETURN_IF_ERROR(launch(detail::validate_kernel<>, {grid(a.num_seqs + 1, 256), dim3(256), 0, stream}, lay,
+                              a.n_total, status));
+    const float* entropies = a.entropies_in;
+    if constexpr (Rule::needs_entropies) {
+      if (a.logits) {
+        TL_RETURN_IF_ERROR(launch(detail::entropy_kernel<LogitT>,
+                                  {grid(a.n_total, detail::kEntropyWarps), dim3(detail::kEntropyWarps * 32), 0, stream},
+                                  a.logits, a.vocab, a.n_total, a.entropies,
+                                  static_cast<const detail::DeviceStatus*>(status)));
+        entropies = a.entropies;
+      }
+    }
+    const LaunchConfig pos_cfg{grid(n_pos, 256), dim3(256), 0, stream};
+    TL_RETURN_IF_ERROR(launch(detail::flags_kernel<Rule>, pos_cfg, a.rule, lay, entropies, a.tokens, n_pos,
+                              a.max_patch_length, a.flags, marker, static_cast<const detail::DeviceStatus*>(status)));
+    std::size_t bytes = l.temp_bytes;
+    if (a.max_patch_length > 0) {
+      TL_RETURN_IF_ERROR(device::inclusive_max(ws.at<void>(l.temp), bytes, marker, scanned, n_pos, stream));
+      TL_RETURN_IF_ERROR(launch(detail::max_length_kernel<>, pos_cfg, n_pos, a.max_patch_length,
+                                static_cast<const std::int32_t*>(scanned), a.flags, marker,
+                                static_cast<const detail::DeviceStatus*>(status)));
+      bytes = l.temp_bytes;
+    }
+    TL_RETURN_IF_ERROR(device::inclusive_sum(ws.at<void>(l.temp), bytes, marker, scanned, n_pos, stream));
+    TL_RETURN_IF_ERROR(launch(detail::finalize_kernel<>, pos_cfg, lay, n_pos, static_cast<const std::uint8_t*>(a.flags),
+                              static_cast<const std::int32_t*>(scanned), a.capacity, a.patch_ids, a.patch_offsets,
+                              a.patch_starts, status));
+    return launch(detail::lengths_kernel<>, pos_cfg, lay, n_pos, static_cast<const std::int32_t*>(scanned), a.capacity,
+                  static_cast<const std::int32_t*>(a.patch_offsets), static_cast<const std::int32_t*>(a.patch_starts),
+                  a.patch_lengths, static_cast<const detail::DeviceStatus*>(status));
+  }
+
+  // The device-side checks of the last run(): synchronises `stream`.
+  static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    detail::DeviceStatus s{};
+    TL_CUDA_TRY(cudaMemcpyAsync(&s, ws.at<detail::DeviceStatus>(layout(a).status), sizeof s, cudaMemcpyDeviceToHost,
+                                stream));
+    TL_CUDA_TRY(cudaStreamSynchronize(stream));
+    switch (s.code) {
+      case detail::kOk:
+        if (s.required == 0) return Status::ok();
+        return Status::argument(StatusCode::workspace_too_small, "capacity", "room for every patch (nothing was written)",
+                                "%lld, but %lld patches were found", static_cast<long long>(a.capacity),
+                                static_cast<long long>(s.required));
+      case detail::kBadSeqlens:
+        return Status::argument(StatusCode::invalid_argument, "cu_seqlens",
+                                "0 = cu[0] <= ... <= cu[B] = n_total (nothing was written)", "a bad entry at index %d",
+                                s.index);
+      case detail::kEmptySequence:
+        return Status::argument(StatusCode::empty, "cu_seqlens", "non-empty sequences (nothing was written)",
+                                "sequence %d is empty", s.index - 1);
+      default: return Status::error(StatusCode::internal, "unknown patcher status %d", s.code);
+    }
+  }
+};
+
+}  // namespace tokenless::patcher

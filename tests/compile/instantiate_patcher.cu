@@ -1,0 +1,25 @@
+// Compile tier: the patcher for every boundary policy, and for fp32, bf16 and
+// fp16 logits with the entropy policies.
+#include <tokenless/tokenless.cuh>
+
+namespace pt = tokenless::patcher;
+
+template <class Rule, class LogitT>
+void instantiate() {
+  (void)&pt::Patcher<Rule, LogitT>::run;
+}
+
+template void instantiate<pt::EntropyGlobal, float>();
+template void instantiate<pt::EntropyGlobal, __nv_bfloat16>();
+template void instantiate<pt::EntropyGlobal, __half>();
+template void instantiate<pt::EntropyMonotonic, float>();
+template void instantiate<pt::EntropyMonotonic, __nv_bfloat16>();
+template void instantiate<pt::EntropyCombined, float>();
+template void instantiate<pt::EntropyCombined, __nv_bfloat16>();
+template void instantiate<pt::StaticPatches, float>();
+template void instantiate<pt::BytePatches, float>();
+template void instantiate<pt::SpacePatches, float>();
+
+#if defined(TOKENLESS_BACKEND_EMU)
+int main() { return 0; }
+#endif

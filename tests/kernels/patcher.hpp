@@ -1,0 +1,241 @@
+#pragma once
+// The fused patcher against BLT's published figure and the BLT-style host
+// reference, in every mode, on varlen batches; properties; bad input.
+// Shared by the emu and gpu tiers.
+#include "../support/blt_entropy_figure.hpp"
+#include "../support/support.hpp"
+
+namespace tlt::patcher_tests {
+
+namespace pt = tokenless::patcher;
+namespace ref = tokenless::reference;
+using Lengths = std::vector<std::int64_t>;
+
+struct Result {
+  std::vector<std::uint8_t> flags;
+  std::vector<std::int32_t> ids, offsets, starts, lengths;
+  std::vector<float> entropies;
+  tokenless::Status status;
+};
+
+template <class Rule, class LogitT = float>
+Result run_patcher(const Rule& rule, const std::vector<std::int32_t>& cu, const std::vector<float>* entropies,
+                   const std::vector<std::int32_t>* tokens, bool inc, int max_len, std::int64_t capacity,
+                   const std::vector<LogitT>* logits = nullptr, int vocab = 260) {
+  using Op = pt::Patcher<Rule, LogitT>;
+  const std::int64_t n = cu.back(), B = static_cast<std::int64_t>(cu.size()) - 1, n_pos = n + (inc ? B : 0);
+  DeviceBuffer<std::int32_t> d_cu(cu), d_ids(n_pos), d_off(B + 1), d_starts(capacity), d_len(capacity);
+  DeviceBuffer<std::uint8_t> d_flags(n_pos);
+  DeviceBuffer<float> d_ent_in(entropies ? *entropies : std::vector<float>{}), d_ent(n);
+  DeviceBuffer<std::int32_t> d_tok(tokens ? *tokens : std::vector<std::int32_t>{});
+  DeviceBuffer<LogitT> d_logits(logits ? *logits : std::vector<LogitT>{});
+  d_starts.fill_bytes(0xff);
+  typename Op::Arguments a;
+  a.rule = rule;
+  a.logits = logits ? d_logits.get() : nullptr;
+  a.vocab = vocab;
+  a.entropies_in = entropies ? d_ent_in.get() : nullptr;
+  a.tokens = tokens ? d_tok.get() : nullptr;
+  a.n_total = n;
+  a.cu_seqlens = d_cu.get();
+  a.num_seqs = B;
+  a.include_next_token = inc;
+  a.max_patch_length = max_len;
+  a.entropies = d_ent.get();
+  a.flags = d_flags.get();
+  a.patch_ids = d_ids.get();
+  a.patch_offsets = d_off.get();
+  a.patch_starts = d_starts.get();
+  a.patch_lengths = d_len.get();
+  a.capacity = capacity;
+  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+  REQUIRE_OK(Op::run(a, w));
+  Result r;
+  r.status = Op::read_status(a, w);
+  r.flags = d_flags.download();
+  r.ids = d_ids.download();
+  r.offsets = d_off.download();
+  r.starts = d_starts.download();
+  r.lengths = d_len.download();
+  r.entropies = d_ent.download();
+  return r;
+}
+
+// Per-sequence lengths from the CSR output, with the properties every patching has.
+inline std::vector<Lengths> lengths_by_sequence(const Result& r, const std::vector<std::int32_t>& cu, bool inc) {
+  std::vector<Lengths> out;
+  const std::int64_t B = static_cast<std::int64_t>(cu.size()) - 1;
+  for (std::int64_t b = 0; b < B; ++b) {
+    Lengths l;
+    std::int64_t sum = 0;
+    for (std::int32_t k = r.offsets[b]; k < r.offsets[b + 1]; ++k) {
+      CHECK(r.lengths[k] > 0);  // no empty patch
+      l.push_back(r.lengths[k]);
+      sum += r.lengths[k];
+    }
+    CHECK(sum == cu[b + 1] - cu[b] + (inc ? 1 : 0));  // lengths sum to N (N + 1)
+    out.push_back(l);
+  }
+  // Patch ids step by one exactly at flagged positions.
+  for (std::size_t p = 1; p < r.ids.size(); ++p) CHECK(r.ids[p] - r.ids[p - 1] == r.flags[p]);
+  return out;
+}
+
+TEST_CASE("patcher golden: BLT's entropy figure on the device") {
+  using namespace tlt::blt_figure;
+  const std::vector<float> e(kEntropies, kEntropies + kLength);
+  const std::vector<std::int32_t> cu = {0, kLength};
+  const Result r = run_patcher(pt::EntropyGlobal{kThreshold}, cu, &e, nullptr, false, 0, 128);
+  REQUIRE_OK(r.status);
+  for (int i = 0; i < kLength; ++i) {
+    CHECK(r.flags[i] == kStart[i]);
+    CHECK(r.ids[i] == kPatch[i]);
+  }
+  CHECK(r.offsets[1] == 23);
+}
+
+template <class Rule>
+void mode_case(const Rule& rule, const std::vector<std::int32_t>& cu, const std::vector<float>& e,
+               const std::vector<std::int32_t>& tok, bool inc, int max_len,
+               const std::function<Lengths(const std::vector<float>&, const std::vector<std::int32_t>&)>& reference) {
+  CAPTURE(inc);
+  CAPTURE(max_len);
+  const Result r = run_patcher(rule, cu, &e, &tok, inc, max_len, static_cast<std::int64_t>(e.size()) + 64);
+  REQUIRE_OK(r.status);
+  const auto got = lengths_by_sequence(r, cu, inc);
+  for (std::size_t b = 0; b + 1 < cu.size(); ++b) {
+    const std::vector<float> eb(e.begin() + cu[b], e.begin() + cu[b + 1]);
+    const std::vector<std::int32_t> tb(tok.begin() + cu[b], tok.begin() + cu[b + 1]);
+    CAPTURE(b);
+    CHECK(got[b] == reference(eb, tb));  // no bleed: each sequence alone
+  }
+}
+
+TEST_CASE("patcher: every mode on a varlen batch matches the BLT-style reference") {
+  // Sequences of length 1, 2, 3 and longer ones.
+  const std::vector<std::int32_t> cu = {0, 1, 3, 6, 40, 97, 160};
+  std::mt19937 rng(3);
+  std::uniform_real_distribution<float> u(0.0f, 3.0f);
+  std::vector<float> e(static_cast<std::size_t>(cu.back()));
+  for (auto& x : e) x = u(rng);
+  std::vector<std::int32_t> tok(e.size());
+  const std::string text = "Hello, world. Ça va? 42 ms\xe2\x80\x94ok";
+  for (std::size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<unsigned char>(text[i % text.size()]) + 4;
+  for (bool inc : {false, true}) {
+    for (int cap : {0, 3}) {
+      auto entropy_ref = [&](ref::EntropyMode m, float t, float ta) {
+        return [=](const std::vector<float>& eb, const std::vector<std::int32_t>&) {
+          ref::BltEntropyOptions o;
+          o.mode = m;
+          o.threshold = t;
+          o.threshold_add = ta;
+          o.include_next_token = inc;
+          o.max_patch_length = cap;
+          return ref::blt_entropy_patch_lengths(eb, o);
+        };
+      };
+      mode_case(pt::EntropyGlobal{1.5f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::global, 1.5f, 0));
+      mode_case(pt::EntropyMonotonic{0.8f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::monotonic, 0.8f, 0));
+      mode_case(pt::EntropyCombined{1.2f, 0.4f}, cu, e, tok, inc, cap,
+                entropy_ref(ref::EntropyMode::combined, 1.2f, 0.4f));
+      mode_case(pt::StaticPatches{4}, cu, e, tok, inc, cap, [&](const std::vector<float>& eb, const auto&) {
+        return ref::blt_static_patch_lengths(static_cast<std::int64_t>(eb.size()), 4, inc, cap);
+      });
+      mode_case(pt::BytePatches{}, cu, e, tok, inc, cap, [&](const std::vector<float>& eb, const auto&) {
+        return ref::split_large(ref::blt_byte_patch_lengths(static_cast<std::int64_t>(eb.size()), inc), cap);
+      });
+      mode_case(pt::SpacePatches{}, cu, e, tok, inc, cap,
+                [&](const auto&, const std::vector<std::int32_t>& tb) { return ref::blt_space_patch_lengths(tb, inc, cap); });
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, float, __nv_bfloat16) {
+  const std::vector<std::int32_t> cu = {0, 30, 77};
+  for (int V : {260, 37, 512}) {
+    CAPTURE(V);
+    std::vector<T> logits(static_cast<std::size_t>(cu.back()) * V);
+    std::mt19937 rng(9);
+    std::normal_distribution<float> nrm(0.0f, 3.0f);
+    for (auto& x : logits) x = tokenless::from_float<T>(nrm(rng));
+    const Result r = run_patcher<pt::EntropyGlobal, T>(pt::EntropyGlobal{2.0f}, cu, nullptr, nullptr, true, 0, 256,
+                                                       &logits, V);
+    REQUIRE_OK(r.status);
+    const auto truth = ref::entropies_from_logits<double>(logits.data(), cu.back(), V);
+    const auto naive = ref::entropies_from_logits<float>(logits.data(), cu.back(), V);
+    // exp/log in fp32 and a different summation order: within 4x the naive fp32 loop.
+    check_accuracy(r.entropies, naive, truth, 4.0, tokenless::dtype_traits<float>::unit_roundoff);
+    // The patches follow from the kernel's own entropies.
+    const auto got = lengths_by_sequence(r, cu, true);
+    for (std::size_t b = 0; b + 1 < cu.size(); ++b) {
+      ref::BltEntropyOptions o;
+      o.threshold = 2.0f;
+      o.include_next_token = true;
+      CHECK(got[b] == ref::blt_entropy_patch_lengths(
+                          std::vector<float>(r.entropies.begin() + cu[b], r.entropies.begin() + cu[b + 1]), o));
+    }
+  }
+}
+
+TEST_CASE("patcher: bad input gets a clear Status and nothing is written") {
+  const std::vector<std::int32_t> cu = {0, 10, 20};
+  std::vector<float> e(20, 5.0f);  // every position starts a patch: 20 patches
+  // Too small a capacity: reported with the number needed; starts untouched.
+  Result r = run_patcher(pt::EntropyGlobal{1.0f}, cu, &e, nullptr, false, 0, 8);
+  INFO(r.status.message());
+  CHECK(r.status.code() == tokenless::StatusCode::workspace_too_small);
+  CHECK(std::string(r.status.message()).find("20 patches") != std::string::npos);
+  for (auto s : r.starts) CHECK(s == -1);
+  // An empty sequence.
+  r = run_patcher(pt::EntropyGlobal{1.0f}, {0, 10, 10, 20}, &e, nullptr, false, 0, 64);
+  CHECK(r.status.code() == tokenless::StatusCode::empty);
+  CHECK(std::string(r.status.message()).find("sequence 1 is empty") != std::string::npos);
+  for (auto s : r.starts) CHECK(s == -1);
+
+  using Op = pt::Patcher<pt::EntropyGlobal, float>;
+  Op::Arguments a;
+  a.rule.threshold = 1.0f;
+  std::int32_t dummy_i[4];
+  std::uint8_t dummy_u[4];
+  float dummy_f[4];
+  a.logits = dummy_f;
+  a.entropies = dummy_f;
+  a.n_total = 4;
+  a.cu_seqlens = dummy_i;
+  a.num_seqs = 1;
+  a.flags = dummy_u;
+  a.patch_ids = a.patch_offsets = a.patch_starts = a.patch_lengths = dummy_i;
+  a.capacity = 4;
+  CHECK(Op::can_implement(a).is_ok());
+  auto expect = [&](Op::Arguments b, tokenless::StatusCode code, const char* needle) {
+    tokenless::Status s = Op::can_implement(b);
+    INFO(s.message());
+    CHECK(s.code() == code);
+    CHECK(std::string(s.message()).find(needle) != std::string::npos);
+  };
+  auto b = a;
+  b.vocab = 0;
+  expect(b, tokenless::StatusCode::invalid_argument, "'vocab'");
+  b.vocab = 513;
+  expect(b, tokenless::StatusCode::unsupported, "0 < V <= 512");
+  b = a;
+  b.rule.threshold = std::nanf("");
+  expect(b, tokenless::StatusCode::invalid_argument, "'rule.threshold'");
+  b = a;
+  b.capacity = 0;
+  expect(b, tokenless::StatusCode::empty, "'capacity'");
+  b = a;
+  b.n_total = 0;
+  expect(b, tokenless::StatusCode::empty, "'n_total'");
+  pt::Patcher<pt::StaticPatches>::Arguments st;
+  st.rule.patch_size = 0;
+  CHECK(pt::Patcher<pt::StaticPatches>::can_implement(st).code() == tokenless::StatusCode::empty);
+  pt::Patcher<pt::SpacePatches>::Arguments sp;
+  sp.n_total = 4;
+  sp.num_seqs = 1;
+  sp.cu_seqlens = dummy_i;
+  CHECK(std::string(pt::Patcher<pt::SpacePatches>::can_implement(sp).message()).find("'tokens'") != std::string::npos);
+}
+
+}  // namespace tlt::patcher_tests
