@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
-# Builds and runs the main demo: on the GPU when one is present, otherwise on
-# the CPU SIMT executor. Arguments go to the demo (e.g. a file to read).
+# Builds and runs the main demo, tokenless-patch: BLT-style entropy patching of
+# a text, on the GPU when one is present, otherwise on the CPU SIMT executor.
+# The entropy model is a byte n-gram model built on the device from the
+# project's documentation. Extra arguments go to tokenless-patch (try --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset demo >/dev/null
 cmake --build --preset demo
-if [ -x build/demo/examples/tokenless_smoke ]; then
-  rc=0
-  build/demo/examples/tokenless_smoke "$@" || rc=$?
-  [ "$rc" -eq 3 ] || exit "$rc"  # 3: no CUDA device, so fall through to the executor
+out=build/demo
+cat README.md docs/*.md > "$out/train.txt"
+bin="$out/examples/tokenless-patch"
+[ -x "$bin" ] || bin="$out/examples/tokenless-patch-cpu"
+if [ $# -eq 0 ]; then
+  set -- --train "$out/train.txt" --plot "$out/patches.svg" examples/patch/sample.txt
 fi
-echo "(running on the CPU SIMT executor)"
-exec build/demo/examples/tokenless_smoke_emu "$@"
+"$bin" "$@"
+[ -f "$out/patches.svg" ] && echo "plot: $out/patches.svg"
+exit 0

@@ -11,4 +11,6 @@
 #include <tokenless/core/row_reduce/row_reduce.cuh>
 #include <tokenless/core/warp.cuh>
 #include <tokenless/encoder/hash_embedding.cuh>
+#include <tokenless/patcher/calibrate.cuh>
+#include <tokenless/patcher/ngram_model.cuh>
 #include <tokenless/patcher/patcher.cuh>

@@ -20,6 +20,12 @@ template void instantiate<pt::StaticPatches, float>();
 template void instantiate<pt::BytePatches, float>();
 template void instantiate<pt::SpacePatches, float>();
 
+// The weight-free entropy source and threshold calibration.
+void instantiate_sources() {
+  (void)&pt::NGramEntropy::run;
+  (void)&pt::Calibrate::run;
+}
+
 #if defined(TOKENLESS_BACKEND_EMU)
 int main() { return 0; }
 #endif

@@ -238,4 +238,73 @@ TEST_CASE("patcher: bad input gets a clear Status and nothing is written") {
   CHECK(std::string(pt::Patcher<pt::SpacePatches>::can_implement(sp).message()).find("'tokens'") != std::string::npos);
 }
 
+TEST_CASE("n-gram entropy source: matches the host model, with leave-one-out on its own text") {
+  const std::string s =
+      "the cat sat on the mat. the cat ate the rat. a cat is a cat, and the mat is a mat; 0xDEADBEEF 3.14159 \xe2\x82\xac";
+  const std::vector<std::uint8_t> text(s.begin(), s.end());
+  const std::int64_t n = static_cast<std::int64_t>(text.size());
+  DeviceBuffer<std::uint8_t> d_text(text);
+  DeviceBuffer<float> d_h(n);
+  for (int order : {1, 2, 4}) {
+    pt::NGramEntropy::Arguments a;
+    a.train = d_text.get();
+    a.n_train = n;
+    a.text = d_text.get();
+    a.n = n;
+    a.config.order = order;
+    a.config.buckets = 4096;
+    a.entropies = d_h.get();
+    DeviceBuffer<unsigned char> ws(pt::NGramEntropy::workspace_size(a));
+    REQUIRE_OK(pt::NGramEntropy::run(a, {ws.get(), pt::NGramEntropy::workspace_size(a)}));
+    const auto got = d_h.download();
+    ref::NGramReferenceConfig c;
+    c.order = order;
+    c.buckets = 4096;
+    const auto want = ref::ngram_entropies(text, text, c, true);
+    for (std::int64_t i = 0; i < n; ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-4));
+  }
+  pt::NGramEntropy::Arguments bad;
+  bad.train = bad.text = d_text.get();
+  bad.n_train = bad.n = n;
+  bad.entropies = d_h.get();
+  bad.config.order = 0;
+  CHECK(std::string(pt::NGramEntropy::can_implement(bad).message()).find("'config.order'") != std::string::npos);
+}
+
+TEST_CASE("calibration: the threshold gives the target mean patch size, on the device") {
+  const std::vector<std::int32_t> cu = {0, 500, 1200, 2000};
+  std::vector<float> e(2000);
+  std::mt19937 rng(5);
+  std::gamma_distribution<float> g(2.0f, 0.6f);
+  for (auto& x : e) x = g(rng);
+  DeviceBuffer<float> d_e(e), d_theta(1);
+  DeviceBuffer<std::int32_t> d_cu(cu);
+  for (float target : {3.0f, 4.5f, 8.0f}) {
+    CAPTURE(target);
+    pt::Calibrate::Arguments a;
+    a.entropies = d_e.get();
+    a.n_total = 2000;
+    a.cu_seqlens = d_cu.get();
+    a.num_seqs = 3;
+    a.target_patch_size = target;
+    a.threshold = d_theta.get();
+    DeviceBuffer<unsigned char> ws(pt::Calibrate::workspace_size(a));
+    REQUIRE_OK(pt::Calibrate::run(a, {ws.get(), pt::Calibrate::workspace_size(a)}));
+    const float theta = d_theta.download()[0];
+    auto patches = [&](float t) {
+      std::int64_t total = 0;
+      for (std::size_t b = 0; b + 1 < cu.size(); ++b) {
+        ref::BltEntropyOptions o;
+        o.threshold = t;
+        total += static_cast<std::int64_t>(
+            ref::blt_entropy_patch_lengths(std::vector<float>(e.begin() + cu[b], e.begin() + cu[b + 1]), o).size());
+      }
+      return total;
+    };
+    const double mean = 2000.0 / static_cast<double>(patches(theta));
+    CHECK(mean >= target - 1e-3);       // at most the patches wanted
+    CHECK(mean < target * 1.02 + 0.05); // and as many as that allows
+  }
+}
+
 }  // namespace tlt::patcher_tests

@@ -144,3 +144,52 @@ inline std::vector<std::int64_t> blt_space_patch_lengths(const std::vector<std::
 }
 
 }  // namespace tokenless::reference
+
+namespace tokenless::reference {
+
+// The byte n-gram context model of patcher/ngram_model.cuh, on the host.
+struct NGramReferenceConfig {
+  int order = 4;
+  std::int64_t buckets = 1 << 16;
+  double alpha = 0.5, beta = 2.0;
+};
+
+inline std::uint32_t ngram_context_hash(const std::uint8_t* bytes, std::int64_t end, int order, std::int64_t buckets) {
+  std::uint32_t h = (2166136261u ^ static_cast<std::uint32_t>(order)) * 16777619u;
+  for (int j = order - 1; j >= 0; --j) {
+    const std::int64_t i = end - j;
+    h = (h ^ (i >= 0 ? bytes[i] : 0u)) * 16777619u;
+  }
+  return static_cast<std::uint32_t>(h % static_cast<std::uint64_t>(buckets));
+}
+
+inline std::vector<double> ngram_entropies(const std::vector<std::uint8_t>& train, const std::vector<std::uint8_t>& text,
+                                           const NGramReferenceConfig& c, bool leave_one_out) {
+  std::vector<double> ck(static_cast<std::size_t>(c.buckets) * 256, 0.0), c1(256 * 256, 0.0);
+  for (std::size_t i = 0; i + 1 < train.size(); ++i) {
+    c1[train[i] * 256ull + train[i + 1]] += 1;
+    for (int k = 2; k <= c.order; ++k)
+      ck[ngram_context_hash(train.data(), static_cast<std::int64_t>(i), k, c.buckets) * 256ull + train[i + 1]] += 1;
+  }
+  std::vector<double> h(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const int own = leave_one_out && i + 1 < text.size() ? text[i + 1] : -1;
+    std::vector<double> p(256);
+    const double* r1 = &c1[text[i] * 256ull];
+    double total = 0;
+    for (int v = 0; v < 256; ++v) total += r1[v] - (v == own);
+    for (int v = 0; v < 256; ++v) p[v] = (r1[v] - (v == own) + c.alpha) / (total + 256 * c.alpha);
+    for (int k = 2; k <= c.order; ++k) {
+      const double* rk = &ck[ngram_context_hash(text.data(), static_cast<std::int64_t>(i), k, c.buckets) * 256ull];
+      total = 0;
+      for (int v = 0; v < 256; ++v) total += rk[v] - (v == own);
+      for (int v = 0; v < 256; ++v) p[v] = (rk[v] - (v == own) + c.beta * p[v]) / (total + c.beta);
+    }
+    double e = 0;
+    for (int v = 0; v < 256; ++v) e -= p[v] * std::log(p[v]);
+    h[i] = e;
+  }
+  return h;
+}
+
+}  // namespace tokenless::reference
