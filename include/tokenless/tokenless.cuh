@@ -14,3 +14,4 @@
 #include <tokenless/patcher/calibrate.cuh>
 #include <tokenless/patcher/ngram_model.cuh>
 #include <tokenless/patcher/patcher.cuh>
+#include <tokenless/patcher/streaming.cuh>

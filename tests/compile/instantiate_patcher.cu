@@ -21,6 +21,17 @@ template void instantiate<pt::BytePatches, float>();
 template void instantiate<pt::SpacePatches, float>();
 
 // The weight-free entropy source and threshold calibration.
+template <class Rule>
+void instantiate_stream() {
+  (void)&pt::StreamStep<Rule>::run;
+}
+template void instantiate_stream<pt::EntropyGlobal>();
+template void instantiate_stream<pt::EntropyMonotonic>();
+template void instantiate_stream<pt::EntropyCombined>();
+template void instantiate_stream<pt::StaticPatches>();
+template void instantiate_stream<pt::BytePatches>();
+template void instantiate_stream<pt::SpacePatches>();
+
 void instantiate_sources() {
   (void)&pt::NGramEntropy::run;
   (void)&pt::Calibrate::run;

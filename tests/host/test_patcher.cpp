@@ -164,3 +164,38 @@ TEST_CASE("entropy of logits: uniform, one-hot, NaN") {
   logits[3] = NAN;
   CHECK(std::isnan(ref::entropies_from_logits<double>(logits.data(), 1, 260)[0]));
 }
+
+TEST_CASE("streaming equals offline, for every rule, with and without a cap") {
+  for (std::uint64_t seed = 0; seed < 60; ++seed) {
+    std::mt19937 rng(static_cast<unsigned>(seed));
+    std::uniform_real_distribution<float> u(0.0f, 3.0f);
+    const std::int64_t n = 1 + rng() % 50;
+    std::vector<float> e(static_cast<std::size_t>(n));
+    for (auto& x : e) x = u(rng);
+    std::vector<std::int32_t> tok(static_cast<std::size_t>(n));
+    const char alphabet[] = "ab cd,.9Z\xc3\xa9";
+    for (auto& t : tok) t = static_cast<unsigned char>(alphabet[rng() % (sizeof alphabet - 1)]) + 4;
+    for (bool inc : {false, true}) {
+      for (int cap : {0, 4}) {
+        auto check_rule = [&](const auto& rule) {
+          pt::StreamState st;
+          std::vector<std::int64_t> starts;
+          for (std::int64_t p = 0; p < n + (inc ? 1 : 0); ++p) {
+            const bool s = pt::stream_push(rule, st, p > 0 ? e[p - 1] : 0.0f, p > 0 ? tok[p - 1] : 0, cap);
+            if (s) starts.push_back(p);
+          }
+          Lengths l;
+          for (std::size_t k = 0; k < starts.size(); ++k)
+            l.push_back((k + 1 < starts.size() ? starts[k + 1] : n + (inc ? 1 : 0)) - starts[k]);
+          CHECK(l == rule_lengths(rule, e, tok, inc, cap));
+        };
+        check_rule(pt::EntropyGlobal{1.5f});
+        check_rule(pt::EntropyMonotonic{0.7f});
+        check_rule(pt::EntropyCombined{1.2f, 0.3f});
+        check_rule(pt::StaticPatches{3});
+        check_rule(pt::BytePatches{});
+        check_rule(pt::SpacePatches{});
+      }
+    }
+  }
+}

@@ -307,4 +307,39 @@ TEST_CASE("calibration: the threshold gives the target mean patch size, on the d
   }
 }
 
+TEST_CASE("streaming patcher on the device: a batch of streams gives the offline patcher's starts") {
+  const std::int64_t B = 37, T = 40;
+  std::mt19937 rng(21);
+  std::uniform_real_distribution<float> u(0.0f, 3.0f);
+  std::vector<float> e(static_cast<std::size_t>(B * T));
+  for (auto& x : e) x = u(rng);
+  std::vector<std::int32_t> cu(B + 1);
+  for (std::int64_t b = 0; b <= B; ++b) cu[b] = static_cast<std::int32_t>(b * T);
+  for (int cap : {0, 5}) {
+    const pt::EntropyMonotonic rule{0.6f};
+    const Result offline = run_patcher(rule, cu, &e, nullptr, true, cap, B * (T + 1));
+    REQUIRE_OK(offline.status);
+    DeviceBuffer<pt::StreamState> states(B);
+    states.fill_bytes(0);
+    DeviceBuffer<float> prev(B);
+    DeviceBuffer<std::uint8_t> starts(B);
+    pt::StreamStep<pt::EntropyMonotonic>::Arguments a;
+    a.rule = rule;
+    a.states = states.get();
+    a.prev_entropies = prev.get();
+    a.streams = B;
+    a.max_patch_length = cap;
+    a.starts = starts.get();
+    for (std::int64_t p = 0; p <= T; ++p) {  // include_next_token: T + 1 positions
+      std::vector<float> h(static_cast<std::size_t>(B), 0.0f);
+      if (p > 0)
+        for (std::int64_t b = 0; b < B; ++b) h[b] = e[b * T + p - 1];
+      prev.upload(h);
+      REQUIRE_OK(pt::StreamStep<pt::EntropyMonotonic>::run(a));
+      const auto got = starts.download();
+      for (std::int64_t b = 0; b < B; ++b) CHECK(got[b] == offline.flags[b * (T + 1) + p]);
+    }
+  }
+}
+
 }  // namespace tlt::patcher_tests

@@ -32,7 +32,8 @@ struct EntropyGlobal {
   static constexpr bool needs_entropies = true;
   static constexpr bool needs_tokens = false;
   float threshold = 1.335442066192627f;
-  TL_HOST_DEVICE bool starts(const PositionView& v, std::int64_t p) const { return v.entropy(p - 1) > threshold; }
+  template <class View>
+  TL_HOST_DEVICE bool starts(const View& v, std::int64_t p) const { return v.entropy(p - 1) > threshold; }
 };
 
 // Monotonic: H[p - 1] - H[p - 2] > theta. As in BLT, position 2 always starts
@@ -41,7 +42,8 @@ struct EntropyMonotonic {
   static constexpr bool needs_entropies = true;
   static constexpr bool needs_tokens = false;
   float threshold = 1.335442066192627f;
-  TL_HOST_DEVICE bool starts(const PositionView& v, std::int64_t p) const {
+  template <class View>
+  TL_HOST_DEVICE bool starts(const View& v, std::int64_t p) const {
     if (p == 2) return true;
     return v.entropy(p - 1) - v.entropy(p - 2) > threshold;
   }
@@ -55,7 +57,8 @@ struct EntropyCombined {
   static constexpr bool needs_tokens = false;
   float threshold = 1.335442066192627f;
   float threshold_add = 0.0f;
-  TL_HOST_DEVICE bool starts(const PositionView& v, std::int64_t p) const {
+  template <class View>
+  TL_HOST_DEVICE bool starts(const View& v, std::int64_t p) const {
     if (p == 2) return true;
     if (p == 3) return false;
     return (v.entropy(p - 1) - v.entropy(p - 2) > threshold_add) && (v.entropy(p - 1) > threshold);
@@ -69,13 +72,15 @@ struct StaticPatches {
   int patch_size = 4;
   // Static patching has no first-two rule: every patch_size-th position.
   static constexpr bool first_two = false;
-  TL_HOST_DEVICE bool starts(const PositionView&, std::int64_t p) const { return p % patch_size == 0; }
+  template <class View>
+  TL_HOST_DEVICE bool starts(const View&, std::int64_t p) const { return p % patch_size == 0; }
 };
 
 struct BytePatches {
   static constexpr bool needs_entropies = false;
   static constexpr bool needs_tokens = false;
-  TL_HOST_DEVICE bool starts(const PositionView&, std::int64_t) const { return true; }
+  template <class View>
+  TL_HOST_DEVICE bool starts(const View&, std::int64_t) const { return true; }
 };
 
 // BLT's find_space_patch_start_ids: a patch ends after the first of a run of
@@ -90,7 +95,8 @@ struct SpacePatches {
     const std::int32_t b = id - kOffset;
     return b < '0' || (b > '9' && b < 'A') || (b > 'Z' && b < 'a') || (b > 'z' && b < 0x80) || b >= 0xC0;
   }
-  TL_HOST_DEVICE bool starts(const PositionView& v, std::int64_t p) const {
+  template <class View>
+  TL_HOST_DEVICE bool starts(const View& v, std::int64_t p) const {
     const std::int64_t i = p - 1;  // the byte that would end the previous patch
     const std::int32_t t = v.token(i);
     return (separator(t) && !separator(v.token(i - 1))) || t < kOffset;
@@ -113,8 +119,8 @@ TL_HOST_DEVICE constexpr bool uses_first_two() {
 
 // The start flag of position p of a sequence under policy `rule` (without a
 // max-length cap, which needs the previous start: see apply_max_length).
-template <BoundaryPolicy P>
-TL_HOST_DEVICE bool is_patch_start(const P& rule, const PositionView& v, std::int64_t p) {
+template <BoundaryPolicy P, class View = PositionView>
+TL_HOST_DEVICE bool is_patch_start(const P& rule, const View& v, std::int64_t p) {
   if (p == 0) return true;
   if (uses_first_two<P>() && p == 1) return true;
   return rule.starts(v, p);
@@ -125,6 +131,45 @@ TL_HOST_DEVICE bool is_patch_start(const P& rule, const PositionView& v, std::in
 // after the last start.
 TL_HOST_DEVICE constexpr bool max_length_start(std::int64_t p, std::int64_t last_start, std::int64_t max_len) {
   return max_len > 0 && p > last_start && (p - last_start) % max_len == 0;
+}
+
+// ------------------------------------------------------------------ streaming
+// The patcher for generation: fed, for each new position p, the entropy and
+// the id of byte p - 1 (the model's uncertainty about byte p, known before p
+// is sampled), it decides whether p starts a patch. It carries the last two
+// bytes' entropies and ids and the last start, and gives exactly the offline
+// patcher's starts (tested).
+struct StreamState {
+  std::int64_t position = 0;    // the position the next push decides
+  std::int64_t last_start = 0;
+  float entropy[2] = {0, 0};    // H[p - 2], H[p - 1]
+  std::int32_t token[2] = {0, 0};
+};
+
+// What a rule sees while streaming: the two previous bytes.
+struct StreamView {
+  const StreamState* s;
+  TL_HOST_DEVICE float entropy(std::int64_t i) const { return s->entropy[i == s->position - 1 ? 1 : 0]; }
+  TL_HOST_DEVICE std::int32_t token(std::int64_t i) const { return s->token[i == s->position - 1 ? 1 : 0]; }
+};
+
+// Decides position state.position. For position 0 the inputs are ignored
+// (there is no previous byte); afterwards pass byte p - 1's entropy and id.
+template <BoundaryPolicy P>
+TL_HOST_DEVICE bool stream_push(const P& rule, StreamState& state, float prev_entropy, std::int32_t prev_token,
+                                int max_patch_length = 0) {
+  const std::int64_t p = state.position;
+  if (p > 0) {
+    state.entropy[0] = state.entropy[1];
+    state.token[0] = state.token[1];
+    state.entropy[1] = prev_entropy;
+    state.token[1] = prev_token;
+  }
+  bool start = is_patch_start(rule, StreamView{&state}, p);
+  if (start) state.last_start = p;
+  else if (max_length_start(p, state.last_start, max_patch_length)) start = true;
+  state.position = p + 1;
+  return start;
 }
 
 }  // namespace tokenless::patcher
