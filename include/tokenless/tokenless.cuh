@@ -14,4 +14,5 @@
 #include <tokenless/patcher/calibrate.cuh>
 #include <tokenless/patcher/ngram_model.cuh>
 #include <tokenless/patcher/patcher.cuh>
+#include <tokenless/patcher/router.cuh>
 #include <tokenless/patcher/streaming.cuh>

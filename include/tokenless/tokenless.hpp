@@ -17,4 +17,5 @@
 #include <tokenless/reference/gemm.hpp>
 #include <tokenless/reference/hash_embedding.hpp>
 #include <tokenless/reference/patcher.hpp>
+#include <tokenless/reference/router.hpp>
 #include <tokenless/reference/row_reduce.hpp>

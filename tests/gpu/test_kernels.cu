@@ -4,3 +4,4 @@
 #include "../kernels/row_reduce.hpp"
 #include "../kernels/encoder.hpp"
 #include "../kernels/patcher.hpp"
+#include "../kernels/router.hpp"

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <functional>
+#include <numeric>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
