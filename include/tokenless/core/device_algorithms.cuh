@@ -54,56 +54,46 @@ inline Status check_workspace(std::size_t given, std::size_t needed) {
   return Status::argument(StatusCode::workspace_too_small, "workspace_bytes", "the size the query returned",
                           "%zu (%zu needed)", given, needed);
 }
+
+// The two-phase protocol of the scans and reductions: answer the size query,
+// or check the buffer and run.
+template <class T, class Run>
+Status two_phase(void* workspace, std::size_t& workspace_bytes, std::int64_t n, Run&& run) {
+  TL_RETURN_IF_ERROR(check_items(n));
+  const std::size_t needed = scan::detail::workspace_bytes<T>(n);
+  if (!workspace) {
+    workspace_bytes = needed;
+    return Status::ok();
+  }
+  TL_RETURN_IF_ERROR(check_workspace(workspace_bytes, needed));
+  return run();
+}
 }  // namespace detail
 
 template <class T>
 Status exclusive_sum(void* workspace, std::size_t& workspace_bytes, const T* in, T* out, std::int64_t n,
                      cudaStream_t stream = nullptr) {
-  TL_RETURN_IF_ERROR(detail::check_items(n));
-  if (!workspace) {
-    workspace_bytes = scan::detail::workspace_bytes<T>(n);
-    return Status::ok();
-  }
-  TL_RETURN_IF_ERROR(detail::check_workspace(workspace_bytes, scan::detail::workspace_bytes<T>(n)));
-  return scan::detail::run<false>(workspace, in, out, n, Sum{}, T{}, stream);
+  return detail::two_phase<T>(workspace, workspace_bytes, n, [&] { return scan::detail::run<false>(workspace, in, out, n, Sum{}, T{}, stream); });
 }
 
 template <class T>
 Status inclusive_sum(void* workspace, std::size_t& workspace_bytes, const T* in, T* out, std::int64_t n,
                      cudaStream_t stream = nullptr) {
-  TL_RETURN_IF_ERROR(detail::check_items(n));
-  if (!workspace) {
-    workspace_bytes = scan::detail::workspace_bytes<T>(n);
-    return Status::ok();
-  }
-  TL_RETURN_IF_ERROR(detail::check_workspace(workspace_bytes, scan::detail::workspace_bytes<T>(n)));
-  return scan::detail::run<true>(workspace, in, out, n, Sum{}, T{}, stream);
+  return detail::two_phase<T>(workspace, workspace_bytes, n, [&] { return scan::detail::run<true>(workspace, in, out, n, Sum{}, T{}, stream); });
 }
 
 // out[i] = max(in[0..i]).
 template <class T>
 Status inclusive_max(void* workspace, std::size_t& workspace_bytes, const T* in, T* out, std::int64_t n,
                      cudaStream_t stream = nullptr) {
-  TL_RETURN_IF_ERROR(detail::check_items(n));
-  if (!workspace) {
-    workspace_bytes = scan::detail::workspace_bytes<T>(n);
-    return Status::ok();
-  }
-  TL_RETURN_IF_ERROR(detail::check_workspace(workspace_bytes, scan::detail::workspace_bytes<T>(n)));
-  return scan::detail::run<true>(workspace, in, out, n, Max{}, Max::identity<T>(), stream);
+  return detail::two_phase<T>(workspace, workspace_bytes, n, [&] { return scan::detail::run<true>(workspace, in, out, n, Max{}, Max::identity<T>(), stream); });
 }
 
 // out[0] = sum of in[0..n), in a fixed order: run-to-run deterministic.
 template <class T>
 Status reduce_sum(void* workspace, std::size_t& workspace_bytes, const T* in, T* out, std::int64_t n,
                   cudaStream_t stream = nullptr) {
-  TL_RETURN_IF_ERROR(detail::check_items(n));
-  if (!workspace) {
-    workspace_bytes = scan::detail::workspace_bytes<T>(n);
-    return Status::ok();
-  }
-  TL_RETURN_IF_ERROR(detail::check_workspace(workspace_bytes, scan::detail::workspace_bytes<T>(n)));
-  return scan::detail::reduce(workspace, in, out, n, Sum{}, T{}, stream);
+  return detail::two_phase<T>(workspace, workspace_bytes, n, [&] { return scan::detail::reduce(workspace, in, out, n, Sum{}, T{}, stream); });
 }
 
 // Stable radix sort of (key, value) pairs by key bits [begin_bit, end_bit).

@@ -195,6 +195,24 @@ __global__ void ratio_grad_kernel(const float* sums, const std::int32_t* cu, std
   }
 }
 
+// A warp per row, at most 8192 blocks (the kernels stride over the rest).
+inline LaunchConfig router_config(std::int64_t rows, cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>((rows + kRouterWarps - 1) / kRouterWarps, 8192)));
+  return {grid, dim3(kRouterWarps * 32), 0, stream};
+}
+
+// The checks forward and backward share.
+template <class T>
+inline Status check_router(const T* q, const T* k, const std::int32_t* cu, std::int64_t n, std::int64_t num_seqs, int d) {
+  TL_RETURN_IF_ERROR(check::not_null("q", q));
+  TL_RETURN_IF_ERROR(check::not_null("k", k));
+  TL_RETURN_IF_ERROR(check::not_null("cu_seqlens", cu));
+  TL_RETURN_IF_ERROR(check::positive("n_total", n));
+  TL_RETURN_IF_ERROR(check::positive("num_seqs", num_seqs));
+  TL_RETURN_IF_ERROR(check::positive("d", d));
+  return check::product_fits_int32("n_total * d", n, d);
+}
+
 }  // namespace detail
 
 template <StorageFloat T>
@@ -210,21 +228,14 @@ struct CosineRouterForward {
     std::uint8_t* boundary = nullptr;  // [n_total], optional
   };
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(check::not_null("q", a.q));
-    TL_RETURN_IF_ERROR(check::not_null("k", a.k));
-    TL_RETURN_IF_ERROR(check::not_null("cu_seqlens", a.cu_seqlens));
-    TL_RETURN_IF_ERROR(check::not_null("prob", a.prob));
-    TL_RETURN_IF_ERROR(check::positive("n_total", a.n_total));
-    TL_RETURN_IF_ERROR(check::positive("num_seqs", a.num_seqs));
-    TL_RETURN_IF_ERROR(check::positive("d", a.d));
-    return check::product_fits_int32("n_total * d", a.n_total, a.d);
+    TL_RETURN_IF_ERROR(detail::check_router(a.q, a.k, a.cu_seqlens, a.n_total, a.num_seqs, a.d));
+    return check::not_null("prob", a.prob);
   }
   static std::size_t workspace_size(const Arguments&) { return 0; }
   static Status run(const Arguments& a, Workspace = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
-    const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>((a.n_total + detail::kRouterWarps - 1) / detail::kRouterWarps, 8192)));
-    return launch(detail::router_forward_kernel<T>, {grid, dim3(detail::kRouterWarps * 32), 0, stream}, a.q, a.k,
-                  a.n_total, a.d, a.cu_seqlens, a.num_seqs, a.prob, a.boundary);
+    return launch(detail::router_forward_kernel<T>, detail::router_config(a.n_total, stream), a.q, a.k, a.n_total, a.d,
+                  a.cu_seqlens, a.num_seqs, a.prob, a.boundary);
   }
 };
 
@@ -242,23 +253,16 @@ struct CosineRouterBackward {
     float* grad_k = nullptr;  // [n_total, d], written
   };
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(check::not_null("q", a.q));
-    TL_RETURN_IF_ERROR(check::not_null("k", a.k));
+    TL_RETURN_IF_ERROR(detail::check_router(a.q, a.k, a.cu_seqlens, a.n_total, a.num_seqs, a.d));
     TL_RETURN_IF_ERROR(check::not_null("grad_prob", a.grad_prob));
-    TL_RETURN_IF_ERROR(check::not_null("cu_seqlens", a.cu_seqlens));
     TL_RETURN_IF_ERROR(check::not_null("grad_q", a.grad_q));
-    TL_RETURN_IF_ERROR(check::not_null("grad_k", a.grad_k));
-    TL_RETURN_IF_ERROR(check::positive("n_total", a.n_total));
-    TL_RETURN_IF_ERROR(check::positive("num_seqs", a.num_seqs));
-    TL_RETURN_IF_ERROR(check::positive("d", a.d));
-    return check::product_fits_int32("n_total * d", a.n_total, a.d);
+    return check::not_null("grad_k", a.grad_k);
   }
   static std::size_t workspace_size(const Arguments&) { return 0; }
   static Status run(const Arguments& a, Workspace = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
-    const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>((a.n_total + detail::kRouterWarps - 1) / detail::kRouterWarps, 8192)));
-    return launch(detail::router_backward_kernel<T>, {grid, dim3(detail::kRouterWarps * 32), 0, stream}, a.q, a.k,
-                  a.grad_prob, a.n_total, a.d, a.cu_seqlens, a.num_seqs, a.grad_q, a.grad_k);
+    return launch(detail::router_backward_kernel<T>, detail::router_config(a.n_total, stream), a.q, a.k, a.grad_prob,
+                  a.n_total, a.d, a.cu_seqlens, a.num_seqs, a.grad_q, a.grad_k);
   }
 };
 
@@ -285,9 +289,8 @@ struct CosineRouterStep {
   static std::size_t workspace_size(const Arguments&) { return 0; }
   static Status run(const Arguments& a, Workspace = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
-    const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>((a.streams + detail::kRouterWarps - 1) / detail::kRouterWarps, 8192)));
-    return launch(detail::router_step_kernel<T>, {grid, dim3(detail::kRouterWarps * 32), 0, stream}, a.q_prev,
-                  a.k_new, a.first, a.streams, a.d, a.prob, a.boundary);
+    return launch(detail::router_step_kernel<T>, detail::router_config(a.streams, stream), a.q_prev, a.k_new, a.first,
+                  a.streams, a.d, a.prob, a.boundary);
   }
 };
 
