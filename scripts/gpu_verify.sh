@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Verification run on a GPU machine: the gpu tier, compute-sanitizer (memcheck,
+# racecheck), the benchmarks and the PyTorch side-by-side scripts.
+#
+#   bash scripts/gpu_verify.sh [BIN_DIR] [OUT_DIR] [steps...]
+#
+# BIN_DIR holds tokenless_gpu_tests and the tokenless_bench_* binaries (built by
+# `cmake --preset gpu && cmake --build --preset gpu`, or copied next to a
+# libbenchmark.so when the GPU machine has no Google Benchmark). Steps default
+# to "info tests memcheck racecheck bench torch". Logs and JSON go to OUT_DIR.
+set -uo pipefail
+bin=${1:-build/gpu}
+out=${2:-${OUT:-build/gpu/verify}}
+shift 2 2>/dev/null || shift $#
+steps=${*:-info tests memcheck racecheck bench torch}
+mkdir -p "$out"
+export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+find_bin() { for p in "$bin/$1" "$bin/tests/$1" "$bin/benchmarks/$1" "$bin/examples/$1"; do [ -x "$p" ] && { echo "$p"; return; }; done; echo "missing:$1"; }
+tests=$(find_bin tokenless_gpu_tests)
+summary="$out/summary.txt"
+: >"$summary"
+note() { echo "$*" | tee -a "$summary"; }
+
+for step in $steps; do
+  case $step in
+    info)
+      nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$summary"
+      git rev-parse --short HEAD 2>/dev/null | sed 's/^/commit /' | tee -a "$summary"
+      ;;
+    tests)
+      timeout 120 "$tests" --duration=true >"$out/gpu_tests.txt" 2>&1
+      note "gpu tests: rc=$? $(grep -E '^\[doctest\] (test cases|assertions)' "$out/gpu_tests.txt" | tr '\n' ' ')"
+      ;;
+    memcheck | racecheck)
+      timeout 150 compute-sanitizer --tool "$step" --error-exitcode 3 --print-limit 20 \
+        "$tests" >"$out/$step.txt" 2>&1
+      note "$step: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$step.txt" | tail -1)"
+      ;;
+    bench)
+      for b in core encoder patcher; do
+        timeout 120 "$(find_bin tokenless_bench_$b)" --benchmark_min_time=0.05 \
+          --benchmark_out="$out/bench_$b.json" --benchmark_out_format=json >"$out/bench_$b.txt" 2>&1
+        note "bench $b: rc=$?"
+      done
+      ;;
+    torch)
+      {
+        PYTHONUNBUFFERED=1 timeout 60 python3 benchmarks/torch/encoder_eager.py --config blt1b
+        PYTHONUNBUFFERED=1 timeout 60 python3 benchmarks/torch/encoder_eager.py --config small
+        PYTHONUNBUFFERED=1 timeout 60 python3 benchmarks/torch/patcher_eager.py --dtype bfloat16
+      } >"$out/torch.txt" 2>&1
+      note "torch: rc=$?"
+      ;;
+    *) note "unknown step $step" ;;
+  esac
+done
+cat "$summary"
