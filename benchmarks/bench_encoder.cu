@@ -5,6 +5,10 @@
 // and atomic backward >= 50% of the measured copy bandwidth.
 #include "harness.cuh"
 
+#include <tokenless/reference/hash_embedding.hpp>
+
+#include <cmath>
+
 #include <map>
 #include <memory>
 #include <random>
@@ -30,8 +34,8 @@ struct Tables {
         hash(static_cast<std::size_t>(K) * c.V * c.d),
         gbyte(static_cast<std::size_t>(260) * c.d),
         ghash(static_cast<std::size_t>(K) * c.V * c.d) {
-    cudaMemset(byte.p, 0, byte.n * sizeof(T));
-    cudaMemset(hash.p, 0, hash.n * sizeof(T));
+    tlb::fill_random(byte.p, byte.n, 1);
+    tlb::fill_random(hash.p, hash.n, 2);
   }
 };
 
@@ -53,6 +57,31 @@ std::vector<std::uint8_t> text_bytes(std::int64_t n) {
   return b;
 }
 
+// The first 64 tokens against the host reference (fp32 accumulation, output rounded to T).
+template <class P, class T>
+const char* check_forward(Tables<T>& tables, const Config& c, const std::vector<std::uint8_t>& bytes, const T* out) {
+  const std::int64_t n = std::min<std::int64_t>(64, static_cast<std::int64_t>(bytes.size()));
+  std::vector<T> byte_table(tables.byte.n), got(static_cast<std::size_t>(n * c.d));
+  cudaMemcpy(byte_table.data(), tables.byte.p, byte_table.size() * sizeof(T), cudaMemcpyDeviceToHost);
+  cudaMemcpy(got.data(), out, got.size() * sizeof(T), cudaMemcpyDeviceToHost);
+  const auto buckets = tokenless::reference::hash_buckets<P>(bytes.data(), n, std::vector<std::int64_t>(n, 0), c.V);
+  for (std::int64_t i = 0; i < n; ++i) {
+    std::vector<float> want(static_cast<std::size_t>(c.d));
+    for (int k = 0; k < c.d; ++k) want[k] = tokenless::to_float(byte_table[(bytes[i] + 4) * c.d + k]);
+    for (int t = 0; t < P::tables; ++t) {
+      const std::int64_t b = buckets[t][i];
+      std::vector<T> row(static_cast<std::size_t>(c.d));
+      cudaMemcpy(row.data(), tables.hash.p + (t * c.V + b) * c.d, c.d * sizeof(T), cudaMemcpyDeviceToHost);
+      for (int k = 0; k < c.d; ++k) want[k] += tokenless::to_float(row[k]);
+    }
+    for (int k = 0; k < c.d; ++k) {
+      const float g = tokenless::to_float(got[i * c.d + k]);
+      if (std::fabs(g - want[k]) > 1e-2f * (1.0f + std::fabs(want[k]))) return "forward differs from the host reference";
+    }
+  }
+  return nullptr;
+}
+
 template <class P, class T>
 void BM_Forward(benchmark::State& state, Config c) {
   using Op = enc::HashEmbeddingForward<P, T, std::uint8_t>;
@@ -71,15 +100,35 @@ void BM_Forward(benchmark::State& state, Config c) {
   a.hash_vocab = c.V;
   a.d = c.d;
   a.output = out.p;
-  // Check once: tables are zero, so the output must be zero.
+  // Check once: the first tokens against the host reference, on the real tables.
   if (auto s = Op::run(a); !s) return state.SkipWithError(s.message());
-  std::vector<T> h(std::min<std::size_t>(out.n, 4096));
-  cudaMemcpy(h.data(), out.p, h.size() * sizeof(T), cudaMemcpyDeviceToHost);
-  for (auto v : h)
-    if (tokenless::to_float(v) != 0.0f) return state.SkipWithError("forward of zero tables is not zero");
+  if (const char* e = check_forward<P, T>(tables, c, bytes, out.p)) return state.SkipWithError(e);
   const double t = tlb::time_iterations(state, [&] { (void)Op::run(a); });
-  const double moved = static_cast<double>(n) * (1.0 + (P::tables + 2.0) * c.d * sizeof(T));
+  // Compulsory traffic: ids, one hash row per table per token (every one a
+  // miss), the output, and the byte table once (its 260 rows stay in L2).
+  const double moved = static_cast<double>(n) * (1.0 + (P::tables + 1.0) * c.d * sizeof(T)) + 260.0 * c.d * sizeof(T);
   tlb::report(state, t, moved, static_cast<double>(n) * (P::tables + 1) * c.d);
+}
+
+template <class P, class T>
+const char* check_backward(Tables<T>& tables, const Config& c, const T* g, std::int64_t n) {
+  const int col = c.d / 2;
+  std::vector<T> gcol(static_cast<std::size_t>(n));
+  cudaMemcpy2D(gcol.data(), sizeof(T), g + col, c.d * sizeof(T), sizeof(T), n, cudaMemcpyDeviceToHost);
+  double want = 0;
+  for (auto v : gcol) want += tokenless::to_float(v);
+  auto column_sum = [&](const float* table, std::int64_t rows) {
+    std::vector<float> v(static_cast<std::size_t>(rows));
+    cudaMemcpy2D(v.data(), sizeof(float), table + col, c.d * sizeof(float), sizeof(float), rows, cudaMemcpyDeviceToHost);
+    double sum = 0;
+    for (float x : v) sum += x;
+    return sum;
+  };
+  const double tol = 1e-3 * (1.0 + std::sqrt(static_cast<double>(n)));
+  if (std::fabs(column_sum(tables.gbyte.p, 260) - want) > tol) return "byte-table gradient sums differ";
+  for (int t = 0; t < P::tables; ++t)
+    if (std::fabs(column_sum(tables.ghash.p + t * c.V * c.d, c.V) - want) > tol) return "hash-table gradient sums differ";
+  return nullptr;
 }
 
 template <class P, class T>
@@ -91,7 +140,7 @@ void BM_Backward(benchmark::State& state, Config c, bool deterministic) {
   tlb::DeviceArray<std::uint8_t> ids(bytes.size());
   tlb::DeviceArray<T> g(static_cast<std::size_t>(n) * c.d);
   cudaMemcpy(ids.p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
-  cudaMemset(g.p, 0, g.n * sizeof(T));
+  tlb::fill_random(g.p, g.n, 3);
   typename Op::Arguments a;
   a.ids = ids.p;
   a.n_tokens = n;
@@ -104,10 +153,17 @@ void BM_Backward(benchmark::State& state, Config c, bool deterministic) {
   a.deterministic = deterministic;
   tlb::DeviceArray<unsigned char> ws(Op::workspace_size(a));
   const tokenless::Workspace w{ws.p, Op::workspace_size(a)};
+  // Check once: every token adds its gradient to every table exactly once, so
+  // each table's column sums equal the gradient's column sums.
+  cudaMemset(tables.gbyte.p, 0, tables.gbyte.n * sizeof(float));
+  cudaMemset(tables.ghash.p, 0, tables.ghash.n * sizeof(float));
   if (auto s = Op::run(a, w); !s) return state.SkipWithError(s.message());
+  if (const char* e = check_backward<P, T>(tables, c, g.p, n)) return state.SkipWithError(e);
   const double t = tlb::time_iterations(state, [&] { (void)Op::run(a, w); });
-  // Gradient rows read; every touched table row read and written (atomics).
-  const double moved = static_cast<double>(n) * (1.0 + c.d * sizeof(T) + (P::tables + 1.0) * c.d * 2.0 * sizeof(float));
+  // Compulsory traffic: ids and gradient rows read; one fp32 hash-table row
+  // read and written per table per token; the byte table's gradient once.
+  const double moved = static_cast<double>(n) * (1.0 + c.d * sizeof(T) + P::tables * c.d * 2.0 * sizeof(float)) +
+                       260.0 * c.d * 2.0 * sizeof(float);
   tlb::report(state, t, moved, static_cast<double>(n) * (P::tables + 1) * c.d);
 }
 

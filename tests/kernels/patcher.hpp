@@ -21,7 +21,7 @@ struct Result {
 template <class Rule, class LogitT = float>
 Result run_patcher(const Rule& rule, const std::vector<std::int32_t>& cu, const std::vector<float>* entropies,
                    const std::vector<std::int32_t>* tokens, bool inc, int max_len, std::int64_t capacity,
-                   const std::vector<LogitT>* logits = nullptr, int vocab = 260) {
+                   const std::vector<LogitT>* logits = nullptr, int vocab = 260, int logit_shift = 0) {
   using Op = pt::Patcher<Rule, LogitT>;
   const std::int64_t n = cu.back(), B = static_cast<std::int64_t>(cu.size()) - 1, n_pos = n + (inc ? B : 0);
   DeviceBuffer<std::int32_t> d_cu(cu), d_ids(n_pos), d_off(B + 1), d_starts(capacity), d_len(capacity);
@@ -32,7 +32,7 @@ Result run_patcher(const Rule& rule, const std::vector<std::int32_t>& cu, const 
   d_starts.fill_bytes(0xff);
   typename Op::Arguments a;
   a.rule = rule;
-  a.logits = logits ? d_logits.get() : nullptr;
+  a.logits = logits ? d_logits.get() + logit_shift : nullptr;  // a shift misaligns the rows
   a.vocab = vocab;
   a.entropies_in = entropies ? d_ent_in.get() : nullptr;
   a.tokens = tokens ? d_tok.get() : nullptr;
@@ -159,9 +159,16 @@ TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, floa
     std::mt19937 rng(9);
     std::normal_distribution<float> nrm(0.0f, 3.0f);
     for (auto& x : logits) x = tokenless::from_float<T>(nrm(rng));
+    // Shifted by one element, the logits lose 16-byte alignment: the staging falls back to scalar loads.
+    std::vector<T> shifted(logits.size() + 1, tokenless::from_float<T>(NAN));
+    std::copy(logits.begin(), logits.end(), shifted.begin() + 1);
     const Result r = run_patcher<pt::EntropyGlobal, T>(pt::EntropyGlobal{2.0f}, cu, nullptr, nullptr, true, 0, 256,
                                                        &logits, V);
     REQUIRE_OK(r.status);
+    const Result r_shifted = run_patcher<pt::EntropyGlobal, T>(pt::EntropyGlobal{2.0f}, cu, nullptr, nullptr, true, 0,
+                                                               256, &shifted, V, 1);
+    REQUIRE_OK(r_shifted.status);
+    CHECK(r_shifted.entropies == r.entropies);
     const auto truth = ref::entropies_from_logits<double>(logits.data(), cu.back(), V);
     const auto naive = ref::entropies_from_logits<float>(logits.data(), cu.back(), V);
     // exp/log in fp32 and a different summation order: within 4x the naive fp32 loop.

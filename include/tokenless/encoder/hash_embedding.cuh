@@ -179,10 +179,14 @@ struct HashEmbeddingForward {
                                        a.hash_vocab, a.d, a.scale, a.output, error};
     const LaunchConfig cfg{dim3(detail::grid_for((a.n_tokens + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
                            dim3(detail::kWarpsPerBlock * 32), 0, stream};
-    if (detail::vectorizable<T, Tables, K>(a.output, a.byte_table, a.hash_tables, a.d)) {
-      return launch(detail::forward_kernel<P, T, IdT, kVec16<T>>, cfg, p);
+    if (!detail::vectorizable<T, Tables, K>(a.output, a.byte_table, a.hash_tables, a.d)) {
+      return launch(detail::forward_kernel<P, T, IdT, 1, detail::kChunkVecs>, cfg, p);
     }
-    return launch(detail::forward_kernel<P, T, IdT, 1>, cfg, p);
+    // The narrowest chunk that covers a row: fewer accumulators, more rows in flight.
+    constexpr int kRow = 32 * kVec16<T>;
+    if (a.d <= kRow) return launch(detail::forward_kernel<P, T, IdT, kVec16<T>, 1>, cfg, p);
+    if (a.d <= 2 * kRow) return launch(detail::forward_kernel<P, T, IdT, kVec16<T>, 2>, cfg, p);
+    return launch(detail::forward_kernel<P, T, IdT, kVec16<T>, detail::kChunkVecs>, cfg, p);
   }
 
   // Status of the last run()'s device-side checks. Synchronises `stream`.
@@ -266,7 +270,9 @@ struct HashEmbeddingBackward {
     if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
     detail::BackwardParams<P, T, IdT> p{a.ids, a.n_tokens, a.batch, a.grad_output, a.grad_byte_table,
                                         a.grad_hash_tables, a.hash_vocab, a.d, a.scale, error};
-    const bool vec = a.d % kVec16<T> == 0 && reinterpret_cast<std::uintptr_t>(a.grad_output) % 16 == 0;
+    // Vector loads of the gradient, and on Hopper 16-byte atomics into the fp32 tables.
+    const bool vec = a.d % kVec16<T> == 0 && reinterpret_cast<std::uintptr_t>(a.grad_output) % 16 == 0 &&
+                     detail::vectorizable<float, GradTables, K>(a.grad_byte_table, a.grad_byte_table, a.grad_hash_tables, a.d);
     const dim3 block(detail::kWarpsPerBlock * 32);
     if (!a.deterministic) {
       const LaunchConfig cfg{dim3(detail::grid_for((a.n_tokens + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),

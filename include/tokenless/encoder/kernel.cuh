@@ -77,10 +77,10 @@ struct ForwardParams {
   const unsigned long long* error;  // null when there is nothing to validate
 };
 
-template <class T, int kVec>
-TL_DEVICE TL_FORCEINLINE void accumulate_row(float (&acc)[kChunkVecs][kVec], const T* row, int c0, int d, int lane) {
+template <class T, int kVec, int kChunk>
+TL_DEVICE TL_FORCEINLINE void accumulate_row(float (&acc)[kChunk][kVec], const T* row, int c0, int d, int lane) {
   TL_UNROLL
-  for (int u = 0; u < kChunkVecs; ++u) {
+  for (int u = 0; u < kChunk; ++u) {
     const int col = c0 + (u * 32 + lane) * kVec;
     if (col < d) {
       const Vec<T, kVec> x = *reinterpret_cast<const Vec<T, kVec>*>(row + col);
@@ -90,9 +90,15 @@ TL_DEVICE TL_FORCEINLINE void accumulate_row(float (&acc)[kChunkVecs][kVec], con
   }
 }
 
-template <class P, class T, class IdT, int kVec>
+// Rows gathered per group: each lane keeps kGatherLoads 16-byte loads in
+// flight whatever the row width (a 256-wide bf16 row is one vector per lane,
+// so narrow rows gather more tables at once).
+inline constexpr int kGatherLoads = 12;
+
+template <class P, class T, class IdT, int kVec, int kChunk>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) forward_kernel(ForwardParams<P, T, IdT> p) {
   constexpr int K = P::tables;
+  constexpr int kGroup = kGatherLoads / kChunk;
   if (p.error && (p.error[0] != kNoError || p.error[1] != kNoError)) return;  // bad input: write nothing
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
@@ -103,18 +109,19 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) forward_kernel(Forward
     const std::int64_t id = load_id<typename P::ids>(p.ids, tok);
     const T* byte_row = p.byte_table + id * p.d;
     T* out_row = p.out + tok * p.d;
-    for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunkVecs) {
-      float acc[kChunkVecs][kVec] = {};
-      accumulate_row<T, kVec>(acc, byte_row, c0, p.d, lane);
-      // Partly unrolled: enough loads in flight, without the 18 tables of
-      // BLT's default policy hoisting every load into registers.
-      TL_UNROLL_N(3)
-      for (int t = 0; t < K; ++t) {
-        const std::int64_t b = __shfl_sync(0xffffffffu, mine, t);
-        accumulate_row<T, kVec>(acc, p.tables.row(t, b, p.d), c0, p.d, lane);
+    for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunk) {
+      float acc[kChunk][kVec] = {};
+      accumulate_row<T, kVec, kChunk>(acc, byte_row, c0, p.d, lane);
+      for (int t0 = 0; t0 < K; t0 += kGroup) {
+        TL_UNROLL
+        for (int g = 0; g < kGroup; ++g) {
+          const int t = t0 + g;
+          const std::int64_t b = __shfl_sync(0xffffffffu, mine, t < K ? t : 0);
+          if (t < K) accumulate_row<T, kVec, kChunk>(acc, p.tables.row(t, b, p.d), c0, p.d, lane);
+        }
       }
       TL_UNROLL
-      for (int u = 0; u < kChunkVecs; ++u) {
+      for (int u = 0; u < kChunk; ++u) {
         const int col = c0 + (u * 32 + lane) * kVec;
         if (col < p.d) {
           Vec<T, kVec> y;
@@ -162,15 +169,32 @@ struct BackwardParams {
   const unsigned long long* error;
 };
 
+// Hopper has 16-byte atomics (red.global.add.v4.f32): a quarter of the
+// atomic operations, each one L2 transaction. Rows are 16-byte aligned
+// whenever kVec > 1 (the launcher checks).
+template <int kVec>
+TL_DEVICE TL_FORCEINLINE void atomic_add_vec(float* dst, const float (&v)[kVec]) {
+#if defined(TOKENLESS_BACKEND_CUDA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  constexpr bool kWide = kVec % 4 == 0;
+#else
+  constexpr bool kWide = false;
+#endif
+  if constexpr (kWide) {
+    TL_UNROLL
+    for (int e = 0; e < kVec; e += 4)
+      atomicAdd(reinterpret_cast<float4*>(dst + e), make_float4(v[e], v[e + 1], v[e + 2], v[e + 3]));
+  } else {
+    TL_UNROLL
+    for (int e = 0; e < kVec; ++e) atomicAdd(dst + e, v[e]);
+  }
+}
+
 template <class T, int kVec>
 TL_DEVICE TL_FORCEINLINE void scatter_row(float* row, const float (&g)[kChunkVecs][kVec], int c0, int d, int lane) {
   TL_UNROLL
   for (int u = 0; u < kChunkVecs; ++u) {
     const int col = c0 + (u * 32 + lane) * kVec;
-    if (col < d) {
-      TL_UNROLL
-      for (int e = 0; e < kVec; ++e) atomicAdd(row + col + e, g[u][e]);
-    }
+    if (col < d) atomic_add_vec<kVec>(row + col, g[u]);
   }
 }
 
@@ -188,7 +212,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) backward_atomic_kernel
     const T* g_row = p.grad_out + tok * p.d;
     for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunkVecs) {
       float g[kChunkVecs][kVec] = {};
-      accumulate_row<T, kVec>(g, g_row, c0, p.d, lane);
+      accumulate_row<T, kVec, kChunkVecs>(g, g_row, c0, p.d, lane);
       TL_UNROLL
       for (int u = 0; u < kChunkVecs; ++u)
         TL_UNROLL
@@ -270,7 +294,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
       for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunkVecs) {
         float acc[kChunkVecs][kVec] = {};
         for (std::int64_t r = k; r < end; ++r) {
-          accumulate_row<T, kVec>(acc, p.grad_out + static_cast<std::int64_t>(tokens[r]) * p.d, c0, p.d, lane);
+          accumulate_row<T, kVec, kChunkVecs>(acc, p.grad_out + static_cast<std::int64_t>(tokens[r]) * p.d, c0, p.d, lane);
         }
         TL_UNROLL
         for (int u = 0; u < kChunkVecs; ++u) {

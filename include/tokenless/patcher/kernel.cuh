@@ -6,9 +6,11 @@
 #include <tokenless/core/dtype.hpp>
 #include <tokenless/core/functional.hpp>
 #include <tokenless/core/launch.cuh>
+#include <tokenless/core/vec.hpp>
 #include <tokenless/core/warp.cuh>
 #include <tokenless/patcher/policy.hpp>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace tokenless::patcher::detail {
@@ -27,42 +29,102 @@ struct DeviceStatus {
 
 // H = -sum p log p with p = softmax(x): log S - sum e_i (x_i - m) / S, where
 // m = max x, e_i = exp(x_i - m), S = sum e_i. NaN logits give NaN.
+//
+// The logits are one contiguous stream, so a block stages a tile of whole
+// rows into shared memory with 16-byte loads (a row of V = 260 bf16 logits is
+// 520 bytes: not a multiple of 16, so per-row vector loads are impossible),
+// then each warp reduces rows out of shared memory. Eight blocks of 24 KiB
+// per SM keep enough bytes in flight to saturate HBM.
+inline constexpr int kEntropyTileBytes = 24576;
+inline constexpr int kEntropyStageVecs = 6;  // 16-byte vectors per thread per tile
+
+// Rows per tile: as many as fit, a multiple of the count that keeps every
+// tile's start 16-byte aligned.
+inline std::int64_t entropy_tile_rows(int V, int elem_bytes) {
+  const std::int64_t row = std::int64_t{V} * elem_bytes;
+  std::int64_t m = 16;
+  while (m > 1 && (row * (m / 2)) % 16 == 0) m /= 2;
+  return std::max<std::int64_t>(m, kEntropyTileBytes / row / m * m);
+}
+
 template <class T>
-__global__ void __launch_bounds__(kEntropyWarps * 32) entropy_kernel(const T* __restrict__ logits, int V,
-                                                                     std::int64_t rows, float* __restrict__ out,
-                                                                     const DeviceStatus* status) {
-  if (status->code != kOk) return;
-  const int lane = static_cast<int>(threadIdx.x & 31u);
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kEntropyWarps;
-  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kEntropyWarps + (threadIdx.x >> 5); r < rows;
-       r += stride) {
-    const T* x = logits + r * V;
-    constexpr int kPerLane = kMaxVocab / 32;
-    float v[kPerLane];
-    float m = -INFINITY;
-    bool nan = false;
-    TL_UNROLL
-    for (int k = 0; k < kPerLane; ++k) {
-      const int c = k * 32 + lane;
-      v[k] = c < V ? to_float(x[c]) : -INFINITY;
-      nan |= v[k] != v[k];
-      m = fmaxf(m, v[k]);
+TL_DEVICE TL_FORCEINLINE void stage_tile(const T* __restrict__ src, std::int64_t n_elems, bool vector_ok, T* tile) {
+  std::int64_t done = 0;
+  if (vector_ok) {
+    using V16 = Vec<std::uint32_t, 4>;
+    const std::int64_t n_vec = n_elems * static_cast<std::int64_t>(sizeof(T)) / 16;
+    const auto* s = reinterpret_cast<const V16*>(src);
+    auto* d = reinterpret_cast<V16*>(tile);
+    for (std::int64_t base = threadIdx.x; base < n_vec; base += kEntropyStageVecs * blockDim.x) {
+      V16 r[kEntropyStageVecs];  // every load issued before the first store
+      TL_UNROLL
+      for (int u = 0; u < kEntropyStageVecs; ++u) {
+        const std::int64_t i = base + static_cast<std::int64_t>(u) * blockDim.x;
+        if (i < n_vec) r[u] = s[i];
+      }
+      TL_UNROLL
+      for (int u = 0; u < kEntropyStageVecs; ++u) {
+        const std::int64_t i = base + static_cast<std::int64_t>(u) * blockDim.x;
+        if (i < n_vec) d[i] = r[u];
+      }
     }
-    m = warp::reduce(m, Max{});
-    float s = 0.0f, t = 0.0f;
-    TL_UNROLL
-    for (int k = 0; k < kPerLane; ++k) {
-      if (k * 32 + lane < V) {
+    done = n_vec * 16 / static_cast<std::int64_t>(sizeof(T));
+  }
+  for (std::int64_t i = done + threadIdx.x; i < n_elems; i += blockDim.x) tile[i] = src[i];
+}
+
+template <class T>
+TL_DEVICE TL_FORCEINLINE float row_entropy(const T* x, int V, int lane) {
+  constexpr int kPerLane = kMaxVocab / 32;
+  float v[kPerLane];
+  float m = -INFINITY;
+  bool nan = false;
+  TL_UNROLL
+  for (int k = 0; k < kPerLane; ++k) {
+    const int c = k * 32 + lane;
+    v[k] = c < V ? to_float(x[c]) : -INFINITY;
+    nan |= v[k] != v[k];
+    m = fmaxf(m, v[k]);
+  }
+  m = warp::reduce(m, Max{});
+  float s = 0.0f, t = 0.0f;
+  TL_UNROLL
+  for (int k = 0; k < kPerLane; ++k) {
+    if (k * 32 < V) {  // warp-uniform: skips whole slots past the vocabulary
+      if (k * 32 + lane < V) {  // padding lanes hold -inf, and -inf - m is NaN when m is -inf
         const float d = v[k] - m;
         const float e = __expf(d);
         s += e;
         t += e * d;
       }
     }
-    s = warp::reduce(s, Sum{});
-    t = warp::reduce(t, Sum{});
-    const bool any_nan = __any_sync(warp::kFullMask, nan);
-    if (lane == 0) out[r] = any_nan ? NAN : __logf(s) - t / s;
+  }
+  s = warp::reduce(s, Sum{});
+  t = warp::reduce(t, Sum{});
+  const bool any_nan = __any_sync(warp::kFullMask, nan);
+  return any_nan ? NAN : __logf(s) - t / s;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kEntropyWarps * 32) entropy_kernel(const T* __restrict__ logits, int V,
+                                                                     std::int64_t rows, std::int64_t tile_rows,
+                                                                     float* __restrict__ out,
+                                                                     const DeviceStatus* status) {
+  if (status->code != kOk) return;
+  T* tile = dynamic_smem<T>();
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  const int warp_id = static_cast<int>(threadIdx.x >> 5);
+  const bool vector_ok = reinterpret_cast<std::uintptr_t>(logits) % 16 == 0;
+  for (std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows; r0 < rows;
+       r0 += static_cast<std::int64_t>(gridDim.x) * tile_rows) {
+    const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
+    stage_tile(logits + r0 * V, nr * V, vector_ok, tile);
+    __syncthreads();
+    for (std::int64_t r = warp_id; r < nr; r += kEntropyWarps) {
+      const float h = row_entropy(tile + r * V, V, lane);
+      if (lane == 0) out[r0 + r] = h;
+    }
+    __syncthreads();  // the next tile overwrites this one
   }
 }
 

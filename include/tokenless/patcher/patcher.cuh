@@ -148,9 +148,12 @@ struct Patcher {
     const float* entropies = a.entropies_in;
     if constexpr (Rule::needs_entropies) {
       if (a.logits) {
+        const std::int64_t tile_rows = detail::entropy_tile_rows(a.vocab, static_cast<int>(sizeof(LogitT)));
+        const auto smem = static_cast<std::size_t>(tile_rows * a.vocab) * sizeof(LogitT);
         TL_RETURN_IF_ERROR(launch(detail::entropy_kernel<LogitT>,
-                                  {grid(a.n_total, detail::kEntropyWarps), dim3(detail::kEntropyWarps * 32), 0, stream},
-                                  a.logits, a.vocab, a.n_total, a.entropies,
+                                  {grid(a.n_total, static_cast<int>(tile_rows)), dim3(detail::kEntropyWarps * 32), smem,
+                                   stream},
+                                  a.logits, a.vocab, a.n_total, tile_rows, a.entropies,
                                   static_cast<const detail::DeviceStatus*>(status)));
         entropies = a.entropies;
       }

@@ -1,0 +1,173 @@
+// GPU only: production shapes, too large for the CPU executor. BLT-1B's
+// encoder at d = 1024 over 64K bytes (vector gathers, 16-byte atomics on
+// Hopper, every column chunk), and the patcher over 256K rows of bf16 logits
+// (many staged tiles per block). Same tolerance rule as the shared cases.
+#include "../support/support.hpp"
+
+namespace {
+
+namespace enc = tokenless::encoder;
+namespace pt = tokenless::patcher;
+namespace ref = tokenless::reference;
+using tlt::DeviceBuffer;
+
+std::vector<std::uint8_t> text_like(std::int64_t n, std::uint64_t seed) {
+  // Words from a small alphabet: n-grams repeat, so gradient rows collide.
+  std::mt19937_64 rng(seed);
+  std::vector<std::uint8_t> b(static_cast<std::size_t>(n));
+  for (auto& x : b) x = rng() % 6 == 0 ? ' ' : static_cast<std::uint8_t>('a' + rng() % 12);
+  return b;
+}
+
+template <class T>
+std::vector<float> to_floats(const std::vector<T>& v) {
+  std::vector<float> f(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) f[i] = tokenless::to_float(v[i]);
+  return f;
+}
+
+}  // namespace
+
+TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward and both backwards") {
+  using P = enc::Blt1B;
+  using T = __nv_bfloat16;
+  constexpr int K = P::tables;
+  const std::int64_t V = 20011, n = 65536;
+  const int d = 1024;
+  const std::vector<std::int32_t> cu = {0, 1000, 17000, 40001, 65536};
+  const auto bytes = text_like(n, 1);
+  const auto byte_table = tlt::random_values<T>(static_cast<std::size_t>(P::ids::kVocab) * d, 2);
+  const auto hash = tlt::random_values<T>(static_cast<std::size_t>(K * V) * d, 3);
+  const auto starts = ref::sequence_starts(n, cu, 0);
+  DeviceBuffer<std::uint8_t> d_ids(bytes);
+  DeviceBuffer<std::int32_t> d_cu(cu);
+  DeviceBuffer<T> d_byte(byte_table), d_hash(hash);
+  const enc::Batch batch{d_cu.get(), static_cast<std::int64_t>(cu.size()) - 1, 0};
+
+  SUBCASE("forward") {
+    using Op = enc::HashEmbeddingForward<P, T, std::uint8_t>;
+    DeviceBuffer<T> out(static_cast<std::size_t>(n * d));
+    out.fill_bytes(0xff);  // NaN: an unwritten element fails the check
+    typename Op::Arguments a;
+    a.ids = d_ids.get();
+    a.n_tokens = n;
+    a.batch = batch;
+    a.byte_table = d_byte.get();
+    for (int t = 0; t < K; ++t) a.hash_tables.table[t] = d_hash.get() + t * V * d;
+    a.hash_vocab = V;
+    a.d = d;
+    a.output = out.get();
+    DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
+    const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+    REQUIRE_OK(Op::run(a, w));
+    REQUIRE_OK(Op::read_error(a, w));
+    const auto got = to_floats(out.download());
+    typename Op::Tables host;
+    for (int t = 0; t < K; ++t) host.table[t] = hash.data() + t * V * d;
+    const auto truth = ref::hash_embedding_forward<P, double>(bytes.data(), n, starts, byte_table.data(), host, V, d, 1.0f);
+    auto naive = ref::hash_embedding_forward<P, float>(bytes.data(), n, starts, byte_table.data(), host, V, d, 1.0f);
+    for (auto& x : naive) x = tokenless::round_trip<T>(x);
+    tlt::check_accuracy(got, naive, truth, 1.0, tokenless::dtype_traits<T>::unit_roundoff);
+  }
+
+  SUBCASE("backward: atomics and the deterministic path") {
+    using Op = enc::HashEmbeddingBackward<P, T, std::uint8_t>;
+    const auto g = tlt::random_values<T>(static_cast<std::size_t>(n * d), 4);
+    DeviceBuffer<T> d_g(g);
+    DeviceBuffer<float> gb(static_cast<std::size_t>(P::ids::kVocab) * d), gt(static_cast<std::size_t>(K * V) * d);
+    typename Op::Arguments a;
+    a.ids = d_ids.get();
+    a.n_tokens = n;
+    a.batch = batch;
+    a.grad_output = d_g.get();
+    a.grad_byte_table = gb.get();
+    for (int t = 0; t < K; ++t) a.grad_hash_tables.table[t] = gt.get() + t * V * d;
+    a.hash_vocab = V;
+    a.d = d;
+    std::vector<double> tb;
+    std::vector<std::vector<double>> tt;
+    std::vector<float> nb;
+    std::vector<std::vector<float>> nt;
+    ref::hash_embedding_backward<P, double>(bytes.data(), n, starts, g.data(), V, d, 1.0f, tb, tt);
+    ref::hash_embedding_backward<P, float>(bytes.data(), n, starts, g.data(), V, d, 1.0f, nb, nt);
+    for (int t = 0; t < K; ++t) {
+      tb.insert(tb.end(), tt[t].begin(), tt[t].end());
+      nb.insert(nb.end(), nt[t].begin(), nt[t].end());
+    }
+    auto run_once = [&](bool deterministic) {
+      a.deterministic = deterministic;
+      DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
+      gb.fill_bytes(0);
+      gt.fill_bytes(0);
+      REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
+      REQUIRE_OK(Op::read_error(a, {ws.get(), Op::workspace_size(a)}));
+      auto b = gb.download();
+      auto t = gt.download();
+      b.insert(b.end(), t.begin(), t.end());
+      return b;
+    };
+    for (bool deterministic : {false, true}) {
+      CAPTURE(deterministic);
+      const auto got = run_once(deterministic);
+      // Byte rows collect thousands of tokens: the order of fp32 additions
+      // differs from the token-order loop, within 2x its error.
+      tlt::check_accuracy(got, nb, tb, 2.0, tokenless::dtype_traits<float>::unit_roundoff);
+      if (deterministic) CHECK(run_once(true) == got);
+    }
+  }
+}
+
+TEST_CASE_TEMPLATE("scale: the patcher over 256K rows of logits in 8 sequences", T, __nv_bfloat16, float) {
+  using Op = pt::Patcher<pt::EntropyGlobal, T>;
+  const int V = 260;
+  const std::vector<std::int32_t> cu = {0, 1, 5000, 70000, 70001, 131072, 200000, 250000, 262144};
+  const std::int64_t n = cu.back(), B = static_cast<std::int64_t>(cu.size()) - 1;
+  std::vector<T> logits(static_cast<std::size_t>(n * V));
+  {
+    std::mt19937_64 rng(5);
+    std::normal_distribution<float> nrm(0.0f, 1.0f);
+    for (std::int64_t r = 0; r < n; ++r) {
+      const float temp = 0.5f + static_cast<float>(r % 7);  // entropies spread around the threshold
+      for (int v = 0; v < V; ++v) logits[static_cast<std::size_t>(r * V + v)] = tokenless::from_float<T>(nrm(rng) * temp);
+    }
+  }
+  DeviceBuffer<T> d_logits(logits);
+  DeviceBuffer<std::int32_t> d_cu(cu), ids(n), off(B + 1), starts(n), lens(n);
+  DeviceBuffer<float> h(n);
+  DeviceBuffer<std::uint8_t> flags(n);
+  h.fill_bytes(0xff);
+  typename Op::Arguments a;
+  a.rule.threshold = 3.0f;
+  a.logits = d_logits.get();
+  a.vocab = V;
+  a.n_total = n;
+  a.cu_seqlens = d_cu.get();
+  a.num_seqs = B;
+  a.entropies = h.get();
+  a.flags = flags.get();
+  a.patch_ids = ids.get();
+  a.patch_offsets = off.get();
+  a.patch_starts = starts.get();
+  a.patch_lengths = lens.get();
+  a.capacity = n;
+  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+  REQUIRE_OK(Op::run(a, w));
+  REQUIRE_OK(Op::read_status(a, w));
+  const auto got = h.download();
+  const auto truth = ref::entropies_from_logits<double>(logits.data(), n, V);
+  const auto naive = ref::entropies_from_logits<float>(logits.data(), n, V);
+  tlt::check_accuracy(got, naive, truth, 4.0, tokenless::dtype_traits<float>::unit_roundoff);
+  const auto o = off.download();
+  const auto l = lens.download();
+  REQUIRE(o.size() == cu.size());
+  for (std::int64_t b = 0; b < B; ++b) {
+    CAPTURE(b);
+    ref::BltEntropyOptions opt;
+    opt.threshold = 3.0f;
+    const std::vector<float> e(got.begin() + cu[b], got.begin() + cu[b + 1]);
+    const std::vector<std::int64_t> want = ref::blt_entropy_patch_lengths(e, opt);
+    const std::vector<std::int64_t> have(l.begin() + o[b], l.begin() + o[b + 1]);
+    CHECK(have == want);
+  }
+}
