@@ -1,7 +1,8 @@
 // Byte encoder benchmarks: BLT-1B (6 tables of 500,002 x 1024, bf16) and a
 // small configuration, N from 4K to 1M bytes. Forward, backward with atomics,
 // deterministic backward. Bytes counted: the ids, every gathered (or
-// scattered) row and the output (or gradient input). Targets: forward >= 85%
+// scattered) row and the output (or gradient input), as the issue asks; a
+// second fraction counts the L2-resident byte table once. Targets: forward >= 85%
 // and atomic backward >= 50% of the measured copy bandwidth.
 #include "harness.cuh"
 
@@ -104,10 +105,13 @@ void BM_Forward(benchmark::State& state, Config c) {
   if (auto s = Op::run(a); !s) return state.SkipWithError(s.message());
   if (const char* e = check_forward<P, T>(tables, c, bytes, out.p)) return state.SkipWithError(e);
   const double t = tlb::time_iterations(state, [&] { (void)Op::run(a); });
-  // Compulsory traffic: ids, one hash row per table per token (every one a
-  // miss), the output, and the byte table once (its 260 rows stay in L2).
-  const double moved = static_cast<double>(n) * (1.0 + (P::tables + 1.0) * c.d * sizeof(T)) + 260.0 * c.d * sizeof(T);
+  // As the issue counts: the ids, every gathered row and the output. The byte
+  // table's 260 rows stay in L2, so this can pass 100%; the compulsory count
+  // takes the byte table once (and still assumes every hash row misses).
+  const double moved = static_cast<double>(n) * (1.0 + (P::tables + 2.0) * c.d * sizeof(T));
+  const double compulsory = moved - static_cast<double>(n - 260) * c.d * sizeof(T);
   tlb::report(state, t, moved, static_cast<double>(n) * (P::tables + 1) * c.d);
+  state.counters["frac_copy_bw_compulsory"] = compulsory / t / tlb::peaks().copy_bytes_per_s;
 }
 
 template <class P, class T>
@@ -160,11 +164,11 @@ void BM_Backward(benchmark::State& state, Config c, bool deterministic) {
   if (auto s = Op::run(a, w); !s) return state.SkipWithError(s.message());
   if (const char* e = check_backward<P, T>(tables, c, g.p, n)) return state.SkipWithError(e);
   const double t = tlb::time_iterations(state, [&] { (void)Op::run(a, w); });
-  // Compulsory traffic: ids and gradient rows read; one fp32 hash-table row
-  // read and written per table per token; the byte table's gradient once.
-  const double moved = static_cast<double>(n) * (1.0 + c.d * sizeof(T) + P::tables * c.d * 2.0 * sizeof(float)) +
-                       260.0 * c.d * 2.0 * sizeof(float);
+  // The ids and gradient rows read; every scattered fp32 row read and written.
+  const double moved = static_cast<double>(n) * (1.0 + c.d * sizeof(T) + (P::tables + 1.0) * c.d * 2.0 * sizeof(float));
+  const double compulsory = moved - static_cast<double>(n - 260) * c.d * 2.0 * sizeof(float);
   tlb::report(state, t, moved, static_cast<double>(n) * (P::tables + 1) * c.d);
+  state.counters["frac_copy_bw_compulsory"] = compulsory / t / tlb::peaks().copy_bytes_per_s;
 }
 
 void sizes(benchmark::internal::Benchmark* b) {

@@ -1,4 +1,5 @@
-// Patcher benchmarks: the fused patcher from logits (V = 260; fp32 and bf16),
+// Patcher benchmarks: the fused patcher from logits (V = 260; fp32 and bf16;
+// a global threshold, and top-k),
 // N from 64K to 64M bytes in 8 sequences. fp32 stops at 16M bytes: 64M rows of
 // fp32 logits (67 GB) do not fit next to the outputs on an 80 GB device.
 // Bytes counted: the logits read once, the entropies, flags, patch ids,
@@ -11,9 +12,9 @@ namespace pt = tokenless::patcher;
 
 namespace {
 
-template <class T>
-void BM_Patcher(benchmark::State& state) {
-  using Op = pt::Patcher<pt::EntropyGlobal, T>;
+template <class Rule, class T>
+void BM_Patcher(benchmark::State& state, Rule rule) {
+  using Op = pt::Patcher<Rule, T>;
   const std::int64_t n = state.range(0), B = 8, V = 260;
   tlb::DeviceArray<T> logits(static_cast<std::size_t>(n * V));
   {
@@ -32,7 +33,7 @@ void BM_Patcher(benchmark::State& state) {
   tlb::DeviceArray<std::uint8_t> flags(n);
   cudaMemcpy(d_cu.p, cu.data(), cu.size() * 4, cudaMemcpyHostToDevice);
   typename Op::Arguments a;
-  a.rule.threshold = 2.0f;
+  a.rule = rule;
   a.logits = logits.p;
   a.vocab = static_cast<int>(V);
   a.n_total = n;
@@ -70,7 +71,14 @@ int main(int argc, char** argv) {
     for (std::int64_t n = 1 << 16; n <= max; n *= 4) b->Arg(n);
     b->UseManualTime()->Unit(benchmark::kMicrosecond);
   };
-  sizes(benchmark::RegisterBenchmark("patcher/fp32_logits", BM_Patcher<float>), std::int64_t{1} << 24);
-  sizes(benchmark::RegisterBenchmark("patcher/bf16_logits", BM_Patcher<__nv_bfloat16>), std::int64_t{1} << 26);
+  using B = __nv_bfloat16;
+  const pt::EntropyGlobal global{2.0f};
+  sizes(benchmark::RegisterBenchmark("patcher/fp32_logits", BM_Patcher<pt::EntropyGlobal, float>, global),
+        std::int64_t{1} << 24);
+  sizes(benchmark::RegisterBenchmark("patcher/bf16_logits", BM_Patcher<pt::EntropyGlobal, B>, global),
+        std::int64_t{1} << 26);
+  // BLT's threshold=None: the per-sequence radix select adds eight passes over the entropies.
+  sizes(benchmark::RegisterBenchmark("patcher/bf16_logits_topk", BM_Patcher<pt::EntropyTopK, B>, pt::EntropyTopK{4}),
+        std::int64_t{1} << 26);
   return tlb::run_main(argc, argv, "tokenless_bench_patcher.json");
 }

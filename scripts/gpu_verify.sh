@@ -15,6 +15,9 @@ shift 2 2>/dev/null || shift $#
 steps=${*:-info tests memcheck racecheck bench torch}
 benches=${BENCHES:-core encoder patcher}
 mkdir -p "$out"
+final=$out
+out=$out/logs
+mkdir -p "$out"
 export LD_LIBRARY_PATH="$bin:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
 find_bin() { for p in "$bin/$1" "$bin/tests/$1" "$bin/benchmarks/$1" "$bin/examples/$1"; do [ -x "$p" ] && { echo "$p"; return; }; done; echo "missing:$1"; }
 tests=$(find_bin tokenless_gpu_tests)
@@ -59,5 +62,6 @@ for step in $steps; do
   esac
 done
 # One archive beside the summary: the device tool returns at most eight files.
-(cd "$out" && tar czf ../verify_logs.tgz --exclude=summary.txt . && mv ../verify_logs.tgz .) 2>/dev/null
-cat "$summary"
+cp "$summary" "$final/summary.txt"
+[ "$final" != "$out" ] && tar czf "$final/logs.tgz" -C "$out" . && rm -rf "$out"
+cat "$final/summary.txt"

@@ -27,13 +27,14 @@ namespace patch_cli {
 namespace pt = tokenless::patcher;
 
 inline const char* kUsage =
-    "usage: tokenless-patch [--mode entropy|monotonic|static|space|byte] [--threshold T]\n"
+    "usage: tokenless-patch [--mode entropy|monotonic|topk|static|space|byte] [--threshold T]\n"
     "                       [--threshold-add A] [--patch-size S] [--max-patch-length M]\n"
     "                       [--target-patch-size X] [--entropies FILE] [--train FILE]\n"
     "                       [--include-next-token] [--format text|json] [--plot OUT.svg]\n"
     "                       [--device auto|cpu|gpu] FILE\n"
     "  Without --threshold, entropy mode calibrates the threshold on the device so that\n"
-    "  patches average --target-patch-size bytes (default 4.5).\n";
+    "  patches average --target-patch-size bytes (default 4.5). topk is BLT's threshold=None:\n"
+    "  the n / patch-size - 2 bytes of highest entropy start patches.\n";
 
 struct Options {
   std::string mode = "entropy";
@@ -106,7 +107,7 @@ inline int parse(int argc, char** argv, Options& o) {
     std::fprintf(stderr, "tokenless-patch: no FILE given\n%s", kUsage);
     return 2;
   }
-  const std::string modes[] = {"entropy", "monotonic", "static", "space", "byte"};
+  const std::string modes[] = {"entropy", "monotonic", "topk", "static", "space", "byte"};
   if (std::find(std::begin(modes), std::end(modes), o.mode) == std::end(modes)) {
     std::fprintf(stderr, "tokenless-patch: unknown mode '%s'\n", o.mode.c_str());
     return 2;
@@ -196,6 +197,9 @@ inline void print_text(const Options& o, const std::vector<std::uint8_t>& bytes,
   if (o.mode == "entropy" || o.mode == "monotonic") {
     std::printf("mode %s, threshold %.6g%s, entropies from %s\n", o.mode.c_str(), static_cast<double>(r.threshold),
                 o.threshold ? "" : " (calibrated)", r.source.c_str());
+  } else if (o.mode == "topk") {
+    std::printf("mode topk, patch size %d (k = n / %d - 2), entropies from %s\n", o.patch_size, o.patch_size,
+                r.source.c_str());
   } else {
     std::printf("mode %s\n", o.mode.c_str());
   }
@@ -365,6 +369,7 @@ inline int main(int argc, char** argv, const char* cpu_sibling) {
   if (o.mode == "entropy" && o.threshold_add) rc = run_rule(pt::EntropyCombined{r.threshold, *o.threshold_add}, o, d_cu.p, d_e.p, d_tok.p, n, r);
   else if (o.mode == "entropy") rc = run_rule(pt::EntropyGlobal{r.threshold}, o, d_cu.p, d_e.p, d_tok.p, n, r);
   else if (o.mode == "monotonic") rc = run_rule(pt::EntropyMonotonic{r.threshold}, o, d_cu.p, d_e.p, d_tok.p, n, r);
+  else if (o.mode == "topk") rc = run_rule(pt::EntropyTopK{o.patch_size}, o, d_cu.p, d_e.p, d_tok.p, n, r);
   else if (o.mode == "static") rc = run_rule(pt::StaticPatches{o.patch_size}, o, d_cu.p, d_e.p, d_tok.p, n, r);
   else if (o.mode == "space") rc = run_rule(pt::SpacePatches{}, o, d_cu.p, d_e.p, d_tok.p, n, r);
   else rc = run_rule(pt::BytePatches{}, o, d_cu.p, d_e.p, d_tok.p, n, r);

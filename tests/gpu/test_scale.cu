@@ -171,3 +171,49 @@ TEST_CASE_TEMPLATE("scale: the patcher over 256K rows of logits in 8 sequences",
     CHECK(have == want);
   }
 }
+
+TEST_CASE("scale: top-k patching over 4M entropies in 5 sequences, with ties, against BLT's rule") {
+  using Op = pt::Patcher<pt::EntropyTopK, float>;
+  const std::vector<std::int32_t> cu = {0, 7, 1000000, 1000001, 3500000, 4194304};
+  const std::int64_t n = cu.back(), B = static_cast<std::int64_t>(cu.size()) - 1;
+  std::vector<float> e(static_cast<std::size_t>(n));
+  std::mt19937_64 rng(6);
+  // Quantised: thousands of keys tie on entropy and are ranked by position.
+  for (auto& x : e) x = static_cast<float>(rng() % 4096) / 1024.0f;
+  DeviceBuffer<float> d_e(e);
+  DeviceBuffer<std::int32_t> d_cu(cu), ids(n + B), off(B + 1), starts(n + B), lens(n + B);
+  DeviceBuffer<std::uint8_t> flags(n + B);
+  for (int ps : {2, 5}) {
+    CAPTURE(ps);
+    typename Op::Arguments a;
+    a.rule.patch_size = ps;
+    a.entropies_in = d_e.get();
+    a.n_total = n;
+    a.cu_seqlens = d_cu.get();
+    a.num_seqs = B;
+    a.include_next_token = true;
+    a.flags = flags.get();
+    a.patch_ids = ids.get();
+    a.patch_offsets = off.get();
+    a.patch_starts = starts.get();
+    a.patch_lengths = lens.get();
+    a.capacity = n + B;
+    DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+    const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+    REQUIRE_OK(Op::run(a, w));
+    REQUIRE_OK(Op::read_status(a, w));
+    const auto o = off.download();
+    const auto l = lens.download();
+    for (std::int64_t b = 0; b < B; ++b) {
+      CAPTURE(b);
+      ref::BltEntropyOptions opt;
+      opt.threshold = std::nullopt;
+      opt.patch_size = ps;
+      opt.include_next_token = true;
+      const std::vector<float> eb(e.begin() + cu[b], e.begin() + cu[b + 1]);
+      const std::vector<std::int64_t> want = ref::blt_entropy_patch_lengths(eb, opt);
+      const std::vector<std::int64_t> have(l.begin() + o[b], l.begin() + o[b + 1]);
+      CHECK(have == want);
+    }
+  }
+}

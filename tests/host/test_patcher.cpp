@@ -199,3 +199,34 @@ TEST_CASE("streaming equals offline, for every rule, with and without a cap") {
     }
   }
 }
+
+TEST_CASE("top-k keys: a total order, entropy first (NaN on top, -0 = +0), then the earlier position") {
+  const float ascending[] = {-INFINITY, -1e30f, -1.0f, -1e-40f, 0.0f, 1e-40f, 1.0f, 1.335442066192627f, 1e30f,
+                             INFINITY, NAN};
+  for (std::size_t i = 0; i + 1 < std::size(ascending); ++i) {
+    CAPTURE(i);
+    CHECK(pt::topk_key(ascending[i], 5) < pt::topk_key(ascending[i + 1], 5));
+    CHECK(pt::topk_key(ascending[i], 0) < pt::topk_key(ascending[i + 1], 1000000));  // entropy decides first
+  }
+  CHECK(pt::topk_key(-0.0f, 3) == pt::topk_key(0.0f, 3));
+  CHECK(pt::topk_key(-NAN, 3) == pt::topk_key(NAN, 3));
+  CHECK(pt::topk_key(2.0f, 3) > pt::topk_key(2.0f, 4));  // ties: the earlier candidate ranks higher
+  CHECK(pt::topk_key(NAN, 0) < pt::kSelectNone);
+  // k = n / patch_size - 2, clamped to the n - 1 candidates.
+  CHECK(pt::EntropyTopK{4}.k(7) == 0);
+  CHECK(pt::EntropyTopK{4}.k(16) == 2);
+  CHECK(pt::EntropyTopK{1}.k(5) == 3);
+  CHECK(pt::EntropyTopK{1}.k(1) == 0);
+}
+
+TEST_CASE("top-k by hand: BLT's threshold=None picks the k largest of H[1:], starts at index + 2") {
+  // n = 12, patch_size 4: k = 1. The largest of H[1:] is H[6] = 3.0: start 7.
+  const std::vector<float> e = {9.0f, 0.1f, 0.2f, 0.3f, 2.0f, 0.4f, 3.0f, 0.5f, 2.0f, 0.6f, 0.7f, 0.8f};
+  ref::BltEntropyOptions o;
+  o.threshold = std::nullopt;
+  o.patch_size = 4;
+  CHECK(ref::blt_entropy_patch_lengths(e, o) == Lengths{1, 6, 5});
+  // patch_size 2: k = 4: H[6] = 3.0, then the tie H[4] = H[8] = 2.0 (both), then H[11] = 0.8.
+  o.patch_size = 2;
+  CHECK(ref::blt_entropy_patch_lengths(e, o) == Lengths{1, 4, 2, 2, 3});
+}

@@ -5,6 +5,8 @@
 #include "../support/blt_entropy_figure.hpp"
 #include "../support/support.hpp"
 
+#include <cstring>
+
 namespace tlt::patcher_tests {
 
 namespace pt = tokenless::patcher;
@@ -139,6 +141,17 @@ TEST_CASE("patcher: every mode on a varlen batch matches the BLT-style reference
       mode_case(pt::EntropyMonotonic{0.8f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::monotonic, 0.8f, 0));
       mode_case(pt::EntropyCombined{1.2f, 0.4f}, cu, e, tok, inc, cap,
                 entropy_ref(ref::EntropyMode::combined, 1.2f, 0.4f));
+      for (int ps : {2, 4, 7}) {
+        CAPTURE(ps);
+        mode_case(pt::EntropyTopK{ps}, cu, e, tok, inc, cap, [&](const std::vector<float>& eb, const auto&) {
+          ref::BltEntropyOptions o;
+          o.threshold = std::nullopt;
+          o.patch_size = ps;
+          o.include_next_token = inc;
+          o.max_patch_length = cap;
+          return ref::blt_entropy_patch_lengths(eb, o);
+        });
+      }
       mode_case(pt::StaticPatches{4}, cu, e, tok, inc, cap, [&](const std::vector<float>& eb, const auto&) {
         return ref::blt_static_patch_lengths(static_cast<std::int64_t>(eb.size()), 4, inc, cap);
       });
@@ -159,6 +172,13 @@ TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, floa
     std::mt19937 rng(9);
     std::normal_distribution<float> nrm(0.0f, 3.0f);
     for (auto& x : logits) x = tokenless::from_float<T>(nrm(rng));
+    // Non-finite logits give NaN as in PyTorch: a NaN, a +inf, a row of -inf,
+    // and a single -inf (0 * log 0).
+    const T inf = tokenless::from_float<T>(INFINITY);
+    logits[3 * V + 5] = tokenless::from_float<T>(NAN);
+    logits[10 * V] = inf;
+    for (int v = 0; v < V; ++v) logits[20 * V + v] = tokenless::from_float<T>(-INFINITY);
+    logits[21 * V + V / 2] = tokenless::from_float<T>(-INFINITY);
     // Shifted by one element, the logits lose 16-byte alignment: the staging falls back to scalar loads.
     std::vector<T> shifted(logits.size() + 1, tokenless::from_float<T>(NAN));
     std::copy(logits.begin(), logits.end(), shifted.begin() + 1);
@@ -168,11 +188,13 @@ TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, floa
     const Result r_shifted = run_patcher<pt::EntropyGlobal, T>(pt::EntropyGlobal{2.0f}, cu, nullptr, nullptr, true, 0,
                                                                256, &shifted, V, 1);
     REQUIRE_OK(r_shifted.status);
-    CHECK(r_shifted.entropies == r.entropies);
+    REQUIRE(r_shifted.entropies.size() == r.entropies.size());
+    CHECK(std::memcmp(r_shifted.entropies.data(), r.entropies.data(), r.entropies.size() * sizeof(float)) == 0);
     const auto truth = ref::entropies_from_logits<double>(logits.data(), cu.back(), V);
     const auto naive = ref::entropies_from_logits<float>(logits.data(), cu.back(), V);
     // exp/log in fp32 and a different summation order: within 4x the naive fp32 loop.
     check_accuracy(r.entropies, naive, truth, 4.0, tokenless::dtype_traits<float>::unit_roundoff);
+    for (int row : {3, 10, 20, 21}) CHECK(std::isnan(r.entropies[row]));
     // The patches follow from the kernel's own entropies.
     const auto got = lengths_by_sequence(r, cu, true);
     for (std::size_t b = 0; b + 1 < cu.size(); ++b) {
@@ -181,6 +203,31 @@ TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, floa
       o.include_next_token = true;
       CHECK(got[b] == ref::blt_entropy_patch_lengths(
                           std::vector<float>(r.entropies.begin() + cu[b], r.entropies.begin() + cu[b + 1]), o));
+    }
+  }
+}
+
+TEST_CASE("patcher: top-k (threshold None) with ties, NaN, signed zeros and sequences spanning blocks") {
+  // Entropies from a handful of values: most keys tie on entropy and are
+  // ordered by position; NaN ranks above everything.
+  const std::int64_t big = 9000 / tlt::scale_down();
+  const std::vector<std::int32_t> cu = {0, 1, 3, 12, 13, static_cast<std::int32_t>(13 + big),
+                                        static_cast<std::int32_t>(13 + big + 517)};
+  std::mt19937 rng(11);
+  const float values[] = {0.0f, -0.0f, 1.0f, 1.0f, 2.5f, NAN, INFINITY, 0.75f};
+  std::vector<float> e(static_cast<std::size_t>(cu.back()));
+  for (auto& x : e) x = values[rng() % 8];
+  std::vector<std::int32_t> tok(e.size(), 100);
+  for (bool inc : {false, true}) {
+    for (int ps : {1, 3, 4}) {
+      CAPTURE(ps);
+      mode_case(pt::EntropyTopK{ps}, cu, e, tok, inc, 0, [&](const std::vector<float>& eb, const auto&) {
+        ref::BltEntropyOptions o;
+        o.threshold = std::nullopt;
+        o.patch_size = ps;
+        o.include_next_token = inc;
+        return ref::blt_entropy_patch_lengths(eb, o);
+      });
     }
   }
 }

@@ -40,6 +40,16 @@ TL_UNROLL
   return v;
 }
 
+// Butterfly reduction within aligned groups of kWidth lanes (a power of two):
+// every lane receives its group's result. All 32 lanes must call it.
+template <int kWidth, class T, class Op>
+TL_DEVICE TL_FORCEINLINE T reduce_groups(T v, Op op) {
+  static_assert(kWidth > 0 && kWidth <= 32 && (kWidth & (kWidth - 1)) == 0, "kWidth must be a power of two <= 32");
+TL_UNROLL
+  for (int offset = kWidth / 2; offset > 0; offset >>= 1) v = op(v, shfl_xor(v, offset));
+  return v;
+}
+
 // Inclusive scan in lane order (Kogge-Stone).
 template <class T, class Op>
 TL_DEVICE TL_FORCEINLINE T inclusive_scan(T v, Op op) {

@@ -112,6 +112,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) forward_kernel(Forward
     for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunk) {
       float acc[kChunk][kVec] = {};
       accumulate_row<T, kVec, kChunk>(acc, byte_row, c0, p.d, lane);
+      TL_UNROLL_N(1)  // one group's loads in flight at a time: BLT's default policy has 18 tables
       for (int t0 = 0; t0 < K; t0 += kGroup) {
         TL_UNROLL
         for (int g = 0; g < kGroup; ++g) {

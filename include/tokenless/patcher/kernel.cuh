@@ -28,23 +28,24 @@ struct DeviceStatus {
 };
 
 // H = -sum p log p with p = softmax(x): log S - sum e_i (x_i - m) / S, where
-// m = max x, e_i = exp(x_i - m), S = sum e_i. NaN logits give NaN.
+// m = max x, e_i = exp(x_i - m), S = sum e_i. NaN anywhere in a row gives NaN
+// (it reaches S through e_i); so does +inf, and a row of -inf, as in PyTorch.
 //
 // The logits are one contiguous stream, so a block stages a tile of whole
 // rows into shared memory with 16-byte loads (a row of V = 260 bf16 logits is
-// 520 bytes: not a multiple of 16, so per-row vector loads are impossible),
-// then each warp reduces rows out of shared memory. Eight blocks of 24 KiB
-// per SM keep enough bytes in flight to saturate HBM.
-inline constexpr int kEntropyTileBytes = 24576;
-inline constexpr int kEntropyStageVecs = 6;  // 16-byte vectors per thread per tile
+// 520 bytes: not a multiple of 16, so per-row vector loads are impossible).
+// Then groups of 8 lanes reduce one row each, out of shared memory: 32 rows
+// per tile keep all 256 threads busy, and three butterfly steps per
+// reduction instead of five keep the instruction count under the memory time.
+inline constexpr int kEntropyLanesPerRow = 8;
+inline constexpr int kEntropyGroups = kEntropyWarps * 32 / kEntropyLanesPerRow;
+inline constexpr int kEntropyStageVecs = 5;  // 16-byte vectors per thread per staging round
 
-// Rows per tile: as many as fit, a multiple of the count that keeps every
-// tile's start 16-byte aligned.
+// Rows per tile: one per lane group, or half that for the widest fp32 rows
+// (the tile stays under the 48 KiB default). Both are multiples of 16, so
+// every tile starts 16-byte aligned when the logits do.
 inline std::int64_t entropy_tile_rows(int V, int elem_bytes) {
-  const std::int64_t row = std::int64_t{V} * elem_bytes;
-  std::int64_t m = 16;
-  while (m > 1 && (row * (m / 2)) % 16 == 0) m /= 2;
-  return std::max<std::int64_t>(m, kEntropyTileBytes / row / m * m);
+  return std::int64_t{kEntropyGroups} * V * elem_bytes <= 40960 ? kEntropyGroups : kEntropyGroups / 2;
 }
 
 template <class T>
@@ -73,57 +74,75 @@ TL_DEVICE TL_FORCEINLINE void stage_tile(const T* __restrict__ src, std::int64_t
   for (std::int64_t i = done + threadIdx.x; i < n_elems; i += blockDim.x) tile[i] = src[i];
 }
 
-template <class T>
-TL_DEVICE TL_FORCEINLINE float row_entropy(const T* x, int V, int lane) {
-  constexpr int kPerLane = kMaxVocab / 32;
-  float v[kPerLane];
+// Entropy of row x, by the kEntropyLanesPerRow lanes of one group (j = the
+// lane's index in it). Every lane of the warp must call it. kPair: 2-byte
+// logits of an even-length row are read two per shared-memory load (rows
+// then start 4-byte aligned), which halves the loads and the loop overhead.
+template <class T, bool kPair>
+TL_DEVICE TL_FORCEINLINE float group_row_entropy(const T* x, int V, int j) {
+  constexpr int G = kEntropyLanesPerRow;
+  constexpr int W = kPair ? 2 : 1;  // elements per load
+  constexpr float kLog2e = 1.4426950408889634f;
+  using Load = Vec<T, W>;
+  const Load* xs = reinterpret_cast<const Load*>(x);
+  const int n = V / W;
   float m = -INFINITY;
-  bool nan = false;
-  TL_UNROLL
-  for (int k = 0; k < kPerLane; ++k) {
-    const int c = k * 32 + lane;
-    v[k] = c < V ? to_float(x[c]) : -INFINITY;
-    nan |= v[k] != v[k];
-    m = fmaxf(m, v[k]);
+  TL_UNROLL_N(4)
+  for (int c = j; c < n; c += G) {
+    const Load v = xs[c];
+    TL_UNROLL
+    for (int w = 0; w < W; ++w) m = fmaxf(m, to_float(v.v[w]));
   }
-  m = warp::reduce(m, Max{});
+  m = warp::reduce_groups<G>(m, Max{});
+  // In base 2: e_i = 2^(u_i) with u_i = (x_i - m) log2 e, one FFMA per element.
+  const float mb = m * kLog2e;
   float s = 0.0f, t = 0.0f;
-  TL_UNROLL
-  for (int k = 0; k < kPerLane; ++k) {
-    if (k * 32 < V) {  // warp-uniform: skips whole slots past the vocabulary
-      if (k * 32 + lane < V) {  // padding lanes hold -inf, and -inf - m is NaN when m is -inf
-        const float d = v[k] - m;
-        const float e = __expf(d);
-        s += e;
-        t += e * d;
-      }
+  TL_UNROLL_N(4)
+  for (int c = j; c < n; c += G) {
+    const Load v = xs[c];
+    TL_UNROLL
+    for (int w = 0; w < W; ++w) {
+      const float u = fmaf(to_float(v.v[w]), kLog2e, -mb);
+      const float e = exp2f(u);
+      s += e;
+      t = fmaf(e, u, t);
     }
   }
-  s = warp::reduce(s, Sum{});
-  t = warp::reduce(t, Sum{});
-  const bool any_nan = __any_sync(warp::kFullMask, nan);
-  return any_nan ? NAN : __logf(s) - t / s;
+  s = warp::reduce_groups<G>(s, Sum{});
+  t = warp::reduce_groups<G>(t, Sum{});
+  // m = -inf (a row of -inf) gives u = NaN, hence NaN, as PyTorch does.
+  return __logf(s) - t / (s * kLog2e);
+}
+
+template <class T, bool kPair>
+TL_DEVICE TL_FORCEINLINE void entropy_tile(const T* tile, std::int64_t nr, std::int64_t tile_rows, int V,
+                                           float* out, int group, int j) {
+  // Uniform trip count: the groups of a warp shuffle together, also past the
+  // last row of a partial tile (they reduce row 0 again and write nothing).
+  for (std::int64_t rb = 0; rb < tile_rows; rb += kEntropyGroups) {
+    const std::int64_t r = rb + group;
+    const float h = group_row_entropy<T, kPair>(tile + (r < nr ? r : 0) * V, V, j);
+    if (j == 0 && r < nr) out[r] = h;
+  }
 }
 
 template <class T>
-__global__ void __launch_bounds__(kEntropyWarps * 32) entropy_kernel(const T* __restrict__ logits, int V,
+__global__ void __launch_bounds__(kEntropyWarps * 32, 5) entropy_kernel(const T* __restrict__ logits, int V,
                                                                      std::int64_t rows, std::int64_t tile_rows,
                                                                      float* __restrict__ out,
                                                                      const DeviceStatus* status) {
   if (status->code != kOk) return;
   T* tile = dynamic_smem<T>();
-  const int lane = static_cast<int>(threadIdx.x & 31u);
-  const int warp_id = static_cast<int>(threadIdx.x >> 5);
+  const int group = static_cast<int>(threadIdx.x) / kEntropyLanesPerRow;
+  const int j = static_cast<int>(threadIdx.x) % kEntropyLanesPerRow;
   const bool vector_ok = reinterpret_cast<std::uintptr_t>(logits) % 16 == 0;
   for (std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows; r0 < rows;
        r0 += static_cast<std::int64_t>(gridDim.x) * tile_rows) {
     const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
     stage_tile(logits + r0 * V, nr * V, vector_ok, tile);
     __syncthreads();
-    for (std::int64_t r = warp_id; r < nr; r += kEntropyWarps) {
-      const float h = row_entropy(tile + r * V, V, lane);
-      if (lane == 0) out[r0 + r] = h;
-    }
+    if (sizeof(T) == 2 && V % 2 == 0) entropy_tile<T, sizeof(T) == 2>(tile, nr, tile_rows, V, out + r0, group, j);
+    else entropy_tile<T, false>(tile, nr, tile_rows, V, out + r0, group, j);
     __syncthreads();  // the next tile overwrites this one
   }
 }
@@ -163,7 +182,7 @@ __global__ void validate_kernel(Layout layout, std::int64_t n_total, DeviceStatu
 // the patch-id sum, or the position / -1 for the max-length scan.
 template <BoundaryPolicy Rule>
 __global__ void flags_kernel(Rule rule, Layout layout, const float* entropies, const std::int32_t* tokens,
-                             std::int64_t n_pos, int max_len, std::uint8_t* flags, std::int32_t* marker,
+                             const std::uint64_t* selected_from, std::int64_t n_pos, int max_len, std::uint8_t* flags, std::int32_t* marker,
                              const DeviceStatus* status) {
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
   if (status->code != kOk) {
@@ -177,7 +196,7 @@ __global__ void flags_kernel(Rule rule, Layout layout, const float* entropies, c
     const std::int64_t begin = layout.cu[b];
     const std::int64_t p = pos - layout.first_position(b);
     const PositionView view{entropies ? entropies + begin : nullptr, tokens ? tokens + begin : nullptr,
-                            layout.cu[b + 1] - begin};
+                            layout.cu[b + 1] - begin, selected_from ? selected_from[b] : 0};
     const bool start = is_patch_start(rule, view, p);
     flags[pos] = start;
     marker[pos] = max_len > 0 ? (start ? static_cast<std::int32_t>(pos) : -1) : start;

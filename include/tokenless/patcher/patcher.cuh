@@ -25,6 +25,7 @@
 #include <tokenless/core/workspace.hpp>
 #include <tokenless/patcher/kernel.cuh>
 #include <tokenless/patcher/policy.hpp>
+#include <tokenless/patcher/select.cuh>
 
 #include <algorithm>
 #include <cmath>
@@ -107,6 +108,7 @@ struct Patcher {
 
   struct Layout {
     std::size_t status = 0, marker = 0, scanned = 0, temp = 0, temp_bytes = 0, total = 0;
+    std::size_t select_state = 0, select_hist = 0, selected_from = 0;  // selection rules only
   };
 
   static Layout layout(const Arguments& a) {
@@ -121,6 +123,11 @@ struct Patcher {
     (void)device::inclusive_max<std::int32_t>(nullptr, max_bytes, nullptr, nullptr, n);
     l.temp_bytes = std::max(sum_bytes, max_bytes);
     l.temp = w.add(l.temp_bytes);
+    if constexpr (needs_selection_v<Rule>) {
+      l.select_state = w.add_array<detail::SelectState>(a.num_seqs);
+      l.select_hist = w.add_array<std::uint32_t>(a.num_seqs * detail::kSelectBins);
+      l.selected_from = w.add_array<std::uint64_t>(a.num_seqs);
+    }
     l.total = w.bytes();
     return l;
   }
@@ -158,9 +165,21 @@ struct Patcher {
         entropies = a.entropies;
       }
     }
+    const std::uint64_t* selected_from = nullptr;
+    if constexpr (needs_selection_v<Rule>) {
+      DeviceProperties p;
+      auto* sel = ws.at<std::uint64_t>(l.selected_from);
+      TL_RETURN_IF_ERROR(detail::select_topk(a.rule, entropies, a.cu_seqlens, a.num_seqs, a.n_total,
+                                             ws.at<detail::SelectState>(l.select_state),
+                                             ws.at<std::uint32_t>(l.select_hist), sel,
+                                             static_cast<const detail::DeviceStatus*>(status),
+                                             device_properties(p).is_ok() ? p.sm_count : 132, stream));
+      selected_from = sel;
+    }
     const LaunchConfig pos_cfg{grid(n_pos, 256), dim3(256), 0, stream};
-    TL_RETURN_IF_ERROR(launch(detail::flags_kernel<Rule>, pos_cfg, a.rule, lay, entropies, a.tokens, n_pos,
-                              a.max_patch_length, a.flags, marker, static_cast<const detail::DeviceStatus*>(status)));
+    TL_RETURN_IF_ERROR(launch(detail::flags_kernel<Rule>, pos_cfg, a.rule, lay, entropies, a.tokens, selected_from,
+                              n_pos, a.max_patch_length, a.flags, marker,
+                              static_cast<const detail::DeviceStatus*>(status)));
     std::size_t bytes = l.temp_bytes;
     if (a.max_patch_length > 0) {
       TL_RETURN_IF_ERROR(device::inclusive_max(ws.at<void>(l.temp), bytes, marker, scanned, n_pos, stream));

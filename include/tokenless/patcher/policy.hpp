@@ -11,6 +11,7 @@
 // so a rule for p reads entropies[p - 1] (and entropies[p - 2]).
 #include <tokenless/core/config.hpp>
 
+#include <bit>
 #include <concepts>
 #include <cstdint>
 
@@ -22,6 +23,7 @@ struct PositionView {
   const float* entropies = nullptr;     // [n], or null
   const std::int32_t* tokens = nullptr; // [n] BLT ids (byte + 4), or null
   std::int64_t n = 0;                   // bytes in the sequence
+  std::uint64_t selected_from = 0;      // selection rules: the smallest selected key of the sequence
   TL_HOST_DEVICE float entropy(std::int64_t i) const { return entropies[i]; }
   TL_HOST_DEVICE std::int32_t token(std::int64_t i) const { return tokens[i]; }
 };
@@ -64,6 +66,47 @@ struct EntropyCombined {
     return (v.entropy(p - 1) - v.entropy(p - 2) > threshold_add) && (v.entropy(p - 1) > threshold);
   }
 };
+
+// Top-k (BLT with threshold=None): in a sequence of n bytes, the
+// k = max(0, n / patch_size - 2) positions p >= 2 with the largest H[p - 1]
+// start patches, besides positions 0 and 1. The candidates are H[1..n-1]; the
+// one of byte n - 1 would start position n, which exists only with
+// include_next_token. Ties go to the earlier position and NaN ranks above
+// +inf, as torch.topk ranks it (its tie order is unspecified). Every
+// candidate gets a distinct 64-bit key, entropy above position, so the
+// patcher selects the k largest keys of each sequence on the device (a radix
+// select) and a position starts a patch when its key is at least the k-th.
+// It needs the whole sequence, so it cannot stream.
+TL_HOST_DEVICE inline std::uint64_t topk_key(float h, std::int64_t candidate) {
+#if defined(__CUDA_ARCH__)
+  std::uint32_t bits = __float_as_uint(h);
+#else
+  std::uint32_t bits = std::bit_cast<std::uint32_t>(h);
+#endif
+  if (bits == 0x80000000u) bits = 0;  // -0 ties with +0, as they compare
+  bits = (bits & 0x80000000u) ? ~bits : bits | 0x80000000u;  // order-preserving
+  if (h != h) bits = 0xffffffffu;     // every NaN: the largest
+  return (std::uint64_t{bits} << 32) | (0x7fffffffu - static_cast<std::uint32_t>(candidate));
+}
+inline constexpr std::uint64_t kSelectNone = ~std::uint64_t{0};  // above every key: k = 0
+
+struct EntropyTopK {
+  static constexpr bool needs_entropies = true;
+  static constexpr bool needs_tokens = false;
+  static constexpr bool needs_selection = true;
+  int patch_size = 4;
+  TL_HOST_DEVICE std::int64_t k(std::int64_t n) const {
+    const std::int64_t k = n / patch_size - 2;
+    return k < 0 ? 0 : (k < n - 1 ? k : n - 1);
+  }
+  template <class View>
+  TL_HOST_DEVICE bool starts(const View& v, std::int64_t p) const {
+    return topk_key(v.entropy(p - 1), p - 2) >= v.selected_from;
+  }
+};
+
+template <class P>
+inline constexpr bool needs_selection_v = requires { requires P::needs_selection; };
 
 // ------------------------------------------------------------------ fixed rules
 struct StaticPatches {
@@ -158,6 +201,9 @@ struct StreamView {
 template <BoundaryPolicy P>
 TL_HOST_DEVICE bool stream_push(const P& rule, StreamState& state, float prev_entropy, std::int32_t prev_token,
                                 int max_patch_length = 0) {
+  static_assert(!needs_selection_v<P>,
+                "tokenless: top-k patching selects over the whole sequence, so it cannot stream; "
+                "generate with a threshold rule (EntropyGlobal, calibrated to the same mean patch size)");
   const std::int64_t p = state.position;
   if (p > 0) {
     state.entropy[0] = state.entropy[1];

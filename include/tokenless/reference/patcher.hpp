@@ -83,8 +83,13 @@ inline std::vector<std::int64_t> blt_entropy_patch_lengths(const std::vector<flo
     const std::int64_t k = std::max<std::int64_t>(0, n / o.patch_size - 2);
     std::vector<std::int64_t> idx(static_cast<std::size_t>(m));
     std::iota(idx.begin(), idx.end(), 0);
-    // Largest first; ties by lower index (torch.topk leaves tie order unspecified).
-    std::stable_sort(idx.begin(), idx.end(), [&](std::int64_t a, std::int64_t b) { return e[a] > e[b]; });
+    // Largest first, NaN above everything (as torch.topk ranks it); ties,
+    // -0 against +0 included, by lower index (torch leaves their order unspecified).
+    std::stable_sort(idx.begin(), idx.end(), [&](std::int64_t a, std::int64_t b) {
+      const bool na = std::isnan(e[a]), nb = std::isnan(e[b]);
+      if (na || nb) return na && !nb;
+      return e[a] > e[b];
+    });
     idx.resize(static_cast<std::size_t>(std::min(k, m)));
     std::sort(idx.begin(), idx.end());
     picked = idx;

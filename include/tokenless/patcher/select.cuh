@@ -1,0 +1,139 @@
+#pragma once
+// Per-sequence top-k for selection rules (EntropyTopK): a radix select over
+// the candidates' 64-bit keys (patcher/policy.hpp, topk_key), eight passes of
+// eight bits, all on the device. Each pass counts, per sequence, the next
+// digit of the keys that match the prefix decided so far, then picks the
+// digit that holds the k-th largest key. Keys are distinct, so after the last
+// pass the prefix is exactly the k-th largest key: the selected candidates are
+// those at or above it. Counts are integers, so the result is deterministic.
+#include <tokenless/core/block.cuh>
+#include <tokenless/core/launch.cuh>
+#include <tokenless/patcher/kernel.cuh>
+#include <tokenless/patcher/policy.hpp>
+
+#include <cstdint>
+
+namespace tokenless::patcher::detail {
+
+inline constexpr int kSelectBins = 256;
+inline constexpr int kSelectPasses = 8;
+inline constexpr int kSelectThreads = 256;
+
+struct SelectState {
+  std::uint64_t prefix;     // the key bits decided so far
+  std::int64_t remaining;   // rank (1-based) of the wanted key among those matching the prefix; 0: select nothing
+};
+
+// The sequence that byte j belongs to: cu[b] <= j < cu[b + 1].
+TL_DEVICE TL_FORCEINLINE std::int64_t sequence_of_byte(const std::int32_t* cu, std::int64_t num_seqs, std::int64_t j) {
+  std::int64_t lo = 0, hi = num_seqs;
+  while (hi - lo > 1) {
+    const std::int64_t mid = (lo + hi) / 2;
+    if (cu[mid] <= j) lo = mid;
+    else hi = mid;
+  }
+  return lo;
+}
+
+template <class Rule>
+__global__ void select_init_kernel(Rule rule, const std::int32_t* cu, std::int64_t num_seqs, SelectState* state,
+                                   std::uint32_t* hist, const DeviceStatus* status) {
+  if (status->code != kOk) return;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (std::int64_t b = first; b < num_seqs; b += stride) state[b] = {0, rule.k(cu[b + 1] - cu[b])};
+  for (std::int64_t i = first; i < num_seqs * kSelectBins; i += stride) hist[i] = 0;
+}
+
+// Counts digit (key >> shift) & 255 of every candidate whose higher bits match
+// its sequence's prefix. A block takes one contiguous chunk of bytes and
+// counts the chunk's first sequence in shared memory (for long sequences,
+// nearly every candidate); the rest go to global atomics.
+template <int = 0>
+__global__ void __launch_bounds__(kSelectThreads) select_count_kernel(const float* entropies, const std::int32_t* cu,
+                                                                      std::int64_t num_seqs, std::int64_t n_total,
+                                                                      int shift, const SelectState* state,
+                                                                      std::uint32_t* hist, const DeviceStatus* status) {
+  if (status->code != kOk) return;
+  __shared__ std::uint32_t local[kSelectBins];
+  for (int i = static_cast<int>(threadIdx.x); i < kSelectBins; i += blockDim.x) local[i] = 0;
+  __syncthreads();
+  const std::int64_t chunk = (n_total + gridDim.x - 1) / gridDim.x;
+  const std::int64_t lo = static_cast<std::int64_t>(blockIdx.x) * chunk;
+  const std::int64_t hi = lo + chunk < n_total ? lo + chunk : n_total;
+  const std::int64_t b0 = lo < hi ? sequence_of_byte(cu, num_seqs, lo) : 0;
+  std::int64_t b = b0;
+  for (std::int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+    if (cu[b + 1] <= j) b = b + 2 <= num_seqs && cu[b + 2] > j ? b + 1 : sequence_of_byte(cu, num_seqs, j);
+    const std::int64_t l = j - cu[b];
+    if (l == 0) continue;  // H[0] is no candidate
+    const SelectState st = state[b];
+    if (st.remaining == 0) continue;
+    const std::uint64_t key = topk_key(entropies[j], l - 1);
+    if (shift + 8 < 64 && ((key ^ st.prefix) >> (shift + 8)) != 0) continue;
+    const auto digit = static_cast<unsigned>((key >> shift) & (kSelectBins - 1));
+    if (b == b0) atomicAdd(&local[digit], 1u);
+    else atomicAdd(&hist[b * kSelectBins + digit], 1u);
+  }
+  __syncthreads();
+  if (lo < hi) {
+    for (int i = static_cast<int>(threadIdx.x); i < kSelectBins; i += blockDim.x)
+      if (local[i]) atomicAdd(&hist[b0 * kSelectBins + i], local[i]);
+  }
+}
+
+// A block per sequence: the digit whose bin holds the remaining rank, counting
+// from the top digit down. Clears the bins for the next pass; after the last
+// pass, writes the smallest selected key (kSelectNone when k = 0).
+template <int = 0>
+__global__ void __launch_bounds__(kSelectThreads) select_pick_kernel(std::int64_t num_seqs, int shift, bool last,
+                                                                     SelectState* state, std::uint32_t* hist,
+                                                                     std::uint64_t* selected_from,
+                                                                     const DeviceStatus* status) {
+  static_assert(kSelectThreads == kSelectBins, "one thread per bin");
+  using Scan = block::Scan<std::int64_t, kSelectThreads>;
+  __shared__ typename Scan::TempStorage scan_storage;
+  if (status->code != kOk) return;
+  const int digit = kSelectBins - 1 - static_cast<int>(threadIdx.x);  // thread 0 holds the top digit
+  for (std::int64_t b = blockIdx.x; b < num_seqs; b += gridDim.x) {
+    const SelectState st = state[b];
+    std::uint32_t* h = hist + b * kSelectBins;
+    const std::int64_t count = h[digit];
+    std::int64_t total = 0;
+    const std::int64_t above = Scan::exclusive(count, Sum{}, std::int64_t{0}, total, scan_storage);  // keys in higher digits
+    if (st.remaining > 0 && above < st.remaining && st.remaining <= above + count) {
+      const SelectState next{st.prefix | (static_cast<std::uint64_t>(digit) << shift), st.remaining - above};
+      state[b] = next;
+      if (last) selected_from[b] = next.prefix;
+    }
+    if (st.remaining == 0 && last && threadIdx.x == 0) selected_from[b] = kSelectNone;
+    h[digit] = 0;
+    __syncthreads();  // the scan storage is reused by the next sequence
+  }
+}
+
+// Runs the selection: state [B], hist [B * 256], selected_from [B].
+template <class Rule>
+Status select_topk(const Rule& rule, const float* entropies, const std::int32_t* cu, std::int64_t num_seqs,
+                   std::int64_t n_total, SelectState* state, std::uint32_t* hist, std::uint64_t* selected_from,
+                   const DeviceStatus* status, int sm_count, cudaStream_t stream) {
+  const auto blocks = [&](std::int64_t work, std::int64_t cap) {
+    return dim3(static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>(work, cap))));
+  };
+  const std::int64_t cap = std::int64_t{sm_count} * 16;
+  TL_RETURN_IF_ERROR(launch(select_init_kernel<Rule>, {blocks((num_seqs * kSelectBins + 255) / 256, cap), dim3(256), 0,
+                                                       stream},
+                            rule, cu, num_seqs, state, hist, status));
+  for (int pass = 0; pass < kSelectPasses; ++pass) {
+    const int shift = 64 - 8 * (pass + 1);
+    TL_RETURN_IF_ERROR(launch(select_count_kernel<>, {blocks((n_total + 4095) / 4096, cap), dim3(kSelectThreads), 0,
+                                                      stream},
+                              entropies, cu, num_seqs, n_total, shift, static_cast<const SelectState*>(state), hist,
+                              status));
+    TL_RETURN_IF_ERROR(launch(select_pick_kernel<>, {blocks(num_seqs, cap), dim3(kSelectThreads), 0, stream}, num_seqs,
+                              shift, pass + 1 == kSelectPasses, state, hist, selected_from, status));
+  }
+  return Status::ok();
+}
+
+}  // namespace tokenless::patcher::detail
