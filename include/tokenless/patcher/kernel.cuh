@@ -3,6 +3,7 @@
 // entropy), then per-position start flags from the boundary policy, a
 // device-wide scan for patch ids, and CSR outputs. Sequences of a varlen
 // batch never see each other: every rule reads only its own sequence.
+#include <tokenless/core/async_copy.cuh>
 #include <tokenless/core/dtype.hpp>
 #include <tokenless/core/functional.hpp>
 #include <tokenless/core/launch.cuh>
@@ -32,43 +33,35 @@ struct DeviceStatus {
 // (it reaches S through e_i); so does +inf, and a row of -inf, as in PyTorch.
 //
 // The logits are one contiguous stream, so a block stages a tile of whole
-// rows into shared memory with 16-byte loads (a row of V = 260 bf16 logits is
+// rows into shared memory with 16-byte copies (a row of V = 260 bf16 logits is
 // 520 bytes: not a multiple of 16, so per-row vector loads are impossible).
-// Then groups of 8 lanes reduce one row each, out of shared memory: 32 rows
-// per tile keep all 256 threads busy, and three butterfly steps per
-// reduction instead of five keep the instruction count under the memory time.
+// Tiles are double-buffered: the next one is in flight (cp.async) while
+// groups of 8 lanes reduce the rows of the current one, one row per group;
+// three butterfly steps per reduction instead of five keep the instruction
+// count under the memory time.
 inline constexpr int kEntropyLanesPerRow = 8;
 inline constexpr int kEntropyGroups = kEntropyWarps * 32 / kEntropyLanesPerRow;
-inline constexpr int kEntropyStageVecs = 5;  // 16-byte vectors per thread per staging round
+inline constexpr int kEntropyTileBytes = 40960;  // per buffer; two of them beyond 48 KiB take the opt-in
 
-// Rows per tile: one per lane group, or half that for the widest fp32 rows
-// (the tile stays under the 48 KiB default). Both are multiples of 16, so
-// every tile starts 16-byte aligned when the logits do.
+// Rows per tile: one per lane group (32), or 16 or 8 for wide rows. All are
+// multiples of 8, and 8 rows of any V and dtype are a multiple of 16 bytes,
+// so every tile starts 16-byte aligned when the logits do.
 inline std::int64_t entropy_tile_rows(int V, int elem_bytes) {
-  return std::int64_t{kEntropyGroups} * V * elem_bytes <= 40960 ? kEntropyGroups : kEntropyGroups / 2;
+  std::int64_t rows = kEntropyGroups;
+  while (rows > 8 && rows * V * elem_bytes > kEntropyTileBytes) rows /= 2;
+  return rows;
 }
 
+// Issues the copies of one tile: 16-byte asynchronous copies when the logits
+// are aligned, then the tail (and an unaligned tile) element by element.
 template <class T>
 TL_DEVICE TL_FORCEINLINE void stage_tile(const T* __restrict__ src, std::int64_t n_elems, bool vector_ok, T* tile) {
   std::int64_t done = 0;
   if (vector_ok) {
-    using V16 = Vec<std::uint32_t, 4>;
     const std::int64_t n_vec = n_elems * static_cast<std::int64_t>(sizeof(T)) / 16;
-    const auto* s = reinterpret_cast<const V16*>(src);
-    auto* d = reinterpret_cast<V16*>(tile);
-    for (std::int64_t base = threadIdx.x; base < n_vec; base += kEntropyStageVecs * blockDim.x) {
-      V16 r[kEntropyStageVecs];  // every load issued before the first store
-      TL_UNROLL
-      for (int u = 0; u < kEntropyStageVecs; ++u) {
-        const std::int64_t i = base + static_cast<std::int64_t>(u) * blockDim.x;
-        if (i < n_vec) r[u] = s[i];
-      }
-      TL_UNROLL
-      for (int u = 0; u < kEntropyStageVecs; ++u) {
-        const std::int64_t i = base + static_cast<std::int64_t>(u) * blockDim.x;
-        if (i < n_vec) d[i] = r[u];
-      }
-    }
+    const auto* s = reinterpret_cast<const unsigned char*>(src);
+    auto* d = reinterpret_cast<unsigned char*>(tile);
+    for (std::int64_t i = threadIdx.x; i < n_vec; i += blockDim.x) async::copy16(d + 16 * i, s + 16 * i);
     done = n_vec * 16 / static_cast<std::int64_t>(sizeof(T));
   }
   for (std::int64_t i = done + threadIdx.x; i < n_elems; i += blockDim.x) tile[i] = src[i];
@@ -132,19 +125,32 @@ __global__ void __launch_bounds__(kEntropyWarps * 32, 5) entropy_kernel(const T*
                                                                      float* __restrict__ out,
                                                                      const DeviceStatus* status) {
   if (status->code != kOk) return;
-  T* tile = dynamic_smem<T>();
+  T* const buffers = dynamic_smem<T>();  // two tiles of tile_rows * V
   const int group = static_cast<int>(threadIdx.x) / kEntropyLanesPerRow;
   const int j = static_cast<int>(threadIdx.x) % kEntropyLanesPerRow;
   const bool vector_ok = reinterpret_cast<std::uintptr_t>(logits) % 16 == 0;
-  for (std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows; r0 < rows;
-       r0 += static_cast<std::int64_t>(gridDim.x) * tile_rows) {
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * tile_rows;
+  auto issue = [&](std::int64_t r0, int buf) {
+    if (r0 < rows) {
+      const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
+      stage_tile(logits + r0 * V, nr * V, vector_ok, buffers + buf * tile_rows * V);
+    }
+    async::commit();  // an empty group past the end keeps the wait count uniform
+  };
+  int cur = 0;
+  issue(static_cast<std::int64_t>(blockIdx.x) * tile_rows, cur);
+  for (std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows; r0 < rows; r0 += stride) {
+    issue(r0 + stride, cur ^ 1);
+    async::wait<1>();  // this thread's copies of the current tile have landed
+    __syncthreads();   // and everyone's
+    const T* tile = buffers + cur * tile_rows * V;
     const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
-    stage_tile(logits + r0 * V, nr * V, vector_ok, tile);
-    __syncthreads();
     if (sizeof(T) == 2 && V % 2 == 0) entropy_tile<T, sizeof(T) == 2>(tile, nr, tile_rows, V, out + r0, group, j);
     else entropy_tile<T, false>(tile, nr, tile_rows, V, out + r0, group, j);
-    __syncthreads();  // the next tile overwrites this one
+    __syncthreads();  // the next iteration refills this buffer
+    cur ^= 1;
   }
+  async::wait<0>();
 }
 
 // Sequence b and its first position in the position space, where each

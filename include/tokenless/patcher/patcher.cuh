@@ -156,7 +156,8 @@ struct Patcher {
     if constexpr (Rule::needs_entropies) {
       if (a.logits) {
         const std::int64_t tile_rows = detail::entropy_tile_rows(a.vocab, static_cast<int>(sizeof(LogitT)));
-        const auto smem = static_cast<std::size_t>(tile_rows * a.vocab) * sizeof(LogitT);
+        const auto smem = 2 * static_cast<std::size_t>(tile_rows * a.vocab) * sizeof(LogitT);  // double-buffered
+        if (smem > 48 * 1024) TL_RETURN_IF_ERROR(set_max_dynamic_smem(detail::entropy_kernel<LogitT>, smem));
         TL_RETURN_IF_ERROR(launch(detail::entropy_kernel<LogitT>,
                                   {grid(a.n_total, static_cast<int>(tile_rows)), dim3(detail::kEntropyWarps * 32), smem,
                                    stream},
