@@ -7,12 +7,12 @@
 # BIN_DIR holds tokenless_gpu_tests and the tokenless_bench_* binaries (built by
 # `cmake --preset gpu && cmake --build --preset gpu`, or copied next to a
 # libbenchmark.so when the GPU machine has no Google Benchmark). Steps default
-# to "info tests memcheck racecheck bench torch". Logs and JSON go to OUT_DIR.
+# to "info tests memcheck racecheck bench torch demo". Logs and JSON go to OUT_DIR.
 set -uo pipefail
 bin=${1:-build/gpu}
 out=${2:-${OUT:-build/gpu/verify}}
 shift 2 2>/dev/null || shift $#
-steps=${*:-info tests memcheck racecheck bench torch}
+steps=${*:-info tests memcheck racecheck bench torch demo}
 benches=${BENCHES:-core encoder patcher}
 mkdir -p "$out"
 final=$out
@@ -57,6 +57,17 @@ for step in $steps; do
         PYTHONUNBUFFERED=1 timeout 60 python3 benchmarks/torch/patcher_eager.py --dtype bfloat16
       } >"$out/torch.txt" 2>&1
       note "torch: rc=$?"
+      ;;
+    demo)
+      # CPU equals GPU: the demo's patches from the GPU build and from the CPU
+      # executor build (tokenless-patch-cpu), on the sample text, in every mode.
+      same=0 differ=""
+      for m in entropy monotonic topk static space byte; do
+        a=$("$(find_bin tokenless-patch)" --device gpu --mode "$m" --format json examples/patch/sample.txt 2>&1 | grep -o '"patch_lengths": \[[^]]*\]')
+        b=$("$(find_bin tokenless-patch-cpu)" --mode "$m" --format json examples/patch/sample.txt 2>&1 | grep -o '"patch_lengths": \[[^]]*\]')
+        if [ -n "$a" ] && [ "$a" = "$b" ]; then same=$((same + 1)); else differ="$differ $m"; fi
+      done
+      note "demo: CPU and GPU patches identical in $same of 6 modes${differ:+; differ in:$differ}"
       ;;
     *) note "unknown step $step" ;;
   esac

@@ -48,6 +48,26 @@ Status set_max_dynamic_smem(void (*kernel)(P...), std::size_t bytes) {
   return Status::ok();
 }
 
+// Blocks of `kernel` that fit on one SM at once: a persistent grid of
+// sm_count times this runs in a single wave, with no partial last wave. The
+// executor runs one block at a time: 1.
+template <class... P>
+int blocks_per_sm(void (*kernel)(P...), int block_threads, std::size_t smem_bytes) {
+#if defined(TOKENLESS_BACKEND_CUDA)
+  int n = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, block_threads, smem_bytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 1;
+  }
+  return n > 0 ? n : 1;
+#else
+  (void)kernel;
+  (void)block_threads;
+  (void)smem_bytes;
+  return 1;
+#endif
+}
+
 // The block's dynamic shared memory (`extern __shared__` on the GPU).
 template <class T>
 TL_DEVICE TL_FORCEINLINE T* dynamic_smem() {

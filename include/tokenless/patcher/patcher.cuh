@@ -158,9 +158,16 @@ struct Patcher {
         const std::int64_t tile_rows = detail::entropy_tile_rows(a.vocab, static_cast<int>(sizeof(LogitT)));
         const auto smem = 2 * static_cast<std::size_t>(tile_rows * a.vocab) * sizeof(LogitT);  // double-buffered
         if (smem > 48 * 1024) TL_RETURN_IF_ERROR(set_max_dynamic_smem(detail::entropy_kernel<LogitT>, smem));
+        // A persistent grid of exactly one wave: every block streams its share
+        // of tiles, and no partial last wave idles most of the device.
+        DeviceProperties p;
+        const std::int64_t sms = device_properties(p).is_ok() ? p.sm_count : 132;
+        const std::int64_t resident =
+            sms * blocks_per_sm(detail::entropy_kernel<LogitT>, detail::kEntropyWarps * 32, smem);
+        const std::int64_t tiles = (a.n_total + tile_rows - 1) / tile_rows;
+        const dim3 entropy_grid(static_cast<unsigned>(std::max<std::int64_t>(1, std::min(tiles, resident))));
         TL_RETURN_IF_ERROR(launch(detail::entropy_kernel<LogitT>,
-                                  {grid(a.n_total, static_cast<int>(tile_rows)), dim3(detail::kEntropyWarps * 32), smem,
-                                   stream},
+                                  {entropy_grid, dim3(detail::kEntropyWarps * 32), smem, stream},
                                   a.logits, a.vocab, a.n_total, tile_rows, a.entropies,
                                   static_cast<const detail::DeviceStatus*>(status)));
         entropies = a.entropies;
