@@ -250,7 +250,8 @@ struct HashEmbeddingBackward {
                                                             a.n_tokens);
       l.sort_temp_bytes = bytes;
       l.sort_temp = w.add(bytes);
-      const std::int64_t chunks = (a.n_tokens + detail::kReduceChunk - 1) / detail::kReduceChunk;
+      const std::int64_t chunk = detail::reduce_chunk(a.n_tokens, K + 1);
+      const std::int64_t chunks = (a.n_tokens + chunk - 1) / chunk;
       l.partials = w.add_array<float>((K + 1) * chunks * 2 * a.d);
     }
     l.total = w.bytes();
@@ -298,15 +299,16 @@ struct HashEmbeddingBackward {
       TL_RETURN_IF_ERROR(device::sort_pairs(ws.at<void>(l.sort_temp), bytes, keys_in + t * n, keys_out + t * n,
                                             tok_in + t * n, tok_out + t * n, n, 0, bits, stream));
     }
-    const std::int64_t chunks = (n + detail::kReduceChunk - 1) / detail::kReduceChunk;
+    const std::int64_t chunk = detail::reduce_chunk(n, K + 1);
+    const std::int64_t chunks = (n + chunk - 1) / chunk;
     const LaunchConfig cfg{dim3(detail::grid_for(((K + 1) * chunks + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
                            block, 0, stream};
     const unsigned long long* err = error;
     float* partials = ws.at<float>(l.partials);
-    const Status s = vec ? launch(detail::reduce_chunks_kernel<P, T, IdT, kVec16<T>>, cfg, p, keys_out, tok_out, partials, err)
-                         : launch(detail::reduce_chunks_kernel<P, T, IdT, 1>, cfg, p, keys_out, tok_out, partials, err);
+    const Status s = vec ? launch(detail::reduce_chunks_kernel<P, T, IdT, kVec16<T>>, cfg, p, chunk, keys_out, tok_out, partials, err)
+                         : launch(detail::reduce_chunks_kernel<P, T, IdT, 1>, cfg, p, chunk, keys_out, tok_out, partials, err);
     TL_RETURN_IF_ERROR(s);
-    return launch(detail::combine_partials_kernel<P, T, IdT>, cfg, p, static_cast<const std::uint32_t*>(keys_out),
+    return launch(detail::combine_partials_kernel<P, T, IdT>, cfg, p, chunk, static_cast<const std::uint32_t*>(keys_out),
                   static_cast<const float*>(partials), err);
   }
 

@@ -249,7 +249,9 @@ __global__ void keys_kernel(const IdT* ids, std::int64_t n, Batch batch, std::in
 }
 
 // Step 3. The sorted (row, token) pairs of each table are cut into chunks of
-// kReduceChunk positions, and each chunk into pieces of equal row. Pass A: a
+// `chunk` positions (reduce_chunk: small enough that there are thousands of
+// chunks, since a warp walks its chunk's runs one after the other; at most
+// 1024), and each chunk into pieces of equal row. Pass A: a
 // warp per chunk sums each piece in token order; a piece that is a whole run
 // is added to its row, which it alone owns; a piece of a run that crosses a
 // chunk boundary goes to the chunk's partial slot (slot 0: the piece that
@@ -257,7 +259,17 @@ __global__ void keys_kernel(const IdT* ids, std::int64_t n, Batch batch, std::in
 // crossing run adds its partials in chunk order. Fixed chunking and fixed
 // order make the result bit-identical from run to run, and no warp walks more
 // than one chunk of rows, however hot a byte is.
-inline constexpr int kReduceChunk = 1024;
+inline constexpr std::int64_t kMinReduceChunk = 32, kMaxReduceChunk = 1024;
+inline constexpr std::int64_t kReduceWarps = 8192;  // chunks wanted over all tables
+
+// A power of two between 32 and 1024 that depends only on n and the table
+// count, so the result stays bit-identical on every device.
+inline std::int64_t reduce_chunk(std::int64_t n, int tables) {
+  const std::int64_t want = (n * tables + kReduceWarps - 1) / kReduceWarps;
+  std::int64_t c = kMinReduceChunk;
+  while (c < want && c < kMaxReduceChunk) c *= 2;
+  return c;
+}
 
 TL_DEVICE TL_FORCEINLINE bool run_starts_at(const std::uint32_t* keys, std::int64_t k) {
   return k == 0 || keys[k - 1] != keys[k];
@@ -271,20 +283,20 @@ TL_DEVICE TL_FORCEINLINE float* gradient_row(const BackwardParams<P, T, IdT>& p,
 
 template <class P, class T, class IdT, int kVec>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
-    reduce_chunks_kernel(BackwardParams<P, T, IdT> p, const std::uint32_t* sorted_keys, const std::int32_t* sorted_tokens,
-                         float* partials, const unsigned long long* error) {
+    reduce_chunks_kernel(BackwardParams<P, T, IdT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
+                         const std::int32_t* sorted_tokens, float* partials, const unsigned long long* error) {
   constexpr int K = P::tables;
   if (error && (error[0] != kNoError || error[1] != kNoError)) return;
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const std::int64_t n = p.n_tokens;
-  const std::int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
+  const std::int64_t chunks = (n + chunk - 1) / chunk;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
   for (std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); w < (K + 1) * chunks;
        w += stride) {
     const std::int64_t t = w / chunks, j = w % chunks;
     const std::uint32_t* keys = sorted_keys + t * n;
     const std::int32_t* tokens = sorted_tokens + t * n;
-    const std::int64_t c_begin = j * kReduceChunk, c_end = c_begin + kReduceChunk < n ? c_begin + kReduceChunk : n;
+    const std::int64_t c_begin = j * chunk, c_end = c_begin + chunk < n ? c_begin + chunk : n;
     for (std::int64_t k = c_begin; k < c_end;) {
       const std::uint32_t key = keys[k];
       std::int64_t end = k + 1;
@@ -316,26 +328,26 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
 
 template <class P, class T, class IdT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
-    combine_partials_kernel(BackwardParams<P, T, IdT> p, const std::uint32_t* sorted_keys, const float* partials,
-                            const unsigned long long* error) {
+    combine_partials_kernel(BackwardParams<P, T, IdT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
+                            const float* partials, const unsigned long long* error) {
   constexpr int K = P::tables;
   if (error && (error[0] != kNoError || error[1] != kNoError)) return;
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const std::int64_t n = p.n_tokens;
-  const std::int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
+  const std::int64_t chunks = (n + chunk - 1) / chunk;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
   for (std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); w < (K + 1) * chunks;
        w += stride) {
     const std::int64_t t = w / chunks, j = w % chunks;
     if (j + 1 >= chunks) continue;
     const std::uint32_t* keys = sorted_keys + t * n;
-    const std::int64_t last = (j + 1) * kReduceChunk - 1;
+    const std::int64_t last = (j + 1) * chunk - 1;
     const std::uint32_t key = keys[last];
     if (keys[last + 1] != key) continue;  // no run crosses the end of chunk j
     // The crossing run must start in chunk j, or an earlier chunk owns it.
-    if (!(keys[j * kReduceChunk] != key || run_starts_at(keys, j * kReduceChunk))) continue;
+    if (!(keys[j * chunk] != key || run_starts_at(keys, j * chunk))) continue;
     std::int64_t j_end = j + 1;
-    while (j_end + 1 < chunks && keys[(j_end + 1) * kReduceChunk] == key) ++j_end;
+    while (j_end + 1 < chunks && keys[(j_end + 1) * chunk] == key) ++j_end;
     float* dst = gradient_row(p, t, key);
     for (int c = lane; c < p.d; c += 32) {
       float acc = partials[((t * chunks + j) * 2 + 1) * p.d + c];
