@@ -164,7 +164,7 @@ TEST_CASE("patcher: every mode on a varlen batch matches the BLT-style reference
   }
 }
 
-TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, float, __nv_bfloat16) {
+TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, float, __half, __nv_bfloat16) {
   const std::vector<std::int32_t> cu = {0, 30, 77};
   for (int V : {260, 37, 512}) {
     CAPTURE(V);
