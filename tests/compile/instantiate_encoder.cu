@@ -1,6 +1,7 @@
 // Compile tier: the byte encoder's promised combinations: both id
 // conventions, BLT-1B and BLT's default n-gram/hash sets, both table layouts,
-// fp32/fp16/bf16 storage, uint8 and int32 ids, forward and backward.
+// fp32/fp16/bf16 storage, uint8 and int32 ids, forward and backward (fp32
+// gradient tables; bf16 and fp16 ones for the deterministic path).
 #include <tokenless/tokenless.cuh>
 
 namespace enc = tokenless::encoder;
@@ -9,6 +10,8 @@ template <class P, class T, class IdT>
 void instantiate() {
   (void)&enc::HashEmbeddingForward<P, T, IdT>::run;
   (void)&enc::HashEmbeddingBackward<P, T, IdT>::run;
+  (void)&enc::HashEmbeddingBackward<P, T, IdT, __nv_bfloat16>::run;
+  (void)&enc::HashEmbeddingBackward<P, T, IdT, __half>::run;
 }
 
 template <class P>

@@ -106,18 +106,18 @@ void forward_case(int d, const BatchSpec& spec) {
   check_accuracy(got, naive, truth, 1.0, tokenless::dtype_traits<T>::unit_roundoff);
 }
 
-template <class P, class T, class IdT>
+template <class P, class T, class IdT, class GradT = float>
 void backward_case(int d, const BatchSpec& spec, bool deterministic) {
   CAPTURE(d);
   CAPTURE(deterministic);
-  using Op = enc::HashEmbeddingBackward<P, T, IdT>;
+  using Op = enc::HashEmbeddingBackward<P, T, IdT, GradT>;
   constexpr int K = P::tables;
   auto ids = make_ids<IdT>(spec.n, 7);
   auto g = tlt::random_values<T>(static_cast<std::size_t>(spec.n * d), 8);
   DeviceBuffer<IdT> d_ids(ids);
   DeviceBuffer<std::int32_t> d_cu(spec.cu);
   DeviceBuffer<T> d_g(g);
-  DeviceBuffer<float> gb(static_cast<std::size_t>(P::ids::kVocab) * d), gt(static_cast<std::size_t>(K * kV) * d);
+  DeviceBuffer<GradT> gb(static_cast<std::size_t>(P::ids::kVocab) * d), gt(static_cast<std::size_t>(K * kV) * d);
   typename Op::Arguments a;
   a.ids = d_ids.get();
   a.n_tokens = spec.n;
@@ -143,9 +143,9 @@ void backward_case(int d, const BatchSpec& spec, bool deterministic) {
     gt.fill_bytes(0);
     REQUIRE_OK(Op::run(a, w));
     REQUIRE_OK(Op::read_error(a, w));
-    auto b = gb.download();
-    auto t = gt.download();
-    b.insert(b.end(), t.begin(), t.end());
+    std::vector<float> b;
+    for (auto x : gb.download()) b.push_back(to_float(x));
+    for (auto x : gt.download()) b.push_back(to_float(x));
     return b;
   };
   const auto got = run_once();
@@ -162,8 +162,10 @@ void backward_case(int d, const BatchSpec& spec, bool deterministic) {
     nb.insert(nb.end(), nt[t].begin(), nt[t].end());
   }
   // Atomics add in any order, the deterministic path in token order: both
-  // within 2x the token-order fp32 loop's error.
-  check_accuracy(got, nb, tb, 2.0, tokenless::dtype_traits<float>::unit_roundoff);
+  // within 2x the token-order fp32 loop's error. 16-bit tables: the fp32 loop
+  // rounded once to GradT, as a framework's fp32-accumulate-then-cast gives.
+  for (auto& x : nb) x = tokenless::round_trip<GradT>(x);
+  check_accuracy(got, nb, tb, 2.0, tokenless::dtype_traits<GradT>::unit_roundoff);
   if (deterministic) {
     for (int rep = 0; rep < 2; ++rep) CHECK(run_once() == got);  // bit-identical
   }
@@ -181,6 +183,9 @@ void all_cases() {
   backward_case<P, T, std::int32_t>(35, varlen_spec(), false);
   backward_case<P, T, std::uint8_t>(64, varlen_spec(), true);
   backward_case<P, T, std::int32_t>(35, padded_spec(), true);
+  // 16-bit gradient tables (the deterministic path only).
+  backward_case<P, T, std::uint8_t, __nv_bfloat16>(64, varlen_spec(), true);
+  backward_case<P, T, std::int32_t, __half>(35, padded_spec(), true);
 }
 
 TEST_CASE("hash embedding: deterministic backward with runs longer than a reduction chunk") {
@@ -189,6 +194,7 @@ TEST_CASE("hash embedding: deterministic backward with runs longer than a reduct
   BatchSpec spec{{}, 1250, 5000};
   backward_case<TestPolicy<enc::SeparateTables>, float, std::uint8_t>(8, spec, true);
   backward_case<TestPolicy<enc::FusedTable>, __nv_bfloat16, std::uint8_t>(16, spec, true);
+  backward_case<TestPolicy<enc::SeparateTables>, float, std::uint8_t, __nv_bfloat16>(8, spec, true);
 }
 
 TEST_CASE_TEMPLATE("hash embedding: forward and backward match the reference", T, float, __half, __nv_bfloat16) {
@@ -305,6 +311,27 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
   ids[2] = 300;
   d_ids.upload(ids);
   CHECK(out.download() != before);  // the valid run above wrote
+  // 16-bit gradient tables take the deterministic path only.
+  {
+    using Bwd = enc::HashEmbeddingBackward<P, T, std::int32_t, __nv_bfloat16>;
+    typename Bwd::Arguments g;
+    DeviceBuffer<__nv_bfloat16> gbt(static_cast<std::size_t>(P::ids::kVocab) * d), gtt(static_cast<std::size_t>(P::tables * kV) * d);
+    DeviceBuffer<T> go(static_cast<std::size_t>(4 * d));
+    DeviceBuffer<std::int32_t> gi(std::vector<std::int32_t>{5, 6, 7, 8});
+    g.ids = gi.get();
+    g.n_tokens = 4;
+    g.batch = {nullptr, 1, 4};
+    g.grad_output = go.get();
+    g.grad_byte_table = gbt.get();
+    for (int t = 0; t < P::tables; ++t) g.grad_hash_tables.table[t] = gtt.get() + t * kV * d;
+    g.hash_vocab = kV;
+    g.d = d;
+    const tokenless::Status st = Bwd::can_implement(g);
+    CHECK(st.code() == tokenless::StatusCode::unsupported);
+    CHECK(std::string(st.message()).find("16-bit gradient tables") != std::string::npos);
+    g.deterministic = true;
+    CHECK(Bwd::can_implement(g).is_ok());
+  }
 }
 
 }  // namespace tlt::encoder_tests

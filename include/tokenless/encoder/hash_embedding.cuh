@@ -196,19 +196,21 @@ struct HashEmbeddingForward {
   }
 };
 
-// Gradients accumulate (+=) into fp32 tables, as framework .grad buffers do;
-// zero them first for a fresh gradient.
-template <EmbeddingPolicy P, StorageFloat T, class IdT = std::uint8_t>
+// Gradients accumulate (+=) into the gradient tables, as framework .grad
+// buffers do; zero them first for a fresh gradient. GradT is fp32 by default;
+// bf16 or fp16 tables (what PyTorch gives 16-bit parameters) need the
+// deterministic path, which sums each row in fp32 and rounds it once.
+template <EmbeddingPolicy P, StorageFloat T, class IdT = std::uint8_t, StorageFloat GradT = float>
 struct HashEmbeddingBackward {
   static constexpr int K = P::tables;
-  using GradTables = typename P::layout::template Tables<float, K>;
+  using GradTables = typename P::layout::template Tables<GradT, K>;
 
   struct Arguments {
     const IdT* ids = nullptr;
     std::int64_t n_tokens = 0;
     Batch batch;
     const T* grad_output = nullptr;  // [n_tokens, d]
-    float* grad_byte_table = nullptr;  // [P::ids::kVocab, d]
+    GradT* grad_byte_table = nullptr;  // [P::ids::kVocab, d]
     GradTables grad_hash_tables;       // K tables of [hash_vocab, d]
     std::int64_t hash_vocab = 0;
     int d = 0;
@@ -223,8 +225,13 @@ struct HashEmbeddingBackward {
     TL_RETURN_IF_ERROR(check::not_null("grad_output", a.grad_output));
     TL_RETURN_IF_ERROR(check::aligned("grad_output", a.grad_output, sizeof(T)));
     TL_RETURN_IF_ERROR(check::not_null("grad_byte_table", a.grad_byte_table));
-    TL_RETURN_IF_ERROR(check::aligned("grad_byte_table", a.grad_byte_table, sizeof(float)));
-    TL_RETURN_IF_ERROR((detail::check_tables<GradTables, K>(a.grad_hash_tables, a.hash_vocab, sizeof(float))));
+    TL_RETURN_IF_ERROR(check::aligned("grad_byte_table", a.grad_byte_table, sizeof(GradT)));
+    TL_RETURN_IF_ERROR((detail::check_tables<GradTables, K>(a.grad_hash_tables, a.hash_vocab, sizeof(GradT))));
+    if (!std::is_same_v<GradT, float> && !a.deterministic) {
+      return Status::argument(StatusCode::unsupported, "deterministic",
+                              "true for 16-bit gradient tables (atomics would round a row at every addition)",
+                              "false");
+    }
     TL_RETURN_IF_ERROR(check::finite("scale", a.scale));
     if (a.deterministic) TL_RETURN_IF_ERROR(check::product_fits_int32("(tables + 1) * n_tokens", K + 1, a.n_tokens));
     return Status::ok();
@@ -269,17 +276,22 @@ struct HashEmbeddingBackward {
     const Layout l = need ? layout(a) : Layout{};
     unsigned long long* error = needs_validation(a) ? ws.at<unsigned long long>(l.error) : nullptr;
     if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
-    detail::BackwardParams<P, T, IdT> p{a.ids, a.n_tokens, a.batch, a.grad_output, a.grad_byte_table,
-                                        a.grad_hash_tables, a.hash_vocab, a.d, a.scale, error};
-    // Vector loads of the gradient, and on Hopper 16-byte atomics into the fp32 tables.
+    detail::BackwardParams<P, T, IdT, GradT> p{a.ids, a.n_tokens, a.batch, a.grad_output, a.grad_byte_table,
+                                               a.grad_hash_tables, a.hash_vocab, a.d, a.scale, error};
+    // Vector loads of the gradient; on the atomic path, and on Hopper, also
+    // 16-byte atomics into the fp32 tables (the deterministic path writes
+    // element by element, so its tables need no alignment beyond GradT's).
     const bool vec = a.d % kVec16<T> == 0 && reinterpret_cast<std::uintptr_t>(a.grad_output) % 16 == 0 &&
-                     detail::vectorizable<float, GradTables, K>(a.grad_byte_table, a.grad_byte_table, a.grad_hash_tables, a.d);
+                     (a.deterministic || detail::vectorizable<float, GradTables, K>(a.grad_byte_table, a.grad_byte_table,
+                                                                                    a.grad_hash_tables, a.d));
     const dim3 block(detail::kWarpsPerBlock * 32);
-    if (!a.deterministic) {
-      const LaunchConfig cfg{dim3(detail::grid_for((a.n_tokens + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
-                             block, 0, stream};
-      if (vec) return launch(detail::backward_atomic_kernel<P, T, IdT, kVec16<T>>, cfg, p);
-      return launch(detail::backward_atomic_kernel<P, T, IdT, 1>, cfg, p);
+    if constexpr (std::is_same_v<GradT, float>) {
+      if (!a.deterministic) {
+        const LaunchConfig cfg{dim3(detail::grid_for((a.n_tokens + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
+                               block, 0, stream};
+        if (vec) return launch(detail::backward_atomic_kernel<P, T, IdT, kVec16<T>>, cfg, p);
+        return launch(detail::backward_atomic_kernel<P, T, IdT, 1>, cfg, p);
+      }
     }
     const std::int64_t n = a.n_tokens;
     auto* keys_in = ws.at<std::uint32_t>(l.keys_in);
@@ -305,10 +317,10 @@ struct HashEmbeddingBackward {
                            block, 0, stream};
     const unsigned long long* err = error;
     float* partials = ws.at<float>(l.partials);
-    const Status s = vec ? launch(detail::reduce_chunks_kernel<P, T, IdT, kVec16<T>>, cfg, p, chunk, keys_out, tok_out, partials, err)
-                         : launch(detail::reduce_chunks_kernel<P, T, IdT, 1>, cfg, p, chunk, keys_out, tok_out, partials, err);
+    const Status s = vec ? launch(detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec16<T>>, cfg, p, chunk, keys_out, tok_out, partials, err)
+                         : launch(detail::reduce_chunks_kernel<P, T, IdT, GradT, 1>, cfg, p, chunk, keys_out, tok_out, partials, err);
     TL_RETURN_IF_ERROR(s);
-    return launch(detail::combine_partials_kernel<P, T, IdT>, cfg, p, chunk, static_cast<const std::uint32_t*>(keys_out),
+    return launch(detail::combine_partials_kernel<P, T, IdT, GradT>, cfg, p, chunk, static_cast<const std::uint32_t*>(keys_out),
                   static_cast<const float*>(partials), err);
   }
 

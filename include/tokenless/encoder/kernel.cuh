@@ -156,14 +156,14 @@ __global__ void validate_kernel(const IdT* ids, std::int64_t n, Batch batch, uns
   }
 }
 
-template <class P, class T, class IdT>
+template <class P, class T, class IdT, class GradT = float>
 struct BackwardParams {
   const IdT* ids;
   std::int64_t n_tokens;
   Batch batch;
   const T* grad_out;
-  float* grad_byte;
-  typename P::layout::template Tables<float, P::tables> grad_tables;
+  GradT* grad_byte;
+  typename P::layout::template Tables<GradT, P::tables> grad_tables;
   std::int64_t V;
   int d;
   float scale;
@@ -201,6 +201,7 @@ TL_DEVICE TL_FORCEINLINE void scatter_row(float* row, const float (&g)[kChunkVec
 
 template <class P, class T, class IdT, int kVec>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) backward_atomic_kernel(BackwardParams<P, T, IdT> p) {
+  // (fp32 tables only: 16-bit atomics would round a row at every addition.)
   constexpr int K = P::tables;
   if (p.error && (p.error[0] != kNoError || p.error[1] != kNoError)) return;
   const int lane = static_cast<int>(threadIdx.x & 31u);
@@ -275,15 +276,23 @@ TL_DEVICE TL_FORCEINLINE bool run_starts_at(const std::uint32_t* keys, std::int6
   return k == 0 || keys[k - 1] != keys[k];
 }
 
-template <class P, class T, class IdT>
-TL_DEVICE TL_FORCEINLINE float* gradient_row(const BackwardParams<P, T, IdT>& p, std::int64_t table, std::uint32_t key) {
+template <class P, class T, class IdT, class GradT>
+TL_DEVICE TL_FORCEINLINE GradT* gradient_row(const BackwardParams<P, T, IdT, GradT>& p, std::int64_t table,
+                                             std::uint32_t key) {
   return table == 0 ? p.grad_byte + static_cast<std::int64_t>(key) * p.d
                     : p.grad_tables.row(static_cast<int>(table - 1), key, p.d);
 }
 
-template <class P, class T, class IdT, int kVec>
+// Adds v to a gradient element: fp32 tables add in fp32; 16-bit tables add
+// in fp32 and round once per row visit (per run, or per crossing run).
+template <class GradT>
+TL_DEVICE TL_FORCEINLINE void add_to(GradT& dst, float v) {
+  dst = from_float<GradT>(to_float(dst) + v);
+}
+
+template <class P, class T, class IdT, class GradT, int kVec>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
-    reduce_chunks_kernel(BackwardParams<P, T, IdT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
+    reduce_chunks_kernel(BackwardParams<P, T, IdT, GradT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
                          const std::int32_t* sorted_tokens, float* partials, const unsigned long long* error) {
   constexpr int K = P::tables;
   if (error && (error[0] != kNoError || error[1] != kNoError)) return;
@@ -302,8 +311,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
       std::int64_t end = k + 1;
       while (end < c_end && keys[end] == key) ++end;
       const bool starts = run_starts_at(keys, k), ends = end == n || keys[end] != key;
-      float* dst = starts && ends ? gradient_row(p, t, key)
-                                  : partials + ((t * chunks + j) * 2 + (starts ? 1 : 0)) * p.d;
+      const bool whole = starts && ends;  // a whole run: this warp owns the row
+      GradT* row = whole ? gradient_row(p, t, key) : nullptr;
+      float* part = whole ? nullptr : partials + ((t * chunks + j) * 2 + (starts ? 1 : 0)) * p.d;
       for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunkVecs) {
         float acc[kChunkVecs][kVec] = {};
         for (std::int64_t r = k; r < end; ++r) {
@@ -315,8 +325,8 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
           if (col < p.d) {
             TL_UNROLL
             for (int e = 0; e < kVec; ++e) {
-              if (starts && ends) dst[col + e] += acc[u][e] * p.scale;
-              else dst[col + e] = acc[u][e];
+              if (whole) add_to(row[col + e], acc[u][e] * p.scale);
+              else part[col + e] = acc[u][e];
             }
           }
         }
@@ -326,9 +336,9 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
   }
 }
 
-template <class P, class T, class IdT>
+template <class P, class T, class IdT, class GradT>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
-    combine_partials_kernel(BackwardParams<P, T, IdT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
+    combine_partials_kernel(BackwardParams<P, T, IdT, GradT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
                             const float* partials, const unsigned long long* error) {
   constexpr int K = P::tables;
   if (error && (error[0] != kNoError || error[1] != kNoError)) return;
@@ -348,11 +358,11 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     if (!(keys[j * chunk] != key || run_starts_at(keys, j * chunk))) continue;
     std::int64_t j_end = j + 1;
     while (j_end + 1 < chunks && keys[(j_end + 1) * chunk] == key) ++j_end;
-    float* dst = gradient_row(p, t, key);
+    GradT* dst = gradient_row(p, t, key);
     for (int c = lane; c < p.d; c += 32) {
       float acc = partials[((t * chunks + j) * 2 + 1) * p.d + c];
       for (std::int64_t m = j + 1; m <= j_end; ++m) acc += partials[((t * chunks + m) * 2 + 0) * p.d + c];
-      dst[c] += acc * p.scale;
+      add_to(dst[c], acc * p.scale);
     }
   }
 }
