@@ -164,6 +164,19 @@ TEST_CASE("patcher: every mode on a varlen batch matches the BLT-style reference
   }
 }
 
+TEST_CASE("patcher: the entropy kernel's row slots are a bijection, and spread BLT's rows over the banks") {
+  for (int k : {1, 2, 4, 8}) {
+    CAPTURE(k);
+    std::vector<int> seen(32, 0);
+    for (int w = 0; w < 8; ++w)
+      for (int q = 0; q < 4; ++q) ++seen[static_cast<std::size_t>(pt::detail::entropy_slot(w, q, k))];
+    CHECK(std::count(seen.begin(), seen.end(), 1) == 32);
+  }
+  CHECK(pt::detail::entropy_row_step(260, 2) == 4);  // bf16 rows 130 words apart: windows at banks 0, 8, 16, 24
+  CHECK(pt::detail::entropy_row_step(260, 4) == 2);  // fp32 rows 260 words apart
+  CHECK(pt::detail::entropy_row_step(256, 2) == 1);  // power-of-two rows: no step helps; keep the identity
+}
+
 TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, float, __half, __nv_bfloat16) {
   const std::vector<std::int32_t> cu = {0, 30, 77};
   for (int V : {260, 37, 512}) {

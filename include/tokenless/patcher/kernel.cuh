@@ -54,6 +54,37 @@ inline std::int64_t entropy_tile_rows(int V, int elem_bytes) {
   return rows;
 }
 
+// Which rows the four 8-lane groups of a warp reduce side by side: rows
+// r, r + k, r + 2k, r + 3k. Each group's load reads 32 (or 16) contiguous
+// bytes of its row; with consecutive rows (k = 1) of a 260-logit bf16 tile
+// the rows start 130 words apart, so the four windows overlap in the same
+// banks and every shared-memory load replays up to four times. k in
+// {1, 2, 4, 8} is picked on the host to spread the windows over the banks
+// (k = 4 for V = 260 bf16: 520 words apart, windows at banks 0, 8, 16, 24).
+inline int entropy_row_step(int V, int elem_bytes) {
+  const bool pair = elem_bytes == 2 && V % 2 == 0;
+  const int load = pair ? 4 : elem_bytes;  // bytes one lane reads per step
+  int best_k = 1, best = 1 << 30;
+  for (int k = 1; k <= 8; k *= 2) {
+    int hits[32] = {};
+    int worst = 0;
+    for (int q = 0; q < 4; ++q) {
+      const std::int64_t start = std::int64_t{q} * k * V * elem_bytes;
+      const std::int64_t first_word = start / 4, last_word = (start + kEntropyLanesPerRow * load - 1) / 4;
+      for (std::int64_t w = first_word; w <= last_word; ++w) worst = std::max(worst, ++hits[w % 32]);
+    }
+    if (worst < best) {
+      best = worst;
+      best_k = k;
+    }
+  }
+  return best_k;
+}
+
+// The row of a 32-row slot that group q of warp w reduces with row step k: a
+// bijection of [0, 32) for k in {1, 2, 4, 8}.
+TL_HOST_DEVICE constexpr int entropy_slot(int w, int q, int k) { return w % k + k * q + 4 * k * (w / k); }
+
 // Issues the copies of one tile: 16-byte asynchronous copies when the logits
 // are aligned, then the tail (and an unaligned tile) element by element.
 template <class T>
@@ -145,11 +176,11 @@ TL_DEVICE TL_FORCEINLINE float group_row_entropy(const T* x, int V, int j) {
 
 template <class T, bool kPair>
 TL_DEVICE TL_FORCEINLINE void entropy_tile(const T* tile, std::int64_t nr, std::int64_t tile_rows, int V,
-                                           float* out, int group, int j) {
+                                           float* out, int slot, int j) {
   // Uniform trip count: the groups of a warp shuffle together, also past the
   // last row of a partial tile (they reduce row 0 again and write nothing).
   for (std::int64_t rb = 0; rb < tile_rows; rb += kEntropyGroups) {
-    const std::int64_t r = rb + group;
+    const std::int64_t r = rb + slot;
     const float h = group_row_entropy<T, kPair>(tile + (r < nr ? r : 0) * V, V, j);
     if (j == 0 && r < nr) out[r] = h;
   }
@@ -158,11 +189,13 @@ TL_DEVICE TL_FORCEINLINE void entropy_tile(const T* tile, std::int64_t nr, std::
 template <class T>
 __global__ void __launch_bounds__(kEntropyWarps * 32, 5) entropy_kernel(const T* __restrict__ logits, int V,
                                                                      std::int64_t rows, std::int64_t tile_rows,
-                                                                     float* __restrict__ out,
+                                                                     int row_step, float* __restrict__ out,
                                                                      const DeviceStatus* status) {
   if (status->code != kOk) return;
   T* const buffers = dynamic_smem<T>();  // two tiles of tile_rows * V
+  static_assert(kEntropyGroups == 32 && kEntropyWarps == 8, "entropy_slot maps 8 warps of 4 groups onto 32 rows");
   const int group = static_cast<int>(threadIdx.x) / kEntropyLanesPerRow;
+  const int slot = entropy_slot(group / 4, group % 4, row_step);
   const int j = static_cast<int>(threadIdx.x) % kEntropyLanesPerRow;
   const bool vector_ok = reinterpret_cast<std::uintptr_t>(logits) % 16 == 0;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * tile_rows;
@@ -181,8 +214,8 @@ __global__ void __launch_bounds__(kEntropyWarps * 32, 5) entropy_kernel(const T*
     __syncthreads();   // and everyone's
     const T* tile = buffers + cur * tile_rows * V;
     const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
-    if (sizeof(T) == 2 && V % 2 == 0) entropy_tile<T, sizeof(T) == 2>(tile, nr, tile_rows, V, out + r0, group, j);
-    else entropy_tile<T, false>(tile, nr, tile_rows, V, out + r0, group, j);
+    if (sizeof(T) == 2 && V % 2 == 0) entropy_tile<T, sizeof(T) == 2>(tile, nr, tile_rows, V, out + r0, slot, j);
+    else entropy_tile<T, false>(tile, nr, tile_rows, V, out + r0, slot, j);
     __syncthreads();  // the next iteration refills this buffer
     cur ^= 1;
   }

@@ -168,7 +168,8 @@ struct Patcher {
         const dim3 entropy_grid(static_cast<unsigned>(std::max<std::int64_t>(1, std::min(tiles, resident))));
         TL_RETURN_IF_ERROR(launch(detail::entropy_kernel<LogitT>,
                                   {entropy_grid, dim3(detail::kEntropyWarps * 32), smem, stream},
-                                  a.logits, a.vocab, a.n_total, tile_rows, a.entropies,
+                                  a.logits, a.vocab, a.n_total, tile_rows,
+                                  detail::entropy_row_step(a.vocab, static_cast<int>(sizeof(LogitT))), a.entropies,
                                   static_cast<const detail::DeviceStatus*>(status)));
         entropies = a.entropies;
       }
