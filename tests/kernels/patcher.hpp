@@ -172,9 +172,12 @@ TEST_CASE("patcher: the entropy kernel's row slots are a bijection, and spread B
       for (int q = 0; q < 4; ++q) ++seen[static_cast<std::size_t>(pt::detail::entropy_slot(w, q, k))];
     CHECK(std::count(seen.begin(), seen.end(), 1) == 32);
   }
-  CHECK(pt::detail::entropy_row_step(260, 2) == 4);  // bf16 rows 130 words apart: windows at banks 0, 8, 16, 24
-  CHECK(pt::detail::entropy_row_step(260, 4) == 2);  // fp32 rows 260 words apart
-  CHECK(pt::detail::entropy_row_step(256, 2) == 1);  // power-of-two rows: no step helps; keep the identity
+  using pt::detail::entropy_spread;
+  CHECK(entropy_spread(260, 2).row_step == 4);  // bf16 rows 130 words apart: windows at banks 0, 8, 16, 24
+  CHECK(entropy_spread(260, 2).rotation == 0);
+  CHECK(entropy_spread(260, 4).row_step == 2);  // fp32 rows 260 words apart
+  CHECK(entropy_spread(256, 2).row_step == 1);  // rows 128 words apart: no row step helps ...
+  CHECK(entropy_spread(256, 2).rotation == 1);  // ... so the groups start a window apart
 }
 
 TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, float, __half, __nv_bfloat16) {

@@ -54,31 +54,40 @@ inline std::int64_t entropy_tile_rows(int V, int elem_bytes) {
   return rows;
 }
 
-// Which rows the four 8-lane groups of a warp reduce side by side: rows
-// r, r + k, r + 2k, r + 3k. Each group's load reads 32 (or 16) contiguous
-// bytes of its row; with consecutive rows (k = 1) of a 260-logit bf16 tile
-// the rows start 130 words apart, so the four windows overlap in the same
-// banks and every shared-memory load replays up to four times. k in
-// {1, 2, 4, 8} is picked on the host to spread the windows over the banks
-// (k = 4 for V = 260 bf16: 520 words apart, windows at banks 0, 8, 16, 24).
-inline int entropy_row_step(int V, int elem_bytes) {
+// How the four 8-lane groups of a warp spread their shared-memory loads over
+// the banks. Each group's load step reads 32 (or 16) contiguous bytes of its
+// row; with consecutive rows of a 260-logit bf16 tile the rows start 130 words
+// apart, so the four windows overlap and every load replays up to four times.
+// Two remedies, picked on the host: the groups reduce rows k apart (k in
+// {1, 2, 4, 8}; k = 4 for V = 260 bf16: 520 words apart, windows at banks 0,
+// 8, 16, 24), or, where no k helps (rows a multiple of 64 bytes, as for
+// V = 256), group q starts its pass q * rot windows into the row and wraps.
+struct EntropySpread {
+  int row_step = 1;  // k
+  int rotation = 0;  // windows of offset between neighbouring groups
+};
+
+inline EntropySpread entropy_spread(int V, int elem_bytes) {
   const bool pair = elem_bytes == 2 && V % 2 == 0;
   const int load = pair ? 4 : elem_bytes;  // bytes one lane reads per step
-  int best_k = 1, best = 1 << 30;
-  for (int k = 1; k <= 8; k *= 2) {
-    int hits[32] = {};
-    int worst = 0;
-    for (int q = 0; q < 4; ++q) {
-      const std::int64_t start = std::int64_t{q} * k * V * elem_bytes;
-      const std::int64_t first_word = start / 4, last_word = (start + kEntropyLanesPerRow * load - 1) / 4;
-      for (std::int64_t w = first_word; w <= last_word; ++w) worst = std::max(worst, ++hits[w % 32]);
-    }
-    if (worst < best) {
-      best = worst;
-      best_k = k;
+  const int window = kEntropyLanesPerRow * load;
+  EntropySpread best;
+  int best_worst = 1 << 30;
+  for (int rot = 0; rot <= 2; ++rot) {
+    for (int k = 1; k <= 8; k *= 2) {
+      int hits[32] = {};
+      int worst = 0;
+      for (int q = 0; q < 4; ++q) {
+        const std::int64_t start = std::int64_t{q} * k * V * elem_bytes + std::int64_t{q} * rot * window;
+        for (std::int64_t w = start / 4; w <= (start + window - 1) / 4; ++w) worst = std::max(worst, ++hits[w % 32]);
+      }
+      if (worst < best_worst) {  // strictly better: no rotation and small k win ties
+        best_worst = worst;
+        best = {k, rot};
+      }
     }
   }
-  return best_k;
+  return best;
 }
 
 // The row of a 32-row slot that group q of warp w reduces with row step k: a
@@ -135,31 +144,33 @@ TL_DEVICE TL_FORCEINLINE Vec<T, 2> pair_max(const Vec<T, 2>& a, const Vec<T, 2>&
 // logits of an even-length row are read two per shared-memory load (rows
 // then start 4-byte aligned), which halves the loads and the loop overhead.
 template <class T, bool kPair>
-TL_DEVICE TL_FORCEINLINE float group_row_entropy(const T* x, int V, int j) {
+TL_DEVICE TL_FORCEINLINE float group_row_entropy(const T* x, int V, int j, int rot) {
   constexpr int G = kEntropyLanesPerRow;
   constexpr int W = kPair ? 2 : 1;  // elements per load
   constexpr float kLog2e = 1.4426950408889634f;
   using Load = Vec<T, W>;
   const Load* xs = reinterpret_cast<const Load*>(x);
   const int n = V / W;
+  // The group's pass starts rot windows in and wraps: [split, n), then [j, split).
+  const int split = j + G * rot < n ? j + G * rot : n;
   float m = -INFINITY;
   if constexpr (kPair) {
     Load mx;
     mx.v[0] = mx.v[1] = from_float<T>(-INFINITY);
     TL_UNROLL_N(4)
-    for (int c = j; c < n; c += G) mx = pair_max(mx, xs[c]);
+    for (int c = split; c < n; c += G) mx = pair_max(mx, xs[c]);
+    for (int c = j; c < split; c += G) mx = pair_max(mx, xs[c]);
     m = fmaxf(to_float(mx.v[0]), to_float(mx.v[1]));
   } else {
     TL_UNROLL_N(4)
-    for (int c = j; c < n; c += G) m = fmaxf(m, to_float(xs[c].v[0]));
+    for (int c = split; c < n; c += G) m = fmaxf(m, to_float(xs[c].v[0]));
+    for (int c = j; c < split; c += G) m = fmaxf(m, to_float(xs[c].v[0]));
   }
   m = warp::reduce_groups<G>(m, Max{});
   // In base 2: e_i = 2^(u_i) with u_i = (x_i - m) log2 e, one FFMA per element.
   const float mb = m * kLog2e;
   float s = 0.0f, t = 0.0f;
-  TL_UNROLL_N(4)
-  for (int c = j; c < n; c += G) {
-    const Load v = xs[c];
+  auto add = [&](const Load& v) {
     TL_UNROLL
     for (int w = 0; w < W; ++w) {
       const float u = fmaf(to_float(v.v[w]), kLog2e, -mb);
@@ -167,7 +178,10 @@ TL_DEVICE TL_FORCEINLINE float group_row_entropy(const T* x, int V, int j) {
       s += e;
       t = fmaf(e, u, t);
     }
-  }
+  };
+  TL_UNROLL_N(4)
+  for (int c = split; c < n; c += G) add(xs[c]);
+  for (int c = j; c < split; c += G) add(xs[c]);
   s = warp::reduce_groups<G>(s, Sum{});
   t = warp::reduce_groups<G>(t, Sum{});
   // m = -inf (a row of -inf) gives u = NaN, hence NaN, as PyTorch does.
@@ -176,12 +190,12 @@ TL_DEVICE TL_FORCEINLINE float group_row_entropy(const T* x, int V, int j) {
 
 template <class T, bool kPair>
 TL_DEVICE TL_FORCEINLINE void entropy_tile(const T* tile, std::int64_t nr, std::int64_t tile_rows, int V,
-                                           float* out, int slot, int j) {
+                                           float* out, int slot, int j, int rot) {
   // Uniform trip count: the groups of a warp shuffle together, also past the
   // last row of a partial tile (they reduce row 0 again and write nothing).
   for (std::int64_t rb = 0; rb < tile_rows; rb += kEntropyGroups) {
     const std::int64_t r = rb + slot;
-    const float h = group_row_entropy<T, kPair>(tile + (r < nr ? r : 0) * V, V, j);
+    const float h = group_row_entropy<T, kPair>(tile + (r < nr ? r : 0) * V, V, j, rot);
     if (j == 0 && r < nr) out[r] = h;
   }
 }
@@ -189,13 +203,14 @@ TL_DEVICE TL_FORCEINLINE void entropy_tile(const T* tile, std::int64_t nr, std::
 template <class T>
 __global__ void __launch_bounds__(kEntropyWarps * 32, 5) entropy_kernel(const T* __restrict__ logits, int V,
                                                                      std::int64_t rows, std::int64_t tile_rows,
-                                                                     int row_step, float* __restrict__ out,
+                                                                     EntropySpread spread, float* __restrict__ out,
                                                                      const DeviceStatus* status) {
   if (status->code != kOk) return;
   T* const buffers = dynamic_smem<T>();  // two tiles of tile_rows * V
   static_assert(kEntropyGroups == 32 && kEntropyWarps == 8, "entropy_slot maps 8 warps of 4 groups onto 32 rows");
   const int group = static_cast<int>(threadIdx.x) / kEntropyLanesPerRow;
-  const int slot = entropy_slot(group / 4, group % 4, row_step);
+  const int slot = entropy_slot(group / 4, group % 4, spread.row_step);
+  const int rot = (group % 4) * spread.rotation;
   const int j = static_cast<int>(threadIdx.x) % kEntropyLanesPerRow;
   const bool vector_ok = reinterpret_cast<std::uintptr_t>(logits) % 16 == 0;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * tile_rows;
@@ -214,8 +229,8 @@ __global__ void __launch_bounds__(kEntropyWarps * 32, 5) entropy_kernel(const T*
     __syncthreads();   // and everyone's
     const T* tile = buffers + cur * tile_rows * V;
     const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
-    if (sizeof(T) == 2 && V % 2 == 0) entropy_tile<T, sizeof(T) == 2>(tile, nr, tile_rows, V, out + r0, slot, j);
-    else entropy_tile<T, false>(tile, nr, tile_rows, V, out + r0, slot, j);
+    if (sizeof(T) == 2 && V % 2 == 0) entropy_tile<T, sizeof(T) == 2>(tile, nr, tile_rows, V, out + r0, slot, j, rot);
+    else entropy_tile<T, false>(tile, nr, tile_rows, V, out + r0, slot, j, rot);
     __syncthreads();  // the next iteration refills this buffer
     cur ^= 1;
   }

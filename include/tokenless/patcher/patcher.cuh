@@ -169,7 +169,7 @@ struct Patcher {
         TL_RETURN_IF_ERROR(launch(detail::entropy_kernel<LogitT>,
                                   {entropy_grid, dim3(detail::kEntropyWarps * 32), smem, stream},
                                   a.logits, a.vocab, a.n_total, tile_rows,
-                                  detail::entropy_row_step(a.vocab, static_cast<int>(sizeof(LogitT))), a.entropies,
+                                  detail::entropy_spread(a.vocab, static_cast<int>(sizeof(LogitT))), a.entropies,
                                   static_cast<const detail::DeviceStatus*>(status)));
         entropies = a.entropies;
       }
