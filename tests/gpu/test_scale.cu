@@ -114,6 +114,35 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
       tlt::check_accuracy(got, nb, tb, 2.0, tokenless::dtype_traits<float>::unit_roundoff);
       if (deterministic) CHECK(run_once(true) == got);
     }
+
+    // bf16 gradient tables (deterministic path): fp32 sums rounded once per row.
+    using Op16 = enc::HashEmbeddingBackward<P, T, std::uint8_t, __nv_bfloat16>;
+    DeviceBuffer<__nv_bfloat16> gb16(static_cast<std::size_t>(P::ids::kVocab) * d), gt16(static_cast<std::size_t>(K * V) * d);
+    typename Op16::Arguments a16;
+    a16.ids = d_ids.get();
+    a16.n_tokens = n;
+    a16.batch = batch;
+    a16.grad_output = d_g.get();
+    a16.grad_byte_table = gb16.get();
+    for (int t = 0; t < K; ++t) a16.grad_hash_tables.table[t] = gt16.get() + t * V * d;
+    a16.hash_vocab = V;
+    a16.d = d;
+    a16.deterministic = true;
+    auto run16 = [&] {
+      DeviceBuffer<unsigned char> ws(Op16::workspace_size(a16));
+      gb16.fill_bytes(0);
+      gt16.fill_bytes(0);
+      REQUIRE_OK(Op16::run(a16, {ws.get(), Op16::workspace_size(a16)}));
+      REQUIRE_OK(Op16::read_error(a16, {ws.get(), Op16::workspace_size(a16)}));
+      auto b = to_floats(gb16.download());
+      const auto t = to_floats(gt16.download());
+      b.insert(b.end(), t.begin(), t.end());
+      return b;
+    };
+    const auto got16 = run16();
+    for (auto& x : nb) x = tokenless::round_trip<__nv_bfloat16>(x);
+    tlt::check_accuracy(got16, nb, tb, 2.0, tokenless::dtype_traits<__nv_bfloat16>::unit_roundoff);
+    CHECK(run16() == got16);
   }
 }
 
