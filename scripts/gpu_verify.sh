@@ -7,7 +7,8 @@
 # BIN_DIR holds tokenless_gpu_tests and the tokenless_bench_* binaries (built by
 # `cmake --preset gpu && cmake --build --preset gpu`, or copied next to a
 # libbenchmark.so when the GPU machine has no Google Benchmark). Steps default
-# to "info tests memcheck racecheck bench torch demo". Logs and JSON go to OUT_DIR.
+# to "info tests memcheck racecheck bench torch demo"; "ncu" profiles the hot
+# kernels once. Logs and JSON go to OUT_DIR.
 set -uo pipefail
 bin=${1:-build/gpu}
 out=${2:-${OUT:-build/gpu/verify}}
@@ -68,6 +69,19 @@ for step in $steps; do
         if [ -n "$a" ] && [ "$a" = "$b" ]; then same=$((same + 1)); else differ="$differ $m"; fi
       done
       note "demo: CPU and GPU patches identical in $same of 6 modes${differ:+; differ in:$differ}"
+      ;;
+    ncu)
+      # One launch of each hot kernel under Nsight Compute: speed of light,
+      # occupancy, warp states, memory and shared-memory traffic.
+      sections="--section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section LaunchStats"
+      timeout 240 ncu --kernel-name regex:entropy_kernel --launch-count 1 $sections \
+        "$(find_bin tokenless_bench_patcher)" --benchmark_filter='bf16_logits/4194304' --benchmark_min_time=0.001 \
+        >"$out/ncu_entropy.txt" 2>&1
+      note "ncu entropy_kernel: rc=$? $(grep -E 'Compute \(SM\) Throughput|DRAM Throughput' "$out/ncu_entropy.txt" | tr -s ' ' | tr '\n' ';')"
+      timeout 240 ncu --kernel-name regex:forward_kernel --launch-count 1 $sections \
+        "$(find_bin tokenless_bench_encoder)" --benchmark_filter='encoder_forward/blt1b_bf16/65536' --benchmark_min_time=0.001 \
+        >"$out/ncu_encoder_forward.txt" 2>&1
+      note "ncu encoder forward_kernel: rc=$? $(grep -E 'Compute \(SM\) Throughput|DRAM Throughput' "$out/ncu_encoder_forward.txt" | tr -s ' ' | tr '\n' ';')"
       ;;
     *) note "unknown step $step" ;;
   esac
