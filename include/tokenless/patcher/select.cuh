@@ -21,7 +21,8 @@ inline constexpr int kSelectThreads = 256;
 
 struct SelectState {
   std::uint64_t prefix;     // the key bits decided so far
-  std::int64_t remaining;   // rank (1-based) of the wanted key among those matching the prefix; 0: select nothing
+  std::int64_t remaining;   // rank (1-based) of the wanted key among those matching the prefix;
+                            // 0: select nothing; -1: resolved (every key matching the prefix is selected)
 };
 
 // The sequence that byte j belongs to: cu[b] <= j < cu[b + 1].
@@ -68,7 +69,7 @@ __global__ void __launch_bounds__(kSelectThreads) select_count_kernel(const floa
     const std::int64_t l = j - cu[b];
     if (l == 0) continue;  // H[0] is no candidate
     const SelectState st = state[b];
-    if (st.remaining == 0) continue;
+    if (st.remaining <= 0) continue;  // nothing to select, or resolved: no entropy read
     const std::uint64_t key = topk_key(entropies[j], l - 1);
     if (shift + 8 < 64 && ((key ^ st.prefix) >> (shift + 8)) != 0) continue;
     const auto digit = static_cast<unsigned>((key >> shift) & (kSelectBins - 1));
@@ -83,8 +84,12 @@ __global__ void __launch_bounds__(kSelectThreads) select_count_kernel(const floa
 }
 
 // A block per sequence: the digit whose bin holds the remaining rank, counting
-// from the top digit down. Clears the bins for the next pass; after the last
-// pass, writes the smallest selected key (kSelectNone when k = 0).
+// from the top digit down. Clears the bins for the next pass. When the bin
+// holds exactly the keys still wanted, they are all selected and the sequence
+// is resolved early: its smallest selected key is the prefix with zeros below,
+// and later passes skip it (with continuous entropies, usually once the 32
+// entropy bits are decided, so the position bits cost no reads). After the
+// last pass every sequence has its smallest selected key (kSelectNone: k = 0).
 template <int = 0>
 __global__ void __launch_bounds__(kSelectThreads) select_pick_kernel(std::int64_t num_seqs, int shift, bool last,
                                                                      SelectState* state, std::uint32_t* hist,
@@ -102,9 +107,11 @@ __global__ void __launch_bounds__(kSelectThreads) select_pick_kernel(std::int64_
     std::int64_t total = 0;
     const std::int64_t above = Scan::exclusive(count, Sum{}, std::int64_t{0}, total, scan_storage);  // keys in higher digits
     if (st.remaining > 0 && above < st.remaining && st.remaining <= above + count) {
-      const SelectState next{st.prefix | (static_cast<std::uint64_t>(digit) << shift), st.remaining - above};
-      state[b] = next;
-      if (last) selected_from[b] = next.prefix;
+      const std::uint64_t prefix = st.prefix | (static_cast<std::uint64_t>(digit) << shift);
+      const std::int64_t rank = st.remaining - above;
+      const bool resolved = rank == count;  // every key of this bin is wanted
+      state[b] = {prefix, resolved ? -1 : rank};
+      if (resolved || last) selected_from[b] = prefix;
     }
     if (st.remaining == 0 && last && threadIdx.x == 0) selected_from[b] = kSelectNone;
     h[digit] = 0;
