@@ -130,14 +130,15 @@ const char* check_backward(Tables<G>& grads, const Config& c, const T* g, std::i
   // 16-bit tables round every touched row once: a random walk of n roundings.
   const double per_row = sizeof(G) == 4 ? 1e-3 : 4e-3;
   const double tol = per_row * (1.0 + std::sqrt(static_cast<double>(n)));
-  if (std::fabs(column_sum(grads.byte.p, 260) - want) > tol) return "byte-table gradient sums differ";
+  // (Negated, so that a NaN left in a row fails too.)
+  if (!(std::fabs(column_sum(grads.byte.p, 260) - want) <= tol)) return "byte-table gradient sums differ";
   for (int t = 0; t < P::tables; ++t)
-    if (std::fabs(column_sum(grads.hash.p + t * c.V * c.d, c.V) - want) > tol) return "hash-table gradient sums differ";
+    if (!(std::fabs(column_sum(grads.hash.p + t * c.V * c.d, c.V) - want) <= tol)) return "hash-table gradient sums differ";
   return nullptr;
 }
 
 template <class P, class T, class G = float>
-void BM_Backward(benchmark::State& state, Config c, bool deterministic) {
+void BM_Backward(benchmark::State& state, Config c, bool deterministic, bool accumulate = true) {
   using Op = enc::HashEmbeddingBackward<P, T, std::uint8_t, G>;
   const std::int64_t n = state.range(0);
   Tables<G>& grads = tables_for<G>(c, P::tables, Role::gradients);
@@ -156,19 +157,31 @@ void BM_Backward(benchmark::State& state, Config c, bool deterministic) {
   a.hash_vocab = c.V;
   a.d = c.d;
   a.deterministic = deterministic;
+  a.accumulate = accumulate;
   tlb::DeviceArray<unsigned char> ws(Op::workspace_size(a));
   const tokenless::Workspace w{ws.p, Op::workspace_size(a)};
   // Check once: every token adds its gradient to every table exactly once, so
-  // each table's column sums equal the gradient's column sums.
-  cudaMemset(grads.byte.p, 0, grads.byte.n * sizeof(G));
-  cudaMemset(grads.hash.p, 0, grads.hash.n * sizeof(G));
+  // each table's column sums equal the gradient's column sums. A fresh
+  // gradient starts from NaN everywhere, which any row it missed would keep.
+  cudaMemset(grads.byte.p, accumulate ? 0 : 0xff, grads.byte.n * sizeof(G));
+  cudaMemset(grads.hash.p, accumulate ? 0 : 0xff, grads.hash.n * sizeof(G));
   if (auto s = Op::run(a, w); !s) return state.SkipWithError(s.message());
   if (const char* e = check_backward<P, T, G>(grads, c, g.p, n)) return state.SkipWithError(e);
   const double t = tlb::time_iterations(state, [&] { (void)Op::run(a, w); });
+  const double flops = static_cast<double>(n) * (P::tables + 1) * c.d;
+  if (!accumulate && deterministic) {
+    // A fresh gradient by sort: the ids, each gradient row read once per
+    // table, and every row of every table written once (no row is read).
+    const double rows = 260.0 + static_cast<double>(P::tables) * c.V;
+    const double moved = static_cast<double>(n) * (1.0 + (P::tables + 1.0) * c.d * sizeof(T)) + rows * c.d * sizeof(G);
+    tlb::report(state, t, moved, flops);
+    state.counters["frac_copy_bw_compulsory"] = moved / t / tlb::peaks().copy_bytes_per_s;
+    return;
+  }
   // The ids and gradient rows read; every scattered gradient row read and written.
   const double moved = static_cast<double>(n) * (1.0 + c.d * sizeof(T) + (P::tables + 1.0) * c.d * 2.0 * sizeof(G));
   const double compulsory = moved - static_cast<double>(n - 260) * c.d * 2.0 * sizeof(G);
-  tlb::report(state, t, moved, static_cast<double>(n) * (P::tables + 1) * c.d);
+  tlb::report(state, t, moved, flops);
   state.counters["frac_copy_bw_compulsory"] = compulsory / t / tlb::peaks().copy_bytes_per_s;
 }
 
@@ -193,5 +206,13 @@ int main(int argc, char** argv) {
                           [](benchmark::State& s) { BM_Backward<enc::Blt1B, B, B>(s, kBlt1B, true); }));
   sizes(RegisterBenchmark("encoder_backward_atomic/small_bf16",
                           [](benchmark::State& s) { BM_Backward<enc::Blt1B, B>(s, kSmall, false); }));
+  // What PyTorch's backward gives a bf16 nn.Embedding whose .grad is None: a
+  // fresh dense bf16 gradient (accumulate = false), deterministic.
+  sizes(RegisterBenchmark("encoder_backward_fresh_bf16_grads/blt1b_bf16",
+                          [](benchmark::State& s) { BM_Backward<enc::Blt1B, B, B>(s, kBlt1B, true, false); }));
+  sizes(RegisterBenchmark("encoder_backward_fresh_bf16_grads/small_bf16",
+                          [](benchmark::State& s) { BM_Backward<enc::Blt1B, B, B>(s, kSmall, true, false); }));
+  sizes(RegisterBenchmark("encoder_backward_fresh_atomic/small_bf16",
+                          [](benchmark::State& s) { BM_Backward<enc::Blt1B, B>(s, kSmall, false, false); }));
   return tlb::run_main(argc, argv, "tokenless_bench_encoder.json");
 }

@@ -128,10 +128,11 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     a16.hash_vocab = V;
     a16.d = d;
     a16.deterministic = true;
-    auto run16 = [&] {
+    auto run16 = [&](bool accumulate = true) {
+      a16.accumulate = accumulate;
       DeviceBuffer<unsigned char> ws(Op16::workspace_size(a16));
-      gb16.fill_bytes(0);
-      gt16.fill_bytes(0);
+      gb16.fill_bytes(accumulate ? 0 : 0xff);  // a fresh gradient must overwrite the NaNs
+      gt16.fill_bytes(accumulate ? 0 : 0xff);
       REQUIRE_OK(Op16::run(a16, {ws.get(), Op16::workspace_size(a16)}));
       REQUIRE_OK(Op16::read_error(a16, {ws.get(), Op16::workspace_size(a16)}));
       auto b = to_floats(gb16.download());
@@ -143,6 +144,9 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     for (auto& x : nb) x = tokenless::round_trip<__nv_bfloat16>(x);
     tlt::check_accuracy(got16, nb, tb, 2.0, tokenless::dtype_traits<__nv_bfloat16>::unit_roundoff);
     CHECK(run16() == got16);
+    // A fresh gradient (accumulate = false, what PyTorch gives a .grad of
+    // None) equals accumulating into zeros, bit for bit.
+    CHECK(run16(false) == got16);
   }
 }
 

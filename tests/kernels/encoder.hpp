@@ -107,9 +107,10 @@ void forward_case(int d, const BatchSpec& spec) {
 }
 
 template <class P, class T, class IdT, class GradT = float>
-void backward_case(int d, const BatchSpec& spec, bool deterministic) {
+void backward_case(int d, const BatchSpec& spec, bool deterministic, bool accumulate = true) {
   CAPTURE(d);
   CAPTURE(deterministic);
+  CAPTURE(accumulate);
   using Op = enc::HashEmbeddingBackward<P, T, IdT, GradT>;
   constexpr int K = P::tables;
   auto ids = make_ids<IdT>(spec.n, 7);
@@ -135,12 +136,15 @@ void backward_case(int d, const BatchSpec& spec, bool deterministic) {
   a.d = d;
   a.scale = 0.5f;
   a.deterministic = deterministic;
+  a.accumulate = accumulate;
   DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
   const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
 
   auto run_once = [&] {
-    gb.fill_bytes(0);
-    gt.fill_bytes(0);
+    // Assign mode must write every row: start from NaN (all-ones bytes), which
+    // any row it missed would keep.
+    gb.fill_bytes(accumulate ? 0 : 0xff);
+    gt.fill_bytes(accumulate ? 0 : 0xff);
     REQUIRE_OK(Op::run(a, w));
     REQUIRE_OK(Op::read_error(a, w));
     std::vector<float> b;
@@ -186,6 +190,14 @@ void all_cases() {
   // 16-bit gradient tables (the deterministic path only).
   backward_case<P, T, std::uint8_t, __nv_bfloat16>(64, varlen_spec(), true);
   backward_case<P, T, std::int32_t, __half>(35, padded_spec(), true);
+  // Column chunks of 1, 2 and 4 vectors per lane on the deterministic path
+  // (rows summed several at a time, in token order).
+  backward_case<P, T, std::uint8_t>(200 / s, padded_spec(), true);
+  backward_case<P, T, std::int32_t, __nv_bfloat16>(320 / s, varlen_spec(), true, false);
+  // A fresh gradient (accumulate = false): every row written, untouched ones zero.
+  backward_case<P, T, std::uint8_t>(64, varlen_spec(), false, false);
+  backward_case<P, T, std::int32_t>(64, padded_spec(), true, false);
+  backward_case<P, T, std::uint8_t, __nv_bfloat16>(35, varlen_spec(), true, false);
 }
 
 TEST_CASE("hash embedding: deterministic backward with runs longer than a reduction chunk") {
@@ -195,6 +207,7 @@ TEST_CASE("hash embedding: deterministic backward with runs longer than a reduct
   backward_case<TestPolicy<enc::SeparateTables>, float, std::uint8_t>(8, spec, true);
   backward_case<TestPolicy<enc::FusedTable>, __nv_bfloat16, std::uint8_t>(16, spec, true);
   backward_case<TestPolicy<enc::SeparateTables>, float, std::uint8_t, __nv_bfloat16>(8, spec, true);
+  backward_case<TestPolicy<enc::FusedTable>, float, std::uint8_t, __nv_bfloat16>(16, spec, true, false);
 }
 
 TEST_CASE_TEMPLATE("hash embedding: forward and backward match the reference", T, float, __half, __nv_bfloat16) {
@@ -331,6 +344,34 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
     CHECK(std::string(st.message()).find("16-bit gradient tables") != std::string::npos);
     g.deterministic = true;
     CHECK(Bwd::can_implement(g).is_ok());
+  }
+  // A fresh-gradient backward over a bad id writes nothing either: its
+  // zeroing waits for the device-side checks.
+  for (const bool deterministic : {false, true}) {
+    CAPTURE(deterministic);
+    using Bwd = enc::HashEmbeddingBackward<P, T, std::int32_t>;
+    typename Bwd::Arguments g;
+    DeviceBuffer<float> gbt(static_cast<std::size_t>(P::ids::kVocab) * d), gtt(static_cast<std::size_t>(P::tables * kV) * d);
+    gbt.fill_bytes(0x7f);
+    gtt.fill_bytes(0x7f);
+    const auto gb_before = gbt.download(), gt_before = gtt.download();
+    DeviceBuffer<T> go(std::vector<T>(static_cast<std::size_t>(4 * d), 1.0f));
+    g.ids = d_ids.get();  // holds 300 again
+    g.n_tokens = 4;
+    g.batch = {nullptr, 1, 4};
+    g.grad_output = go.get();
+    g.grad_byte_table = gbt.get();
+    for (int t = 0; t < P::tables; ++t) g.grad_hash_tables.table[t] = gtt.get() + t * kV * d;
+    g.hash_vocab = kV;
+    g.d = d;
+    g.deterministic = deterministic;
+    g.accumulate = false;
+    DeviceBuffer<unsigned char> gws(Bwd::workspace_size(g));
+    const tokenless::Workspace gw{gws.get(), Bwd::workspace_size(g)};
+    REQUIRE_OK(Bwd::run(g, gw));
+    CHECK(Bwd::read_error(g, gw).code() == tokenless::StatusCode::invalid_argument);
+    CHECK(gbt.download() == gb_before);
+    CHECK(gtt.download() == gt_before);
   }
 }
 

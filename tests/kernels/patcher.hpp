@@ -248,6 +248,37 @@ TEST_CASE("patcher: top-k (threshold None) with ties, NaN, signed zeros and sequ
   }
 }
 
+TEST_CASE("patcher: sequences, patches and capped pieces that span many position tiles") {
+  // The segment passes work on tiles of 4096 positions. Rule starts are rare
+  // here (one entropy in 600 is high), so patches, and the pieces a cap cuts
+  // from them, cross tile boundaries; sequences end next to tile edges (with
+  // include_next_token every sequence shifts the later ones by one).
+  const std::vector<std::int32_t> cu = {0, 4095, 4096, 4099, 8190, 13001};
+  std::mt19937 rng(5);
+  std::vector<float> e(static_cast<std::size_t>(cu.back()));
+  for (auto& x : e) x = rng() % 600 == 0 ? 3.0f : 0.1f * static_cast<float>(rng() % 4);
+  std::vector<std::int32_t> tok(e.size(), 100);
+  for (bool inc : {false, true}) {
+    for (int cap : {0, 7, 1000, 4096, 5000}) {
+      auto entropy_ref = [&](ref::EntropyMode m, float t) {
+        return [=](const std::vector<float>& eb, const std::vector<std::int32_t>&) {
+          ref::BltEntropyOptions o;
+          o.mode = m;
+          o.threshold = t;
+          o.include_next_token = inc;
+          o.max_patch_length = cap;
+          return ref::blt_entropy_patch_lengths(eb, o);
+        };
+      };
+      mode_case(pt::EntropyGlobal{1.0f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::global, 1.0f));
+      mode_case(pt::EntropyMonotonic{1.0f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::monotonic, 1.0f));
+      mode_case(pt::StaticPatches{3000}, cu, e, tok, inc, cap, [&](const std::vector<float>& eb, const auto&) {
+        return ref::blt_static_patch_lengths(static_cast<std::int64_t>(eb.size()), 3000, inc, cap);
+      });
+    }
+  }
+}
+
 TEST_CASE("patcher: bad input gets a clear Status and nothing is written") {
   const std::vector<std::int32_t> cu = {0, 10, 20};
   std::vector<float> e(20, 5.0f);  // every position starts a patch: 20 patches

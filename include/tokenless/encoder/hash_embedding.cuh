@@ -196,8 +196,11 @@ struct HashEmbeddingForward {
   }
 };
 
-// Gradients accumulate (+=) into the gradient tables, as framework .grad
-// buffers do; zero them first for a fresh gradient. GradT is fp32 by default;
+// Gradients accumulate (+=) into the gradient tables by default, as framework
+// .grad buffers do. With accumulate = false the tables receive a fresh dense
+// gradient instead (every row written once, untouched rows zero, nothing
+// read: what PyTorch's backward gives a parameter whose .grad is None), so
+// there is nothing to zero beforehand. GradT is fp32 by default;
 // bf16 or fp16 tables (what PyTorch gives 16-bit parameters) need the
 // deterministic path, which sums each row in fp32 and rounds it once.
 template <EmbeddingPolicy P, StorageFloat T, class IdT = std::uint8_t, StorageFloat GradT = float>
@@ -216,6 +219,7 @@ struct HashEmbeddingBackward {
     int d = 0;
     float scale = 1.0f;                // the forward's output scale
     bool deterministic = false;        // sort + segmented reduce instead of atomics
+    bool accumulate = true;            // false: overwrite every row of the gradient tables
   };
 
   static bool needs_validation(const Arguments& a) { return detail::kIdsNeedValidation<IdT> || a.batch.varlen(); }
@@ -278,15 +282,21 @@ struct HashEmbeddingBackward {
     if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
     detail::BackwardParams<P, T, IdT, GradT> p{a.ids, a.n_tokens, a.batch, a.grad_output, a.grad_byte_table,
                                                a.grad_hash_tables, a.hash_vocab, a.d, a.scale, error};
-    // Vector loads of the gradient; on the atomic path, and on Hopper, also
-    // 16-byte atomics into the fp32 tables (the deterministic path writes
-    // element by element, so its tables need no alignment beyond GradT's).
+    // Vector loads of the gradient, and vector stores (on Hopper, 16-byte
+    // atomics) into the gradient tables when their rows are 16-byte aligned.
     const bool vec = a.d % kVec16<T> == 0 && reinterpret_cast<std::uintptr_t>(a.grad_output) % 16 == 0 &&
-                     (a.deterministic || detail::vectorizable<float, GradTables, K>(a.grad_byte_table, a.grad_byte_table,
-                                                                                    a.grad_hash_tables, a.d));
+                     detail::vectorizable<float, GradTables, K>(a.grad_byte_table, a.grad_byte_table,
+                                                                a.grad_hash_tables, a.d);
     const dim3 block(detail::kWarpsPerBlock * 32);
     if constexpr (std::is_same_v<GradT, float>) {
       if (!a.deterministic) {
+        if (!a.accumulate) {
+          const std::int64_t rows = P::ids::kVocab + K * a.hash_vocab;
+          const LaunchConfig zcfg{dim3(detail::grid_for((rows + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
+                                  block, 0, stream};
+          TL_RETURN_IF_ERROR(vec ? launch(detail::zero_tables_kernel<P, T, IdT, 4>, zcfg, p)
+                                 : launch(detail::zero_tables_kernel<P, T, IdT, 1>, zcfg, p));
+        }
         const LaunchConfig cfg{dim3(detail::grid_for((a.n_tokens + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
                                block, 0, stream};
         if (vec) return launch(detail::backward_atomic_kernel<P, T, IdT, kVec16<T>>, cfg, p);
@@ -315,13 +325,28 @@ struct HashEmbeddingBackward {
     const std::int64_t chunks = (n + chunk - 1) / chunk;
     const LaunchConfig cfg{dim3(detail::grid_for(((K + 1) * chunks + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
                            block, 0, stream};
-    const unsigned long long* err = error;
     float* partials = ws.at<float>(l.partials);
-    const Status s = vec ? launch(detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec16<T>>, cfg, p, chunk, keys_out, tok_out, partials, err)
-                         : launch(detail::reduce_chunks_kernel<P, T, IdT, GradT, 1>, cfg, p, chunk, keys_out, tok_out, partials, err);
-    TL_RETURN_IF_ERROR(s);
-    return launch(detail::combine_partials_kernel<P, T, IdT, GradT>, cfg, p, chunk, static_cast<const std::uint32_t*>(keys_out),
-                  static_cast<const float*>(partials), err);
+    auto reduce = [&]<int kVec, bool kAssign>() -> Status {
+      // The narrowest column chunk that covers a row: more rows in flight
+      // (the scalar fallback keeps one width).
+      auto chunks_kernel = [&] {
+        if constexpr (kVec == 1) {
+          return detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec, detail::kChunkVecs, kAssign>;
+        } else {
+          if (a.d <= 32 * kVec) return detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec, 1, kAssign>;
+          if (a.d <= 64 * kVec) return detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec, 2, kAssign>;
+          return detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec, detail::kChunkVecs, kAssign>;
+        }
+      };
+      TL_RETURN_IF_ERROR(launch(chunks_kernel(), cfg, p, chunk, static_cast<const std::uint32_t*>(keys_out),
+                                static_cast<const std::int32_t*>(tok_out), partials,
+                                static_cast<const unsigned long long*>(error)));
+      return launch(detail::combine_partials_kernel<P, T, IdT, GradT, kVec, kAssign>, cfg, p, chunk,
+                    static_cast<const std::uint32_t*>(keys_out), static_cast<const float*>(partials),
+                    static_cast<const unsigned long long*>(error));
+    };
+    if (vec) return a.accumulate ? reduce.template operator()<kVec16<T>, false>() : reduce.template operator()<kVec16<T>, true>();
+    return a.accumulate ? reduce.template operator()<1, false>() : reduce.template operator()<1, true>();
   }
 
   static Status read_error(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {

@@ -261,6 +261,10 @@ __global__ void keys_kernel(const IdT* ids, std::int64_t n, Batch batch, std::in
 // order make the result bit-identical from run to run, and no warp walks more
 // than one chunk of rows, however hot a byte is.
 inline constexpr std::int64_t kMinReduceChunk = 32, kMaxReduceChunk = 1024;
+// Rows in flight per lane for a column chunk of kChunk vectors: 6, 6 or 4
+// 16-byte loads (more spill under the 128-register cap of two blocks per SM).
+template <int kChunk>
+inline constexpr int kReduceRows = kChunk == 1 ? 6 : kChunk == 2 ? 3 : 1;
 inline constexpr std::int64_t kReduceWarps = 8192;  // chunks wanted over all tables
 
 // A power of two between 32 and 1024 that depends only on n and the table
@@ -283,14 +287,76 @@ TL_DEVICE TL_FORCEINLINE GradT* gradient_row(const BackwardParams<P, T, IdT, Gra
                     : p.grad_tables.row(static_cast<int>(table - 1), key, p.d);
 }
 
-// Adds v to a gradient element: fp32 tables add in fp32; 16-bit tables add
-// in fp32 and round once per row visit (per run, or per crossing run).
-template <class GradT>
-TL_DEVICE TL_FORCEINLINE void add_to(GradT& dst, float v) {
-  dst = from_float<GradT>(to_float(dst) + v);
+// Rows of gradient table t of the deterministic path (0: the byte table).
+template <class P, class T, class IdT, class GradT>
+TL_DEVICE TL_FORCEINLINE std::int64_t table_rows(const BackwardParams<P, T, IdT, GradT>& p, std::int64_t table) {
+  return table == 0 ? P::ids::kVocab : p.V;
 }
 
-template <class P, class T, class IdT, class GradT, int kVec>
+// kVec consecutive elements at an address aligned to kVec elements, moved in
+// pieces of at most 16 bytes (a 16-byte aligned base is all the launcher checks).
+template <class G, int kVec>
+inline constexpr int kPiece = kVec < kVec16<G> ? kVec : kVec16<G>;
+
+template <class G, int kVec>
+TL_DEVICE TL_FORCEINLINE void load_vec(const G* src, float (&v)[kVec]) {
+  constexpr int W = kPiece<G, kVec>;
+  TL_UNROLL
+  for (int q = 0; q < kVec; q += W) {
+    const Vec<G, W> x = *reinterpret_cast<const Vec<G, W>*>(src + q);
+    TL_UNROLL
+    for (int e = 0; e < W; ++e) v[q + e] = to_float(x.v[e]);
+  }
+}
+
+template <class G, int kVec>
+TL_DEVICE TL_FORCEINLINE void store_vec(G* dst, const float (&v)[kVec]) {
+  constexpr int W = kPiece<G, kVec>;
+  TL_UNROLL
+  for (int q = 0; q < kVec; q += W) {
+    Vec<G, W> y;
+    TL_UNROLL
+    for (int e = 0; e < W; ++e) y.v[e] = from_float<G>(v[q + e]);
+    *reinterpret_cast<Vec<G, W>*>(dst + q) = y;
+  }
+}
+
+// Writes v * scale to a gradient row, or adds it (fp32 tables add in fp32;
+// 16-bit tables add in fp32 and round once per row visit: per run, or per
+// crossing run).
+template <bool kAssign, class G, int kVec>
+TL_DEVICE TL_FORCEINLINE void write_gradient(G* dst, float (&v)[kVec], float scale) {
+  float old[kVec] = {};
+  if constexpr (!kAssign) load_vec<G, kVec>(dst, old);
+  TL_UNROLL
+  for (int e = 0; e < kVec; ++e) v[e] = old[e] + v[e] * scale;
+  store_vec<G, kVec>(dst, v);
+}
+
+// Assign mode: zeroes rows [lo, hi) of gradient table t, a warp's vectors at a time.
+template <int kVec, class P, class T, class IdT, class GradT>
+TL_DEVICE void zero_rows(const BackwardParams<P, T, IdT, GradT>& p, std::int64_t table, std::int64_t lo,
+                         std::int64_t hi, int lane) {
+  const float zero[kVec] = {};
+  for (std::int64_t r = lo; r < hi; ++r) {
+    GradT* row = gradient_row(p, table, static_cast<std::uint32_t>(r));
+    for (int col = lane * kVec; col < p.d; col += 32 * kVec) store_vec<GradT, kVec>(row + col, zero);
+  }
+}
+
+// kAssign (accumulate = false): the tables receive the gradient rather than
+// add it, and every row is written exactly once: the sum of its tokens, or
+// zero. The rows between two consecutive keys of a table are zeroed by the
+// warp that handles the later key's run start, those after the last key by
+// the warp that handles its end, so no row is written twice and none is read.
+//
+// A run's rows are summed kRows at a time: the loads of kRows gradient rows
+// are issued before any is added (kReduceRows: 4 to 6 16-byte loads in
+// flight per lane), and the additions stay in token order, so
+// the sums are those of the one-row-at-a-time loop, bit for bit. kChunk
+// vectors per lane cover one column chunk of a row (1, 2 or 4: the narrowest
+// that covers d).
+template <class P, class T, class IdT, class GradT, int kVec, int kChunk, bool kAssign>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     reduce_chunks_kernel(BackwardParams<P, T, IdT, GradT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
                          const std::int32_t* sorted_tokens, float* partials, const unsigned long long* error) {
@@ -311,23 +377,48 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
       std::int64_t end = k + 1;
       while (end < c_end && keys[end] == key) ++end;
       const bool starts = run_starts_at(keys, k), ends = end == n || keys[end] != key;
+      if constexpr (kAssign) {
+        if (starts) zero_rows<kVec>(p, t, k == 0 ? 0 : std::int64_t{keys[k - 1]} + 1, key, lane);
+        if (end == n) zero_rows<kVec>(p, t, std::int64_t{key} + 1, table_rows(p, t), lane);
+      }
       const bool whole = starts && ends;  // a whole run: this warp owns the row
       GradT* row = whole ? gradient_row(p, t, key) : nullptr;
       float* part = whole ? nullptr : partials + ((t * chunks + j) * 2 + (starts ? 1 : 0)) * p.d;
-      for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunkVecs) {
-        float acc[kChunkVecs][kVec] = {};
-        for (std::int64_t r = k; r < end; ++r) {
-          accumulate_row<T, kVec, kChunkVecs>(acc, p.grad_out + static_cast<std::int64_t>(tokens[r]) * p.d, c0, p.d, lane);
+      constexpr int kRows = kReduceRows<kChunk>;
+      for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunk) {
+        float acc[kChunk][kVec] = {};
+        for (std::int64_t r0 = k; r0 < end; r0 += kRows) {
+          Vec<T, kVec> x[kRows][kChunk];
+          TL_UNROLL
+          for (int i = 0; i < kRows; ++i) {
+            if (r0 + i < end) {
+              const T* g_row = p.grad_out + static_cast<std::int64_t>(tokens[r0 + i]) * p.d;
+              TL_UNROLL
+              for (int u = 0; u < kChunk; ++u) {
+                const int col = c0 + (u * 32 + lane) * kVec;
+                if (col < p.d) x[i][u] = *reinterpret_cast<const Vec<T, kVec>*>(g_row + col);
+              }
+            }
+          }
+          TL_UNROLL
+          for (int i = 0; i < kRows; ++i) {
+            if (r0 + i < end) {
+              TL_UNROLL
+              for (int u = 0; u < kChunk; ++u) {
+                if (c0 + (u * 32 + lane) * kVec < p.d) {
+                  TL_UNROLL
+                  for (int e = 0; e < kVec; ++e) acc[u][e] += to_float(x[i][u].v[e]);
+                }
+              }
+            }
+          }
         }
         TL_UNROLL
-        for (int u = 0; u < kChunkVecs; ++u) {
+        for (int u = 0; u < kChunk; ++u) {
           const int col = c0 + (u * 32 + lane) * kVec;
           if (col < p.d) {
-            TL_UNROLL
-            for (int e = 0; e < kVec; ++e) {
-              if (whole) add_to(row[col + e], acc[u][e] * p.scale);
-              else part[col + e] = acc[u][e];
-            }
+            if (whole) write_gradient<kAssign, GradT, kVec>(row + col, acc[u], p.scale);
+            else store_vec<float, kVec>(part + col, acc[u]);
           }
         }
       }
@@ -336,7 +427,7 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
   }
 }
 
-template <class P, class T, class IdT, class GradT>
+template <class P, class T, class IdT, class GradT, int kVec, bool kAssign>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     combine_partials_kernel(BackwardParams<P, T, IdT, GradT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
                             const float* partials, const unsigned long long* error) {
@@ -359,11 +450,32 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     std::int64_t j_end = j + 1;
     while (j_end + 1 < chunks && keys[(j_end + 1) * chunk] == key) ++j_end;
     GradT* dst = gradient_row(p, t, key);
-    for (int c = lane; c < p.d; c += 32) {
-      float acc = partials[((t * chunks + j) * 2 + 1) * p.d + c];
-      for (std::int64_t m = j + 1; m <= j_end; ++m) acc += partials[((t * chunks + m) * 2 + 0) * p.d + c];
-      add_to(dst[c], acc * p.scale);
+    for (int col = lane * kVec; col < p.d; col += 32 * kVec) {
+      float acc[kVec];
+      load_vec<float, kVec>(partials + ((t * chunks + j) * 2 + 1) * p.d + col, acc);
+      for (std::int64_t m = j + 1; m <= j_end; ++m) {
+        float x[kVec];
+        load_vec<float, kVec>(partials + ((t * chunks + m) * 2 + 0) * p.d + col, x);
+        TL_UNROLL
+        for (int e = 0; e < kVec; ++e) acc[e] += x[e];
+      }
+      write_gradient<kAssign, GradT, kVec>(dst + col, acc, p.scale);
     }
+  }
+}
+
+// Assign mode on the atomic path: the tables are zeroed first (by a kernel,
+// not a memset, so that bad input still leaves them untouched).
+template <class P, class T, class IdT, int kVec>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32) zero_tables_kernel(BackwardParams<P, T, IdT> p) {
+  if (p.error && (p.error[0] != kNoError || p.error[1] != kNoError)) return;
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  const std::int64_t rows = P::ids::kVocab + P::tables * p.V;  // the byte table's, then each hash table's
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
+  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); r < rows; r += stride) {
+    const std::int64_t h = r - P::ids::kVocab;
+    const std::int64_t table = h < 0 ? 0 : 1 + h / p.V, row = h < 0 ? r : h % p.V;
+    zero_rows<kVec>(p, table, row, row + 1, lane);
   }
 }
 

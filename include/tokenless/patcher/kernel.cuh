@@ -1,9 +1,10 @@
 #pragma once
-// Patcher schedules. One pass over the logits (a warp per row computes the
-// entropy), then per-position start flags from the boundary policy, a
-// device-wide scan for patch ids, and CSR outputs. Sequences of a varlen
+// Patcher schedules. One pass over the logits (groups of 8 lanes compute a
+// row's entropy), then start flags from the boundary policy fused with a
+// reduce-then-scan over tiles of positions that writes the CSR outputs. Sequences of a varlen
 // batch never see each other: every rule reads only its own sequence.
 #include <tokenless/core/async_copy.cuh>
+#include <tokenless/core/block.cuh>
 #include <tokenless/core/dtype.hpp>
 #include <tokenless/core/functional.hpp>
 #include <tokenless/core/launch.cuh>
@@ -12,6 +13,7 @@
 #include <tokenless/patcher/policy.hpp>
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -268,92 +270,259 @@ __global__ void validate_kernel(Layout layout, std::int64_t n_total, DeviceStatu
   }
 }
 
-// Start flag of every position, and the marker the scans consume: 1 / 0 for
-// the patch-id sum, or the position / -1 for the max-length scan.
+// ------------------------------------------------------------------ segments
+// From start flags to CSR patches in three passes over tiles of positions,
+// a reduce-then-scan fused with the rule and the max-length cap:
+//   1. segment_count_kernel: each tile evaluates the rule at its positions,
+//      writes the flags, and summarises itself (SegmentTile);
+//   2. segment_scan_kernel (one block): the last rule start before each tile
+//      (a max-scan), and the patches before it (a sum-scan);
+//   3. segment_write_kernel: each tile adds the cap's starts, then writes
+//      patch ids, starts, lengths and sequence offsets.
+// About 12 bytes move per position (entropy or token, the flag twice, the
+// patch id, and a start and a length per patch), and no per-position scan
+// buffer exists.
+//
+// The cap needs the last rule start before a position, which may lie many
+// tiles back. Pass 1 cannot know it for the positions before its tile's first
+// rule start f; it counts the starts from f on, and pass 2 adds the cap's
+// starts in [tile begin, f) in closed form once it knows the carried start.
+// That is sound because every sequence starts with a rule start: no rule
+// start lies between the carried one and f, so they are in one sequence.
+inline constexpr int kSegThreads = 256;
+inline constexpr int kSegItems = 16;  // consecutive positions per thread
+inline constexpr std::int64_t kSegTile = std::int64_t{kSegThreads} * kSegItems;
+static_assert(kSegItems <= 32, "a thread's flags live in the bits of one word");
+
+struct SegmentTile {
+  std::int32_t count;       // pass 1: starts from first_rule on; pass 2: patches before the tile
+  std::int32_t first_rule;  // the tile's first rule start, or -1
+  std::int32_t last_rule;   // pass 1: the tile's last rule start; pass 2: the last one before the tile (-1: none)
+};
+
+// How many positions in [lo, hi) a cap M makes starts, when c < lo is the
+// last rule start before all of them.
+TL_HOST_DEVICE constexpr std::int64_t cap_starts_between(std::int64_t c, std::int64_t lo, std::int64_t hi, int M) {
+  return hi <= lo ? 0 : (hi - 1 - c) / M - (lo - 1 - c) / M;
+}
+
+// The last start, of the rule or the cap, at or before pos, given the last
+// rule start c <= pos (-1: none).
+TL_HOST_DEVICE constexpr std::int64_t last_start_at(std::int64_t c, std::int64_t pos, int M) {
+  return c < 0 || M <= 0 ? c : c + (pos - c) / M * M;
+}
+
+// The sequence of a position, for a thread walking positions upwards.
+struct SequenceCursor {
+  Layout layout;  // a copy: a pointer to a kernel parameter would put it in local memory
+  std::int64_t b = 0, first = 0, next_first = 0;
+  TL_DEVICE SequenceCursor(const Layout& l, std::int64_t pos) : layout(l) {
+    b = l.seq_of_position(pos);
+    first = l.first_position(b);
+    next_first = l.first_position(b + 1);
+  }
+  TL_DEVICE void advance(std::int64_t pos) {
+    while (pos >= next_first) {
+      ++b;
+      first = next_first;
+      next_first = layout.first_position(b + 1);
+    }
+  }
+};
+
+TL_DEVICE TL_FORCEINLINE bool full_vector(const void* p, std::int64_t base, std::int64_t n) {
+  return reinterpret_cast<std::uintptr_t>(p) % 16 == 0 && base + kSegItems <= n;
+}
+
+// Pass 1. The rule's flag at each position (the cap's come in pass 3).
 template <BoundaryPolicy Rule>
-__global__ void flags_kernel(Rule rule, Layout layout, const float* entropies, const std::int32_t* tokens,
-                             const std::uint64_t* selected_from, std::int64_t n_pos, int max_len, std::uint8_t* flags, std::int32_t* marker,
-                             const DeviceStatus* status) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  if (status->code != kOk) {
-    // Bad input: leave the outputs alone, but give the scans defined input.
-    for (std::int64_t pos = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; pos < n_pos; pos += stride)
-      marker[pos] = 0;
-    return;
-  }
-  for (std::int64_t pos = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; pos < n_pos; pos += stride) {
-    const std::int64_t b = layout.seq_of_position(pos);
-    const std::int64_t begin = layout.cu[b];
-    const std::int64_t p = pos - layout.first_position(b);
-    const PositionView view{entropies ? entropies + begin : nullptr, tokens ? tokens + begin : nullptr,
-                            layout.cu[b + 1] - begin, selected_from ? selected_from[b] : 0};
-    const bool start = is_patch_start(rule, view, p);
-    flags[pos] = start;
-    marker[pos] = max_len > 0 ? (start ? static_cast<std::int32_t>(pos) : -1) : start;
-  }
-}
-
-// With a max-length cap: last_start[pos] is the last rule start at or before
-// pos (sequence starts always are one, so the scan never crosses sequences).
-template <int = 0>
-__global__ void max_length_kernel(std::int64_t n_pos, int max_len, const std::int32_t* last_start, std::uint8_t* flags,
-                                  std::int32_t* marker, const DeviceStatus* status) {
-  if (status->code != kOk) return;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t pos = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; pos < n_pos; pos += stride) {
-    const bool start = flags[pos] || max_length_start(pos, last_start[pos], max_len);
-    flags[pos] = start;
-    marker[pos] = start;
-  }
-}
-
-// Checks the capacity, then writes patch ids, offsets and starts. On overflow
-// it writes nothing and records how many patches were needed, in a field no
-// kernel reads (the code word is written only by validate_kernel, before).
-template <int = 0>
-__global__ void finalize_kernel(Layout layout, std::int64_t n_pos, const std::uint8_t* flags,
-                                const std::int32_t* inclusive, std::int64_t capacity, std::int32_t* patch_ids,
-                                std::int32_t* patch_offsets, std::int32_t* patch_starts, DeviceStatus* status) {
-  if (status->code != kOk) return;
-  const std::int64_t total = inclusive[n_pos - 1];
-  if (total > capacity) {
-    if (blockIdx.x == 0 && threadIdx.x == 0) status->required = total;
-    return;
-  }
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  for (std::int64_t pos = first; pos < n_pos; pos += stride) {
-    const std::int32_t pid = inclusive[pos] - 1;
-    patch_ids[pos] = pid;
-    if (flags[pos]) {
-      const std::int64_t b = layout.seq_of_position(pos);
-      patch_starts[pid] = static_cast<std::int32_t>(pos - layout.first_position(b));
+__global__ void __launch_bounds__(kSegThreads) segment_count_kernel(Rule rule, Layout layout, const float* entropies,
+                                                                    const std::int32_t* tokens,
+                                                                    const std::uint64_t* selected_from,
+                                                                    std::int64_t n_pos, int max_len,
+                                                                    std::uint8_t* flags, SegmentTile* tiles,
+                                                                    const DeviceStatus* status) {
+  using Scan = block::Scan<std::int32_t, kSegThreads>;
+  using Reduce = block::Reduce<std::int32_t, kSegThreads>;
+  __shared__ typename Scan::TempStorage scan_ts;
+  __shared__ typename Reduce::TempStorage reduce_ts;
+  if (status->code != kOk) return;  // bad input: nothing is written
+  const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kSegTile + threadIdx.x * kSegItems;
+  std::uint32_t rule_bits = 0;
+  std::int32_t first = -1, last = -1;
+  if (base < n_pos) {
+    SequenceCursor cur(layout, base);
+    std::int64_t view_b = -1;
+    PositionView view;
+    TL_UNROLL_N(1)  // unrolled, the sequence walk and the rule made ptxas spill
+    for (int k = 0; k < kSegItems; ++k) {
+      const std::int64_t pos = base + k;
+      if (pos < n_pos) {
+        cur.advance(pos);
+        if (cur.b != view_b) {
+          view_b = cur.b;
+          const std::int64_t begin = layout.cu[view_b];
+          view = {entropies ? entropies + begin : nullptr, tokens ? tokens + begin : nullptr,
+                  layout.cu[view_b + 1] - begin, selected_from ? selected_from[view_b] : 0};
+        }
+        if (is_patch_start(rule, view, pos - cur.first)) {
+          rule_bits |= 1u << k;
+          if (first < 0) first = static_cast<std::int32_t>(pos);
+          last = static_cast<std::int32_t>(pos);
+        }
+      }
+    }
+    if (full_vector(flags + base, base, n_pos)) {
+      Vec<std::uint32_t, kSegItems / 4> f;  // four flag bytes per word
+      TL_UNROLL
+      for (int q = 0; q < kSegItems / 4; ++q) {
+        const std::uint32_t nib = rule_bits >> (4 * q);
+        f.v[q] = (nib & 1u) | (nib >> 1 & 1u) << 8 | (nib >> 2 & 1u) << 16 | (nib >> 3 & 1u) << 24;
+      }
+      *reinterpret_cast<Vec<std::uint32_t, kSegItems / 4>*>(flags + base) = f;
+    } else {
+      TL_UNROLL
+      for (int k = 0; k < kSegItems; ++k)
+        if (base + k < n_pos) flags[base + k] = rule_bits >> k & 1u;
     }
   }
-  for (std::int64_t b = first; b <= layout.num_seqs; b += stride) {
-    const std::int64_t fp = layout.first_position(b);
-    patch_offsets[b] = fp == 0 ? 0 : inclusive[fp - 1];
+  std::int32_t tile_last;
+  std::int32_t carried = Scan::exclusive(last, Max{}, std::int32_t{-1}, tile_last, scan_ts);
+  std::int32_t count = 0;
+  TL_UNROLL
+  for (int k = 0; k < kSegItems; ++k) {
+    const std::int64_t pos = base + k;
+    if (rule_bits >> k & 1u) {
+      carried = static_cast<std::int32_t>(pos);
+      ++count;
+    } else if (carried >= 0 && pos < n_pos && max_length_start(pos, carried, max_len)) {
+      ++count;
+    }
+  }
+  count = Reduce::reduce(count, Sum{}, reduce_ts);
+  first = Reduce::reduce(first < 0 ? INT32_MAX : first, Min{}, reduce_ts);
+  if (threadIdx.x == 0) tiles[blockIdx.x] = {count, first == INT32_MAX ? -1 : first, tile_last};
+}
+
+// Pass 2, one block: the carried rule start and the patch offset of every
+// tile, the total patch count, and the capacity check (on overflow it only
+// records how many patches were needed, in a field no kernel reads).
+template <int = 0>
+__global__ void __launch_bounds__(1024) segment_scan_kernel(SegmentTile* tiles, std::int64_t n_tiles, std::int64_t n_pos,
+                                                            int max_len, std::int64_t capacity, std::int32_t* total,
+                                                            DeviceStatus* status) {
+  using Scan = block::Scan<std::int32_t, 1024>;
+  __shared__ typename Scan::TempStorage last_ts, count_ts;
+  if (status->code != kOk) return;
+  std::int32_t carry_last = -1, carry_count = 0;
+  for (std::int64_t chunk = 0; chunk < n_tiles; chunk += 1024) {
+    const std::int64_t i = chunk + threadIdx.x;
+    const SegmentTile t = i < n_tiles ? tiles[i] : SegmentTile{0, -1, -1};
+    std::int32_t chunk_last, chunk_count;
+    std::int32_t c = Scan::exclusive(t.last_rule, Max{}, std::int32_t{-1}, chunk_last, last_ts);
+    c = c > carry_last ? c : carry_last;
+    std::int32_t patches = t.count;
+    if (i < n_tiles && max_len > 0 && c >= 0) {
+      const std::int64_t lo = i * kSegTile, end = lo + kSegTile < n_pos ? lo + kSegTile : n_pos;
+      patches += static_cast<std::int32_t>(cap_starts_between(c, lo, t.first_rule >= 0 ? t.first_rule : end, max_len));
+    }
+    const std::int32_t before = carry_count + Scan::exclusive(patches, Sum{}, std::int32_t{0}, chunk_count, count_ts);
+    if (i < n_tiles) tiles[i] = {before, t.first_rule, c};
+    carry_last = chunk_last > carry_last ? chunk_last : carry_last;
+    carry_count += chunk_count;
+    __syncthreads();  // the next chunk reuses the scan storage
+  }
+  if (threadIdx.x == 0) {
+    *total = carry_count;
+    if (carry_count > capacity) status->required = carry_count;
   }
 }
 
+// Pass 3: the cap's starts, then the CSR outputs. Patch k's length is written
+// by the thread that meets patch k + 1's start (or the last position).
 template <int = 0>
-__global__ void lengths_kernel(Layout layout, std::int64_t n_pos, const std::int32_t* inclusive, std::int64_t capacity,
-                               const std::int32_t* patch_offsets, const std::int32_t* patch_starts,
-                               std::int32_t* patch_lengths, const DeviceStatus* status) {
+__global__ void __launch_bounds__(kSegThreads) segment_write_kernel(Layout layout, std::int64_t n_pos, int max_len,
+                                                                    const SegmentTile* tiles, const std::int32_t* total,
+                                                                    std::int64_t capacity, std::uint8_t* flags,
+                                                                    std::int32_t* patch_ids, std::int32_t* patch_offsets,
+                                                                    std::int32_t* patch_starts,
+                                                                    std::int32_t* patch_lengths,
+                                                                    const DeviceStatus* status) {
+  using Scan = block::Scan<std::int32_t, kSegThreads>;
+  __shared__ typename Scan::TempStorage last_ts, count_ts;
   if (status->code != kOk) return;
-  const std::int64_t total = inclusive[n_pos - 1];
-  if (total > capacity) return;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t pid = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; pid < total; pid += stride) {
-    std::int64_t lo = 0, hi = layout.num_seqs;  // patch_offsets[lo] <= pid < patch_offsets[hi]
-    while (hi - lo > 1) {
-      const std::int64_t mid = (lo + hi) / 2;
-      if (patch_offsets[mid] <= pid) lo = mid;
-      else hi = mid;
+  const SegmentTile tile = tiles[blockIdx.x];
+  const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kSegTile + threadIdx.x * kSegItems;
+  std::uint32_t rule_bits = 0;
+  std::int32_t last = -1;
+  if (base < n_pos) {
+    Vec<std::uint8_t, kSegItems> f{};
+    if (full_vector(flags + base, base, n_pos)) {
+      f = *reinterpret_cast<const Vec<std::uint8_t, kSegItems>*>(flags + base);
+    } else {
+      TL_UNROLL
+      for (int k = 0; k < kSegItems; ++k)
+        if (base + k < n_pos) f.v[k] = flags[base + k];
     }
-    const std::int64_t n_next = layout.cu[lo + 1] - layout.cu[lo] + layout.inc;
-    const std::int64_t end = pid + 1 < patch_offsets[lo + 1] ? patch_starts[pid + 1] : n_next;
-    patch_lengths[pid] = static_cast<std::int32_t>(end - patch_starts[pid]);
+    TL_UNROLL
+    for (int k = 0; k < kSegItems; ++k) {
+      if (f.v[k]) {
+        rule_bits |= 1u << k;
+        last = static_cast<std::int32_t>(base + k);
+      }
+    }
+  }
+  std::int32_t ignored;
+  std::int32_t carried = Scan::exclusive(last, Max{}, std::int32_t{-1}, ignored, last_ts);
+  carried = carried > tile.last_rule ? carried : tile.last_rule;  // the last rule start before this thread's items
+  const std::int32_t carried_before = carried;
+  std::uint32_t start_bits = rule_bits;
+  if (max_len > 0) {
+    TL_UNROLL
+    for (int k = 0; k < kSegItems; ++k) {
+      const std::int64_t pos = base + k;
+      if (rule_bits >> k & 1u) carried = static_cast<std::int32_t>(pos);
+      else if (carried >= 0 && pos < n_pos && max_length_start(pos, carried, max_len)) start_bits |= 1u << k;
+    }
+    TL_UNROLL
+    for (int k = 0; k < kSegItems; ++k)
+      if ((start_bits & ~rule_bits) >> k & 1u) flags[base + k] = 1;
+  }
+  const std::int32_t n_patches = *total;
+  if (n_patches > capacity) return;  // the whole block returns: nothing capacity-bound is written
+  const std::int32_t count = __popc(start_bits);
+  std::int32_t pid = tile.count + Scan::exclusive(count, Sum{}, std::int32_t{0}, ignored, count_ts) - 1;
+  if (base >= n_pos) return;
+  // The last start before this thread's items, of the rule or the cap.
+  std::int64_t prev = last_start_at(carried_before, base - 1, max_len);
+  SequenceCursor cur(layout, base);
+  std::int32_t ids[kSegItems];
+  TL_UNROLL
+  for (int k = 0; k < kSegItems; ++k) {
+    const std::int64_t pos = base + k;
+    if (start_bits >> k & 1u) {
+      ++pid;
+      cur.advance(pos);
+      const std::int64_t local = pos - cur.first;
+      patch_starts[pid] = static_cast<std::int32_t>(local);
+      if (local == 0) patch_offsets[cur.b] = pid;
+      if (pid > 0) patch_lengths[pid - 1] = static_cast<std::int32_t>(pos - prev);
+      prev = pos;
+    }
+    ids[k] = pid;
+    if (pos == n_pos - 1) {
+      patch_lengths[pid] = static_cast<std::int32_t>(n_pos - prev);
+      patch_offsets[layout.num_seqs] = n_patches;
+    }
+  }
+  if (full_vector(patch_ids + base, base, n_pos)) {
+    TL_UNROLL
+    for (int q = 0; q < kSegItems; q += 4)
+      *reinterpret_cast<Vec<std::int32_t, 4>*>(patch_ids + base + q) = {ids[q], ids[q + 1], ids[q + 2], ids[q + 3]};
+  } else {
+    TL_UNROLL
+    for (int k = 0; k < kSegItems; ++k)
+      if (base + k < n_pos) patch_ids[base + k] = ids[k];
   }
 }
 

@@ -107,40 +107,34 @@ struct Patcher {
   }
 
   struct Layout {
-    std::size_t status = 0, marker = 0, scanned = 0, temp = 0, temp_bytes = 0, total = 0;
+    std::size_t status = 0, tiles = 0, total = 0, bytes = 0;
     std::size_t select_state = 0, select_hist = 0, selected_from = 0;  // selection rules only
   };
+
+  static std::int64_t segment_tiles(const Arguments& a) { return (positions(a) + detail::kSegTile - 1) / detail::kSegTile; }
 
   static Layout layout(const Arguments& a) {
     Layout l;
     WorkspaceLayout w;
-    const std::int64_t n = positions(a);
     l.status = w.add(sizeof(detail::DeviceStatus));
-    l.marker = w.add_array<std::int32_t>(n);
-    l.scanned = w.add_array<std::int32_t>(n);
-    std::size_t sum_bytes = 0, max_bytes = 0;
-    (void)device::inclusive_sum<std::int32_t>(nullptr, sum_bytes, nullptr, nullptr, n);
-    (void)device::inclusive_max<std::int32_t>(nullptr, max_bytes, nullptr, nullptr, n);
-    l.temp_bytes = std::max(sum_bytes, max_bytes);
-    l.temp = w.add(l.temp_bytes);
+    l.tiles = w.add_array<detail::SegmentTile>(std::max<std::int64_t>(1, segment_tiles(a)));
+    l.total = w.add_array<std::int32_t>(1);
     if constexpr (needs_selection_v<Rule>) {
       l.select_state = w.add_array<detail::SelectState>(a.num_seqs);
       l.select_hist = w.add_array<std::uint32_t>(a.num_seqs * detail::kSelectBins);
       l.selected_from = w.add_array<std::uint64_t>(a.num_seqs);
     }
-    l.total = w.bytes();
+    l.bytes = w.bytes();
     return l;
   }
 
-  static std::size_t workspace_size(const Arguments& a) { return layout(a).total; }
+  static std::size_t workspace_size(const Arguments& a) { return layout(a).bytes; }
 
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
     const Layout l = layout(a);
-    TL_RETURN_IF_ERROR(check_workspace(ws, l.total));
+    TL_RETURN_IF_ERROR(check_workspace(ws, l.bytes));
     auto* status = ws.at<detail::DeviceStatus>(l.status);
-    auto* marker = ws.at<std::int32_t>(l.marker);
-    auto* scanned = ws.at<std::int32_t>(l.scanned);
     const std::int64_t n_pos = positions(a);
     const detail::Layout lay{a.cu_seqlens, a.num_seqs, a.include_next_token ? 1 : 0};
     auto grid = [](std::int64_t work, int per_block) {
@@ -185,25 +179,20 @@ struct Patcher {
                                              device_properties(p).is_ok() ? p.sm_count : 132, stream));
       selected_from = sel;
     }
-    const LaunchConfig pos_cfg{grid(n_pos, 256), dim3(256), 0, stream};
-    TL_RETURN_IF_ERROR(launch(detail::flags_kernel<Rule>, pos_cfg, a.rule, lay, entropies, a.tokens, selected_from,
-                              n_pos, a.max_patch_length, a.flags, marker,
+    // Flags, patch ids and CSR outputs: three passes over tiles of positions.
+    const std::int64_t n_tiles = segment_tiles(a);
+    auto* seg = ws.at<detail::SegmentTile>(l.tiles);
+    auto* total = ws.at<std::int32_t>(l.total);
+    const LaunchConfig tile_cfg{dim3(static_cast<unsigned>(n_tiles)), dim3(detail::kSegThreads), 0, stream};
+    TL_RETURN_IF_ERROR(launch(detail::segment_count_kernel<Rule>, tile_cfg, a.rule, lay, entropies, a.tokens,
+                              selected_from, n_pos, a.max_patch_length, a.flags, seg,
                               static_cast<const detail::DeviceStatus*>(status)));
-    std::size_t bytes = l.temp_bytes;
-    if (a.max_patch_length > 0) {
-      TL_RETURN_IF_ERROR(device::inclusive_max(ws.at<void>(l.temp), bytes, marker, scanned, n_pos, stream));
-      TL_RETURN_IF_ERROR(launch(detail::max_length_kernel<>, pos_cfg, n_pos, a.max_patch_length,
-                                static_cast<const std::int32_t*>(scanned), a.flags, marker,
-                                static_cast<const detail::DeviceStatus*>(status)));
-      bytes = l.temp_bytes;
-    }
-    TL_RETURN_IF_ERROR(device::inclusive_sum(ws.at<void>(l.temp), bytes, marker, scanned, n_pos, stream));
-    TL_RETURN_IF_ERROR(launch(detail::finalize_kernel<>, pos_cfg, lay, n_pos, static_cast<const std::uint8_t*>(a.flags),
-                              static_cast<const std::int32_t*>(scanned), a.capacity, a.patch_ids, a.patch_offsets,
-                              a.patch_starts, status));
-    return launch(detail::lengths_kernel<>, pos_cfg, lay, n_pos, static_cast<const std::int32_t*>(scanned), a.capacity,
-                  static_cast<const std::int32_t*>(a.patch_offsets), static_cast<const std::int32_t*>(a.patch_starts),
-                  a.patch_lengths, static_cast<const detail::DeviceStatus*>(status));
+    TL_RETURN_IF_ERROR(launch(detail::segment_scan_kernel<>, {dim3(1), dim3(1024), 0, stream}, seg, n_tiles, n_pos,
+                              a.max_patch_length, a.capacity, total, status));
+    return launch(detail::segment_write_kernel<>, tile_cfg, lay, n_pos, a.max_patch_length,
+                  static_cast<const detail::SegmentTile*>(seg), static_cast<const std::int32_t*>(total), a.capacity,
+                  a.flags, a.patch_ids, a.patch_offsets, a.patch_starts, a.patch_lengths,
+                  static_cast<const detail::DeviceStatus*>(status));
   }
 
   // The device-side checks of the last run(): synchronises `stream`.

@@ -1,0 +1,13 @@
+// Compile tier: the byte encoder's promised combinations: both id
+// conventions, BLT-1B and BLT's default n-gram/hash sets, both table layouts,
+// fp32/fp16/bf16 storage, uint8 and int32 ids, forward and backward (fp32
+// gradient tables; bf16 and fp16 ones for the deterministic path). This
+// unit: BLT's defaults and a fused-table policy (instantiate_encoder_a.cu: the rest).
+#include "instantiate_encoder.hpp"
+
+template void all_dtypes_and_ids<enc::BltDefault>();
+template void all_dtypes_and_ids<enc::HashEmbeddingPolicy<enc::BltIds, enc::NGrams<3, 4, 5, 6, 7, 8>, 1, enc::FusedTable>>();
+
+#if defined(TOKENLESS_BACKEND_EMU)
+int main() { return 0; }
+#endif
