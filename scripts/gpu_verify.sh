@@ -46,7 +46,7 @@ for step in $steps; do
       ;;
     bench)
       for b in $benches; do
-        timeout 120 "$(find_bin tokenless_bench_$b)" --benchmark_min_time=0.05 \
+        timeout 240 "$(find_bin tokenless_bench_$b)" --benchmark_min_time=0.05 \
           --benchmark_out="$out/bench_$b.json" --benchmark_out_format=json >"$out/bench_$b.txt" 2>&1
         note "bench $b: rc=$?"
       done

@@ -155,6 +155,30 @@ TEST_CASE("max_patch_length splits long patches into pieces and a remainder") {
   CHECK(ref::blt_static_patch_lengths(10, 4, true) == Lengths{4, 4, 3});
 }
 
+TEST_CASE("the cap in closed form equals walking the positions one by one") {
+  // cap_starts_between and last_start_at let the tile passes skip the walk
+  // from a rule start many tiles back.
+  for (int M = 1; M <= 9; ++M) {
+    for (std::int64_t c = 0; c < 12; ++c) {
+      std::int64_t last = c, count = 0;
+      for (std::int64_t pos = c + 1; pos < 60; ++pos) {
+        const bool start = pt::max_length_start(pos, c, M);
+        if (start) last = pos;
+        CHECK(pt::last_start_at(c, pos, M) == last);
+        for (std::int64_t lo = c + 1; lo <= pos + 1; ++lo) {
+          std::int64_t want = 0;
+          for (std::int64_t q = lo; q <= pos; ++q) want += pt::max_length_start(q, c, M);
+          CHECK(pt::cap_starts_between(c, lo, pos + 1, M) == want);
+        }
+        count += start;
+      }
+      CHECK(pt::cap_starts_between(c, c + 1, 60, M) == count);
+    }
+  }
+  CHECK(pt::last_start_at(-1, 7, 3) == -1);  // no rule start yet
+  CHECK(pt::last_start_at(5, 9, 0) == 5);    // no cap
+}
+
 TEST_CASE("entropy of logits: uniform, one-hot, NaN") {
   std::vector<float> logits(2 * 260, 0.0f);
   logits[260 + 7] = 1000.0f;

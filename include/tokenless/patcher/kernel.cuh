@@ -300,18 +300,6 @@ struct SegmentTile {
   std::int32_t last_rule;   // pass 1: the tile's last rule start; pass 2: the last one before the tile (-1: none)
 };
 
-// How many positions in [lo, hi) a cap M makes starts, when c < lo is the
-// last rule start before all of them.
-TL_HOST_DEVICE constexpr std::int64_t cap_starts_between(std::int64_t c, std::int64_t lo, std::int64_t hi, int M) {
-  return hi <= lo ? 0 : (hi - 1 - c) / M - (lo - 1 - c) / M;
-}
-
-// The last start, of the rule or the cap, at or before pos, given the last
-// rule start c <= pos (-1: none).
-TL_HOST_DEVICE constexpr std::int64_t last_start_at(std::int64_t c, std::int64_t pos, int M) {
-  return c < 0 || M <= 0 ? c : c + (pos - c) / M * M;
-}
-
 // The sequence of a position, for a thread walking positions upwards.
 struct SequenceCursor {
   Layout layout;  // a copy: a pointer to a kernel parameter would put it in local memory

@@ -176,6 +176,19 @@ TL_HOST_DEVICE constexpr bool max_length_start(std::int64_t p, std::int64_t last
   return max_len > 0 && p > last_start && (p - last_start) % max_len == 0;
 }
 
+// The cap in closed form, for the patcher's tile passes. How many positions
+// in [lo, hi) a cap M > 0 makes starts, when c < lo is the last rule start
+// before all of them:
+TL_HOST_DEVICE constexpr std::int64_t cap_starts_between(std::int64_t c, std::int64_t lo, std::int64_t hi, int M) {
+  return hi <= lo ? 0 : (hi - 1 - c) / M - (lo - 1 - c) / M;
+}
+
+// The last start, of the rule or the cap, at or before pos, given the last
+// rule start c <= pos (-1: none).
+TL_HOST_DEVICE constexpr std::int64_t last_start_at(std::int64_t c, std::int64_t pos, int M) {
+  return c < 0 || M <= 0 ? c : c + (pos - c) / M * M;
+}
+
 // ------------------------------------------------------------------ streaming
 // The patcher for generation: fed, for each new position p, the entropy and
 // the id of byte p - 1 (the model's uncertainty about byte p, known before p
