@@ -191,9 +191,12 @@ void all_cases() {
   backward_case<P, T, std::uint8_t, __nv_bfloat16>(64, varlen_spec(), true);
   backward_case<P, T, std::int32_t, __half>(35, padded_spec(), true);
   // Column chunks of 1, 2 and 4 vectors per lane on the deterministic path
-  // (rows summed several at a time, in token order).
-  backward_case<P, T, std::uint8_t>(200 / s, padded_spec(), true);
-  backward_case<P, T, std::int32_t, __nv_bfloat16>(320 / s, varlen_spec(), true, false);
+  // (rows summed several at a time, in token order). Not in the small
+  // (TSan) runs: they add no new sharing between threads.
+  if (s == 1) {
+    backward_case<P, T, std::uint8_t>(200, padded_spec(), true);
+    backward_case<P, T, std::int32_t, __nv_bfloat16>(320, varlen_spec(), true, false);
+  }
   // A fresh gradient (accumulate = false): every row written, untouched ones zero.
   backward_case<P, T, std::uint8_t>(64, varlen_spec(), false, false);
   backward_case<P, T, std::int32_t>(64, padded_spec(), true, false);

@@ -394,28 +394,51 @@ __global__ void __launch_bounds__(kSegThreads) segment_count_kernel(Rule rule, L
 
 // Pass 2, one block: the carried rule start and the patch offset of every
 // tile, the total patch count, and the capacity check (on overflow it only
-// records how many patches were needed, in a field no kernel reads).
+// records how many patches were needed, in a field no kernel reads). Each
+// thread takes kScanItems consecutive tiles of a chunk, so that a 64M-position
+// batch (16K tiles) takes 16 chunks.
+inline constexpr int kScanThreads = 256, kScanItems = 4;
+
 template <int = 0>
-__global__ void __launch_bounds__(1024) segment_scan_kernel(SegmentTile* tiles, std::int64_t n_tiles, std::int64_t n_pos,
-                                                            int max_len, std::int64_t capacity, std::int32_t* total,
-                                                            DeviceStatus* status) {
-  using Scan = block::Scan<std::int32_t, 1024>;
+__global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(SegmentTile* tiles, std::int64_t n_tiles,
+                                                                    std::int64_t n_pos, int max_len,
+                                                                    std::int64_t capacity, std::int32_t* total,
+                                                                    DeviceStatus* status) {
+  using Scan = block::Scan<std::int32_t, kScanThreads>;
   __shared__ typename Scan::TempStorage last_ts, count_ts;
   if (status->code != kOk) return;
   std::int32_t carry_last = -1, carry_count = 0;
-  for (std::int64_t chunk = 0; chunk < n_tiles; chunk += 1024) {
-    const std::int64_t i = chunk + threadIdx.x;
-    const SegmentTile t = i < n_tiles ? tiles[i] : SegmentTile{0, -1, -1};
-    std::int32_t chunk_last, chunk_count;
-    std::int32_t c = Scan::exclusive(t.last_rule, Max{}, std::int32_t{-1}, chunk_last, last_ts);
-    c = c > carry_last ? c : carry_last;
-    std::int32_t patches = t.count;
-    if (i < n_tiles && max_len > 0 && c >= 0) {
-      const std::int64_t lo = i * kSegTile, end = lo + kSegTile < n_pos ? lo + kSegTile : n_pos;
-      patches += static_cast<std::int32_t>(cap_starts_between(c, lo, t.first_rule >= 0 ? t.first_rule : end, max_len));
+  for (std::int64_t chunk = 0; chunk < n_tiles; chunk += kScanThreads * kScanItems) {
+    const std::int64_t first = chunk + threadIdx.x * kScanItems;
+    SegmentTile t[kScanItems];
+    std::int32_t last = -1;
+    TL_UNROLL
+    for (int q = 0; q < kScanItems; ++q) {
+      t[q] = first + q < n_tiles ? tiles[first + q] : SegmentTile{0, -1, -1};
+      last = t[q].last_rule > last ? t[q].last_rule : last;
     }
-    const std::int32_t before = carry_count + Scan::exclusive(patches, Sum{}, std::int32_t{0}, chunk_count, count_ts);
-    if (i < n_tiles) tiles[i] = {before, t.first_rule, c};
+    std::int32_t chunk_last, chunk_count;
+    std::int32_t c = Scan::exclusive(last, Max{}, std::int32_t{-1}, chunk_last, last_ts);
+    c = c > carry_last ? c : carry_last;
+    std::int32_t patches[kScanItems], carried[kScanItems], sum = 0;
+    TL_UNROLL
+    for (int q = 0; q < kScanItems; ++q) {
+      const std::int64_t i = first + q;
+      carried[q] = c;
+      patches[q] = t[q].count;
+      if (i < n_tiles && max_len > 0 && c >= 0) {
+        const std::int64_t lo = i * kSegTile, end = lo + kSegTile < n_pos ? lo + kSegTile : n_pos;
+        patches[q] += static_cast<std::int32_t>(cap_starts_between(c, lo, t[q].first_rule >= 0 ? t[q].first_rule : end, max_len));
+      }
+      sum += patches[q];
+      c = t[q].last_rule > c ? t[q].last_rule : c;
+    }
+    std::int32_t before = carry_count + Scan::exclusive(sum, Sum{}, std::int32_t{0}, chunk_count, count_ts);
+    TL_UNROLL
+    for (int q = 0; q < kScanItems; ++q) {
+      if (first + q < n_tiles) tiles[first + q] = {before, t[q].first_rule, carried[q]};
+      before += patches[q];
+    }
     carry_last = chunk_last > carry_last ? chunk_last : carry_last;
     carry_count += chunk_count;
     __syncthreads();  // the next chunk reuses the scan storage

@@ -187,7 +187,7 @@ struct Patcher {
     TL_RETURN_IF_ERROR(launch(detail::segment_count_kernel<Rule>, tile_cfg, a.rule, lay, entropies, a.tokens,
                               selected_from, n_pos, a.max_patch_length, a.flags, seg,
                               static_cast<const detail::DeviceStatus*>(status)));
-    TL_RETURN_IF_ERROR(launch(detail::segment_scan_kernel<>, {dim3(1), dim3(1024), 0, stream}, seg, n_tiles, n_pos,
+    TL_RETURN_IF_ERROR(launch(detail::segment_scan_kernel<>, {dim3(1), dim3(detail::kScanThreads), 0, stream}, seg, n_tiles, n_pos,
                               a.max_patch_length, a.capacity, total, status));
     return launch(detail::segment_write_kernel<>, tile_cfg, lay, n_pos, a.max_patch_length,
                   static_cast<const detail::SegmentTile*>(seg), static_cast<const std::int32_t*>(total), a.capacity,
