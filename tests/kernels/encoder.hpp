@@ -254,6 +254,23 @@ TEST_CASE("hash embedding: the BLT-1B policy (6 tables, n = 3..8, one hash funct
   check_accuracy(got, naive, truth, 1.0, tokenless::dtype_traits<T>::unit_roundoff);
 }
 
+// Backward arguments for one padded sequence of 4 int32 ids, the hash
+// tables back to back in one buffer.
+template <class Bwd, class T, class G>
+typename Bwd::Arguments four_token_backward(const std::int32_t* ids, const T* grad_out, G* grad_byte, G* grad_tables,
+                                            int d) {
+  typename Bwd::Arguments g;
+  g.ids = ids;
+  g.n_tokens = 4;
+  g.batch = {nullptr, 1, 4};
+  g.grad_output = grad_out;
+  g.grad_byte_table = grad_byte;
+  for (int t = 0; t < Bwd::K; ++t) g.grad_hash_tables.table[t] = grad_tables + t * kV * d;
+  g.hash_vocab = kV;
+  g.d = d;
+  return g;
+}
+
 TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
   using P = TestPolicy<enc::SeparateTables>;
   using T = float;
@@ -330,18 +347,10 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
   // 16-bit gradient tables take the deterministic path only.
   {
     using Bwd = enc::HashEmbeddingBackward<P, T, std::int32_t, __nv_bfloat16>;
-    typename Bwd::Arguments g;
     DeviceBuffer<__nv_bfloat16> gbt(static_cast<std::size_t>(P::ids::kVocab) * d), gtt(static_cast<std::size_t>(P::tables * kV) * d);
     DeviceBuffer<T> go(static_cast<std::size_t>(4 * d));
     DeviceBuffer<std::int32_t> gi(std::vector<std::int32_t>{5, 6, 7, 8});
-    g.ids = gi.get();
-    g.n_tokens = 4;
-    g.batch = {nullptr, 1, 4};
-    g.grad_output = go.get();
-    g.grad_byte_table = gbt.get();
-    for (int t = 0; t < P::tables; ++t) g.grad_hash_tables.table[t] = gtt.get() + t * kV * d;
-    g.hash_vocab = kV;
-    g.d = d;
+    auto g = four_token_backward<Bwd>(gi.get(), go.get(), gbt.get(), gtt.get(), d);
     const tokenless::Status st = Bwd::can_implement(g);
     CHECK(st.code() == tokenless::StatusCode::unsupported);
     CHECK(std::string(st.message()).find("16-bit gradient tables") != std::string::npos);
@@ -353,20 +362,12 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
   for (const bool deterministic : {false, true}) {
     CAPTURE(deterministic);
     using Bwd = enc::HashEmbeddingBackward<P, T, std::int32_t>;
-    typename Bwd::Arguments g;
     DeviceBuffer<float> gbt(static_cast<std::size_t>(P::ids::kVocab) * d), gtt(static_cast<std::size_t>(P::tables * kV) * d);
     gbt.fill_bytes(0x7f);
     gtt.fill_bytes(0x7f);
     const auto gb_before = gbt.download(), gt_before = gtt.download();
     DeviceBuffer<T> go(std::vector<T>(static_cast<std::size_t>(4 * d), 1.0f));
-    g.ids = d_ids.get();  // holds 300 again
-    g.n_tokens = 4;
-    g.batch = {nullptr, 1, 4};
-    g.grad_output = go.get();
-    g.grad_byte_table = gbt.get();
-    for (int t = 0; t < P::tables; ++t) g.grad_hash_tables.table[t] = gtt.get() + t * kV * d;
-    g.hash_vocab = kV;
-    g.d = d;
+    auto g = four_token_backward<Bwd>(d_ids.get() /* holds 300 again */, go.get(), gbt.get(), gtt.get(), d);
     g.deterministic = deterministic;
     g.accumulate = false;
     DeviceBuffer<unsigned char> gws(Bwd::workspace_size(g));

@@ -114,6 +114,19 @@ void mode_case(const Rule& rule, const std::vector<std::int32_t>& cu, const std:
   }
 }
 
+// BLT's entropy patching of one sequence, as mode_case's reference.
+inline auto blt_entropy_reference(ref::EntropyMode m, float threshold, float threshold_add, bool inc, int cap) {
+  return [=](const std::vector<float>& eb, const std::vector<std::int32_t>&) {
+    ref::BltEntropyOptions o;
+    o.mode = m;
+    o.threshold = threshold;
+    o.threshold_add = threshold_add;
+    o.include_next_token = inc;
+    o.max_patch_length = cap;
+    return ref::blt_entropy_patch_lengths(eb, o);
+  };
+}
+
 TEST_CASE("patcher: every mode on a varlen batch matches the BLT-style reference") {
   // Sequences of length 1, 2, 3 and longer ones.
   const std::vector<std::int32_t> cu = {0, 1, 3, 6, 40, 97, 160};
@@ -126,17 +139,7 @@ TEST_CASE("patcher: every mode on a varlen batch matches the BLT-style reference
   for (std::size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<unsigned char>(text[i % text.size()]) + 4;
   for (bool inc : {false, true}) {
     for (int cap : {0, 3}) {
-      auto entropy_ref = [&](ref::EntropyMode m, float t, float ta) {
-        return [=](const std::vector<float>& eb, const std::vector<std::int32_t>&) {
-          ref::BltEntropyOptions o;
-          o.mode = m;
-          o.threshold = t;
-          o.threshold_add = ta;
-          o.include_next_token = inc;
-          o.max_patch_length = cap;
-          return ref::blt_entropy_patch_lengths(eb, o);
-        };
-      };
+      auto entropy_ref = [&](ref::EntropyMode m, float t, float ta) { return blt_entropy_reference(m, t, ta, inc, cap); };
       mode_case(pt::EntropyGlobal{1.5f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::global, 1.5f, 0));
       mode_case(pt::EntropyMonotonic{0.8f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::monotonic, 0.8f, 0));
       mode_case(pt::EntropyCombined{1.2f, 0.4f}, cu, e, tok, inc, cap,
@@ -264,16 +267,7 @@ TEST_CASE("patcher: sequences, patches and capped pieces that span many position
   const std::vector<int> caps = small ? std::vector<int>{7, 4096} : std::vector<int>{0, 7, 1000, 4096, 5000};
   for (bool inc : {false, true}) {
     for (int cap : caps) {
-      auto entropy_ref = [&](ref::EntropyMode m, float t) {
-        return [=](const std::vector<float>& eb, const std::vector<std::int32_t>&) {
-          ref::BltEntropyOptions o;
-          o.mode = m;
-          o.threshold = t;
-          o.include_next_token = inc;
-          o.max_patch_length = cap;
-          return ref::blt_entropy_patch_lengths(eb, o);
-        };
-      };
+      auto entropy_ref = [&](ref::EntropyMode m, float t) { return blt_entropy_reference(m, t, 0.0f, inc, cap); };
       mode_case(pt::EntropyGlobal{1.0f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::global, 1.0f));
       if (small) continue;
       mode_case(pt::EntropyMonotonic{1.0f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::monotonic, 1.0f));
