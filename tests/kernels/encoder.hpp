@@ -356,6 +356,15 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
     CHECK(std::string(st.message()).find("16-bit gradient tables") != std::string::npos);
     g.deterministic = true;
     CHECK(Bwd::can_implement(g).is_ok());
+    // The deterministic path writes rows without atomics: tables must not overlap.
+    auto tied = g;
+    tied.grad_hash_tables.table[1] = tied.grad_hash_tables.table[0];
+    const tokenless::Status ts = Bwd::can_implement(tied);
+    CHECK(ts.code() == tokenless::StatusCode::invalid_argument);
+    CHECK(std::string(ts.message()).find("overlapping table 0 and table 1") != std::string::npos);
+    tied = g;
+    tied.grad_hash_tables.table[2] = gbt.get() + d;  // inside the byte table
+    CHECK(std::string(Bwd::can_implement(tied).message()).find("overlapping byte table") != std::string::npos);
   }
   // A fresh-gradient backward over a bad id writes nothing either: its
   // zeroing waits for the device-side checks.

@@ -25,6 +25,7 @@
 
 #include <algorithm>
 #include <type_traits>
+#include <utility>
 
 namespace tokenless::encoder {
 
@@ -76,6 +77,35 @@ inline Status check_tables(const Tables& tables, std::int64_t V, std::size_t ele
     }
   }
   (void)V;
+  return Status::ok();
+}
+
+// The deterministic path writes each gradient row without atomics, so no row
+// may belong to two tables (tables tied by one pointer, or fused offsets
+// closer than V, would lose updates).
+template <class Tables, int K, class G>
+inline Status check_disjoint(const G* byte_table, int vocab, const Tables& tables, std::int64_t V, int d) {
+  struct Range {
+    std::uintptr_t lo, hi;
+    int table;  // -1: the byte table
+  };
+  Range r[K + 1];
+  const auto span = [&](const G* p, std::int64_t rows, int t) {
+    const auto lo = reinterpret_cast<std::uintptr_t>(p);
+    return Range{lo, lo + static_cast<std::uintptr_t>(rows) * static_cast<std::uintptr_t>(d) * sizeof(G), t};
+  };
+  r[0] = span(byte_table, vocab, -1);
+  for (int t = 0; t < K; ++t) r[t + 1] = span(tables.row(t, 0, d), V, t);
+  for (int i = 1; i <= K; ++i)  // insertion sort by start: K is at most a few dozen
+    for (int j = i; j > 0 && r[j].lo < r[j - 1].lo; --j) std::swap(r[j], r[j - 1]);
+  for (int i = 0; i < K; ++i) {
+    if (r[i].hi > r[i + 1].lo) {
+      return Status::argument(StatusCode::invalid_argument, "grad_hash_tables",
+                              "disjoint gradient tables on the deterministic path (its rows are written without atomics)",
+                              "overlapping %s %d and table %d", r[i].table < 0 ? "byte table" : "table",
+                              r[i].table < 0 ? 0 : r[i].table, r[i + 1].table);
+    }
+  }
   return Status::ok();
 }
 
@@ -237,7 +267,11 @@ struct HashEmbeddingBackward {
                               "false");
     }
     TL_RETURN_IF_ERROR(check::finite("scale", a.scale));
-    if (a.deterministic) TL_RETURN_IF_ERROR(check::product_fits_int32("(tables + 1) * n_tokens", K + 1, a.n_tokens));
+    if (a.deterministic) {
+      TL_RETURN_IF_ERROR(check::product_fits_int32("(tables + 1) * n_tokens", K + 1, a.n_tokens));
+      TL_RETURN_IF_ERROR((detail::check_disjoint<GradTables, K>(a.grad_byte_table, P::ids::kVocab, a.grad_hash_tables,
+                                                               a.hash_vocab, a.d)));
+    }
     return Status::ok();
   }
 
