@@ -1,7 +1,8 @@
 // GPU only: production shapes, too large for the CPU executor. BLT-1B's
 // encoder at d = 1024 over 64K bytes (vector gathers, 16-byte atomics on
 // Hopper, every column chunk), and the patcher over 256K rows of bf16 logits
-// (many staged tiles per block). Same tolerance rule as the shared cases.
+// (many staged tiles per block), and the patcher's tile passes over 12M
+// positions. Same tolerance rule as the shared cases.
 #include "../support/support.hpp"
 
 namespace {
@@ -247,6 +248,64 @@ TEST_CASE("scale: top-k patching over 4M entropies in 5 sequences, with ties, ag
       const std::vector<std::int64_t> want = ref::blt_entropy_patch_lengths(eb, opt);
       const std::vector<std::int64_t> have(l.begin() + o[b], l.begin() + o[b + 1]);
       CHECK(have == want);
+    }
+  }
+}
+
+TEST_CASE("scale: 12M positions with a cap, across 3,000 tiles and three chunks of the tile scan") {
+  // Sparse rule starts and a cap, so patches and cap pieces run through many
+  // tiles and the carried rule start crosses the tile scan's chunks.
+  using Op = pt::Patcher<pt::EntropyMonotonic, float>;
+  const std::vector<std::int32_t> cu = {0, 3, 4096, 5000000, 5000001, 12000000};
+  const std::int64_t n = cu.back(), B = static_cast<std::int64_t>(cu.size()) - 1;
+  std::vector<float> e(static_cast<std::size_t>(n));
+  std::mt19937_64 rng(8);
+  for (auto& x : e) x = rng() % 20000 == 0 ? 4.0f : 0.25f * static_cast<float>(rng() % 4);
+  DeviceBuffer<float> d_e(e);
+  DeviceBuffer<std::int32_t> d_cu(cu), ids(n + B), off(B + 1), starts(n + B), lens(n + B);
+  DeviceBuffer<std::uint8_t> flags(n + B);
+  for (const auto& [cap, inc] : {std::pair{0, false}, std::pair{9, true}, std::pair{100000, true}}) {
+    {
+      CAPTURE(cap);
+      CAPTURE(inc);
+      typename Op::Arguments a;
+      a.rule.threshold = 1.0f;
+      a.entropies_in = d_e.get();
+      a.n_total = n;
+      a.cu_seqlens = d_cu.get();
+      a.num_seqs = B;
+      a.include_next_token = inc;
+      a.max_patch_length = cap;
+      a.flags = flags.get();
+      a.patch_ids = ids.get();
+      a.patch_offsets = off.get();
+      a.patch_starts = starts.get();
+      a.patch_lengths = lens.get();
+      a.capacity = n + B;
+      DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+      const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+      REQUIRE_OK(Op::run(a, w));
+      REQUIRE_OK(Op::read_status(a, w));
+      const auto o = off.download();
+      const auto l = lens.download();
+      for (std::int64_t b = 0; b < B; ++b) {
+        CAPTURE(b);
+        ref::BltEntropyOptions opt;
+        opt.mode = ref::EntropyMode::monotonic;
+        opt.threshold = 1.0f;
+        opt.include_next_token = inc;
+        opt.max_patch_length = cap;
+        const std::vector<float> eb(e.begin() + cu[b], e.begin() + cu[b + 1]);
+        const std::vector<std::int64_t> want = ref::blt_entropy_patch_lengths(eb, opt);
+        const std::vector<std::int64_t> have(l.begin() + o[b], l.begin() + o[b + 1]);
+        CHECK(have == want);
+      }
+      // Patch ids step by one exactly at flagged positions.
+      const auto f = flags.download();
+      const auto id = ids.download();
+      std::int64_t bad = 0;
+      for (std::size_t p = 1; p < id.size(); ++p) bad += id[p] - id[p - 1] != f[p];
+      CHECK(bad == 0);
     }
   }
 }
