@@ -18,7 +18,6 @@
 // then nothing capacity-bound is written, and read_status() (which
 // synchronises) returns it as a Status, with the capacity needed on overflow.
 #include <tokenless/core/device.hpp>
-#include <tokenless/core/device_algorithms.cuh>
 #include <tokenless/core/launch.cuh>
 #include <tokenless/core/operation.hpp>
 #include <tokenless/core/validate.hpp>
