@@ -5,6 +5,10 @@ table, summed. Times forward and backward with CUDA events (L2 flushed) for
 the same shapes as benchmarks/bench_encoder.cu and prints JSON lines.
 
     python3 benchmarks/torch/encoder_eager.py [--config blt1b|small] [--sizes 4096,65536,1048576]
+
+The backward runs with every .grad set to None, so PyTorch produces a fresh
+dense bf16 gradient: its like-for-like counterpart in tokenless_bench_encoder
+is encoder_backward_fresh_bf16_grads (deterministic, accumulate = false).
 """
 import argparse
 import json
