@@ -8,6 +8,7 @@
 // those at or above it. Counts are integers, so the result is deterministic.
 #include <tokenless/core/block.cuh>
 #include <tokenless/core/launch.cuh>
+#include <tokenless/core/warp.cuh>
 #include <tokenless/patcher/kernel.cuh>
 #include <tokenless/patcher/policy.hpp>
 
@@ -46,10 +47,33 @@ __global__ void select_init_kernel(Rule rule, const std::int32_t* cu, std::int64
   for (std::int64_t i = first; i < num_seqs * kSelectBins; i += stride) hist[i] = 0;
 }
 
+// Adds one count for every lane's bin (bin < 0: nothing to count). Bins
+// below kSelectBins are the block's shared counts, the rest global. The warp
+// first adds up the lanes that share its first counting lane's bin with one
+// atomic: nonnegative entropies share their top digits (with BLT's range
+// nearly every key falls in one or two bins of the first pass), and atomics
+// on one address serialise. The other lanes then add one each.
+TL_DEVICE TL_FORCEINLINE void count_bins(std::int64_t bin, std::uint32_t* local, std::uint32_t* global) {
+  const unsigned counting = __ballot_sync(warp::kFullMask, bin >= 0);
+  if (counting == 0) return;
+  const int leader = __ffs(static_cast<int>(counting)) - 1;
+  const std::int64_t lead_bin = warp::broadcast(bin, leader);
+  const unsigned same = __ballot_sync(warp::kFullMask, bin == lead_bin);
+  const bool lead = static_cast<int>(warp::lane_id()) == leader;
+  if (!lead && (bin < 0 || bin == lead_bin)) return;
+  const std::uint32_t n = lead ? static_cast<std::uint32_t>(__popc(same)) : 1u;
+  const std::int64_t at = lead ? lead_bin : bin;
+  if (at < kSelectBins) atomicAdd(&local[at], n);
+  else atomicAdd(&global[at], n);
+}
+
 // Counts digit (key >> shift) & 255 of every candidate whose higher bits match
 // its sequence's prefix. A block takes one contiguous chunk of bytes and
 // counts the chunk's first sequence in shared memory (for long sequences,
-// nearly every candidate); the rest go to global atomics.
+// nearly every candidate); the rest go to global atomics. A block whose
+// sequences are all settled (resolved, or nothing to select) returns before
+// reading an entropy: with continuous entropies that is every block of the
+// passes over the position bits.
 template <int = 0>
 __global__ void __launch_bounds__(kSelectThreads) select_count_kernel(const float* entropies, const std::int32_t* cu,
                                                                       std::int64_t num_seqs, std::int64_t n_total,
@@ -58,29 +82,35 @@ __global__ void __launch_bounds__(kSelectThreads) select_count_kernel(const floa
   if (status->code != kOk) return;
   __shared__ std::uint32_t local[kSelectBins];
   for (int i = static_cast<int>(threadIdx.x); i < kSelectBins; i += blockDim.x) local[i] = 0;
-  __syncthreads();
   const std::int64_t chunk = (n_total + gridDim.x - 1) / gridDim.x;
   const std::int64_t lo = static_cast<std::int64_t>(blockIdx.x) * chunk;
   const std::int64_t hi = lo + chunk < n_total ? lo + chunk : n_total;
   const std::int64_t b0 = lo < hi ? sequence_of_byte(cu, num_seqs, lo) : 0;
+  const std::int64_t b_end = lo < hi ? sequence_of_byte(cu, num_seqs, hi - 1) + 1 : 0;
+  bool open = false;
+  for (std::int64_t s = b0 + threadIdx.x; s < b_end; s += blockDim.x) open = open || state[s].remaining > 0;
+  if (!__syncthreads_or(open)) return;  // the barrier also orders the zeroed counts before their use
+  std::uint32_t* global = hist + b0 * kSelectBins;  // bin (b - b0) * 256 + digit
   std::int64_t b = b0;
-  for (std::int64_t j = lo + threadIdx.x; j < hi; j += blockDim.x) {
-    if (cu[b + 1] <= j) b = b + 2 <= num_seqs && cu[b + 2] > j ? b + 1 : sequence_of_byte(cu, num_seqs, j);
-    const std::int64_t l = j - cu[b];
-    if (l == 0) continue;  // H[0] is no candidate
-    const SelectState st = state[b];
-    if (st.remaining <= 0) continue;  // nothing to select, or resolved: no entropy read
-    const std::uint64_t key = topk_key(entropies[j], l - 1);
-    if (shift + 8 < 64 && ((key ^ st.prefix) >> (shift + 8)) != 0) continue;
-    const auto digit = static_cast<unsigned>((key >> shift) & (kSelectBins - 1));
-    if (b == b0) atomicAdd(&local[digit], 1u);
-    else atomicAdd(&hist[b * kSelectBins + digit], 1u);
+  for (std::int64_t base = lo; base < hi; base += blockDim.x) {  // block-uniform trips: the warp votes in count_bins
+    const std::int64_t j = base + threadIdx.x;
+    std::int64_t bin = -1;
+    if (j < hi) {
+      if (cu[b + 1] <= j) b = b + 2 <= num_seqs && cu[b + 2] > j ? b + 1 : sequence_of_byte(cu, num_seqs, j);
+      const std::int64_t l = j - cu[b];
+      const SelectState st = state[b];
+      // H[0] is no candidate; settled sequences read no entropy.
+      if (l > 0 && st.remaining > 0) {
+        const std::uint64_t key = topk_key(entropies[j], l - 1);
+        if (shift + 8 >= 64 || ((key ^ st.prefix) >> (shift + 8)) == 0)
+          bin = (b - b0) * kSelectBins + static_cast<std::int64_t>((key >> shift) & (kSelectBins - 1));
+      }
+    }
+    count_bins(bin, local, global);
   }
   __syncthreads();
-  if (lo < hi) {
-    for (int i = static_cast<int>(threadIdx.x); i < kSelectBins; i += blockDim.x)
-      if (local[i]) atomicAdd(&hist[b0 * kSelectBins + i], local[i]);
-  }
+  for (int i = static_cast<int>(threadIdx.x); i < kSelectBins; i += blockDim.x)
+    if (local[i]) atomicAdd(&global[i], local[i]);
 }
 
 // A block per sequence: the digit whose bin holds the remaining rank, counting
