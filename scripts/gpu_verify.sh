@@ -11,8 +11,12 @@
 # kernels once. Logs and JSON go to OUT_DIR.
 #
 # BENCH_FILTER (a Google Benchmark regex, default: all) narrows the bench step;
-# BENCH_FILTER=targets runs only the shapes the issues set targets on, which
-# with the other default steps fits a 15-minute device lease.
+# BENCH_FILTER=targets runs only the shapes the issues set targets on.
+#
+# TIME_BUDGET (seconds, default: none) bounds the whole run: every step's
+# timeout is cut to what is left, a step that no longer fits is skipped and
+# says so, and the summary and the log archive are always written, so a run
+# under a device tool's time limit still brings its results back.
 set -uo pipefail
 bin=${1:-build/gpu}
 out=${2:-${OUT:-build/gpu/verify}}
@@ -36,37 +40,58 @@ tests=$(find_bin tokenless_gpu_tests)
 summary="$out/summary.txt"
 : >"$summary"
 note() { echo "$*" | tee -a "$summary"; }
+budget=${TIME_BUDGET:-0}
+# The timeout for a step that would take up to $1 seconds, or 0 when it no
+# longer fits (15 s stay for packing the results).
+fit() {
+  [ "$budget" -gt 0 ] || { echo "$1"; return; }
+  local left=$((budget - SECONDS - 15))
+  if [ "$left" -lt 20 ]; then echo 0; elif [ "$left" -lt "$1" ]; then echo "$left"; else echo "$1"; fi
+}
+# bounded SECONDS CMD...: CMD under timeout $(fit SECONDS); 124 without running it when nothing fits
+# (never `timeout 0`, which would mean no limit).
+bounded() {
+  local t
+  t=$(fit "$1")
+  shift
+  [ "$t" = 0 ] && { echo "skipped: TIME_BUDGET=${budget}s spent" >&2; return 124; }
+  timeout "$t" "$@"
+}
 
 for step in $steps; do
+  if [ "$(fit 20)" = 0 ]; then
+    note "$step: skipped, TIME_BUDGET=${budget}s spent"
+    continue
+  fi
   case $step in
     info)
       nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv,noheader | tee -a "$summary"
       git rev-parse --short HEAD 2>/dev/null | sed 's/^/commit /' | tee -a "$summary"
       ;;
     tests)
-      timeout 120 "$tests" --duration=true >"$out/gpu_tests.txt" 2>&1
+      bounded 120 "$tests" --duration=true >"$out/gpu_tests.txt" 2>&1
       note "gpu tests: rc=$? $(grep -E '^\[doctest\] (test cases|assertions)' "$out/gpu_tests.txt" | tr '\n' ' ')"
       ;;
     memcheck | racecheck)
       # racecheck tracks every shared-memory access: the production-shape cases would take minutes.
       filter=""
       [ "$step" = racecheck ] && filter="-tce=scale*"
-      timeout 200 compute-sanitizer --tool "$step" --error-exitcode 3 --print-limit 20 \
+      bounded 200 compute-sanitizer --tool "$step" --error-exitcode 3 --print-limit 20 \
         "$tests" $filter >"$out/$step.txt" 2>&1
       note "$step: rc=$? $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/$step.txt" | tail -1)"
       ;;
     bench)
       for b in $benches; do
-        timeout 240 "$(find_bin tokenless_bench_$b)" --benchmark_min_time=0.05 --benchmark_filter="$bench_filter" \
+        bounded 240 "$(find_bin tokenless_bench_$b)" --benchmark_min_time=0.05 --benchmark_filter="$bench_filter" \
           --benchmark_out="$out/bench_$b.json" --benchmark_out_format=json >"$out/bench_$b.txt" 2>&1
         note "bench $b: rc=$?"
       done
       ;;
     torch)
       {
-        PYTHONUNBUFFERED=1 timeout 60 python3 benchmarks/torch/encoder_eager.py --config blt1b
-        PYTHONUNBUFFERED=1 timeout 60 python3 benchmarks/torch/encoder_eager.py --config small
-        PYTHONUNBUFFERED=1 timeout 60 python3 benchmarks/torch/patcher_eager.py --dtype bfloat16
+        PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/encoder_eager.py --config blt1b
+        PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/encoder_eager.py --config small
+        PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/patcher_eager.py --dtype bfloat16
       } >"$out/torch.txt" 2>&1
       note "torch: rc=$?"
       ;;
@@ -85,11 +110,11 @@ for step in $steps; do
       # One launch of each hot kernel under Nsight Compute: speed of light,
       # occupancy, warp states, memory and shared-memory traffic.
       sections="--section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section LaunchStats"
-      timeout 240 ncu --kernel-name regex:entropy_kernel --launch-count 1 $sections \
+      bounded 240 ncu --kernel-name regex:entropy_kernel --launch-count 1 $sections \
         "$(find_bin tokenless_bench_patcher)" --benchmark_filter='bf16_logits/4194304' --benchmark_min_time=0.001 \
         >"$out/ncu_entropy.txt" 2>&1
       note "ncu entropy_kernel: rc=$? $(grep -E 'Compute \(SM\) Throughput|DRAM Throughput' "$out/ncu_entropy.txt" | tr -s ' ' | tr '\n' ';')"
-      timeout 240 ncu --kernel-name regex:forward_kernel --launch-count 1 $sections \
+      bounded 240 ncu --kernel-name regex:forward_kernel --launch-count 1 $sections \
         "$(find_bin tokenless_bench_encoder)" --benchmark_filter='encoder_forward/blt1b_bf16/65536' --benchmark_min_time=0.001 \
         >"$out/ncu_encoder_forward.txt" 2>&1
       note "ncu encoder forward_kernel: rc=$? $(grep -E 'Compute \(SM\) Throughput|DRAM Throughput' "$out/ncu_encoder_forward.txt" | tr -s ' ' | tr '\n' ';')"
