@@ -31,7 +31,9 @@ Result run_patcher(const Rule& rule, const std::vector<std::int32_t>& cu, const 
   DeviceBuffer<float> d_ent_in(entropies ? *entropies : std::vector<float>{}), d_ent(n);
   DeviceBuffer<std::int32_t> d_tok(tokens ? *tokens : std::vector<std::int32_t>{});
   DeviceBuffer<LogitT> d_logits(logits ? *logits : std::vector<LogitT>{});
-  d_starts.fill_bytes(0xff);
+  // Sentinels: an unwritten output element shows, and bad input must leave them all.
+  for (auto* buf : {&d_ids, &d_off, &d_starts, &d_len}) buf->fill_bytes(0xff);
+  d_flags.fill_bytes(0xff);
   typename Op::Arguments a;
   a.rule = rule;
   a.logits = logits ? d_logits.get() + logit_shift : nullptr;  // a shift misaligns the rows
@@ -334,17 +336,39 @@ TEST_CASE("patcher: the tile scan carries rule starts and patch counts across ch
 TEST_CASE("patcher: bad input gets a clear Status and nothing is written") {
   const std::vector<std::int32_t> cu = {0, 10, 20};
   std::vector<float> e(20, 5.0f);  // every position starts a patch: 20 patches
-  // Too small a capacity: reported with the number needed; starts untouched.
-  Result r = run_patcher(pt::EntropyGlobal{1.0f}, cu, &e, nullptr, false, 0, 8);
-  INFO(r.status.message());
-  CHECK(r.status.code() == tokenless::StatusCode::workspace_too_small);
-  CHECK(std::string(r.status.message()).find("20 patches") != std::string::npos);
-  for (auto s : r.starts) CHECK(s == -1);
+  auto untouched = [](const Result& r) {
+    for (auto f : r.flags) CHECK(f == 0xff);
+    for (const auto* v : {&r.ids, &r.offsets, &r.starts, &r.lengths})
+      for (auto x : *v) CHECK(x == -1);
+  };
+  // Too small a capacity: reported with the number needed; nothing written,
+  // with or without a cap (whose starts are found after the count).
+  for (int cap : {0, 3}) {
+    CAPTURE(cap);
+    Result r = run_patcher(pt::EntropyGlobal{1.0f}, cu, &e, nullptr, false, cap, 8);
+    INFO(r.status.message());
+    CHECK(r.status.code() == tokenless::StatusCode::workspace_too_small);
+    CHECK(std::string(r.status.message()).find("20 patches") != std::string::npos);
+    CHECK(std::string(r.status.message()).find("nothing was written") != std::string::npos);
+    untouched(r);
+  }
+  // From logits, the entropies are written (the count needs them) and reusable
+  // as entropies_in; nothing else is.
+  {
+    std::vector<float> logits(20 * 7, 0.0f);  // uniform rows: H = log 7 > 1
+    Result r = run_patcher<pt::EntropyGlobal, float>(pt::EntropyGlobal{1.0f}, cu, nullptr, nullptr, false, 0, 8,
+                                                     &logits, 7);
+    INFO(r.status.message());
+    CHECK(r.status.code() == tokenless::StatusCode::workspace_too_small);
+    CHECK(std::string(r.status.message()).find("only the entropies were written") != std::string::npos);
+    untouched(r);
+    for (float h : r.entropies) CHECK(h == doctest::Approx(std::log(7.0f)).epsilon(1e-5));
+  }
   // An empty sequence.
-  r = run_patcher(pt::EntropyGlobal{1.0f}, {0, 10, 10, 20}, &e, nullptr, false, 0, 64);
+  Result r = run_patcher(pt::EntropyGlobal{1.0f}, {0, 10, 10, 20}, &e, nullptr, false, 0, 64);
   CHECK(r.status.code() == tokenless::StatusCode::empty);
   CHECK(std::string(r.status.message()).find("sequence 1 is empty") != std::string::npos);
-  for (auto s : r.starts) CHECK(s == -1);
+  untouched(r);
 
   using Op = pt::Patcher<pt::EntropyGlobal, float>;
   Op::Arguments a;

@@ -274,14 +274,15 @@ __global__ void validate_kernel(Layout layout, std::int64_t n_total, DeviceStatu
 // From start flags to CSR patches in three passes over tiles of positions,
 // a reduce-then-scan fused with the rule and the max-length cap:
 //   1. segment_count_kernel: each tile evaluates the rule at its positions,
-//      writes the flags, and summarises itself (SegmentTile);
+//      keeps the flags as bits in the workspace, and summarises itself
+//      (SegmentTile);
 //   2. segment_scan_kernel (one block): the last rule start before each tile
-//      (a max-scan), and the patches before it (a sum-scan);
+//      (a max-scan), the patches before it (a sum-scan), and the capacity check;
 //   3. segment_write_kernel: each tile adds the cap's starts, then writes
-//      patch ids, starts, lengths and sequence offsets.
-// About 12 bytes move per position (entropy or token, the flag twice, the
-// patch id, and a start and a length per patch), and no per-position scan
-// buffer exists.
+//      flags, patch ids, starts, lengths and sequence offsets.
+// About 11 bytes move per position (entropy or token, the flag bit twice, the
+// flag, the patch id, and a start and a length per patch), and no per-position
+// scan buffer exists.
 //
 // The cap needs the last rule start before a position, which may lie many
 // tiles back. Pass 1 cannot know it for the positions before its tile's first
@@ -292,7 +293,11 @@ __global__ void validate_kernel(Layout layout, std::int64_t n_total, DeviceStatu
 inline constexpr int kSegThreads = 256;
 inline constexpr int kSegItems = 16;  // consecutive positions per thread
 inline constexpr std::int64_t kSegTile = std::int64_t{kSegThreads} * kSegItems;
-static_assert(kSegItems <= 32, "a thread's flags live in the bits of one word");
+// A thread's rule flags, one bit per position. They stay in the workspace
+// until pass 3 knows that the patches fit: on overflow no flag is written.
+using RuleWord = std::uint16_t;
+static_assert(kSegItems <= 8 * sizeof(RuleWord), "a thread's flags live in the bits of one word");
+static_assert(kSegItems % 4 == 0, "flags are written four to a word");
 
 struct SegmentTile {
   std::int32_t count;       // pass 1: starts from first_rule on; pass 2: patches before the tile
@@ -322,13 +327,14 @@ TL_DEVICE TL_FORCEINLINE bool full_vector(const void* p, std::int64_t base, std:
   return reinterpret_cast<std::uintptr_t>(p) % 16 == 0 && base + kSegItems <= n;
 }
 
-// Pass 1. The rule's flag at each position (the cap's come in pass 3).
+// Pass 1. The rule's flag at each position, as one bit per position in the
+// workspace (the cap's flags come in pass 3).
 template <BoundaryPolicy Rule>
 __global__ void __launch_bounds__(kSegThreads) segment_count_kernel(Rule rule, Layout layout, const float* entropies,
                                                                     const std::int32_t* tokens,
                                                                     const std::uint64_t* selected_from,
                                                                     std::int64_t n_pos, int max_len,
-                                                                    std::uint8_t* flags, SegmentTile* tiles,
+                                                                    RuleWord* rule_words, SegmentTile* tiles,
                                                                     const DeviceStatus* status) {
   using Scan = block::Scan<std::int32_t, kSegThreads>;
   using Reduce = block::Reduce<std::int32_t, kSegThreads>;
@@ -360,20 +366,8 @@ __global__ void __launch_bounds__(kSegThreads) segment_count_kernel(Rule rule, L
         }
       }
     }
-    if (full_vector(flags + base, base, n_pos)) {
-      Vec<std::uint32_t, kSegItems / 4> f;  // four flag bytes per word
-      TL_UNROLL
-      for (int q = 0; q < kSegItems / 4; ++q) {
-        const std::uint32_t nib = rule_bits >> (4 * q);
-        f.v[q] = (nib & 1u) | (nib >> 1 & 1u) << 8 | (nib >> 2 & 1u) << 16 | (nib >> 3 & 1u) << 24;
-      }
-      *reinterpret_cast<Vec<std::uint32_t, kSegItems / 4>*>(flags + base) = f;
-    } else {
-      TL_UNROLL
-      for (int k = 0; k < kSegItems; ++k)
-        if (base + k < n_pos) flags[base + k] = rule_bits >> k & 1u;
-    }
   }
+  rule_words[static_cast<std::int64_t>(blockIdx.x) * kSegThreads + threadIdx.x] = static_cast<RuleWord>(rule_bits);
   std::int32_t tile_last;
   std::int32_t carried = Scan::exclusive(last, Max{}, std::int32_t{-1}, tile_last, scan_ts);
   std::int32_t count = 0;
@@ -449,11 +443,13 @@ __global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(SegmentTile*
   }
 }
 
-// Pass 3: the cap's starts, then the CSR outputs. Patch k's length is written
-// by the thread that meets patch k + 1's start (or the last position).
+// Pass 3: the cap's starts, then, when the patches fit, the flags and the CSR
+// outputs. Patch k's length is written by the thread that meets patch k + 1's
+// start (or the last position).
 template <int = 0>
 __global__ void __launch_bounds__(kSegThreads) segment_write_kernel(Layout layout, std::int64_t n_pos, int max_len,
-                                                                    const SegmentTile* tiles, const std::int32_t* total,
+                                                                    const SegmentTile* tiles, const RuleWord* rule_words,
+                                                                    const std::int32_t* total,
                                                                     std::int64_t capacity, std::uint8_t* flags,
                                                                     std::int32_t* patch_ids, std::int32_t* patch_offsets,
                                                                     std::int32_t* patch_starts,
@@ -464,25 +460,8 @@ __global__ void __launch_bounds__(kSegThreads) segment_write_kernel(Layout layou
   if (status->code != kOk) return;
   const SegmentTile tile = tiles[blockIdx.x];
   const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kSegTile + threadIdx.x * kSegItems;
-  std::uint32_t rule_bits = 0;
-  std::int32_t last = -1;
-  if (base < n_pos) {
-    Vec<std::uint8_t, kSegItems> f{};
-    if (full_vector(flags + base, base, n_pos)) {
-      f = *reinterpret_cast<const Vec<std::uint8_t, kSegItems>*>(flags + base);
-    } else {
-      TL_UNROLL
-      for (int k = 0; k < kSegItems; ++k)
-        if (base + k < n_pos) f.v[k] = flags[base + k];
-    }
-    TL_UNROLL
-    for (int k = 0; k < kSegItems; ++k) {
-      if (f.v[k]) {
-        rule_bits |= 1u << k;
-        last = static_cast<std::int32_t>(base + k);
-      }
-    }
-  }
+  const std::uint32_t rule_bits = rule_words[static_cast<std::int64_t>(blockIdx.x) * kSegThreads + threadIdx.x];
+  const std::int32_t last = rule_bits ? static_cast<std::int32_t>(base + 31 - __clz(static_cast<int>(rule_bits))) : -1;
   std::int32_t ignored;
   std::int32_t carried = Scan::exclusive(last, Max{}, std::int32_t{-1}, ignored, last_ts);
   carried = carried > tile.last_rule ? carried : tile.last_rule;  // the last rule start before this thread's items
@@ -495,15 +474,25 @@ __global__ void __launch_bounds__(kSegThreads) segment_write_kernel(Layout layou
       if (rule_bits >> k & 1u) carried = static_cast<std::int32_t>(pos);
       else if (carried >= 0 && pos < n_pos && max_length_start(pos, carried, max_len)) start_bits |= 1u << k;
     }
-    TL_UNROLL
-    for (int k = 0; k < kSegItems; ++k)
-      if ((start_bits & ~rule_bits) >> k & 1u) flags[base + k] = 1;
   }
   const std::int32_t n_patches = *total;
-  if (n_patches > capacity) return;  // the whole block returns: nothing capacity-bound is written
+  if (n_patches > capacity) return;  // the whole block returns: no flag, id or patch is written
   const std::int32_t count = __popc(start_bits);
   std::int32_t pid = tile.count + Scan::exclusive(count, Sum{}, std::int32_t{0}, ignored, count_ts) - 1;
   if (base >= n_pos) return;
+  if (full_vector(flags + base, base, n_pos)) {
+    Vec<std::uint32_t, kSegItems / 4> f;  // four flag bytes per word
+    TL_UNROLL
+    for (int q = 0; q < kSegItems / 4; ++q) {
+      const std::uint32_t nib = start_bits >> (4 * q);
+      f.v[q] = (nib & 1u) | (nib >> 1 & 1u) << 8 | (nib >> 2 & 1u) << 16 | (nib >> 3 & 1u) << 24;
+    }
+    *reinterpret_cast<Vec<std::uint32_t, kSegItems / 4>*>(flags + base) = f;
+  } else {
+    TL_UNROLL
+    for (int k = 0; k < kSegItems; ++k)
+      if (base + k < n_pos) flags[base + k] = start_bits >> k & 1u;
+  }
   // The last start before this thread's items, of the rule or the cap.
   std::int64_t prev = last_start_at(carried_before, base - 1, max_len);
   SequenceCursor cur(layout, base);

@@ -14,9 +14,11 @@
 // patch_offsets[num_seqs], on the device.
 //
 // What only the device can see — a cu_seqlens that is not a prefix sum, an
-// empty sequence, more patches than `capacity` — is recorded in the workspace;
-// then nothing capacity-bound is written, and read_status() (which
-// synchronises) returns it as a Status, with the capacity needed on overflow.
+// empty sequence, more patches than `capacity` — is recorded in the workspace,
+// and read_status() (which synchronises) returns it as a Status, with the
+// capacity needed on overflow. Bad seqlens write nothing; an overflow writes
+// nothing but the entropies computed from logits (counting needs them, and a
+// second run can take them as entropies_in).
 #include <tokenless/core/device.hpp>
 #include <tokenless/core/launch.cuh>
 #include <tokenless/core/operation.hpp>
@@ -59,6 +61,9 @@ struct Patcher {
     std::int32_t* patch_lengths = nullptr;  // [capacity]
     std::int64_t capacity = 0;
   };
+
+  // Entropies from logits are written before the patches are counted.
+  static bool computes_entropies(const Arguments& a) { return Rule::needs_entropies && a.logits != nullptr; }
 
   static std::int64_t positions(const Arguments& a) { return a.n_total + (a.include_next_token ? a.num_seqs : 0); }
 
@@ -106,7 +111,7 @@ struct Patcher {
   }
 
   struct Layout {
-    std::size_t status = 0, tiles = 0, total = 0, bytes = 0;
+    std::size_t status = 0, tiles = 0, rule_words = 0, total = 0, bytes = 0;
     std::size_t select_state = 0, select_hist = 0, selected_from = 0;  // selection rules only
   };
 
@@ -117,6 +122,7 @@ struct Patcher {
     WorkspaceLayout w;
     l.status = w.add(sizeof(detail::DeviceStatus));
     l.tiles = w.add_array<detail::SegmentTile>(std::max<std::int64_t>(1, segment_tiles(a)));
+    l.rule_words = w.add_array<detail::RuleWord>(std::max<std::int64_t>(1, segment_tiles(a)) * detail::kSegThreads);
     l.total = w.add_array<std::int32_t>(1);
     if constexpr (needs_selection_v<Rule>) {
       l.select_state = w.add_array<detail::SelectState>(a.num_seqs);
@@ -182,14 +188,16 @@ struct Patcher {
     const std::int64_t n_tiles = segment_tiles(a);
     auto* seg = ws.at<detail::SegmentTile>(l.tiles);
     auto* total = ws.at<std::int32_t>(l.total);
+    auto* rule_words = ws.at<detail::RuleWord>(l.rule_words);
     const LaunchConfig tile_cfg{dim3(static_cast<unsigned>(n_tiles)), dim3(detail::kSegThreads), 0, stream};
     TL_RETURN_IF_ERROR(launch(detail::segment_count_kernel<Rule>, tile_cfg, a.rule, lay, entropies, a.tokens,
-                              selected_from, n_pos, a.max_patch_length, a.flags, seg,
+                              selected_from, n_pos, a.max_patch_length, rule_words, seg,
                               static_cast<const detail::DeviceStatus*>(status)));
     TL_RETURN_IF_ERROR(launch(detail::segment_scan_kernel<>, {dim3(1), dim3(detail::kScanThreads), 0, stream}, seg, n_tiles, n_pos,
                               a.max_patch_length, a.capacity, total, status));
     return launch(detail::segment_write_kernel<>, tile_cfg, lay, n_pos, a.max_patch_length,
-                  static_cast<const detail::SegmentTile*>(seg), static_cast<const std::int32_t*>(total), a.capacity,
+                  static_cast<const detail::SegmentTile*>(seg), static_cast<const detail::RuleWord*>(rule_words),
+                  static_cast<const std::int32_t*>(total), a.capacity,
                   a.flags, a.patch_ids, a.patch_offsets, a.patch_starts, a.patch_lengths,
                   static_cast<const detail::DeviceStatus*>(status));
   }
@@ -203,7 +211,9 @@ struct Patcher {
     switch (s.code) {
       case detail::kOk:
         if (s.required == 0) return Status::ok();
-        return Status::argument(StatusCode::workspace_too_small, "capacity", "room for every patch (nothing was written)",
+        return Status::argument(StatusCode::workspace_too_small, "capacity",
+                                computes_entropies(a) ? "room for every patch (only the entropies were written)"
+                                                      : "room for every patch (nothing was written)",
                                 "%lld, but %lld patches were found", static_cast<long long>(a.capacity),
                                 static_cast<long long>(s.required));
       case detail::kBadSeqlens:
