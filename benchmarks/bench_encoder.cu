@@ -185,6 +185,62 @@ void BM_Backward(benchmark::State& state, Config c, bool deterministic, bool acc
   state.counters["frac_copy_bw_compulsory"] = compulsory / t / tlb::peaks().copy_bytes_per_s;
 }
 
+// The sparse gradient: the touched rows of each table and their sums.
+template <class P, class T, class G>
+void BM_SparseBackward(benchmark::State& state, Config c) {
+  using Op = enc::HashEmbeddingSparseBackward<P, T, std::uint8_t, G>;
+  constexpr int K = P::tables;
+  const std::int64_t n = state.range(0), cap = std::min<std::int64_t>(n, std::max<std::int64_t>(c.V, 260));
+  auto bytes = text_bytes<P>(n);
+  tlb::DeviceArray<std::uint8_t> ids(bytes.size());
+  tlb::DeviceArray<T> g(static_cast<std::size_t>(n) * c.d);
+  tlb::DeviceArray<std::int32_t> counts(K + 1), rows(static_cast<std::size_t>((K + 1) * cap));
+  tlb::DeviceArray<G> values(static_cast<std::size_t>((K + 1) * cap) * c.d);
+  cudaMemcpy(ids.p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
+  tlb::fill_random(g.p, g.n, 3);
+  typename Op::Arguments a;
+  a.ids = ids.p;
+  a.n_tokens = n;
+  a.batch = {nullptr, 1, n};
+  a.grad_output = g.p;
+  a.hash_vocab = c.V;
+  a.d = c.d;
+  a.capacity = cap;
+  a.counts = counts.p;
+  a.rows = rows.p;
+  a.values = values.p;
+  tlb::DeviceArray<unsigned char> ws(Op::workspace_size(a));
+  const tokenless::Workspace w{ws.p, Op::workspace_size(a)};
+  if (auto s = Op::run(a, w); !s) return state.SkipWithError(s.message());
+  if (auto s = Op::read_status(a, w); !s) return state.SkipWithError(s.message());
+  // Check once: every token adds its gradient to one row of every table, so
+  // each table's column sums over its touched rows equal the gradient's.
+  std::vector<std::int32_t> touched(K + 1);
+  cudaMemcpy(touched.data(), counts.p, touched.size() * sizeof(std::int32_t), cudaMemcpyDeviceToHost);
+  const int col = c.d / 2;
+  std::vector<T> gcol(static_cast<std::size_t>(n));
+  cudaMemcpy2D(gcol.data(), sizeof(T), g.p + col, c.d * sizeof(T), sizeof(T), n, cudaMemcpyDeviceToHost);
+  double want = 0;
+  for (auto v : gcol) want += tokenless::to_float(v);
+  const double tol = (sizeof(G) == 4 ? 1e-3 : 4e-3) * (1.0 + std::sqrt(static_cast<double>(n)));
+  double touched_rows = 0;
+  for (int t = 0; t <= K; ++t) {
+    std::vector<G> v(static_cast<std::size_t>(touched[t]));
+    cudaMemcpy2D(v.data(), sizeof(G), values.p + t * cap * c.d + col, c.d * sizeof(G), sizeof(G), v.size(),
+                 cudaMemcpyDeviceToHost);
+    double sum = 0;
+    for (G x : v) sum += tokenless::to_float(x);
+    if (!(std::fabs(sum - want) <= tol)) return state.SkipWithError("sparse gradient column sums differ");
+    touched_rows += touched[t];
+  }
+  const double t = tlb::time_iterations(state, [&] { (void)Op::run(a, w); });
+  // The ids, each gradient row read once per table, each touched row's id and gradient written once.
+  const double moved = static_cast<double>(n) * (1.0 + (K + 1.0) * c.d * sizeof(T)) +
+                       touched_rows * (sizeof(std::int32_t) + static_cast<double>(c.d) * sizeof(G));
+  tlb::report(state, t, moved, static_cast<double>(n) * (K + 1) * c.d);
+  state.counters["touched_rows"] = touched_rows;
+}
+
 void sizes(benchmark::internal::Benchmark* b) {
   for (std::int64_t n = 4096; n <= (1 << 20); n *= 4) b->Arg(n);
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
@@ -214,5 +270,8 @@ int main(int argc, char** argv) {
                           [](benchmark::State& s) { BM_Backward<enc::Blt1B, B, B>(s, kSmall, true, false); }));
   sizes(RegisterBenchmark("encoder_backward_fresh_atomic/small_bf16",
                           [](benchmark::State& s) { BM_Backward<enc::Blt1B, B>(s, kSmall, false, false); }));
+  // A sparse gradient (touched rows only): nothing proportional to the tables' size.
+  sizes(RegisterBenchmark("encoder_backward_sparse_bf16_grads/blt1b_bf16",
+                          [](benchmark::State& s) { BM_SparseBackward<enc::Blt1B, B, B>(s, kBlt1B); }));
   return tlb::run_main(argc, argv, "tokenless_bench_encoder.json");
 }

@@ -9,6 +9,9 @@ the same shapes as benchmarks/bench_encoder.cu and prints JSON lines.
 The backward runs with every .grad set to None, so PyTorch produces a fresh
 dense bf16 gradient: its like-for-like counterpart in tokenless_bench_encoder
 is encoder_backward_fresh_bf16_grads (deterministic, accumulate = false).
+With --sparse the tables are nn.Embedding(sparse=True) and each gradient is
+coalesced (sorted unique rows, summed): the counterpart of
+encoder_backward_sparse_bf16_grads (HashEmbeddingSparseBackward).
 """
 import argparse
 import json
@@ -32,12 +35,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--config", default="small", choices=CONFIGS)
     ap.add_argument("--sizes", default="4096,16384,65536,262144,1048576")
+    ap.add_argument("--sparse", action="store_true", help="sparse=True embeddings, coalesced gradients")
     args = ap.parse_args()
     V, d = CONFIGS[args.config]
     ngrams = [3, 4, 5, 6, 7, 8]
     dev = "cuda"
-    byte_emb = torch.nn.Embedding(260, d, device=dev, dtype=torch.bfloat16)
-    tables = torch.nn.ModuleList(torch.nn.Embedding(V, d, device=dev, dtype=torch.bfloat16) for _ in ngrams)
+    byte_emb = torch.nn.Embedding(260, d, device=dev, dtype=torch.bfloat16, sparse=args.sparse)
+    tables = torch.nn.ModuleList(torch.nn.Embedding(V, d, device=dev, dtype=torch.bfloat16, sparse=args.sparse)
+                                 for _ in ngrams)
     flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
 
     def forward(ids):
@@ -65,14 +70,19 @@ def main():
         fwd_ms = timed(lambda: forward(ids))
         g = torch.randn(1, n, d, device=dev, dtype=torch.bfloat16)
 
+        params = list(byte_emb.parameters()) + list(tables.parameters())
+
         def fwd_bwd():
-            for p in list(byte_emb.parameters()) + list(tables.parameters()):
+            for p in params:
                 p.grad = None
             forward(ids).backward(g)
+            if args.sparse:
+                for p in params:
+                    p.grad = p.grad.coalesce()
 
         bwd_ms = timed(fwd_bwd) - fwd_ms
-        print(json.dumps({"impl": "torch_eager", "config": args.config, "n": n, "forward_ms": fwd_ms,
-                          "backward_ms": bwd_ms}))
+        print(json.dumps({"impl": "torch_eager_sparse" if args.sparse else "torch_eager", "config": args.config,
+                          "n": n, "forward_ms": fwd_ms, "backward_ms": bwd_ms}))
 
 
 if __name__ == "__main__":

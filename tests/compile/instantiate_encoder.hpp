@@ -11,6 +11,9 @@ void instantiate() {
   (void)&enc::HashEmbeddingBackward<P, T, IdT>::run;
   (void)&enc::HashEmbeddingBackward<P, T, IdT, __nv_bfloat16>::run;
   (void)&enc::HashEmbeddingBackward<P, T, IdT, __half>::run;
+  (void)&enc::HashEmbeddingSparseBackward<P, T, IdT>::run;
+  (void)&enc::HashEmbeddingSparseBackward<P, T, IdT, __nv_bfloat16>::run;
+  (void)&enc::HashEmbeddingSparseBackward<P, T, IdT, __half>::run;
 }
 
 template <class P>

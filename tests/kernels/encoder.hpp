@@ -4,6 +4,7 @@
 // deterministic mode bit-stability, and bad input. Shared by emu and gpu tiers.
 #include "../support/support.hpp"
 
+#include <cstring>
 #include <numeric>
 
 namespace tlt::encoder_tests {
@@ -175,6 +176,126 @@ void backward_case(int d, const BatchSpec& spec, bool deterministic, bool accumu
   }
 }
 
+// The sparse gradient: against the reference, and bit for bit the rows of
+// the fresh dense gradient of the deterministic path; then too small a capacity.
+template <class P, class T, class IdT, class GradT = float>
+void sparse_backward_case(int d, const BatchSpec& spec) {
+  CAPTURE(d);
+  CAPTURE(spec.n);
+  using Op = enc::HashEmbeddingSparseBackward<P, T, IdT, GradT>;
+  using Dense = enc::HashEmbeddingBackward<P, T, IdT, GradT>;
+  constexpr int K = P::tables;
+  const std::int64_t n = spec.n, cap = n;
+  auto ids = make_ids<IdT>(n, 7);
+  auto g = tlt::random_values<T>(static_cast<std::size_t>(n * d), 8);
+  DeviceBuffer<IdT> d_ids(ids);
+  DeviceBuffer<std::int32_t> d_cu(spec.cu), counts(K + 1), rows(static_cast<std::size_t>((K + 1) * cap));
+  DeviceBuffer<T> d_g(g);
+  DeviceBuffer<GradT> values(static_cast<std::size_t>((K + 1) * cap * d));
+  const enc::Batch batch = spec.cu.empty() ? enc::Batch{nullptr, n / spec.seq_len, spec.seq_len}
+                                           : enc::Batch{d_cu.get(), static_cast<std::int64_t>(spec.cu.size()) - 1, 0};
+  typename Op::Arguments a;
+  a.ids = d_ids.get();
+  a.n_tokens = n;
+  a.batch = batch;
+  a.grad_output = d_g.get();
+  a.hash_vocab = kV;
+  a.d = d;
+  a.scale = 0.5f;
+  a.capacity = cap;
+  a.counts = counts.get();
+  a.rows = rows.get();
+  a.values = values.get();
+  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+  auto run_once = [&](const typename Op::Arguments& args) {
+    for (auto* b : {&counts, &rows}) b->fill_bytes(0xff);
+    values.fill_bytes(0xff);  // NaN: a slot written that should not be shows
+    return Op::run(args, w);
+  };
+  REQUIRE_OK(run_once(a));
+  REQUIRE_OK(Op::read_status(a, w));
+  const auto got_counts = counts.download();
+  const auto got_rows = rows.download();
+  const auto got_values = values.download();
+
+  const auto starts = tokenless::reference::sequence_starts(n, spec.cu, spec.seq_len);
+  const auto truth = tokenless::reference::hash_embedding_sparse_backward<P, double>(ids.data(), n, starts, g.data(), kV, d, 0.5f);
+  const auto naive = tokenless::reference::hash_embedding_sparse_backward<P, float>(ids.data(), n, starts, g.data(), kV, d, 0.5f);
+
+  // The fresh dense gradient of the deterministic path, for the bitwise comparison.
+  DeviceBuffer<GradT> gb(static_cast<std::size_t>(P::ids::kVocab) * d), gt(static_cast<std::size_t>(K * kV) * d);
+  typename Dense::Arguments da;
+  da.ids = d_ids.get();
+  da.n_tokens = n;
+  da.batch = batch;
+  da.grad_output = d_g.get();
+  da.grad_byte_table = gb.get();
+  if constexpr (requires { da.grad_hash_tables.fused; }) {
+    da.grad_hash_tables.fused = gt.get();
+    da.grad_hash_tables.use_default_offsets(kV);
+  } else {
+    for (int t = 0; t < K; ++t) da.grad_hash_tables.table[t] = gt.get() + static_cast<std::int64_t>(t) * kV * d;
+  }
+  da.hash_vocab = kV;
+  da.d = d;
+  da.scale = 0.5f;
+  da.deterministic = true;
+  da.accumulate = false;
+  DeviceBuffer<unsigned char> dws(Dense::workspace_size(da));
+  REQUIRE_OK(Dense::run(da, {dws.get(), Dense::workspace_size(da)}));
+  const auto dense_byte = gb.download();
+  const auto dense_hash = gt.download();
+
+  std::int64_t most = 0;
+  for (int t = 0; t <= K; ++t) {
+    CAPTURE(t);
+    const auto& want_rows = truth.rows[static_cast<std::size_t>(t)];
+    const auto m = static_cast<std::int64_t>(want_rows.size());
+    most = std::max(most, m);
+    REQUIRE(got_counts[static_cast<std::size_t>(t)] == m);
+    std::vector<float> have, naive_t;
+    std::vector<double> truth_t;
+    bool same_as_dense = true;
+    for (std::int64_t u = 0; u < m; ++u) {
+      const std::int64_t row = got_rows[static_cast<std::size_t>(t * cap + u)];
+      CHECK(row == want_rows[static_cast<std::size_t>(u)]);
+      for (int c = 0; c < d; ++c) {
+        const GradT x = got_values[static_cast<std::size_t>((t * cap + u) * d + c)];
+        have.push_back(to_float(x));
+        naive_t.push_back(tokenless::round_trip<GradT>(naive.values[static_cast<std::size_t>(t)][static_cast<std::size_t>(u * d + c)]));
+        truth_t.push_back(truth.values[static_cast<std::size_t>(t)][static_cast<std::size_t>(u * d + c)]);
+        const GradT y = t == 0 ? dense_byte[static_cast<std::size_t>(row * d + c)]
+                               : dense_hash[static_cast<std::size_t>(((t - 1) * kV + row) * d + c)];
+        same_as_dense = same_as_dense && std::memcmp(&x, &y, sizeof x) == 0;
+      }
+    }
+    CHECK(same_as_dense);
+    check_accuracy(have, naive_t, truth_t, 2.0, tokenless::dtype_traits<GradT>::unit_roundoff);
+    // Slots past the count stay untouched.
+    for (std::int64_t u = m; u < cap; ++u) CHECK(got_rows[static_cast<std::size_t>(t * cap + u)] == -1);
+  }
+  REQUIRE_OK(run_once(a));
+  const auto again = values.download();  // bit-identical from run to run (NaN sentinels included)
+  CHECK(std::memcmp(again.data(), got_values.data(), again.size() * sizeof(GradT)) == 0);
+
+  // One row too few for the fullest table: reported, and nothing written.
+  auto small = a;
+  small.capacity = most - 1;
+  DeviceBuffer<unsigned char> sws(Op::workspace_size(small));
+  for (auto* b : {&counts, &rows}) b->fill_bytes(0xff);
+  values.fill_bytes(0xff);
+  REQUIRE_OK(Op::run(small, {sws.get(), Op::workspace_size(small)}));
+  const tokenless::Status s = Op::read_status(small, {sws.get(), Op::workspace_size(small)});
+  INFO(s.message());
+  CHECK(s.code() == tokenless::StatusCode::workspace_too_small);
+  CHECK(std::string(s.message()).find("touched " + std::to_string(most) + " rows") != std::string::npos);
+  for (auto x : counts.download()) CHECK(x == -1);
+  for (auto x : rows.download()) CHECK(x == -1);
+  const auto v = values.download();
+  CHECK(std::all_of(v.begin(), v.end(), [](GradT x) { return std::isnan(to_float(x)); }));
+}
+
 template <class Layout, class T>
 void all_cases() {
   using P = TestPolicy<Layout>;
@@ -201,6 +322,10 @@ void all_cases() {
   backward_case<P, T, std::uint8_t>(64, varlen_spec(), false, false);
   backward_case<P, T, std::int32_t>(64, padded_spec(), true, false);
   backward_case<P, T, std::uint8_t, __nv_bfloat16>(35, varlen_spec(), true, false);
+  // The sparse gradient: vector and scalar paths, fp32 and 16-bit values.
+  sparse_backward_case<P, T, std::uint8_t>(64, varlen_spec());
+  sparse_backward_case<P, T, std::int32_t, __nv_bfloat16>(35, padded_spec());
+  if (s == 1) sparse_backward_case<P, T, std::uint8_t, __half>(200, padded_spec());
 }
 
 TEST_CASE("hash embedding: deterministic backward with runs longer than a reduction chunk") {
@@ -211,6 +336,7 @@ TEST_CASE("hash embedding: deterministic backward with runs longer than a reduct
   backward_case<TestPolicy<enc::FusedTable>, __nv_bfloat16, std::uint8_t>(16, spec, true);
   backward_case<TestPolicy<enc::SeparateTables>, float, std::uint8_t, __nv_bfloat16>(8, spec, true);
   backward_case<TestPolicy<enc::FusedTable>, float, std::uint8_t, __nv_bfloat16>(16, spec, true, false);
+  sparse_backward_case<TestPolicy<enc::SeparateTables>, float, std::uint8_t>(8, spec);
 }
 
 TEST_CASE_TEMPLATE("hash embedding: forward and backward match the reference", T, float, __half, __nv_bfloat16) {

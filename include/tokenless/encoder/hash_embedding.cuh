@@ -162,6 +162,103 @@ inline Status read_error(const IdT* ids, const Batch& batch, const unsigned long
   return Status::ok();
 }
 
+// Workspace of the deterministic (sorted) path: (row, token) pairs before and
+// after the sort, the sort's temporary storage and the reduction's partials;
+// for the sparse gradient also the run counts and first slots per chunk, the
+// rows per table and the overflow record.
+struct SortedLayout {
+  std::size_t keys_in = 0, keys_out = 0, tokens_in = 0, tokens_out = 0, sort_temp = 0, sort_temp_bytes = 0;
+  std::size_t partials = 0, run_counts = 0, chunk_base = 0, totals = 0, overflow = 0;
+};
+
+inline SortedLayout add_sorted_layout(WorkspaceLayout& w, int tables, std::int64_t n, int d, bool sparse) {
+  SortedLayout l;
+  const std::int64_t m = tables * n;
+  l.keys_in = w.add_array<std::uint32_t>(m);
+  l.keys_out = w.add_array<std::uint32_t>(m);
+  l.tokens_in = w.add_array<std::int32_t>(m);
+  l.tokens_out = w.add_array<std::int32_t>(m);
+  std::size_t bytes = 0;
+  (void)device::sort_pairs<std::uint32_t, std::int32_t>(nullptr, bytes, nullptr, nullptr, nullptr, nullptr, n);
+  l.sort_temp_bytes = bytes;
+  l.sort_temp = w.add(bytes);
+  const std::int64_t chunk = reduce_chunk(n, tables);
+  const std::int64_t chunks = (n + chunk - 1) / chunk;
+  l.partials = w.add_array<float>(tables * chunks * 2 * d);
+  if (sparse) {
+    l.run_counts = w.add_array<std::int32_t>(tables * chunks);
+    l.chunk_base = w.add_array<std::int32_t>(tables * chunks);
+    l.totals = w.add_array<std::int32_t>(tables);
+    l.overflow = w.add_array<std::int64_t>(2);
+  }
+  return l;
+}
+
+// The sorted path after validation: keys, a sort per table, then the
+// segmented reduction into the destination kMode names. `counts`: the
+// sparse gradient's rows per table.
+template <WriteMode kMode, class P, class T, class IdT, class GradT>
+Status run_sorted(BackwardParams<P, T, IdT, GradT> p, const SortedLayout& l, Workspace ws, bool vec,
+                  std::int32_t* counts, cudaStream_t stream) {
+  constexpr int K = P::tables;
+  const std::int64_t n = p.n_tokens;
+  const unsigned long long* error = p.error;
+  auto* keys_in = ws.at<std::uint32_t>(l.keys_in);
+  auto* keys_out = ws.at<std::uint32_t>(l.keys_out);
+  auto* tok_in = ws.at<std::int32_t>(l.tokens_in);
+  auto* tok_out = ws.at<std::int32_t>(l.tokens_out);
+  TL_RETURN_IF_ERROR(launch(keys_kernel<P, IdT>, {dim3(grid_for((n + 255) / 256)), dim3(256), 0, stream}, p.ids, n,
+                            p.batch, p.V, keys_in, tok_in, error));
+  auto bits_for = [](std::int64_t rows) {
+    int b = 1;
+    while (b < 32 && (std::int64_t{1} << b) < rows) ++b;
+    return b;
+  };
+  for (int t = 0; t <= K; ++t) {
+    std::size_t bytes = l.sort_temp_bytes;
+    const int bits = bits_for(t == 0 ? P::ids::kVocab : p.V);
+    TL_RETURN_IF_ERROR(device::sort_pairs(ws.at<void>(l.sort_temp), bytes, keys_in + t * n, keys_out + t * n,
+                                          tok_in + t * n, tok_out + t * n, n, 0, bits, stream));
+  }
+  const std::int64_t chunk = reduce_chunk(n, K + 1);
+  const std::int64_t chunks = (n + chunk - 1) / chunk;
+  const dim3 block(kWarpsPerBlock * 32);
+  const LaunchConfig cfg{dim3(grid_for(((K + 1) * chunks + kWarpsPerBlock - 1) / kWarpsPerBlock)), block, 0, stream};
+  const auto* sorted_keys = static_cast<const std::uint32_t*>(keys_out);
+  if constexpr (kMode == WriteMode::sparse) {
+    auto* run_counts = ws.at<std::int32_t>(l.run_counts);
+    auto* chunk_base = ws.at<std::int32_t>(l.chunk_base);
+    auto* overflow = ws.at<std::int64_t>(l.overflow);
+    TL_CUDA_TRY(cudaMemsetAsync(overflow, 0, 2 * sizeof(std::int64_t), stream));
+    TL_RETURN_IF_ERROR(launch(count_runs_kernel<P>, cfg, n, chunk, sorted_keys, run_counts, error));
+    TL_RETURN_IF_ERROR(launch(sparse_offsets_kernel<>, {dim3(1), dim3(kRunScanThreads), 0, stream}, K + 1, chunks,
+                              p.sparse.capacity, static_cast<const std::int32_t*>(run_counts), chunk_base,
+                              ws.at<std::int32_t>(l.totals), counts, overflow, error));
+    p.sparse.chunk_base = chunk_base;
+    p.sparse.run_counts = run_counts;
+    p.sparse.overflow = overflow;
+  }
+  float* partials = ws.at<float>(l.partials);
+  auto reduce = [&]<int kVec>() -> Status {
+    // The narrowest column chunk that covers a row: more rows in flight
+    // (the scalar fallback keeps one width).
+    auto chunks_kernel = [&] {
+      if constexpr (kVec == 1) {
+        return reduce_chunks_kernel<P, T, IdT, GradT, kVec, kChunkVecs, kMode>;
+      } else {
+        if (p.d <= 32 * kVec) return reduce_chunks_kernel<P, T, IdT, GradT, kVec, 1, kMode>;
+        if (p.d <= 64 * kVec) return reduce_chunks_kernel<P, T, IdT, GradT, kVec, 2, kMode>;
+        return reduce_chunks_kernel<P, T, IdT, GradT, kVec, kChunkVecs, kMode>;
+      }
+    };
+    TL_RETURN_IF_ERROR(launch(chunks_kernel(), cfg, p, chunk, sorted_keys, static_cast<const std::int32_t*>(tok_out),
+                              partials, error));
+    return launch(combine_partials_kernel<P, T, IdT, GradT, kVec, kMode>, cfg, p, chunk, sorted_keys,
+                  static_cast<const float*>(partials), error);
+  };
+  return vec ? reduce.template operator()<kVec16<T>>() : reduce.template operator()<1>();
+}
+
 }  // namespace detail
 
 template <EmbeddingPolicy P, StorageFloat T, class IdT = std::uint8_t>
@@ -276,29 +373,15 @@ struct HashEmbeddingBackward {
   }
 
   struct Layout {
-    std::size_t error = 0, keys_in = 0, keys_out = 0, tokens_in = 0, tokens_out = 0, sort_temp = 0, partials = 0;
-    std::size_t sort_temp_bytes = 0, total = 0;
+    std::size_t error = 0, total = 0;
+    detail::SortedLayout sorted;
   };
 
   static Layout layout(const Arguments& a) {
     Layout l;
     WorkspaceLayout w;
     l.error = w.add(2 * sizeof(unsigned long long));
-    if (a.deterministic) {
-      const std::int64_t m = (K + 1) * a.n_tokens;
-      l.keys_in = w.add_array<std::uint32_t>(m);
-      l.keys_out = w.add_array<std::uint32_t>(m);
-      l.tokens_in = w.add_array<std::int32_t>(m);
-      l.tokens_out = w.add_array<std::int32_t>(m);
-      std::size_t bytes = 0;
-      (void)device::sort_pairs<std::uint32_t, std::int32_t>(nullptr, bytes, nullptr, nullptr, nullptr, nullptr,
-                                                            a.n_tokens);
-      l.sort_temp_bytes = bytes;
-      l.sort_temp = w.add(bytes);
-      const std::int64_t chunk = detail::reduce_chunk(a.n_tokens, K + 1);
-      const std::int64_t chunks = (a.n_tokens + chunk - 1) / chunk;
-      l.partials = w.add_array<float>((K + 1) * chunks * 2 * a.d);
-    }
+    if (a.deterministic) l.sorted = detail::add_sorted_layout(w, K + 1, a.n_tokens, a.d, false);
     l.total = w.bytes();
     return l;
   }
@@ -337,56 +420,120 @@ struct HashEmbeddingBackward {
         return launch(detail::backward_atomic_kernel<P, T, IdT, 1>, cfg, p);
       }
     }
-    const std::int64_t n = a.n_tokens;
-    auto* keys_in = ws.at<std::uint32_t>(l.keys_in);
-    auto* keys_out = ws.at<std::uint32_t>(l.keys_out);
-    auto* tok_in = ws.at<std::int32_t>(l.tokens_in);
-    auto* tok_out = ws.at<std::int32_t>(l.tokens_out);
-    TL_RETURN_IF_ERROR(launch(detail::keys_kernel<P, IdT>, {dim3(detail::grid_for((n + 255) / 256)), dim3(256), 0, stream},
-                              a.ids, n, a.batch, a.hash_vocab, keys_in, tok_in, static_cast<const unsigned long long*>(error)));
-    auto bits_for = [](std::int64_t rows) {
-      int b = 1;
-      while (b < 32 && (std::int64_t{1} << b) < rows) ++b;
-      return b;
-    };
-    for (int t = 0; t <= K; ++t) {
-      std::size_t bytes = l.sort_temp_bytes;
-      const int bits = bits_for(t == 0 ? P::ids::kVocab : a.hash_vocab);
-      TL_RETURN_IF_ERROR(device::sort_pairs(ws.at<void>(l.sort_temp), bytes, keys_in + t * n, keys_out + t * n,
-                                            tok_in + t * n, tok_out + t * n, n, 0, bits, stream));
-    }
-    const std::int64_t chunk = detail::reduce_chunk(n, K + 1);
-    const std::int64_t chunks = (n + chunk - 1) / chunk;
-    const LaunchConfig cfg{dim3(detail::grid_for(((K + 1) * chunks + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
-                           block, 0, stream};
-    float* partials = ws.at<float>(l.partials);
-    auto reduce = [&]<int kVec, bool kAssign>() -> Status {
-      // The narrowest column chunk that covers a row: more rows in flight
-      // (the scalar fallback keeps one width).
-      auto chunks_kernel = [&] {
-        if constexpr (kVec == 1) {
-          return detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec, detail::kChunkVecs, kAssign>;
-        } else {
-          if (a.d <= 32 * kVec) return detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec, 1, kAssign>;
-          if (a.d <= 64 * kVec) return detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec, 2, kAssign>;
-          return detail::reduce_chunks_kernel<P, T, IdT, GradT, kVec, detail::kChunkVecs, kAssign>;
-        }
-      };
-      TL_RETURN_IF_ERROR(launch(chunks_kernel(), cfg, p, chunk, static_cast<const std::uint32_t*>(keys_out),
-                                static_cast<const std::int32_t*>(tok_out), partials,
-                                static_cast<const unsigned long long*>(error)));
-      return launch(detail::combine_partials_kernel<P, T, IdT, GradT, kVec, kAssign>, cfg, p, chunk,
-                    static_cast<const std::uint32_t*>(keys_out), static_cast<const float*>(partials),
-                    static_cast<const unsigned long long*>(error));
-    };
-    if (vec) return a.accumulate ? reduce.template operator()<kVec16<T>, false>() : reduce.template operator()<kVec16<T>, true>();
-    return a.accumulate ? reduce.template operator()<1, false>() : reduce.template operator()<1, true>();
+    if (a.accumulate) return detail::run_sorted<detail::WriteMode::accumulate>(p, l.sorted, ws, vec, nullptr, stream);
+    return detail::run_sorted<detail::WriteMode::assign>(p, l.sorted, ws, vec, nullptr, stream);
   }
 
   static Status read_error(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     if (!needs_validation(a)) return Status::ok();
     return detail::read_error<P, IdT>(a.ids, a.batch, ws.at<unsigned long long>(layout(a).error), stream);
   }
+};
+
+// The backward as a sparse gradient: for the byte table (t = 0) and each hash
+// table (t = 1..K), the rows the batch touched, in ascending order, and their
+// gradients, each the sum of its tokens' rows in token order times scale (the
+// deterministic path's sums, bit for bit: the same rows as a fresh dense
+// gradient). A step over 4K bytes of BLT-1B then writes a few thousand rows
+// per table instead of 6 x 500,002; a lazy or sparse optimiser applies them.
+//
+//   counts [K + 1]                  rows touched per table (device)
+//   rows   [(K + 1) * capacity]     table t's in rows[t * capacity, + counts[t])
+//   values [(K + 1) * capacity, d]  their gradients, GradT (fp32 or 16-bit)
+//
+// capacity = min(n_tokens, hash_vocab) always suffices. When a table touches
+// more rows than capacity nothing is written and read_status() reports the
+// rows needed.
+template <EmbeddingPolicy P, StorageFloat T, class IdT = std::uint8_t, StorageFloat GradT = float>
+struct HashEmbeddingSparseBackward {
+  static constexpr int K = P::tables;
+
+  struct Arguments {
+    const IdT* ids = nullptr;
+    std::int64_t n_tokens = 0;
+    Batch batch;
+    const T* grad_output = nullptr;  // [n_tokens, d]
+    std::int64_t hash_vocab = 0;
+    int d = 0;
+    float scale = 1.0f;              // the forward's output scale
+    std::int64_t capacity = 0;       // rows per table in rows and values
+    std::int32_t* counts = nullptr;  // [K + 1]
+    std::int32_t* rows = nullptr;    // [(K + 1) * capacity]
+    GradT* values = nullptr;         // [(K + 1) * capacity, d]
+  };
+
+  static Status can_implement(const Arguments& a) {
+    TL_RETURN_IF_ERROR(detail::check_common(a.ids, a.n_tokens, a.batch, a.hash_vocab, a.d));
+    TL_RETURN_IF_ERROR(check::not_null("grad_output", a.grad_output));
+    TL_RETURN_IF_ERROR(check::aligned("grad_output", a.grad_output, sizeof(T)));
+    TL_RETURN_IF_ERROR(check::positive("capacity", a.capacity));
+    TL_RETURN_IF_ERROR(check::not_null("counts", a.counts));
+    TL_RETURN_IF_ERROR(check::not_null("rows", a.rows));
+    TL_RETURN_IF_ERROR(check::aligned("rows", a.rows, sizeof(std::int32_t)));
+    TL_RETURN_IF_ERROR(check::not_null("values", a.values));
+    TL_RETURN_IF_ERROR(check::aligned("values", a.values, sizeof(GradT)));
+    TL_RETURN_IF_ERROR(check::finite("scale", a.scale));
+    TL_RETURN_IF_ERROR(check::product_fits_int32("(tables + 1) * n_tokens", K + 1, a.n_tokens));
+    return Status::ok();
+  }
+
+  struct Layout {
+    std::size_t error = 0, total = 0;
+    detail::SortedLayout sorted;
+  };
+
+  static Layout layout(const Arguments& a) {
+    Layout l;
+    WorkspaceLayout w;
+    l.error = w.add(2 * sizeof(unsigned long long));
+    l.sorted = detail::add_sorted_layout(w, K + 1, a.n_tokens, a.d, true);
+    l.total = w.bytes();
+    return l;
+  }
+
+  static std::size_t workspace_size(const Arguments& a) { return layout(a).total; }
+
+  static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(can_implement(a));
+    const Layout l = layout(a);
+    TL_RETURN_IF_ERROR(check_workspace(ws, l.total));
+    unsigned long long* error = needs_validation(a) ? ws.at<unsigned long long>(l.error) : nullptr;
+    if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
+    detail::BackwardParams<P, T, IdT, GradT> p{a.ids, a.n_tokens, a.batch, a.grad_output, nullptr, {},
+                                               a.hash_vocab, a.d, a.scale, error};
+    p.sparse.rows = a.rows;
+    p.sparse.values = a.values;
+    p.sparse.capacity = a.capacity;
+    auto aligned = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
+    const bool vec = a.d % kVec16<T> == 0 && aligned(a.grad_output) && aligned(a.values);
+    return detail::run_sorted<detail::WriteMode::sparse>(p, l.sorted, ws, vec, a.counts, stream);
+  }
+
+  // The device-side checks of the last run(): ids and seqlens, then the
+  // capacity. Synchronises `stream`.
+  static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    const Layout l = layout(a);
+    if (needs_validation(a)) {
+      TL_RETURN_IF_ERROR((detail::read_error<P, IdT>(a.ids, a.batch, ws.at<unsigned long long>(l.error), stream)));
+    }
+    std::int64_t overflow[2];
+    TL_CUDA_TRY(cudaMemcpyAsync(overflow, ws.at<std::int64_t>(l.sorted.overflow), sizeof overflow, cudaMemcpyDeviceToHost,
+                                stream));
+    TL_CUDA_TRY(cudaStreamSynchronize(stream));
+    if (overflow[0] == 0) return Status::ok();
+    constexpr const char* kExpected = "room for every touched row of every table (nothing was written)";
+    const auto capacity = static_cast<long long>(a.capacity), rows = static_cast<long long>(overflow[0]);
+    if (overflow[1] == 0) {
+      return Status::argument(StatusCode::workspace_too_small, "capacity", kExpected,
+                              "%lld, but the byte table touched %lld rows", capacity, rows);
+    }
+    return Status::argument(StatusCode::workspace_too_small, "capacity", kExpected,
+                            "%lld, but hash table %lld touched %lld rows", capacity,
+                            static_cast<long long>(overflow[1] - 1), rows);
+  }
+
+ private:
+  static bool needs_validation(const Arguments& a) { return detail::kIdsNeedValidation<IdT> || a.batch.varlen(); }
 };
 
 }  // namespace tokenless::encoder

@@ -10,8 +10,10 @@
 // deterministic path: keys per (table, token), a stable sort by bucket, and a
 // segmented reduction in which each gradient row is summed by one warp in
 // token order, so results are bit-identical from run to run.
-#include <tokenless/core/launch.cuh>
+#include <tokenless/core/block.cuh>
 #include <tokenless/core/dtype.hpp>
+#include <tokenless/core/functional.hpp>
+#include <tokenless/core/launch.cuh>
 #include <tokenless/core/vec.hpp>
 #include <tokenless/encoder/policy.hpp>
 
@@ -168,7 +170,21 @@ struct BackwardParams {
   int d;
   float scale;
   const unsigned long long* error;
+  // The sparse gradient (WriteMode::sparse): table t's touched rows are
+  // rows[t * capacity + u] and their gradients values[(t * capacity + u) * d].
+  struct Sparse {
+    std::int32_t* rows = nullptr;
+    GradT* values = nullptr;
+    std::int64_t capacity = 0;
+    const std::int32_t* chunk_base = nullptr;  // runs of its table that start before each chunk
+    const std::int32_t* run_counts = nullptr;  // runs that start in each chunk
+    const std::int64_t* overflow = nullptr;    // nonzero: some table touched more rows than capacity
+  } sparse{};
 };
+
+// Where the deterministic path's row sums go: added to the dense tables,
+// assigned to them (a fresh dense gradient), or to a list of touched rows.
+enum class WriteMode { accumulate, assign, sparse };
 
 // Hopper has 16-byte atomics (red.global.add.v4.f32): a quarter of the
 // atomic operations, each one L2 transaction. Rows are 16-byte aligned
@@ -287,6 +303,15 @@ TL_DEVICE TL_FORCEINLINE GradT* gradient_row(const BackwardParams<P, T, IdT, Gra
                     : p.grad_tables.row(static_cast<int>(table - 1), key, p.d);
 }
 
+// The row that receives a run's sum: the run's row of the dense table, or
+// the run's slot (its ordinal among table t's runs) in the sparse gradient.
+template <WriteMode kMode, class P, class T, class IdT, class GradT>
+TL_DEVICE TL_FORCEINLINE GradT* destination_row(const BackwardParams<P, T, IdT, GradT>& p, std::int64_t table,
+                                                std::uint32_t key, std::int64_t ordinal) {
+  if constexpr (kMode == WriteMode::sparse) return p.sparse.values + (table * p.sparse.capacity + ordinal) * p.d;
+  else return gradient_row(p, table, key);
+}
+
 // Rows of gradient table t of the deterministic path (0: the byte table).
 template <class P, class T, class IdT, class GradT>
 TL_DEVICE TL_FORCEINLINE std::int64_t table_rows(const BackwardParams<P, T, IdT, GradT>& p, std::int64_t table) {
@@ -356,12 +381,16 @@ TL_DEVICE void zero_rows(const BackwardParams<P, T, IdT, GradT>& p, std::int64_t
 // the sums are those of the one-row-at-a-time loop, bit for bit. kChunk
 // vectors per lane cover one column chunk of a row (1, 2 or 4: the narrowest
 // that covers d).
-template <class P, class T, class IdT, class GradT, int kVec, int kChunk, bool kAssign>
+template <class P, class T, class IdT, class GradT, int kVec, int kChunk, WriteMode kMode>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     reduce_chunks_kernel(BackwardParams<P, T, IdT, GradT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
                          const std::int32_t* sorted_tokens, float* partials, const unsigned long long* error) {
   constexpr int K = P::tables;
+  constexpr bool kAssign = kMode != WriteMode::accumulate;
   if (error && (error[0] != kNoError || error[1] != kNoError)) return;
+  if constexpr (kMode == WriteMode::sparse) {
+    if (*p.sparse.overflow) return;
+  }
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const std::int64_t n = p.n_tokens;
   const std::int64_t chunks = (n + chunk - 1) / chunk;
@@ -372,17 +401,25 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     const std::uint32_t* keys = sorted_keys + t * n;
     const std::int32_t* tokens = sorted_tokens + t * n;
     const std::int64_t c_begin = j * chunk, c_end = c_begin + chunk < n ? c_begin + chunk : n;
+    std::int64_t ordinal = 0;  // sparse: the current run's slot
+    if constexpr (kMode == WriteMode::sparse) ordinal = p.sparse.chunk_base[t * chunks + j] - 1;
     for (std::int64_t k = c_begin; k < c_end;) {
       const std::uint32_t key = keys[k];
       std::int64_t end = k + 1;
       while (end < c_end && keys[end] == key) ++end;
       const bool starts = run_starts_at(keys, k), ends = end == n || keys[end] != key;
-      if constexpr (kAssign) {
+      if constexpr (kMode == WriteMode::assign) {
         if (starts) zero_rows<kVec>(p, t, k == 0 ? 0 : std::int64_t{keys[k - 1]} + 1, key, lane);
         if (end == n) zero_rows<kVec>(p, t, std::int64_t{key} + 1, table_rows(p, t), lane);
       }
+      if constexpr (kMode == WriteMode::sparse) {
+        if (starts) {
+          ++ordinal;
+          if (lane == 0) p.sparse.rows[t * p.sparse.capacity + ordinal] = static_cast<std::int32_t>(key);
+        }
+      }
       const bool whole = starts && ends;  // a whole run: this warp owns the row
-      GradT* row = whole ? gradient_row(p, t, key) : nullptr;
+      GradT* row = whole ? destination_row<kMode>(p, t, key, ordinal) : nullptr;
       float* part = whole ? nullptr : partials + ((t * chunks + j) * 2 + (starts ? 1 : 0)) * p.d;
       constexpr int kRows = kReduceRows<kChunk>;
       for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunk) {
@@ -427,12 +464,16 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
   }
 }
 
-template <class P, class T, class IdT, class GradT, int kVec, bool kAssign>
+template <class P, class T, class IdT, class GradT, int kVec, WriteMode kMode>
 __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     combine_partials_kernel(BackwardParams<P, T, IdT, GradT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
                             const float* partials, const unsigned long long* error) {
   constexpr int K = P::tables;
+  constexpr bool kAssign = kMode != WriteMode::accumulate;
   if (error && (error[0] != kNoError || error[1] != kNoError)) return;
+  if constexpr (kMode == WriteMode::sparse) {
+    if (*p.sparse.overflow) return;
+  }
   const int lane = static_cast<int>(threadIdx.x & 31u);
   const std::int64_t n = p.n_tokens;
   const std::int64_t chunks = (n + chunk - 1) / chunk;
@@ -449,7 +490,10 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
     if (!(keys[j * chunk] != key || run_starts_at(keys, j * chunk))) continue;
     std::int64_t j_end = j + 1;
     while (j_end + 1 < chunks && keys[(j_end + 1) * chunk] == key) ++j_end;
-    GradT* dst = gradient_row(p, t, key);
+    std::int64_t ordinal = 0;  // sparse: the last run that starts in chunk j is this one
+    if constexpr (kMode == WriteMode::sparse)
+      ordinal = p.sparse.chunk_base[t * chunks + j] + p.sparse.run_counts[t * chunks + j] - 1;
+    GradT* dst = destination_row<kMode>(p, t, key, ordinal);
     for (int col = lane * kVec; col < p.d; col += 32 * kVec) {
       float acc[kVec];
       load_vec<float, kVec>(partials + ((t * chunks + j) * 2 + 1) * p.d + col, acc);
@@ -460,6 +504,75 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
         for (int e = 0; e < kVec; ++e) acc[e] += x[e];
       }
       write_gradient<kAssign, GradT, kVec>(dst + col, acc, p.scale);
+    }
+  }
+}
+
+// Sparse gradient, before the reduction: a warp per chunk counts the runs
+// that start in it.
+template <class P>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    count_runs_kernel(std::int64_t n, std::int64_t chunk, const std::uint32_t* sorted_keys, std::int32_t* run_counts,
+                      const unsigned long long* error) {
+  constexpr int K = P::tables;
+  if (error && (error[0] != kNoError || error[1] != kNoError)) return;
+  const int lane = static_cast<int>(threadIdx.x & 31u);
+  const std::int64_t chunks = (n + chunk - 1) / chunk;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
+  for (std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); w < (K + 1) * chunks;
+       w += stride) {
+    const std::int64_t t = w / chunks, j = w % chunks;
+    const std::uint32_t* keys = sorted_keys + t * n;
+    const std::int64_t c_end = (j + 1) * chunk < n ? (j + 1) * chunk : n;
+    std::int32_t count = 0;
+    for (std::int64_t k0 = j * chunk; k0 < c_end; k0 += 32) {  // warp-uniform trips: the vote needs every lane
+      const std::int64_t k = k0 + lane;
+      count += __popc(__ballot_sync(0xffffffffu, k < c_end && run_starts_at(keys, k)));
+    }
+    if (lane == 0) run_counts[w] = count;
+  }
+}
+
+// Sparse gradient: one block scans the run counts of every table into each
+// chunk's first slot, and checks the capacity. Only when every table fits
+// are the counts written (on overflow, overflow = {rows needed, table} and
+// the reduction writes nothing).
+inline constexpr int kRunScanThreads = 256;
+
+template <int = 0>
+__global__ void __launch_bounds__(kRunScanThreads)
+    sparse_offsets_kernel(int tables, std::int64_t chunks, std::int64_t capacity, const std::int32_t* run_counts,
+                          std::int32_t* chunk_base, std::int32_t* totals, std::int32_t* counts, std::int64_t* overflow,
+                          const unsigned long long* error) {
+  using Scan = block::Scan<std::int32_t, kRunScanThreads>;
+  __shared__ typename Scan::TempStorage scan_ts;
+  if (error && (error[0] != kNoError || error[1] != kNoError)) return;
+  for (int t = 0; t < tables; ++t) {
+    std::int32_t carry = 0;
+    for (std::int64_t j0 = 0; j0 < chunks; j0 += kRunScanThreads) {
+      const std::int64_t j = j0 + threadIdx.x;
+      const std::int32_t c = j < chunks ? run_counts[t * chunks + j] : 0;
+      std::int32_t sum;
+      const std::int32_t before = Scan::exclusive(c, Sum{}, std::int32_t{0}, sum, scan_ts);
+      if (j < chunks) chunk_base[t * chunks + j] = carry + before;
+      carry += sum;
+      __syncthreads();  // the scan storage is reused
+    }
+    if (threadIdx.x == 0) totals[t] = carry;
+  }
+  if (threadIdx.x == 0) {
+    std::int64_t worst = 0, table = 0;
+    for (int t = 0; t < tables; ++t) {
+      if (totals[t] > worst) {
+        worst = totals[t];
+        table = t;
+      }
+    }
+    if (worst > capacity) {
+      overflow[0] = worst;
+      overflow[1] = table;
+    } else {
+      for (int t = 0; t < tables; ++t) counts[t] = totals[t];
     }
   }
 }

@@ -5,6 +5,7 @@
 #include <tokenless/core/dtype.hpp>
 #include <tokenless/encoder/policy.hpp>
 
+#include <algorithm>
 #include <cstdint>
 #include <type_traits>
 #include <vector>
@@ -84,6 +85,38 @@ void hash_embedding_backward(const IdT* raw, std::int64_t n, const std::vector<s
       }
     }
   }
+}
+
+// The same gradients as a sparse gradient: for table 0 (the byte table) and
+// tables 1..K, the rows some token gathered, ascending, and their rows of the
+// dense gradient.
+template <class Acc>
+struct SparseGradient {
+  std::vector<std::vector<std::int64_t>> rows;  // [tables + 1][touched]
+  std::vector<std::vector<Acc>> values;         // [tables + 1][touched * d]
+};
+
+template <class P, class Acc, class T, class IdT>
+SparseGradient<Acc> hash_embedding_sparse_backward(const IdT* raw, std::int64_t n, const std::vector<std::int64_t>& start,
+                                                   const T* grad_out, std::int64_t V, int d, float scale) {
+  std::vector<Acc> grad_byte;
+  std::vector<std::vector<Acc>> grad_tables;
+  hash_embedding_backward<P, Acc>(raw, n, start, grad_out, V, d, scale, grad_byte, grad_tables);
+  const auto buckets = hash_buckets<P>(raw, n, start, V);
+  SparseGradient<Acc> g;
+  for (int t = 0; t <= P::tables; ++t) {
+    std::vector<std::int64_t> rows(static_cast<std::size_t>(n));
+    for (std::int64_t i = 0; i < n; ++i)
+      rows[static_cast<std::size_t>(i)] = t == 0 ? to_id<typename P::ids>(raw[i]) : buckets[t - 1][static_cast<std::size_t>(i)];
+    std::sort(rows.begin(), rows.end());
+    rows.erase(std::unique(rows.begin(), rows.end()), rows.end());
+    const std::vector<Acc>& dense = t == 0 ? grad_byte : grad_tables[t - 1];
+    std::vector<Acc> values;
+    for (const std::int64_t r : rows) values.insert(values.end(), dense.begin() + r * d, dense.begin() + (r + 1) * d);
+    g.rows.push_back(std::move(rows));
+    g.values.push_back(std::move(values));
+  }
+  return g;
 }
 
 }  // namespace tokenless::reference
