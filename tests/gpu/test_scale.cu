@@ -5,6 +5,8 @@
 // positions. Same tolerance rule as the shared cases.
 #include "../support/support.hpp"
 
+#include <cstring>
+
 namespace {
 
 namespace enc = tokenless::encoder;
@@ -148,6 +150,53 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     // A fresh gradient (accumulate = false, what PyTorch gives a .grad of
     // None) equals accumulating into zeros, bit for bit.
     CHECK(run16(false) == got16);
+
+    // The sparse gradient in bf16: each touched row equals that row of the
+    // fresh dense gradient (got16), bit for bit, and the rows are exactly
+    // those some token gathered.
+    using Sparse = enc::HashEmbeddingSparseBackward<P, T, std::uint8_t, __nv_bfloat16>;
+    const std::int64_t cap = std::min<std::int64_t>(n, std::max<std::int64_t>(V, P::ids::kVocab));  // always enough
+    DeviceBuffer<std::int32_t> counts(K + 1), rows(static_cast<std::size_t>((K + 1) * cap));
+    DeviceBuffer<__nv_bfloat16> values(static_cast<std::size_t>((K + 1) * cap * d));
+    typename Sparse::Arguments sa;
+    sa.ids = d_ids.get();
+    sa.n_tokens = n;
+    sa.batch = batch;
+    sa.grad_output = d_g.get();
+    sa.hash_vocab = V;
+    sa.d = d;
+    sa.capacity = cap;
+    sa.counts = counts.get();
+    sa.rows = rows.get();
+    sa.values = values.get();
+    DeviceBuffer<unsigned char> sws(Sparse::workspace_size(sa));
+    REQUIRE_OK(Sparse::run(sa, {sws.get(), Sparse::workspace_size(sa)}));
+    REQUIRE_OK(Sparse::read_status(sa, {sws.get(), Sparse::workspace_size(sa)}));
+    const auto got_counts = counts.download();
+    const auto got_rows = rows.download();
+    const auto got_values = to_floats(values.download());
+    const auto buckets = ref::hash_buckets<P>(bytes.data(), n, starts, V);
+    for (int t = 0; t <= K; ++t) {
+      CAPTURE(t);
+      std::vector<std::int64_t> want(static_cast<std::size_t>(n));
+      for (std::int64_t i = 0; i < n; ++i)
+        want[static_cast<std::size_t>(i)] = t == 0 ? bytes[static_cast<std::size_t>(i)] + 4 : buckets[t - 1][static_cast<std::size_t>(i)];
+      std::sort(want.begin(), want.end());
+      want.erase(std::unique(want.begin(), want.end()), want.end());
+      REQUIRE(got_counts[static_cast<std::size_t>(t)] == static_cast<std::int32_t>(want.size()));
+      const std::int64_t base = t == 0 ? 0 : P::ids::kVocab + (t - 1) * V;  // table t's first row in got16
+      std::int64_t mismatches = 0;
+      for (std::size_t u = 0; u < want.size(); ++u) {
+        const std::int64_t row = got_rows[static_cast<std::size_t>(t * cap) + u];
+        if (row != want[u]) ++mismatches;
+        for (int c = 0; c < d; ++c) {
+          const float x = got_values[(static_cast<std::size_t>(t * cap) + u) * d + c];
+          const float y = got16[static_cast<std::size_t>((base + row) * d + c)];
+          if (std::memcmp(&x, &y, sizeof x) != 0) ++mismatches;
+        }
+      }
+      CHECK(mismatches == 0);
+    }
   }
 }
 

@@ -512,6 +512,68 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
     CHECK(gbt.download() == gb_before);
     CHECK(gtt.download() == gt_before);
   }
+  // The sparse gradient: missing outputs and capacity are refused; a bad id
+  // (d_ids still holds 300) is reported and nothing is written.
+  {
+    using Sparse = enc::HashEmbeddingSparseBackward<P, T, std::int32_t>;
+    constexpr int K = P::tables;
+    const std::int64_t cap = 4;
+    DeviceBuffer<std::int32_t> counts(K + 1), rows(static_cast<std::size_t>((K + 1) * cap));
+    DeviceBuffer<float> values(static_cast<std::size_t>((K + 1) * cap * d));
+    DeviceBuffer<T> go(std::vector<T>(static_cast<std::size_t>(4 * d), 1.0f));
+    for (auto* buf : {&counts, &rows}) buf->fill_bytes(0x7f);
+    values.fill_bytes(0x7f);
+    typename Sparse::Arguments sa;
+    sa.ids = d_ids.get();
+    sa.n_tokens = 4;
+    sa.batch = {nullptr, 1, 4};
+    sa.grad_output = go.get();
+    sa.hash_vocab = kV;
+    sa.d = d;
+    sa.capacity = cap;
+    sa.counts = counts.get();
+    sa.rows = rows.get();
+    sa.values = values.get();
+    CHECK(Sparse::can_implement(sa).is_ok());
+    auto refuse = [&](typename Sparse::Arguments b, tokenless::StatusCode code, const char* needle) {
+      const tokenless::Status st = Sparse::can_implement(b);
+      INFO(st.message());
+      CHECK(st.code() == code);
+      CHECK(std::string(st.message()).find(needle) != std::string::npos);
+    };
+    auto b2 = sa;
+    b2.capacity = 0;
+    refuse(b2, tokenless::StatusCode::empty, "'capacity'");
+    b2 = sa;
+    b2.values = nullptr;
+    refuse(b2, tokenless::StatusCode::null_pointer, "'values'");
+    b2 = sa;
+    b2.rows = nullptr;
+    refuse(b2, tokenless::StatusCode::null_pointer, "'rows'");
+    b2 = sa;
+    b2.counts = nullptr;
+    refuse(b2, tokenless::StatusCode::null_pointer, "'counts'");
+    b2 = sa;
+    b2.grad_output = nullptr;
+    refuse(b2, tokenless::StatusCode::null_pointer, "'grad_output'");
+    DeviceBuffer<unsigned char> sws(Sparse::workspace_size(sa));
+    const tokenless::Workspace sw{sws.get(), Sparse::workspace_size(sa)};
+    CHECK(Sparse::run(sa, {sws.get(), Sparse::workspace_size(sa) - 1}).code() ==
+          tokenless::StatusCode::workspace_too_small);
+    REQUIRE_OK(Sparse::run(sa, sw));
+    const tokenless::Status st = Sparse::read_status(sa, sw);
+    INFO(st.message());
+    CHECK(st.code() == tokenless::StatusCode::invalid_argument);
+    CHECK(std::string(st.message()).find("300 at position 2") != std::string::npos);
+    for (auto x : counts.download()) CHECK(x == 0x7f7f7f7f);
+    for (auto x : rows.download()) CHECK(x == 0x7f7f7f7f);
+    const auto vals = values.download();
+    CHECK(std::all_of(vals.begin(), vals.end(), [](float x) {
+      std::uint32_t bits;
+      std::memcpy(&bits, &x, sizeof bits);
+      return bits == 0x7f7f7f7fu;
+    }));
+  }
 }
 
 }  // namespace tlt::encoder_tests

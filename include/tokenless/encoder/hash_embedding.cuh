@@ -194,6 +194,21 @@ inline SortedLayout add_sorted_layout(WorkspaceLayout& w, int tables, std::int64
   return l;
 }
 
+// A backward's workspace: the validation record, then the sorted path's.
+struct BackwardLayout {
+  std::size_t error = 0, total = 0;
+  SortedLayout sorted;
+};
+
+inline BackwardLayout backward_layout(int tables, std::int64_t n, int d, bool sorted, bool sparse) {
+  BackwardLayout l;
+  WorkspaceLayout w;
+  l.error = w.add(2 * sizeof(unsigned long long));
+  if (sorted) l.sorted = add_sorted_layout(w, tables, n, d, sparse);
+  l.total = w.bytes();
+  return l;
+}
+
 // The sorted path after validation: keys, a sort per table, then the
 // segmented reduction into the destination kMode names. `counts`: the
 // sparse gradient's rows per table.
@@ -372,18 +387,8 @@ struct HashEmbeddingBackward {
     return Status::ok();
   }
 
-  struct Layout {
-    std::size_t error = 0, total = 0;
-    detail::SortedLayout sorted;
-  };
-
-  static Layout layout(const Arguments& a) {
-    Layout l;
-    WorkspaceLayout w;
-    l.error = w.add(2 * sizeof(unsigned long long));
-    if (a.deterministic) l.sorted = detail::add_sorted_layout(w, K + 1, a.n_tokens, a.d, false);
-    l.total = w.bytes();
-    return l;
+  static detail::BackwardLayout layout(const Arguments& a) {
+    return detail::backward_layout(K + 1, a.n_tokens, a.d, a.deterministic, false);
   }
 
   static std::size_t workspace_size(const Arguments& a) {
@@ -394,7 +399,7 @@ struct HashEmbeddingBackward {
     TL_RETURN_IF_ERROR(can_implement(a));
     const std::size_t need = workspace_size(a);
     TL_RETURN_IF_ERROR(check_workspace(ws, need));
-    const Layout l = need ? layout(a) : Layout{};
+    const detail::BackwardLayout l = need ? layout(a) : detail::BackwardLayout{};
     unsigned long long* error = needs_validation(a) ? ws.at<unsigned long long>(l.error) : nullptr;
     if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
     detail::BackwardParams<P, T, IdT, GradT> p{a.ids, a.n_tokens, a.batch, a.grad_output, a.grad_byte_table,
@@ -477,25 +482,15 @@ struct HashEmbeddingSparseBackward {
     return Status::ok();
   }
 
-  struct Layout {
-    std::size_t error = 0, total = 0;
-    detail::SortedLayout sorted;
-  };
-
-  static Layout layout(const Arguments& a) {
-    Layout l;
-    WorkspaceLayout w;
-    l.error = w.add(2 * sizeof(unsigned long long));
-    l.sorted = detail::add_sorted_layout(w, K + 1, a.n_tokens, a.d, true);
-    l.total = w.bytes();
-    return l;
+  static detail::BackwardLayout layout(const Arguments& a) {
+    return detail::backward_layout(K + 1, a.n_tokens, a.d, true, true);
   }
 
   static std::size_t workspace_size(const Arguments& a) { return layout(a).total; }
 
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
-    const Layout l = layout(a);
+    const detail::BackwardLayout l = layout(a);
     TL_RETURN_IF_ERROR(check_workspace(ws, l.total));
     unsigned long long* error = needs_validation(a) ? ws.at<unsigned long long>(l.error) : nullptr;
     if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
@@ -512,7 +507,7 @@ struct HashEmbeddingSparseBackward {
   // The device-side checks of the last run(): ids and seqlens, then the
   // capacity. Synchronises `stream`.
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    const Layout l = layout(a);
+    const detail::BackwardLayout l = layout(a);
     if (needs_validation(a)) {
       TL_RETURN_IF_ERROR((detail::read_error<P, IdT>(a.ids, a.batch, ws.at<unsigned long long>(l.error), stream)));
     }
