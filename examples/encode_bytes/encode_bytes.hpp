@@ -2,11 +2,14 @@
 // Encodes a file's bytes with BLT-1B's hash n-gram embedding policy (6 tables,
 // n = 3..8) and prints the shape, a checksum and the throughput, on the GPU or
 // on the CPU SIMT executor. Tables are random (seeded): load BLT's trained
-// tables into the same layout to get BLT's embeddings.
+// tables into the same layout to get BLT's embeddings. Then one backward, as
+// a training step would run it: the gradient of L = 1/2 |out|^2 (which is out
+// itself) as a sparse gradient, the touched rows of each table.
 //
 //   encode_bytes [file] [--d 256] [--V 30000]
 #include <tokenless/tokenless.cuh>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +25,48 @@ namespace enc = tokenless::encoder;
 using P = enc::Blt1B;
 using T = __nv_bfloat16;
 using Fwd = enc::HashEmbeddingForward<P, T, std::uint8_t>;
+using SparseBwd = enc::HashEmbeddingSparseBackward<P, T, std::uint8_t, T>;
+
+// The backward of L = 1/2 |out|^2 as a sparse gradient: prints the rows each
+// table touched and what that saves against dense gradient tables.
+inline tokenless::Status sparse_backward(const std::uint8_t* d_ids, std::int64_t n, std::int64_t V, int d, const T* d_out) {
+  constexpr int K = P::tables;
+  SparseBwd::Arguments b;
+  b.ids = d_ids;
+  b.n_tokens = n;
+  b.batch = {nullptr, 1, n};
+  b.grad_output = d_out;  // dL/dout = out
+  b.hash_vocab = V;
+  b.d = d;
+  b.capacity = std::min<std::int64_t>(n, std::max<std::int64_t>(V, P::ids::kVocab));  // always enough
+  const std::size_t slots = static_cast<std::size_t>((K + 1) * b.capacity);
+  void* ws = nullptr;
+  cudaMalloc(&b.counts, (K + 1) * sizeof(std::int32_t));
+  cudaMalloc(&b.rows, slots * sizeof(std::int32_t));
+  cudaMalloc(&b.values, slots * d * sizeof(T));
+  cudaMalloc(&ws, SparseBwd::workspace_size(b));
+  tokenless::Status s = SparseBwd::run(b, {ws, SparseBwd::workspace_size(b)});
+  if (s) s = SparseBwd::read_status(b, {ws, SparseBwd::workspace_size(b)});
+  if (s) {
+    std::int32_t counts[K + 1];
+    cudaMemcpy(counts, b.counts, sizeof counts, cudaMemcpyDeviceToHost);
+    double touched = 0;
+    std::printf("  backward sparse gradient, touched rows: byte table %d, hash tables", counts[0]);
+    for (int t = 1; t <= K; ++t) {
+      std::printf(" %d", counts[t]);
+      touched += counts[t];
+    }
+    const double dense = static_cast<double>(K) * static_cast<double>(V);
+    std::printf("\n           %.0f of %.0f hash rows (%.3f%%): %.1f MB of gradient instead of %.1f MB dense\n", touched,
+                dense, 100.0 * touched / dense, (touched + counts[0]) * d * sizeof(T) / 1e6,
+                (dense + P::ids::kVocab) * d * sizeof(T) / 1e6);
+  }
+  cudaFree(b.counts);
+  cudaFree(b.rows);
+  cudaFree(b.values);
+  cudaFree(ws);
+  return s;
+}
 
 inline int main(int argc, char** argv) {
   std::string path;
@@ -110,6 +155,10 @@ inline int main(int argc, char** argv) {
   std::printf("  checksum %.6f\n", checksum);
   std::printf("  time     %.3f ms per forward: %.2f M bytes/s, %.2f GB/s moved\n", ms, n / (ms * 1e3),
               bytes / (ms * 1e6));
+  if (const tokenless::Status bs = sparse_backward(d_ids, n, V, d, d_out); !bs) {
+    std::fprintf(stderr, "backward failed: %s\n", bs.message());
+    return 1;
+  }
   cudaFree(d_ids);
   cudaFree(d_byte);
   cudaFree(d_tables);
