@@ -92,6 +92,7 @@ for step in $steps; do
         PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/encoder_eager.py --config blt1b
         PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/encoder_eager.py --config small
         PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/encoder_eager.py --config blt1b --sparse --sizes 4096,65536
+        PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/encoder_eager.py --config blt1b --accumulate --sizes 4096,65536,1048576
         PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/patcher_eager.py --dtype bfloat16
       } >"$out/torch.txt" 2>&1
       note "torch: rc=$?"

@@ -11,7 +11,11 @@ dense bf16 gradient: its like-for-like counterpart in tokenless_bench_encoder
 is encoder_backward_fresh_bf16_grads (deterministic, accumulate = false).
 With --sparse the tables are nn.Embedding(sparse=True) and each gradient is
 coalesced (sorted unique rows, summed): the counterpart of
-encoder_backward_sparse_bf16_grads (HashEmbeddingSparseBackward).
+encoder_backward_sparse_bf16_grads (HashEmbeddingSparseBackward). With
+--accumulate the .grad buffers are kept, so each backward adds into them, as
+in gradient accumulation: the counterpart of encoder_backward_atomic and
+encoder_backward_deterministic (accumulate = true; tokenless's gradient
+tables are fp32 there, PyTorch's bf16 like the parameters).
 """
 import argparse
 import json
@@ -36,7 +40,10 @@ def main():
     ap.add_argument("--config", default="small", choices=CONFIGS)
     ap.add_argument("--sizes", default="4096,16384,65536,262144,1048576")
     ap.add_argument("--sparse", action="store_true", help="sparse=True embeddings, coalesced gradients")
+    ap.add_argument("--accumulate", action="store_true", help="keep .grad: every backward adds into it")
     args = ap.parse_args()
+    if args.sparse and args.accumulate:
+        ap.error("--sparse and --accumulate are separate comparisons")
     V, d = CONFIGS[args.config]
     ngrams = [3, 4, 5, 6, 7, 8]
     dev = "cuda"
@@ -73,16 +80,17 @@ def main():
         params = list(byte_emb.parameters()) + list(tables.parameters())
 
         def fwd_bwd():
-            for p in params:
-                p.grad = None
+            if not args.accumulate:
+                for p in params:
+                    p.grad = None
             forward(ids).backward(g)
             if args.sparse:
                 for p in params:
                     p.grad = p.grad.coalesce()
 
         bwd_ms = timed(fwd_bwd) - fwd_ms
-        print(json.dumps({"impl": "torch_eager_sparse" if args.sparse else "torch_eager", "config": args.config,
-                          "n": n, "forward_ms": fwd_ms, "backward_ms": bwd_ms}))
+        impl = "torch_eager" + ("_sparse" if args.sparse else "") + ("_accumulate" if args.accumulate else "")
+        print(json.dumps({"impl": impl, "config": args.config, "n": n, "forward_ms": fwd_ms, "backward_ms": bwd_ms}))
 
 
 if __name__ == "__main__":
