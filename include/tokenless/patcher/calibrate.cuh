@@ -4,8 +4,9 @@
 //
 // The number of patches is non-increasing in θ, so a bisection finds the
 // smallest θ (to float resolution) whose patches number at most
-// positions / target. Each step is two small kernels that read and update the
-// bisection state in device memory: the host launches them and never waits.
+// positions / target. A grid-wide pass finds the entropies' range, then each
+// step is two small kernels that read and update the bisection state in
+// device memory: the host launches them and never waits.
 #include <tokenless/core/block.cuh>
 #include <tokenless/core/launch.cuh>
 #include <tokenless/core/operation.hpp>
@@ -22,8 +23,9 @@ namespace detail {
 
 struct BisectState {
   float lo, hi;
+  unsigned lo_key, hi_key;   // the init pass: min and max entropy as order-preserving bits
   unsigned long long count;  // entropies above mid, in rule positions
-  long long base;            // patches every threshold gives (the first-two rule)
+  unsigned long long base;   // patches every threshold gives (the first-two rule)
   double target;             // patches wanted
 };
 
@@ -42,33 +44,67 @@ TL_DEVICE TL_FORCEINLINE bool feeds_rule(const Layout& layout, std::int64_t i, s
   return local >= 1 && local + 1 < n + layout.inc;
 }
 
+// Float bits that order as the floats do (NaN excluded by the caller).
+TL_DEVICE TL_FORCEINLINE unsigned ordered_bits(float x) {
+  const unsigned b = __float_as_uint(x);
+  return b & 0x80000000u ? ~b : b | 0x80000000u;
+}
+TL_DEVICE TL_FORCEINLINE float from_ordered_bits(unsigned k) {
+  return __uint_as_float(k & 0x80000000u ? k & 0x7fffffffu : ~k);
+}
+
 template <int = 0>
-__global__ void __launch_bounds__(1024) calibrate_init_kernel(Layout layout, const float* h, std::int64_t n_total,
-                                                             float target_size, BisectState* st) {
-  using R = block::Reduce<float, 1024>;
+__global__ void calibrate_reset_kernel(BisectState* st) {
+  st->lo_key = ~0u;
+  st->hi_key = 0u;
+  st->count = 0;
+  st->base = 0;
+}
+
+// The range of the entropies and the patches every threshold gives (the
+// first-two rule), over the whole grid: integer atomics, so deterministic.
+inline constexpr int kCalibrateThreads = 256;
+
+template <int = 0>
+__global__ void __launch_bounds__(kCalibrateThreads) calibrate_init_kernel(Layout layout, const float* h,
+                                                                          std::int64_t n_total, BisectState* st) {
+  using R = block::Reduce<unsigned, kCalibrateThreads>;
+  using RL = block::Reduce<unsigned long long, kCalibrateThreads>;
   __shared__ typename R::TempStorage smem;
-  float lo = INFINITY, hi = -INFINITY;
-  for (std::int64_t i = threadIdx.x; i < n_total; i += 1024) {
-    if (h[i] == h[i]) {
-      lo = fminf(lo, h[i]);
-      hi = fmaxf(hi, h[i]);
+  __shared__ typename RL::TempStorage smem_base;
+  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
+  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  unsigned lo = ~0u, hi = 0u;
+  for (std::int64_t i = first; i < n_total; i += stride) {
+    const float x = h[i];
+    if (x == x) {
+      const unsigned k = ordered_bits(x);
+      lo = k < lo ? k : lo;
+      hi = k > hi ? k : hi;
     }
+  }
+  unsigned long long base = 0;
+  for (std::int64_t b = first; b < layout.num_seqs; b += stride) {
+    const long long m = layout.cu[b + 1] - layout.cu[b] + layout.inc;
+    base += static_cast<unsigned long long>(m < 2 ? m : 2);
   }
   lo = R::reduce(lo, Min{}, smem);
   hi = R::reduce(hi, Max{}, smem);
+  base = RL::reduce(base, Sum{}, smem_base);
   if (threadIdx.x == 0) {
-    long long base = 0;
-    for (std::int64_t b = 0; b < layout.num_seqs; ++b) {
-      const long long m = layout.cu[b + 1] - layout.cu[b] + layout.inc;
-      base += m < 2 ? m : 2;
-    }
-    const double positions = static_cast<double>(n_total + layout.num_seqs * layout.inc);
-    st->lo = lo == INFINITY ? 0.0f : lo - 1.0f;  // below every entropy: all fire
-    st->hi = hi == -INFINITY ? 0.0f : hi;        // no entropy exceeds the max: none fire
-    st->count = 0;
-    st->base = base;
-    st->target = positions / static_cast<double>(target_size);
+    if (lo != ~0u) atomicMin(&st->lo_key, lo);
+    if (hi != 0u) atomicMax(&st->hi_key, hi);
+    if (base) atomicAdd(&st->base, base);
   }
+}
+
+template <int = 0>
+__global__ void calibrate_bounds_kernel(Layout layout, std::int64_t n_total, float target_size, BisectState* st) {
+  const bool any = st->hi_key != 0u;  // some entropy is not NaN
+  st->lo = any ? from_ordered_bits(st->lo_key) - 1.0f : 0.0f;  // below every entropy: all fire
+  st->hi = any ? from_ordered_bits(st->hi_key) : 0.0f;         // no entropy exceeds the max: none fire
+  const double positions = static_cast<double>(n_total + layout.num_seqs * layout.inc);
+  st->target = positions / static_cast<double>(target_size);
 }
 
 template <int = 0>
@@ -88,7 +124,7 @@ __global__ void calibrate_count_kernel(Layout layout, const float* h, std::int64
 template <int = 0>
 __global__ void calibrate_step_kernel(BisectState* st, float* threshold) {
   const float mid = 0.5f * (st->lo + st->hi);
-  if (static_cast<double>(st->base + static_cast<long long>(st->count)) > st->target) st->lo = mid;  // too many patches
+  if (static_cast<double>(st->base + st->count) > st->target) st->lo = mid;  // too many patches
   else st->hi = mid;
   st->count = 0;
   *threshold = st->hi;
@@ -127,9 +163,12 @@ struct Calibrate {
     TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
     auto* st = ws.at<detail::BisectState>(0);
     const detail::Layout lay{a.cu_seqlens, a.num_seqs, a.include_next_token ? 1 : 0};
-    TL_RETURN_IF_ERROR(launch(detail::calibrate_init_kernel<>, {dim3(1), dim3(1024), 0, stream}, lay, a.entropies,
-                              a.n_total, a.target_patch_size, st));
     const dim3 grid(static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>((a.n_total + 255) / 256, 1024))));
+    TL_RETURN_IF_ERROR(launch(detail::calibrate_reset_kernel<>, {dim3(1), dim3(1), 0, stream}, st));
+    TL_RETURN_IF_ERROR(launch(detail::calibrate_init_kernel<>, {grid, dim3(detail::kCalibrateThreads), 0, stream}, lay,
+                              a.entropies, a.n_total, st));
+    TL_RETURN_IF_ERROR(launch(detail::calibrate_bounds_kernel<>, {dim3(1), dim3(1), 0, stream}, lay, a.n_total,
+                              a.target_patch_size, st));
     for (int s = 0; s < detail::kCalibrateSteps; ++s) {
       TL_RETURN_IF_ERROR(launch(detail::calibrate_count_kernel<>, {grid, dim3(256), 0, stream}, lay, a.entropies,
                                 a.n_total, st));
