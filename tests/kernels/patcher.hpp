@@ -481,7 +481,53 @@ TEST_CASE("calibration: the threshold gives the target mean patch size, on the d
     const double mean = 2000.0 / static_cast<double>(patches(theta));
     CHECK(mean >= target - 1e-3);       // at most the patches wanted
     CHECK(mean < target * 1.02 + 0.05); // and as many as that allows
+    CHECK(theta == ref::calibrated_threshold(e, cu, false, target));  // exactly the selected entropy
   }
+}
+
+TEST_CASE("calibration: exact on ties, NaN, short sequences, include_next_token and every-patch targets") {
+  // Quantised entropies (heavy ties), NaN, a negative zero, sequences of
+  // length 1 and 2 (no rule entropy), over several blocks of the count pass.
+  const std::vector<std::int32_t> cu = {0, 1, 3, 700, 701, 1500, 3000};
+  std::vector<float> e(3000);
+  std::mt19937 rng(8);
+  for (auto& x : e) x = static_cast<float>(rng() % 64) / 16.0f;
+  e[10] = NAN;
+  e[900] = NAN;
+  e[20] = -0.0f;
+  DeviceBuffer<float> d_e(e), d_theta(1);
+  DeviceBuffer<std::int32_t> d_cu(cu);
+  for (bool inc : {false, true}) {
+    for (float target : {1.0f, 1.5f, 3.0f, 4.5f, 50.0f, 5000.0f}) {
+      CAPTURE(inc);
+      CAPTURE(target);
+      pt::Calibrate::Arguments a;
+      a.entropies = d_e.get();
+      a.n_total = 3000;
+      a.cu_seqlens = d_cu.get();
+      a.num_seqs = 6;
+      a.include_next_token = inc;
+      a.target_patch_size = target;
+      a.threshold = d_theta.get();
+      DeviceBuffer<unsigned char> ws(pt::Calibrate::workspace_size(a));
+      REQUIRE_OK(pt::Calibrate::run(a, {ws.get(), pt::Calibrate::workspace_size(a)}));
+      const float theta = d_theta.download()[0];
+      CHECK(theta == ref::calibrated_threshold(e, cu, inc, target));
+    }
+  }
+  // Only sequences of one and two bytes: no rule entropy, θ = 0.
+  const std::vector<std::int32_t> tiny = {0, 1, 3};
+  DeviceBuffer<std::int32_t> d_tiny(tiny);
+  pt::Calibrate::Arguments a;
+  a.entropies = d_e.get();
+  a.n_total = 3;
+  a.cu_seqlens = d_tiny.get();
+  a.num_seqs = 2;
+  a.threshold = d_theta.get();
+  DeviceBuffer<unsigned char> ws(pt::Calibrate::workspace_size(a));
+  REQUIRE_OK(pt::Calibrate::run(a, {ws.get(), pt::Calibrate::workspace_size(a)}));
+  CHECK(d_theta.download()[0] == 0.0f);
+  CHECK(ref::calibrated_threshold(e, tiny, false, 4.5f) == 0.0f);
 }
 
 TEST_CASE("streaming patcher on the device: a batch of streams gives the offline patcher's starts") {

@@ -2,18 +2,20 @@
 // Threshold calibration, on the device: the global-entropy threshold θ whose
 // patches have a target mean length (BLT's users tune θ by hand).
 //
-// The number of patches is non-increasing in θ, so a bisection finds the
-// smallest θ (to float resolution) whose patches number at most
-// positions / target. A grid-wide pass finds the entropies' range, then each
-// step is two small kernels that read and update the bisection state in
-// device memory: the host launches them and never waits.
+// The smallest θ whose patches number at most positions / target, found
+// exactly by a radix select (detail::ThresholdState): nine small kernels that
+// read and update the selection state in device memory. The host launches
+// them and never waits.
 #include <tokenless/core/block.cuh>
 #include <tokenless/core/launch.cuh>
 #include <tokenless/core/operation.hpp>
 #include <tokenless/core/validate.hpp>
 #include <tokenless/core/workspace.hpp>
+#include <tokenless/core/device.hpp>
 #include <tokenless/patcher/kernel.cuh>
+#include <tokenless/patcher/select.cuh>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -21,18 +23,26 @@ namespace tokenless::patcher {
 
 namespace detail {
 
-struct BisectState {
-  float lo, hi;
-  unsigned lo_key, hi_key;   // the init pass: min and max entropy as order-preserving bits
-  unsigned long long count;  // entropies above mid, in rule positions
-  unsigned long long base;   // patches every threshold gives (the first-two rule)
-  double target;             // patches wanted
+// With the global rule, the patches of threshold θ are `base` (the first-two
+// rule: min(2, positions) per sequence) plus the rule entropies above θ. So
+// the smallest θ with at most `target` patches is the (c + 1)-th largest rule
+// entropy, c = floor(target - base): exactly c entropies lie above it (fewer
+// on ties). A radix select over the entropies' order-preserving bits finds it
+// in four passes of eight bits, on the device.
+struct ThresholdState {
+  unsigned prefix;              // the key bits decided so far
+  unsigned rank;                // 1-based rank of the wanted key among those matching the prefix
+  int all_fire;                 // target allows every rule entropy: θ = (smallest) - 1
+  int none;                     // no rule entropy: θ = 0
+  unsigned long long base;      // patches every threshold gives
+  unsigned long long hist[256];
 };
 
-inline constexpr int kCalibrateSteps = 40;
+inline constexpr int kCalibrateThreads = 256;
+inline constexpr int kCalibratePasses = 4;
 
 // Whether entropy index i (global) feeds a rule position (p = local i + 1 >= 2).
-TL_DEVICE TL_FORCEINLINE bool feeds_rule(const Layout& layout, std::int64_t i, std::int64_t n_total) {
+TL_DEVICE TL_FORCEINLINE bool feeds_rule(const Layout& layout, std::int64_t i) {
   std::int64_t lo = 0, hi = layout.num_seqs;
   while (hi - lo > 1) {
     const std::int64_t mid = (lo + hi) / 2;
@@ -40,7 +50,6 @@ TL_DEVICE TL_FORCEINLINE bool feeds_rule(const Layout& layout, std::int64_t i, s
     else hi = mid;
   }
   const std::int64_t local = i - layout.cu[lo], n = layout.cu[lo + 1] - layout.cu[lo];
-  (void)n_total;
   return local >= 1 && local + 1 < n + layout.inc;
 }
 
@@ -54,80 +63,106 @@ TL_DEVICE TL_FORCEINLINE float from_ordered_bits(unsigned k) {
 }
 
 template <int = 0>
-__global__ void calibrate_reset_kernel(BisectState* st) {
-  st->lo_key = ~0u;
-  st->hi_key = 0u;
-  st->count = 0;
-  st->base = 0;
+__global__ void calibrate_reset_kernel(ThresholdState* st) {
+  for (int i = static_cast<int>(threadIdx.x); i < 256; i += blockDim.x) st->hist[i] = 0;
+  if (threadIdx.x == 0) {
+    st->prefix = 0;
+    st->rank = 0;
+    st->all_fire = 0;
+    st->none = 0;
+    st->base = 0;
+  }
 }
 
-// The range of the entropies and the patches every threshold gives (the
-// first-two rule), over the whole grid: integer atomics, so deterministic.
-inline constexpr int kCalibrateThreads = 256;
-
+// Counts digit `shift` of the rule entropies that match the prefix; the
+// first pass also counts the base patches. Shared counts per block, with the
+// warp's lanes that share a bin added by one atomic (entropies share their
+// top bits), then one global add per bin.
 template <int = 0>
-__global__ void __launch_bounds__(kCalibrateThreads) calibrate_init_kernel(Layout layout, const float* h,
-                                                                          std::int64_t n_total, BisectState* st) {
-  using R = block::Reduce<unsigned, kCalibrateThreads>;
-  using RL = block::Reduce<unsigned long long, kCalibrateThreads>;
-  __shared__ typename R::TempStorage smem;
-  __shared__ typename RL::TempStorage smem_base;
+__global__ void __launch_bounds__(kCalibrateThreads) calibrate_count_kernel(Layout layout, const float* h,
+                                                                           std::int64_t n_total, int shift,
+                                                                           ThresholdState* st) {
+  __shared__ std::uint32_t local[256];
+  for (int i = static_cast<int>(threadIdx.x); i < 256; i += blockDim.x) local[i] = 0;
+  __syncthreads();
+  const unsigned prefix = st->prefix;
+  const bool first = shift == 24;
   const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  unsigned lo = ~0u, hi = 0u;
-  for (std::int64_t i = first; i < n_total; i += stride) {
-    const float x = h[i];
-    if (x == x) {
-      const unsigned k = ordered_bits(x);
-      lo = k < lo ? k : lo;
-      hi = k > hi ? k : hi;
+  const std::int64_t thread = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (std::int64_t i0 = static_cast<std::int64_t>(blockIdx.x) * blockDim.x; i0 < n_total; i0 += stride) {
+    const std::int64_t i = i0 + threadIdx.x;  // block-uniform trips: count_bins votes
+    std::int64_t bin = -1;
+    if (i < n_total) {
+      const float x = h[i];
+      if (x == x && feeds_rule(layout, i)) {
+        const unsigned key = ordered_bits(x);
+        if (first || (key ^ prefix) >> (shift + 8) == 0) bin = static_cast<std::int64_t>((key >> shift) & 255u);
+      }
     }
+    count_bins(bin, local, nullptr);
   }
   unsigned long long base = 0;
-  for (std::int64_t b = first; b < layout.num_seqs; b += stride) {
-    const long long m = layout.cu[b + 1] - layout.cu[b] + layout.inc;
-    base += static_cast<unsigned long long>(m < 2 ? m : 2);
+  if (first) {
+    for (std::int64_t b = thread; b < layout.num_seqs; b += stride) {
+      const long long m = layout.cu[b + 1] - layout.cu[b] + layout.inc;
+      base += static_cast<unsigned long long>(m < 2 ? m : 2);
+    }
   }
-  lo = R::reduce(lo, Min{}, smem);
-  hi = R::reduce(hi, Max{}, smem);
-  base = RL::reduce(base, Sum{}, smem_base);
-  if (threadIdx.x == 0) {
-    if (lo != ~0u) atomicMin(&st->lo_key, lo);
-    if (hi != 0u) atomicMax(&st->hi_key, hi);
-    if (base) atomicAdd(&st->base, base);
+  __syncthreads();
+  for (int i = static_cast<int>(threadIdx.x); i < 256; i += blockDim.x)
+    if (local[i]) atomicAdd(&st->hist[i], static_cast<unsigned long long>(local[i]));
+  if (first) {
+    using R = block::Reduce<unsigned long long, kCalibrateThreads>;
+    __shared__ typename R::TempStorage smem;
+    base = R::reduce(base, Sum{}, smem);
+    if (threadIdx.x == 0 && base) atomicAdd(&st->base, base);
   }
 }
 
+// One block of 256 threads, a thread per bin: picks the digit that holds the
+// wanted rank (the first pass also fixes the rank from the target), clears
+// the counts, and after the last pass writes θ.
 template <int = 0>
-__global__ void calibrate_bounds_kernel(Layout layout, std::int64_t n_total, float target_size, BisectState* st) {
-  const bool any = st->hi_key != 0u;  // some entropy is not NaN
-  st->lo = any ? from_ordered_bits(st->lo_key) - 1.0f : 0.0f;  // below every entropy: all fire
-  st->hi = any ? from_ordered_bits(st->hi_key) : 0.0f;         // no entropy exceeds the max: none fire
-  const double positions = static_cast<double>(n_total + layout.num_seqs * layout.inc);
-  st->target = positions / static_cast<double>(target_size);
-}
-
-template <int = 0>
-__global__ void calibrate_count_kernel(Layout layout, const float* h, std::int64_t n_total, BisectState* st) {
-  const float mid = 0.5f * (st->lo + st->hi);
-  unsigned long long c = 0;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t i = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n_total; i += stride) {
-    c += (h[i] > mid && feeds_rule(layout, i, n_total)) ? 1u : 0u;
+__global__ void __launch_bounds__(kCalibrateThreads) calibrate_pick_kernel(Layout layout, std::int64_t n_total,
+                                                                          float target_size, int shift,
+                                                                          ThresholdState* st, float* threshold) {
+  using Scan = block::Scan<unsigned long long, kCalibrateThreads>;
+  __shared__ typename Scan::TempStorage scan_ts;
+  __shared__ unsigned long long wanted;
+  const int digit = 255 - static_cast<int>(threadIdx.x);  // thread 0 holds the top digit
+  const unsigned long long count = st->hist[digit];
+  unsigned long long total = 0;
+  const unsigned long long above = Scan::exclusive(count, Sum{}, 0ull, total, scan_ts);
+  if (shift == 24 && threadIdx.x == 0) {
+    // Rank of the wanted entropy among all M = total rule entropies.
+    const double positions = static_cast<double>(n_total + layout.num_seqs * layout.inc);
+    const double room = positions / static_cast<double>(target_size) - static_cast<double>(st->base);
+    const double c = room < 0 ? 0.0 : floor(room);
+    if (total == 0) {
+      st->none = 1;
+    } else if (c >= static_cast<double>(total)) {
+      st->all_fire = 1;  // every rule entropy may fire: select the smallest
+      st->rank = static_cast<unsigned>(total);
+    } else {
+      st->rank = static_cast<unsigned>(c) + 1;
+    }
+    wanted = st->rank;
   }
-  using R = block::Reduce<unsigned long long, 256>;
-  __shared__ typename R::TempStorage smem;
-  c = R::reduce(c, Sum{}, smem);
-  if (threadIdx.x == 0 && c) atomicAdd(&st->count, c);
-}
-
-template <int = 0>
-__global__ void calibrate_step_kernel(BisectState* st, float* threshold) {
-  const float mid = 0.5f * (st->lo + st->hi);
-  if (static_cast<double>(st->base + st->count) > st->target) st->lo = mid;  // too many patches
-  else st->hi = mid;
-  st->count = 0;
-  *threshold = st->hi;
+  __syncthreads();
+  const unsigned long long rank = shift == 24 ? wanted : st->rank;
+  __syncthreads();  // every thread has read the rank before it changes
+  if (!st->none && rank > above && rank <= above + count) {
+    st->prefix |= static_cast<unsigned>(digit) << shift;
+    st->rank = static_cast<unsigned>(rank - above);
+  }
+  st->hist[digit] = 0;
+  if (shift == 0) {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      const float v = from_ordered_bits(st->prefix);
+      *threshold = st->none ? 0.0f : st->all_fire ? v - 1.0f : v;
+    }
+  }
 }
 
 }  // namespace detail
@@ -156,23 +191,27 @@ struct Calibrate {
     return Status::ok();
   }
 
-  static std::size_t workspace_size(const Arguments&) { return align_up(sizeof(detail::BisectState), kWorkspaceAlignment); }
+  static std::size_t workspace_size(const Arguments&) {
+    return align_up(sizeof(detail::ThresholdState), kWorkspaceAlignment);
+  }
 
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
     TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
-    auto* st = ws.at<detail::BisectState>(0);
+    auto* st = ws.at<detail::ThresholdState>(0);
     const detail::Layout lay{a.cu_seqlens, a.num_seqs, a.include_next_token ? 1 : 0};
-    const dim3 grid(static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>((a.n_total + 255) / 256, 1024))));
-    TL_RETURN_IF_ERROR(launch(detail::calibrate_reset_kernel<>, {dim3(1), dim3(1), 0, stream}, st));
-    TL_RETURN_IF_ERROR(launch(detail::calibrate_init_kernel<>, {grid, dim3(detail::kCalibrateThreads), 0, stream}, lay,
-                              a.entropies, a.n_total, st));
-    TL_RETURN_IF_ERROR(launch(detail::calibrate_bounds_kernel<>, {dim3(1), dim3(1), 0, stream}, lay, a.n_total,
-                              a.target_patch_size, st));
-    for (int s = 0; s < detail::kCalibrateSteps; ++s) {
-      TL_RETURN_IF_ERROR(launch(detail::calibrate_count_kernel<>, {grid, dim3(256), 0, stream}, lay, a.entropies,
-                                a.n_total, st));
-      TL_RETURN_IF_ERROR(launch(detail::calibrate_step_kernel<>, {dim3(1), dim3(1), 0, stream}, st, a.threshold));
+    DeviceProperties p;
+    const std::int64_t sms = device_properties(p).is_ok() ? p.sm_count : 132;
+    const dim3 grid(static_cast<unsigned>(std::max<std::int64_t>(
+        1, std::min<std::int64_t>((a.n_total + detail::kCalibrateThreads - 1) / detail::kCalibrateThreads, sms * 8))));
+    const dim3 block(detail::kCalibrateThreads);
+    TL_RETURN_IF_ERROR(launch(detail::calibrate_reset_kernel<>, {dim3(1), block, 0, stream}, st));
+    for (int pass = 0; pass < detail::kCalibratePasses; ++pass) {
+      const int shift = 24 - 8 * pass;
+      TL_RETURN_IF_ERROR(launch(detail::calibrate_count_kernel<>, {grid, block, 0, stream}, lay, a.entropies, a.n_total,
+                                shift, st));
+      TL_RETURN_IF_ERROR(launch(detail::calibrate_pick_kernel<>, {dim3(1), block, 0, stream}, lay, a.n_total,
+                                a.target_patch_size, shift, st, a.threshold));
     }
     return Status::ok();
   }

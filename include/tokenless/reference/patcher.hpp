@@ -152,6 +152,33 @@ inline std::vector<std::int64_t> blt_space_patch_lengths(const std::vector<std::
 
 namespace tokenless::reference {
 
+// Calibration's threshold, by its definition: with the global rule a batch
+// gets base = sum min(2, positions) patches plus one per rule entropy above θ,
+// so the smallest θ with at most positions / target_size patches is the
+// (c + 1)-th largest rule entropy, c = floor(target - base); θ = (smallest) - 1
+// when every rule entropy may fire, 0 when there is none. NaN never fires.
+inline float calibrated_threshold(const std::vector<float>& entropies, const std::vector<std::int32_t>& cu,
+                                  bool include_next_token, float target_size) {
+  const int inc = include_next_token ? 1 : 0;
+  std::vector<float> rule;
+  double base = 0, positions = 0;
+  for (std::size_t b = 0; b + 1 < cu.size(); ++b) {
+    const std::int64_t n = cu[b + 1] - cu[b], m = n + inc;
+    base += static_cast<double>(std::min<std::int64_t>(m, 2));
+    positions += static_cast<double>(m);
+    for (std::int64_t local = 1; local + 1 < m && local < n; ++local) {
+      const float h = entropies[static_cast<std::size_t>(cu[b] + local)];
+      if (h == h) rule.push_back(h);
+    }
+  }
+  if (rule.empty()) return 0.0f;
+  std::sort(rule.begin(), rule.end(), [](float x, float y) { return x > y; });
+  const double room = positions / static_cast<double>(target_size) - base;
+  const double c = room < 0 ? 0.0 : std::floor(room);
+  if (c >= static_cast<double>(rule.size())) return rule.back() - 1.0f;
+  return rule[static_cast<std::size_t>(c)];
+}
+
 // The byte n-gram context model of patcher/ngram_model.cuh, on the host.
 struct NGramReferenceConfig {
   int order = 4;
