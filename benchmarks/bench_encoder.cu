@@ -93,8 +93,7 @@ void BM_Forward(benchmark::State& state, Config c) {
   cudaMemcpy(ids.p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
   typename Op::Arguments a;
   a.ids = ids.p;
-  a.n_tokens = n;
-  a.batch = {nullptr, 1, n};
+  a.batch = tokenless::VarlenBatch::uniform(1, n);
   a.byte_table = tables.byte.p;
   for (int t = 0; t < P::tables; ++t) a.hash_tables.table[t] = tables.hash.p + t * c.V * c.d;
   a.hash_vocab = c.V;
@@ -149,8 +148,7 @@ void BM_Backward(benchmark::State& state, Config c, bool deterministic, bool acc
   tlb::fill_random(g.p, g.n, 3);
   typename Op::Arguments a;
   a.ids = ids.p;
-  a.n_tokens = n;
-  a.batch = {nullptr, 1, n};
+  a.batch = tokenless::VarlenBatch::uniform(1, n);
   a.grad_output = g.p;
   a.grad_byte_table = grads.byte.p;
   for (int t = 0; t < P::tables; ++t) a.grad_hash_tables.table[t] = grads.hash.p + t * c.V * c.d;
@@ -200,8 +198,7 @@ void BM_SparseBackward(benchmark::State& state, Config c) {
   tlb::fill_random(g.p, g.n, 3);
   typename Op::Arguments a;
   a.ids = ids.p;
-  a.n_tokens = n;
-  a.batch = {nullptr, 1, n};
+  a.batch = tokenless::VarlenBatch::uniform(1, n);
   a.grad_output = g.p;
   a.hash_vocab = c.V;
   a.d = c.d;

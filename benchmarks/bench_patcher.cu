@@ -36,9 +36,7 @@ void BM_Patcher(benchmark::State& state, Rule rule) {
   a.rule = rule;
   a.logits = logits.p;
   a.vocab = static_cast<int>(V);
-  a.n_total = n;
-  a.cu_seqlens = d_cu.p;
-  a.num_seqs = B;
+  a.batch = {d_cu.p, B, n};
   a.entropies = h.p;
   a.flags = flags.p;
   a.patch_ids = ids.p;

@@ -8,6 +8,8 @@ command -v ninja >/dev/null || pkgs+=(ninja-build)
 command -v g++ >/dev/null || pkgs+=(g++)
 command -v python3 >/dev/null || pkgs+=(python3)
 command -v c++filt >/dev/null || pkgs+=(binutils)
+command -v ccache >/dev/null || pkgs+=(ccache)
+[ -f /usr/include/nlohmann/json.hpp ] || pkgs+=(nlohmann-json3-dev)  # the demo's JSON output
 if [ "${1:-}" = "--tests" ]; then
   [ -f /usr/include/doctest/doctest.h ] || pkgs+=(doctest-dev)
 fi

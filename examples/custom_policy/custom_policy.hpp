@@ -45,9 +45,7 @@ inline int main() {
   using Op = pt::Patcher<SentencePatches>;
   Op::Arguments a;
   a.tokens = d_ids;
-  a.n_total = n;
-  a.cu_seqlens = d_cu;
-  a.num_seqs = 1;
+  a.batch = {d_cu, 1, n};
   a.max_patch_length = 16;
   a.flags = d_flags;
   a.patch_ids = d_pid;

@@ -33,8 +33,7 @@ inline tokenless::Status sparse_backward(const std::uint8_t* d_ids, std::int64_t
   constexpr int K = P::tables;
   SparseBwd::Arguments b;
   b.ids = d_ids;
-  b.n_tokens = n;
-  b.batch = {nullptr, 1, n};
+  b.batch = tokenless::VarlenBatch::uniform(1, n);
   b.grad_output = d_out;  // dL/dout = out
   b.hash_vocab = V;
   b.d = d;
@@ -110,8 +109,7 @@ inline int main(int argc, char** argv) {
 
   Fwd::Arguments a;
   a.ids = d_ids;
-  a.n_tokens = n;
-  a.batch = {nullptr, 1, n};  // one sequence
+  a.batch = tokenless::VarlenBatch::uniform(1, n);  // one sequence
   a.byte_table = d_byte;
   for (int t = 0; t < P::tables; ++t) a.hash_tables.table[t] = d_tables + t * V * d;
   a.hash_vocab = V;

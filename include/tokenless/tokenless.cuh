@@ -7,12 +7,15 @@
 #include <tokenless/core/block.cuh>
 #include <tokenless/core/cublaslt.hpp>
 #include <tokenless/core/device_algorithms.cuh>
+#include <tokenless/core/device_buffer.cuh>
+#include <tokenless/core/device_status.cuh>
+#include <tokenless/core/kernel.cuh>
 #include <tokenless/core/launch.cuh>
 #include <tokenless/core/row_reduce/row_reduce.cuh>
 #include <tokenless/core/warp.cuh>
 #include <tokenless/encoder/hash_embedding.cuh>
+#include <tokenless/entropy_model/ngram.cuh>
 #include <tokenless/patcher/calibrate.cuh>
-#include <tokenless/patcher/ngram_model.cuh>
 #include <tokenless/patcher/patcher.cuh>
-#include <tokenless/patcher/router.cuh>
 #include <tokenless/patcher/streaming.cuh>
+#include <tokenless/router/router.cuh>

@@ -10,10 +10,13 @@
 #include <tokenless/core/status.hpp>
 #include <tokenless/core/tensor.hpp>
 #include <tokenless/core/validate.hpp>
+#include <tokenless/core/varlen.hpp>
 #include <tokenless/core/vec.hpp>
 #include <tokenless/core/workspace.hpp>
 #include <tokenless/encoder/policy.hpp>
+#include <tokenless/entropy_model/policy.hpp>
 #include <tokenless/patcher/policy.hpp>
+#include <tokenless/router/policy.hpp>
 #include <tokenless/reference/gemm.hpp>
 #include <tokenless/reference/hash_embedding.hpp>
 #include <tokenless/reference/patcher.hpp>

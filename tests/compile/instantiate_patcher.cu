@@ -37,17 +37,17 @@ template void instantiate_stream<pt::SpacePatches>();
 
 template <class T>
 void instantiate_router() {
-  (void)&pt::CosineRouterForward<T>::run;
-  (void)&pt::CosineRouterBackward<T>::run;
-  (void)&pt::CosineRouterStep<T>::run;
+  (void)&rt::CosineRouterForward<T>::run;
+  (void)&rt::CosineRouterBackward<T>::run;
+  (void)&rt::CosineRouterStep<T>::run;
 }
 template void instantiate_router<float>();
 template void instantiate_router<__half>();
 template void instantiate_router<__nv_bfloat16>();
 
 void instantiate_sources() {
-  (void)&pt::RatioLoss::run;
-  (void)&pt::NGramEntropy::run;
+  (void)&rt::RatioLoss::run;
+  (void)&tokenless::entropy_model::NGramEntropy::run;
   (void)&pt::Calibrate::run;
 }
 

@@ -45,7 +45,7 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
   DeviceBuffer<std::uint8_t> d_ids(bytes);
   DeviceBuffer<std::int32_t> d_cu(cu);
   DeviceBuffer<T> d_byte(byte_table), d_hash(hash);
-  const enc::Batch batch{d_cu.get(), static_cast<std::int64_t>(cu.size()) - 1, 0};
+  const tokenless::VarlenBatch batch{d_cu.get(), static_cast<std::int64_t>(cu.size()) - 1, n};
 
   SUBCASE("forward") {
     using Op = enc::HashEmbeddingForward<P, T, std::uint8_t>;
@@ -53,7 +53,6 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     out.fill_bytes(0xff);  // NaN: an unwritten element fails the check
     typename Op::Arguments a;
     a.ids = d_ids.get();
-    a.n_tokens = n;
     a.batch = batch;
     a.byte_table = d_byte.get();
     for (int t = 0; t < K; ++t) a.hash_tables.table[t] = d_hash.get() + t * V * d;
@@ -63,7 +62,7 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
     const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
     REQUIRE_OK(Op::run(a, w));
-    REQUIRE_OK(Op::read_error(a, w));
+    REQUIRE_OK(Op::read_status(a, w));
     const auto got = to_floats(out.download());
     typename Op::Tables host;
     for (int t = 0; t < K; ++t) host.table[t] = hash.data() + t * V * d;
@@ -80,7 +79,6 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     DeviceBuffer<float> gb(static_cast<std::size_t>(P::ids::kVocab) * d), gt(static_cast<std::size_t>(K * V) * d);
     typename Op::Arguments a;
     a.ids = d_ids.get();
-    a.n_tokens = n;
     a.batch = batch;
     a.grad_output = d_g.get();
     a.grad_byte_table = gb.get();
@@ -103,7 +101,7 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
       gb.fill_bytes(0);
       gt.fill_bytes(0);
       REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
-      REQUIRE_OK(Op::read_error(a, {ws.get(), Op::workspace_size(a)}));
+      REQUIRE_OK(Op::read_status(a, {ws.get(), Op::workspace_size(a)}));
       auto b = gb.download();
       auto t = gt.download();
       b.insert(b.end(), t.begin(), t.end());
@@ -123,7 +121,6 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     DeviceBuffer<__nv_bfloat16> gb16(static_cast<std::size_t>(P::ids::kVocab) * d), gt16(static_cast<std::size_t>(K * V) * d);
     typename Op16::Arguments a16;
     a16.ids = d_ids.get();
-    a16.n_tokens = n;
     a16.batch = batch;
     a16.grad_output = d_g.get();
     a16.grad_byte_table = gb16.get();
@@ -137,7 +134,7 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
       gb16.fill_bytes(accumulate ? 0 : 0xff);  // a fresh gradient must overwrite the NaNs
       gt16.fill_bytes(accumulate ? 0 : 0xff);
       REQUIRE_OK(Op16::run(a16, {ws.get(), Op16::workspace_size(a16)}));
-      REQUIRE_OK(Op16::read_error(a16, {ws.get(), Op16::workspace_size(a16)}));
+      REQUIRE_OK(Op16::read_status(a16, {ws.get(), Op16::workspace_size(a16)}));
       auto b = to_floats(gb16.download());
       const auto t = to_floats(gt16.download());
       b.insert(b.end(), t.begin(), t.end());
@@ -160,7 +157,6 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     DeviceBuffer<__nv_bfloat16> values(static_cast<std::size_t>((K + 1) * cap * d));
     typename Sparse::Arguments sa;
     sa.ids = d_ids.get();
-    sa.n_tokens = n;
     sa.batch = batch;
     sa.grad_output = d_g.get();
     sa.hash_vocab = V;
@@ -223,9 +219,7 @@ TEST_CASE_TEMPLATE("scale: the patcher over 256K rows of logits in 8 sequences",
   a.rule.threshold = 3.0f;
   a.logits = d_logits.get();
   a.vocab = V;
-  a.n_total = n;
-  a.cu_seqlens = d_cu.get();
-  a.num_seqs = B;
+  a.batch = {d_cu.get(), B, n};
   a.entropies = h.get();
   a.flags = flags.get();
   a.patch_ids = ids.get();
@@ -271,9 +265,7 @@ TEST_CASE("scale: top-k patching over 4M entropies in 5 sequences, with ties, ag
     typename Op::Arguments a;
     a.rule.patch_size = ps;
     a.entropies_in = d_e.get();
-    a.n_total = n;
-    a.cu_seqlens = d_cu.get();
-    a.num_seqs = B;
+    a.batch = {d_cu.get(), B, n};
     a.include_next_token = true;
     a.flags = flags.get();
     a.patch_ids = ids.get();
@@ -320,9 +312,7 @@ TEST_CASE("scale: 12M positions with a cap, across 3,000 tiles and three chunks 
       typename Op::Arguments a;
       a.rule.threshold = 1.0f;
       a.entropies_in = d_e.get();
-      a.n_total = n;
-      a.cu_seqlens = d_cu.get();
-      a.num_seqs = B;
+      a.batch = {d_cu.get(), B, n};
       a.include_next_token = inc;
       a.max_patch_length = cap;
       a.flags = flags.get();

@@ -61,6 +61,12 @@ struct BatchSpec {
   std::int64_t n = 0;
 };
 
+// The batch a spec describes, with its offsets at `cu` on the device.
+inline tokenless::VarlenBatch as_batch(const BatchSpec& spec, const std::int32_t* cu) {
+  if (spec.cu.empty()) return tokenless::VarlenBatch::uniform(spec.n / spec.seq_len, spec.seq_len);
+  return {cu, static_cast<std::int64_t>(spec.cu.size()) - 1, spec.n};
+}
+
 inline BatchSpec varlen_spec() {
   // Includes an empty sequence and a single-byte one.
   return {{0, 7, 7, 8, 40, 73}, 0, 73};
@@ -79,9 +85,7 @@ void forward_case(int d, const BatchSpec& spec) {
   DeviceBuffer<T> out(static_cast<std::size_t>(spec.n * d));
   typename Op::Arguments a;
   a.ids = d_ids.get();
-  a.n_tokens = spec.n;
-  a.batch = spec.cu.empty() ? enc::Batch{nullptr, spec.n / spec.seq_len, spec.seq_len}
-                            : enc::Batch{d_cu.get(), static_cast<std::int64_t>(spec.cu.size()) - 1, 0};
+  a.batch = as_batch(spec, d_cu.get());
   a.byte_table = m.d_byte.get();
   a.hash_tables = m.template tables<typename Op::Tables>(static_cast<const T*>(m.d_fused.get()));
   a.hash_vocab = kV;
@@ -91,7 +95,7 @@ void forward_case(int d, const BatchSpec& spec) {
   DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
   const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
   REQUIRE_OK(Op::run(a, w));
-  REQUIRE_OK(Op::read_error(a, w));
+  REQUIRE_OK(Op::read_status(a, w));
   auto got_t = out.download();
   std::vector<float> got(got_t.size());
   for (std::size_t i = 0; i < got.size(); ++i) got[i] = to_float(got_t[i]);
@@ -122,9 +126,7 @@ void backward_case(int d, const BatchSpec& spec, bool deterministic, bool accumu
   DeviceBuffer<GradT> gb(static_cast<std::size_t>(P::ids::kVocab) * d), gt(static_cast<std::size_t>(K * kV) * d);
   typename Op::Arguments a;
   a.ids = d_ids.get();
-  a.n_tokens = spec.n;
-  a.batch = spec.cu.empty() ? enc::Batch{nullptr, spec.n / spec.seq_len, spec.seq_len}
-                            : enc::Batch{d_cu.get(), static_cast<std::int64_t>(spec.cu.size()) - 1, 0};
+  a.batch = as_batch(spec, d_cu.get());
   a.grad_output = d_g.get();
   a.grad_byte_table = gb.get();
   if constexpr (requires { a.grad_hash_tables.fused; }) {
@@ -147,7 +149,7 @@ void backward_case(int d, const BatchSpec& spec, bool deterministic, bool accumu
     gb.fill_bytes(accumulate ? 0 : 0xff);
     gt.fill_bytes(accumulate ? 0 : 0xff);
     REQUIRE_OK(Op::run(a, w));
-    REQUIRE_OK(Op::read_error(a, w));
+    REQUIRE_OK(Op::read_status(a, w));
     std::vector<float> b;
     for (auto x : gb.download()) b.push_back(to_float(x));
     for (auto x : gt.download()) b.push_back(to_float(x));
@@ -192,11 +194,9 @@ void sparse_backward_case(int d, const BatchSpec& spec) {
   DeviceBuffer<std::int32_t> d_cu(spec.cu), counts(K + 1), rows(static_cast<std::size_t>((K + 1) * cap));
   DeviceBuffer<T> d_g(g);
   DeviceBuffer<GradT> values(static_cast<std::size_t>((K + 1) * cap * d));
-  const enc::Batch batch = spec.cu.empty() ? enc::Batch{nullptr, n / spec.seq_len, spec.seq_len}
-                                           : enc::Batch{d_cu.get(), static_cast<std::int64_t>(spec.cu.size()) - 1, 0};
+  const tokenless::VarlenBatch batch = as_batch(spec, d_cu.get());
   typename Op::Arguments a;
   a.ids = d_ids.get();
-  a.n_tokens = n;
   a.batch = batch;
   a.grad_output = d_g.get();
   a.hash_vocab = kV;
@@ -227,7 +227,6 @@ void sparse_backward_case(int d, const BatchSpec& spec) {
   DeviceBuffer<GradT> gb(static_cast<std::size_t>(P::ids::kVocab) * d), gt(static_cast<std::size_t>(K * kV) * d);
   typename Dense::Arguments da;
   da.ids = d_ids.get();
-  da.n_tokens = n;
   da.batch = batch;
   da.grad_output = d_g.get();
   da.grad_byte_table = gb.get();
@@ -288,7 +287,7 @@ void sparse_backward_case(int d, const BatchSpec& spec) {
   REQUIRE_OK(Op::run(small, {sws.get(), Op::workspace_size(small)}));
   const tokenless::Status s = Op::read_status(small, {sws.get(), Op::workspace_size(small)});
   INFO(s.message());
-  CHECK(s.code() == tokenless::StatusCode::workspace_too_small);
+  CHECK(s.code() == tokenless::StatusCode::capacity_too_small);
   CHECK(std::string(s.message()).find("touched " + std::to_string(most) + " rows") != std::string::npos);
   for (auto x : counts.download()) CHECK(x == -1);
   for (auto x : rows.download()) CHECK(x == -1);
@@ -358,8 +357,7 @@ TEST_CASE("hash embedding: the BLT-1B policy (6 tables, n = 3..8, one hash funct
   DeviceBuffer<T> d_byte(byte_table), d_fused(fused), out(static_cast<std::size_t>(n * d));
   typename Op::Arguments a;
   a.ids = d_ids.get();
-  a.n_tokens = n;
-  a.batch = {nullptr, 1, n};
+  a.batch = tokenless::VarlenBatch::uniform(1, n);
   a.byte_table = d_byte.get();
   for (int t = 0; t < P::tables; ++t) a.hash_tables.table[t] = d_fused.get() + t * V * d;
   a.hash_vocab = V;
@@ -387,8 +385,7 @@ typename Bwd::Arguments four_token_backward(const std::int32_t* ids, const T* gr
                                             int d) {
   typename Bwd::Arguments g;
   g.ids = ids;
-  g.n_tokens = 4;
-  g.batch = {nullptr, 1, 4};
+  g.batch = tokenless::VarlenBatch::uniform(1, 4);
   g.grad_output = grad_out;
   g.grad_byte_table = grad_byte;
   for (int t = 0; t < Bwd::K; ++t) g.grad_hash_tables.table[t] = grad_tables + t * kV * d;
@@ -410,8 +407,7 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
   const auto before = out.download();
   typename Op::Arguments a;
   a.ids = d_ids.get();
-  a.n_tokens = 4;
-  a.batch = {nullptr, 1, 4};
+  a.batch = tokenless::VarlenBatch::uniform(1, 4);
   a.byte_table = m.d_byte.get();
   a.hash_tables = m.template tables<typename Op::Tables>(static_cast<const T*>(m.d_fused.get()));
   a.hash_vocab = kV;
@@ -420,20 +416,20 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
   DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
   const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
   REQUIRE_OK(Op::run(a, w));  // launches: the ids live on the device
-  tokenless::Status s = Op::read_error(a, w);
+  tokenless::Status s = Op::read_status(a, w);
   INFO(s.message());
   CHECK(s.code() == tokenless::StatusCode::invalid_argument);
   CHECK(std::string(s.message()).find("300 at position 2") != std::string::npos);
   CHECK(out.download() == before);
 
-  // A cu_seqlens that does not end at n_tokens.
+  // A cu_seqlens that does not end at the batch's total.
   ids[2] = 8;
   d_ids.upload(ids);
   DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 2, 3});
   auto v = a;
-  v.batch = {cu.get(), 2, 0};
+  v.batch = {cu.get(), 2, 4};
   REQUIRE_OK(Op::run(v, w));
-  s = Op::read_error(v, w);
+  s = Op::read_status(v, w);
   CHECK(std::string(s.message()).find("cu_seqlens") != std::string::npos);
   CHECK(out.download() == before);
 
@@ -453,14 +449,14 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
   b.byte_table = nullptr;
   expect(b, tokenless::StatusCode::null_pointer, "'byte_table'");
   b = a;
-  b.n_tokens = 0;
-  expect(b, tokenless::StatusCode::empty, "'n_tokens'");
+  b.batch.total = 0;
+  expect(b, tokenless::StatusCode::empty, "total 0");
   b = a;
   b.d = 0;
   expect(b, tokenless::StatusCode::empty, "'d'");
   b = a;
-  b.batch.seq_len = 3;
-  expect(b, tokenless::StatusCode::shape_mismatch, "seq_len");
+  b.batch.num_seqs = 3;
+  expect(b, tokenless::StatusCode::shape_mismatch, "total a multiple of num_seqs");
   b = a;
   b.scale = std::nanf("");
   expect(b, tokenless::StatusCode::invalid_argument, "'scale'");
@@ -508,7 +504,7 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
     DeviceBuffer<unsigned char> gws(Bwd::workspace_size(g));
     const tokenless::Workspace gw{gws.get(), Bwd::workspace_size(g)};
     REQUIRE_OK(Bwd::run(g, gw));
-    CHECK(Bwd::read_error(g, gw).code() == tokenless::StatusCode::invalid_argument);
+    CHECK(Bwd::read_status(g, gw).code() == tokenless::StatusCode::invalid_argument);
     CHECK(gbt.download() == gb_before);
     CHECK(gtt.download() == gt_before);
   }
@@ -525,8 +521,7 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
     values.fill_bytes(0x7f);
     typename Sparse::Arguments sa;
     sa.ids = d_ids.get();
-    sa.n_tokens = 4;
-    sa.batch = {nullptr, 1, 4};
+    sa.batch = tokenless::VarlenBatch::uniform(1, 4);
     sa.grad_output = go.get();
     sa.hash_vocab = kV;
     sa.d = d;

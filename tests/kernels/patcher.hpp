@@ -40,9 +40,7 @@ Result run_patcher(const Rule& rule, const std::vector<std::int32_t>& cu, const 
   a.vocab = vocab;
   a.entropies_in = entropies ? d_ent_in.get() : nullptr;
   a.tokens = tokens ? d_tok.get() : nullptr;
-  a.n_total = n;
-  a.cu_seqlens = d_cu.get();
-  a.num_seqs = B;
+  a.batch = {d_cu.get(), B, n};
   a.include_next_token = inc;
   a.max_patch_length = max_len;
   a.entropies = d_ent.get();
@@ -315,10 +313,11 @@ TEST_CASE("patcher: the tile scan carries rule starts and patch counts across ch
     for (const std::int64_t capacity : {before, before - 1}) {
       DeviceBuffer<det::SegmentTile> d_tiles(tiles);
       DeviceBuffer<std::int32_t> d_total(1);
-      DeviceBuffer<det::DeviceStatus> d_status(1);
-      d_status.fill_bytes(0);
-      REQUIRE_OK(tokenless::launch(det::segment_scan_kernel<>, {dim3(1), dim3(det::kScanThreads), 0, nullptr},
-                                   d_tiles.get(), n_tiles, n_pos, cap, capacity, d_total.get(), d_status.get()));
+      DeviceBuffer<tokenless::DeviceStatus> d_status(1);
+      d_status.fill_bytes(0xff);
+      REQUIRE_OK(tokenless::launch<det::SegmentScanKernel>({d_tiles.get(), n_tiles, n_pos, cap, capacity, d_total.get(),
+                                                            d_status.get()},
+                                                           dim3(1), nullptr));
       const auto got = d_tiles.download();
       std::int64_t first_difference = -1;  // the tile, if any
       for (std::size_t i = 0; i < got.size() && first_difference < 0; ++i) {
@@ -328,7 +327,9 @@ TEST_CASE("patcher: the tile scan carries rule starts and patch counts across ch
       }
       CHECK(first_difference == -1);
       CHECK(d_total.download()[0] == before);
-      CHECK(d_status.download()[0].required == (capacity < before ? before : 0));
+      const tokenless::DeviceStatus st = d_status.download()[0];
+      CHECK((st.first == tokenless::kDeviceOk) == (capacity >= before));
+      if (capacity < before) CHECK(st.required == before);
     }
   }
 }
@@ -347,7 +348,7 @@ TEST_CASE("patcher: bad input gets a clear Status and nothing is written") {
     CAPTURE(cap);
     Result r = run_patcher(pt::EntropyGlobal{1.0f}, cu, &e, nullptr, false, cap, 8);
     INFO(r.status.message());
-    CHECK(r.status.code() == tokenless::StatusCode::workspace_too_small);
+    CHECK(r.status.code() == tokenless::StatusCode::capacity_too_small);
     CHECK(std::string(r.status.message()).find("20 patches") != std::string::npos);
     CHECK(std::string(r.status.message()).find("nothing was written") != std::string::npos);
     untouched(r);
@@ -359,16 +360,41 @@ TEST_CASE("patcher: bad input gets a clear Status and nothing is written") {
     Result r = run_patcher<pt::EntropyGlobal, float>(pt::EntropyGlobal{1.0f}, cu, nullptr, nullptr, false, 0, 8,
                                                      &logits, 7);
     INFO(r.status.message());
-    CHECK(r.status.code() == tokenless::StatusCode::workspace_too_small);
+    CHECK(r.status.code() == tokenless::StatusCode::capacity_too_small);
     CHECK(std::string(r.status.message()).find("only the entropies were written") != std::string::npos);
     untouched(r);
     for (float h : r.entropies) CHECK(h == doctest::Approx(std::log(7.0f)).epsilon(1e-5));
   }
-  // An empty sequence.
-  Result r = run_patcher(pt::EntropyGlobal{1.0f}, {0, 10, 10, 20}, &e, nullptr, false, 0, 64);
-  CHECK(r.status.code() == tokenless::StatusCode::empty);
-  CHECK(std::string(r.status.message()).find("sequence 1 is empty") != std::string::npos);
+  // Offsets that are not a prefix sum: reported with the entry and its
+  // predecessor; nothing written.
+  Result r = run_patcher(pt::EntropyGlobal{1.0f}, {0, 10, 5, 20}, &e, nullptr, false, 0, 64);
+  INFO(r.status.message());
+  CHECK(r.status.code() == tokenless::StatusCode::invalid_argument);
+  CHECK(std::string(r.status.message()).find("cu[2] = 5 after cu[1] = 10") != std::string::npos);
+  CHECK(std::string(r.status.message()).find("patcher::Patcher") != std::string::npos);
   untouched(r);
+}
+
+TEST_CASE("patcher: empty sequences own no position and no patch (one with include_next_token)") {
+  std::vector<float> e(20);
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> u(0.0f, 3.0f);
+  for (auto& x : e) x = u(rng);
+  const std::vector<std::int32_t> dense = {0, 10, 20}, sparse = {0, 0, 10, 10, 10, 20, 20};
+  for (bool inc : {false, true}) {
+    CAPTURE(inc);
+    const Result want = run_patcher(pt::EntropyGlobal{1.0f}, dense, &e, nullptr, inc, 3, 64);
+    const Result got = run_patcher(pt::EntropyGlobal{1.0f}, sparse, &e, nullptr, inc, 3, 64);
+    REQUIRE_OK(got.status);
+    const auto w = lengths_by_sequence(want, dense, inc);
+    const auto g = lengths_by_sequence(got, sparse, inc);
+    REQUIRE(g.size() == 6);
+    const Lengths empty = inc ? Lengths{1} : Lengths{};
+    for (int b : {0, 2, 3, 5}) CHECK(g[static_cast<std::size_t>(b)] == empty);
+    CHECK(g[1] == w[0]);
+    CHECK(g[4] == w[1]);
+    if (!inc) CHECK(got.ids == want.ids);
+  }
 
   using Op = pt::Patcher<pt::EntropyGlobal, float>;
   Op::Arguments a;
@@ -378,9 +404,7 @@ TEST_CASE("patcher: bad input gets a clear Status and nothing is written") {
   float dummy_f[4];
   a.logits = dummy_f;
   a.entropies = dummy_f;
-  a.n_total = 4;
-  a.cu_seqlens = dummy_i;
-  a.num_seqs = 1;
+  a.batch = {dummy_i, 1, 4};
   a.flags = dummy_u;
   a.patch_ids = a.patch_offsets = a.patch_starts = a.patch_lengths = dummy_i;
   a.capacity = 4;
@@ -403,15 +427,13 @@ TEST_CASE("patcher: bad input gets a clear Status and nothing is written") {
   b.capacity = 0;
   expect(b, tokenless::StatusCode::empty, "'capacity'");
   b = a;
-  b.n_total = 0;
-  expect(b, tokenless::StatusCode::empty, "'n_total'");
+  b.batch.total = 0;
+  expect(b, tokenless::StatusCode::empty, "total 0");
   pt::Patcher<pt::StaticPatches>::Arguments st;
   st.rule.patch_size = 0;
   CHECK(pt::Patcher<pt::StaticPatches>::can_implement(st).code() == tokenless::StatusCode::empty);
   pt::Patcher<pt::SpacePatches>::Arguments sp;
-  sp.n_total = 4;
-  sp.num_seqs = 1;
-  sp.cu_seqlens = dummy_i;
+  sp.batch = {dummy_i, 1, 4};
   CHECK(std::string(pt::Patcher<pt::SpacePatches>::can_implement(sp).message()).find("'tokens'") != std::string::npos);
 }
 
@@ -423,7 +445,7 @@ TEST_CASE("n-gram entropy source: matches the host model, with leave-one-out on 
   DeviceBuffer<std::uint8_t> d_text(text);
   DeviceBuffer<float> d_h(n);
   for (int order : {1, 2, 4}) {
-    pt::NGramEntropy::Arguments a;
+    tokenless::entropy_model::NGramEntropy::Arguments a;
     a.train = d_text.get();
     a.n_train = n;
     a.text = d_text.get();
@@ -431,8 +453,8 @@ TEST_CASE("n-gram entropy source: matches the host model, with leave-one-out on 
     a.config.order = order;
     a.config.buckets = 4096;
     a.entropies = d_h.get();
-    DeviceBuffer<unsigned char> ws(pt::NGramEntropy::workspace_size(a));
-    REQUIRE_OK(pt::NGramEntropy::run(a, {ws.get(), pt::NGramEntropy::workspace_size(a)}));
+    DeviceBuffer<unsigned char> ws(tokenless::entropy_model::NGramEntropy::workspace_size(a));
+    REQUIRE_OK(tokenless::entropy_model::NGramEntropy::run(a, {ws.get(), tokenless::entropy_model::NGramEntropy::workspace_size(a)}));
     const auto got = d_h.download();
     ref::NGramReferenceConfig c;
     c.order = order;
@@ -440,12 +462,12 @@ TEST_CASE("n-gram entropy source: matches the host model, with leave-one-out on 
     const auto want = ref::ngram_entropies(text, text, c, true);
     for (std::int64_t i = 0; i < n; ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-4));
   }
-  pt::NGramEntropy::Arguments bad;
+  tokenless::entropy_model::NGramEntropy::Arguments bad;
   bad.train = bad.text = d_text.get();
   bad.n_train = bad.n = n;
   bad.entropies = d_h.get();
   bad.config.order = 0;
-  CHECK(std::string(pt::NGramEntropy::can_implement(bad).message()).find("'config.order'") != std::string::npos);
+  CHECK(std::string(tokenless::entropy_model::NGramEntropy::can_implement(bad).message()).find("'config.order'") != std::string::npos);
 }
 
 TEST_CASE("calibration: the threshold gives the target mean patch size, on the device") {
@@ -460,9 +482,7 @@ TEST_CASE("calibration: the threshold gives the target mean patch size, on the d
     CAPTURE(target);
     pt::Calibrate::Arguments a;
     a.entropies = d_e.get();
-    a.n_total = 2000;
-    a.cu_seqlens = d_cu.get();
-    a.num_seqs = 3;
+    a.batch = {d_cu.get(), 3, 2000};
     a.target_patch_size = target;
     a.threshold = d_theta.get();
     DeviceBuffer<unsigned char> ws(pt::Calibrate::workspace_size(a));
@@ -503,9 +523,7 @@ TEST_CASE("calibration: exact on ties, NaN, short sequences, include_next_token 
       CAPTURE(target);
       pt::Calibrate::Arguments a;
       a.entropies = d_e.get();
-      a.n_total = 3000;
-      a.cu_seqlens = d_cu.get();
-      a.num_seqs = 6;
+      a.batch = {d_cu.get(), 6, 3000};
       a.include_next_token = inc;
       a.target_patch_size = target;
       a.threshold = d_theta.get();
@@ -520,9 +538,7 @@ TEST_CASE("calibration: exact on ties, NaN, short sequences, include_next_token 
   DeviceBuffer<std::int32_t> d_tiny(tiny);
   pt::Calibrate::Arguments a;
   a.entropies = d_e.get();
-  a.n_total = 3;
-  a.cu_seqlens = d_tiny.get();
-  a.num_seqs = 2;
+  a.batch = {d_tiny.get(), 2, 3};
   a.threshold = d_theta.get();
   DeviceBuffer<unsigned char> ws(pt::Calibrate::workspace_size(a));
   REQUIRE_OK(pt::Calibrate::run(a, {ws.get(), pt::Calibrate::workspace_size(a)}));

@@ -7,7 +7,7 @@
 
 namespace tlt::router_tests {
 
-namespace pt = tokenless::patcher;
+namespace rt = tokenless::router;
 namespace ref = tokenless::reference;
 
 TEST_CASE("cosine router: forward, boundaries, and p = 0.5 exactly") {
@@ -24,8 +24,11 @@ TEST_CASE("cosine router: forward, boundaries, and p = 0.5 exactly") {
   DeviceBuffer<float> q(qf), k(kf), prob(n);
   DeviceBuffer<std::int32_t> d_cu(cu);
   DeviceBuffer<std::uint8_t> bnd(n);
-  pt::CosineRouterForward<float>::Arguments a{q.get(), k.get(), n, d, d_cu.get(), 3, prob.get(), bnd.get()};
-  REQUIRE_OK(pt::CosineRouterForward<float>::run(a));
+  using Op = rt::CosineRouterForward<float>;
+  Op::Arguments a{q.get(), k.get(), {d_cu.get(), 3, n}, d, prob.get(), bnd.get()};
+  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+  REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
+  REQUIRE_OK(Op::read_status(a, {ws.get(), Op::workspace_size(a)}));
   const auto p = prob.download();
   const auto b = bnd.download();
   const auto want = ref::cosine_router(std::vector<double>(qf.begin(), qf.end()), std::vector<double>(kf.begin(), kf.end()), d, cu);
@@ -50,8 +53,10 @@ TEST_CASE("cosine router: backward against finite differences") {
   auto gf = random_values<float>(static_cast<std::size_t>(n), 5);
   DeviceBuffer<float> q(qf), k(kf), g(gf), gq(n * d), gk(n * d);
   DeviceBuffer<std::int32_t> d_cu(cu);
-  pt::CosineRouterBackward<float>::Arguments a{q.get(), k.get(), g.get(), n, d, d_cu.get(), 2, gq.get(), gk.get()};
-  REQUIRE_OK(pt::CosineRouterBackward<float>::run(a));
+  using Op = rt::CosineRouterBackward<float>;
+  Op::Arguments a{q.get(), k.get(), g.get(), {d_cu.get(), 2, n}, d, gq.get(), gk.get()};
+  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+  REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
   const auto got_q = gq.download(), got_k = gk.download();
   std::vector<double> qd(qf.begin(), qf.end()), kd(kf.begin(), kf.end());
   auto L = [&] {
@@ -87,18 +92,68 @@ TEST_CASE("cosine router: the generation step equals the offline router") {
   auto qf = random_values<float>(8 * d, 6);
   auto kf = random_values<float>(8 * d, 7);
   DeviceBuffer<float> q(qf), k(kf), prob(8);
+  // Position 5: q_4 orthogonal to k_5, so p = 0.5 exactly, which is no boundary.
+  for (int c = 0; c < d; ++c) {
+    qf[4 * d + c] = c == 0 ? 1.0f : 0.0f;
+    kf[5 * d + c] = c == 1 ? 3.0f : 0.0f;
+  }
+  q.upload(qf);
+  k.upload(kf);
   DeviceBuffer<std::int32_t> d_cu(cu);
-  pt::CosineRouterForward<float>::Arguments a{q.get(), k.get(), 8, d, d_cu.get(), 1, prob.get(), nullptr};
-  REQUIRE_OK(pt::CosineRouterForward<float>::run(a));
+  DeviceBuffer<std::uint8_t> bnd(8);
+  using Op = rt::CosineRouterForward<float>;
+  Op::Arguments a{q.get(), k.get(), {d_cu.get(), 1, 8}, d, prob.get(), bnd.get()};
+  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+  REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
   const auto offline = prob.download();
+  const auto offline_b = bnd.download();
+  CHECK(offline[5] == 0.5f);
+  CHECK(offline_b[5] == 0);
   for (int t = 0; t < 8; ++t) {
+    CAPTURE(t);
     std::vector<float> qp(d), kn(kf.begin() + t * d, kf.begin() + (t + 1) * d);
     if (t > 0) std::copy(qf.begin() + (t - 1) * d, qf.begin() + t * d, qp.begin());
     DeviceBuffer<float> dq(qp), dk(kn), p1(1);
-    DeviceBuffer<std::uint8_t> first(std::vector<std::uint8_t>{static_cast<std::uint8_t>(t == 0)});
-    pt::CosineRouterStep<float>::Arguments s{dq.get(), dk.get(), first.get(), 1, d, p1.get(), nullptr};
-    REQUIRE_OK(pt::CosineRouterStep<float>::run(s));
+    DeviceBuffer<std::uint8_t> first(std::vector<std::uint8_t>{static_cast<std::uint8_t>(t == 0)}), b1(1);
+    b1.fill_bytes(0x7f);
+    rt::CosineRouterStep<float>::Arguments s{dq.get(), dk.get(), first.get(), 1, d, p1.get(), b1.get()};
+    REQUIRE_OK(rt::CosineRouterStep<float>::run(s));
     CHECK(p1.download()[0] == offline[t]);
+    CHECK(b1.download()[0] == offline_b[t]);  // the step's boundary rule is the offline one (p = 0.5: none)
+  }
+}
+
+TEST_CASE("cosine router: bad offsets are reported on the device and nothing is written") {
+  // cu[0] = 2: before the device check existed, run() returned ok and the
+  // kernels read q[-d] and wrote grad_q[-d].
+  const int d = 4;
+  const std::int64_t n = 7;
+  auto qf = random_values<float>(static_cast<std::size_t>(n * d), 9);
+  DeviceBuffer<float> q(qf), k(qf), prob(n), g(std::vector<float>(n, 1.0f)), gq(n * d), gk(n * d);
+  DeviceBuffer<std::int32_t> d_cu(std::vector<std::int32_t>{2, 3, 7});
+  for (auto* buf : {&prob, &gq, &gk}) buf->fill_bytes(0x7f);
+  const auto prob_before = prob.download(), gq_before = gq.download(), gk_before = gk.download();
+  const tokenless::VarlenBatch batch{d_cu.get(), 2, n};
+  {
+    using Op = rt::CosineRouterForward<float>;
+    Op::Arguments a{q.get(), k.get(), batch, d, prob.get(), nullptr};
+    DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+    REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
+    const tokenless::Status s = Op::read_status(a, {ws.get(), Op::workspace_size(a)});
+    INFO(s.message());
+    CHECK(s.code() == tokenless::StatusCode::invalid_argument);
+    CHECK(std::string(s.message()).find("router::CosineRouterForward") != std::string::npos);
+    CHECK(std::string(s.message()).find("cu[0] = 2") != std::string::npos);
+    CHECK(prob.download() == prob_before);
+  }
+  {
+    using Op = rt::CosineRouterBackward<float>;
+    Op::Arguments a{q.get(), k.get(), g.get(), batch, d, gq.get(), gk.get()};
+    DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+    REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
+    CHECK(Op::read_status(a, {ws.get(), Op::workspace_size(a)}).code() == tokenless::StatusCode::invalid_argument);
+    CHECK(gq.download() == gq_before);
+    CHECK(gk.download() == gk_before);
   }
 }
 
@@ -117,28 +172,26 @@ TEST_CASE("ratio loss: every scope, loss and gradient against finite differences
   DeviceBuffer<std::uint8_t> b(bf);
   DeviceBuffer<std::int32_t> d_cu(cu);
   const float R = 4.0f;
-  for (auto scope : {pt::RatioScope::per_batch, pt::RatioScope::per_sequence, pt::RatioScope::global}) {
+  for (auto scope : {rt::RatioScope::per_batch, rt::RatioScope::per_sequence, rt::RatioScope::global}) {
     CAPTURE(static_cast<int>(scope));
-    pt::RatioLoss::Arguments a;
+    rt::RatioLoss::Arguments a;
     a.prob = p.get();
     a.boundary = b.get();
-    a.n_total = n;
-    a.cu_seqlens = d_cu.get();
-    a.num_seqs = 3;
+    a.batch = {d_cu.get(), 3, n};
     a.scope = scope;
     a.global_sums = gsums.get();
     a.target_ratio = R;
     a.grad_scale = 1.0f;
     a.loss = loss.get();
     a.grad_prob = grad.get();
-    DeviceBuffer<unsigned char> ws(pt::RatioLoss::workspace_size(a));
-    REQUIRE_OK(pt::RatioLoss::run(a, {ws.get(), pt::RatioLoss::workspace_size(a)}));
+    DeviceBuffer<unsigned char> ws(rt::RatioLoss::workspace_size(a));
+    REQUIRE_OK(rt::RatioLoss::run(a, {ws.get(), rt::RatioLoss::workspace_size(a)}));
     const float got = loss.download()[0];
     const auto got_grad = grad.download();
     std::vector<double> pd(pf.begin(), pf.end());
-    const std::vector<std::int32_t> groups = scope == pt::RatioScope::per_sequence ? cu : std::vector<std::int32_t>{0, static_cast<std::int32_t>(n)};
+    const std::vector<std::int32_t> groups = scope == rt::RatioScope::per_sequence ? cu : std::vector<std::int32_t>{0, static_cast<std::int32_t>(n)};
     auto L = [&] {
-      if (scope != pt::RatioScope::global) return ref::ratio_loss(pd, bf, groups, R);
+      if (scope != rt::RatioScope::global) return ref::ratio_loss(pd, bf, groups, R);
       // Global: local p enters the global sum of p; F and the count come from the caller.
       double local = 0;
       for (double x : pd) local += x;
@@ -157,14 +210,14 @@ TEST_CASE("ratio loss: every scope, loss and gradient against finite differences
       CHECK(got_grad[t] == doctest::Approx((up - down) / (2 * h)).epsilon(1e-3).scale(1e-4));
     }
   }
-  pt::RatioLoss::Arguments bad;
+  rt::RatioLoss::Arguments bad;
   bad.prob = p.get();
   bad.boundary = b.get();
   bad.loss = loss.get();
   bad.grad_prob = grad.get();
-  bad.n_total = n;
+  bad.batch = tokenless::VarlenBatch::uniform(1, n);
   bad.target_ratio = 1.0f;
-  CHECK(std::string(pt::RatioLoss::can_implement(bad).message()).find("'target_ratio'") != std::string::npos);
+  CHECK(std::string(rt::RatioLoss::can_implement(bad).message()).find("'target_ratio'") != std::string::npos);
 }
 
 }  // namespace tlt::router_tests

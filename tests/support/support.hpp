@@ -41,38 +41,26 @@ inline int scale_down() {
   return s;
 }
 
+// The library's DeviceBuffer, with every failure a test failure.
 template <class T>
-class DeviceBuffer {
+class DeviceBuffer : public tokenless::DeviceBuffer<T> {
+  using Base = tokenless::DeviceBuffer<T>;
+
  public:
   DeviceBuffer() = default;
-  explicit DeviceBuffer(std::size_t n) : n_(n) {
-    if (n) REQUIRE(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)) == cudaSuccess);
-  }
+  explicit DeviceBuffer(std::size_t n) : Base(n) { REQUIRE_OK(this->status()); }
   explicit DeviceBuffer(const std::vector<T>& h) : DeviceBuffer(h.size()) { upload(h); }
-  DeviceBuffer(const DeviceBuffer&) = delete;
-  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  ~DeviceBuffer() {
-    if (p_) (void)cudaFree(p_);
-  }
   void upload(const std::vector<T>& h) {
-    REQUIRE(h.size() == n_);
-    if (n_) REQUIRE(cudaMemcpy(p_, h.data(), n_ * sizeof(T), cudaMemcpyHostToDevice) == cudaSuccess);
+    REQUIRE(h.size() == this->size());
+    REQUIRE_OK(Base::upload(h));
   }
   std::vector<T> download() const {
-    std::vector<T> h(n_);
+    std::vector<T> h(this->size());
     REQUIRE(cudaDeviceSynchronize() == cudaSuccess);
-    if (n_) REQUIRE(cudaMemcpy(h.data(), p_, n_ * sizeof(T), cudaMemcpyDeviceToHost) == cudaSuccess);
+    REQUIRE_OK(Base::download(h.data(), h.size()));
     return h;
   }
-  void fill_bytes(int v) {
-    if (n_) REQUIRE(cudaMemset(p_, v, n_ * sizeof(T)) == cudaSuccess);
-  }
-  T* get() const { return p_; }
-  std::size_t size() const { return n_; }
-
- private:
-  T* p_ = nullptr;
-  std::size_t n_ = 0;
+  void fill_bytes(int v) { REQUIRE_OK(Base::fill_bytes(v)); }
 };
 
 template <class T>

@@ -90,9 +90,10 @@ inline Status device_properties(DeviceProperties& out, int device = -1) {
 #if defined(TOKENLESS_BACKEND_EMU)
   (void)device;
   DeviceProperties p;
-  p.cc_major = 9;  // tuning selectors see a Hopper-class device
-  p.cc_minor = 0;
-  p.sm_count = 4;
+  const emu::Options o = emu::options();  // settable, so that the emu tier runs every tuning
+  p.cc_major = o.compute_capability / 10;
+  p.cc_minor = o.compute_capability % 10;
+  p.sm_count = o.sm_count;
   p.max_threads_per_block = 1024;
   p.smem_per_block_optin = 227 * 1024;
   p.l2_bytes = 1 << 20;
@@ -134,6 +135,20 @@ inline Status device_properties(DeviceProperties& out, int device = -1) {
   (void)device;
   return Status::error(StatusCode::no_device, "tokenless was compiled without the CUDA runtime");
 #endif
+}
+
+// The current device's SM count, for sizing grids. The fallback (132, an
+// H100 SXM's) serves a failed query, where no kernel launches either.
+inline int sm_count() {
+  DeviceProperties p;
+  return device_properties(p).is_ok() && p.sm_count > 0 ? p.sm_count : 132;
+}
+
+// The current device's compute capability (80 for sm_80), for the tuning
+// selectors; 80 when the query fails.
+inline int compute_capability() {
+  DeviceProperties p;
+  return device_properties(p).is_ok() ? p.compute_capability() : 80;
 }
 
 }  // namespace tokenless

@@ -19,6 +19,7 @@ enum class StatusCode : std::uint8_t {
   overflow,            // a size that does not fit the kernel's index type
   unsupported,         // valid, but not implemented by this kernel (vocab over a kernel's limit, ...)
   workspace_too_small,
+  capacity_too_small,  // an output's capacity (patches, touched rows) is less than the batch needs
   no_device,
   cuda_error,
   cublas_error,
@@ -36,6 +37,7 @@ inline constexpr const char* to_string(StatusCode c) {
     case StatusCode::overflow: return "size overflow";
     case StatusCode::unsupported: return "unsupported";
     case StatusCode::workspace_too_small: return "workspace too small";
+    case StatusCode::capacity_too_small: return "capacity too small";
     case StatusCode::no_device: return "no device";
     case StatusCode::cuda_error: return "CUDA error";
     case StatusCode::cublas_error: return "cuBLAS error";
@@ -86,9 +88,10 @@ class [[nodiscard]] Status {
 
 }  // namespace tokenless
 
-// Returns from the enclosing function when `expr` yields a failed Status.
-#define TL_RETURN_IF_ERROR(expr)                     \
-  do {                                               \
-    ::tokenless::Status tl_status_ = (expr);         \
-    if (!tl_status_.is_ok()) return tl_status_;      \
+// Returns from the enclosing function when the expression yields a failed
+// Status (variadic: template arguments may hold commas).
+#define TL_RETURN_IF_ERROR(...)                        \
+  do {                                                 \
+    ::tokenless::Status tl_status_ = (__VA_ARGS__);    \
+    if (!tl_status_.is_ok()) return tl_status_;        \
   } while (0)

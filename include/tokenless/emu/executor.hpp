@@ -22,6 +22,7 @@
 #include <condition_variable>
 #include <cstdarg>
 #include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <functional>
 #include <memory>
@@ -49,6 +50,8 @@ struct Options {
   std::size_t stack_bytes = 0;          // 0 picks 256 KiB, or 1 MiB under ASan
   unsigned deadlock_timeout_ms = 5000;  // thread mode: no progress for this long is a deadlock
   bool print_faults = true;             // also print fault reports to stderr
+  int compute_capability = 90;          // what device_properties() reports, so each tuning runs here
+  int sm_count = 4;                     // likewise: grids are sized to it
 };
 
 enum class Fault {
@@ -106,6 +109,7 @@ inline Options options_from_env() {
   if (const char* s = std::getenv("TOKENLESS_EMU_MODE")) {
     if (std::string(s) == "threads") o.mode = Mode::threads;
   }
+  if (const char* s = std::getenv("TOKENLESS_EMU_CC")) o.compute_capability = std::atoi(s);
   return o;
 }
 

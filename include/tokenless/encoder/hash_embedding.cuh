@@ -11,13 +11,16 @@
 // Input that only the device can see (an id outside the vocabulary, a
 // cu_seqlens that is not a valid prefix sum) is checked by a kernel before the
 // main one; if anything is wrong the main kernel writes nothing, and
-// read_error() turns the device-side record into a Status. read_error()
-// synchronises the stream: it is for debugging and tests, not the hot path.
+// read_status() turns the device-side record into a Status
+// (core/device_status.cuh). It synchronises the stream: it is for debugging
+// and tests, not the hot path.
 #include <tokenless/core/device.hpp>
 #include <tokenless/core/device_algorithms.cuh>
 #include <tokenless/core/dtype.hpp>
-#include <tokenless/core/launch.cuh>
+#include <tokenless/core/device_status.cuh>
+#include <tokenless/core/kernel.cuh>
 #include <tokenless/core/operation.hpp>
+#include <tokenless/core/varlen.hpp>
 #include <tokenless/core/validate.hpp>
 #include <tokenless/core/workspace.hpp>
 #include <tokenless/encoder/kernel.cuh>
@@ -34,27 +37,15 @@ namespace detail {
 template <class IdT>
 inline constexpr bool kIdsNeedValidation = !std::is_same_v<IdT, std::uint8_t>;
 
-inline Status check_common(const void* ids, std::int64_t n_tokens, const Batch& batch, std::int64_t V, int d) {
+inline Status check_common(const void* ids, const VarlenBatch& batch, std::int64_t V, int d) {
   TL_RETURN_IF_ERROR(check::not_null("ids", ids));
-  TL_RETURN_IF_ERROR(check::positive("n_tokens", n_tokens));
-  TL_RETURN_IF_ERROR(check::fits_int32("n_tokens", n_tokens));  // token indices are sorted as int32
+  TL_RETURN_IF_ERROR(check::batch("batch", batch));  // token indices are sorted as int32
   if (V <= 0) return Status::argument(StatusCode::invalid_argument, "hash_vocab", "V > 0", "%lld", static_cast<long long>(V));
   if (V > (std::int64_t{1} << 31)) {
     return Status::argument(StatusCode::unsupported, "hash_vocab", "V <= 2^31 (buckets are sorted as 32-bit keys)",
                             "%lld", static_cast<long long>(V));
   }
-  TL_RETURN_IF_ERROR(check::positive("d", d));
-  if (batch.varlen()) {
-    TL_RETURN_IF_ERROR(check::positive("batch.num_seqs", batch.num_seqs));
-  } else {
-    TL_RETURN_IF_ERROR(check::positive("batch.seq_len", batch.seq_len));
-    if (n_tokens % batch.seq_len != 0) {
-      return Status::argument(StatusCode::shape_mismatch, "n_tokens", "a multiple of batch.seq_len (padded [B, N])",
-                              "%lld (seq_len %lld)", static_cast<long long>(n_tokens),
-                              static_cast<long long>(batch.seq_len));
-    }
-  }
-  return Status::ok();
+  return check::positive("d", d);
 }
 
 template <class Tables, int K>
@@ -125,41 +116,48 @@ inline bool vectorizable(const void* out, const void* byte_table, const Tables& 
   }
 }
 
-inline int grid_for(std::int64_t items_per_block_units) {
-  DeviceProperties p;
-  const int sms = device_properties(p).is_ok() ? p.sm_count : 132;
-  return static_cast<int>(std::max<std::int64_t>(1, std::min<std::int64_t>(items_per_block_units, std::int64_t{sms} * 32)));
+// Grids: a warp per token (or row, or chunk), at most 32 blocks per SM (the
+// kernels stride over the rest; untuned: enough to cover latency at two
+// resident blocks per SM).
+inline dim3 warp_grid(std::int64_t items) { return grid_for(items, kWarpsPerBlock, 32); }
+inline dim3 thread_grid(std::int64_t items) { return grid_for(items, 256, 32); }
+
+// Launches the device-side checks when there is something the host cannot check.
+template <class P, class IdT>
+inline Status validate(const IdT* ids, const VarlenBatch& batch, DeviceStatus* status, cudaStream_t stream) {
+  TL_RETURN_IF_ERROR(reset_device_status(status, stream));
+  TL_RETURN_IF_ERROR(validate_batch(batch, status, stream));
+  if constexpr (!kIdsNeedValidation<IdT>) return Status::ok();
+  else return launch<ValidateIdsKernel<P, IdT>>({ids, batch.total, status}, thread_grid(batch.total), stream);
 }
 
-// Launches the validation kernel when there is something the host cannot check.
+// Turns the device-side record into a Status (synchronises `stream`).
 template <class P, class IdT>
-inline Status validate(const IdT* ids, std::int64_t n, const Batch& batch, unsigned long long* error, cudaStream_t stream) {
-  TL_CUDA_TRY(cudaMemsetAsync(error, 0xff, 2 * sizeof(unsigned long long), stream));
-  const std::int64_t work = std::max<std::int64_t>(n, batch.num_seqs + 1);
-  return launch(validate_kernel<P, IdT>, {dim3(grid_for((work + 255) / 256)), dim3(256), 0, stream}, ids, n, batch, error);
-}
-
-// Turns the device-side error record into a Status (synchronises `stream`).
-template <class P, class IdT>
-inline Status read_error(const IdT* ids, const Batch& batch, const unsigned long long* error, cudaStream_t stream) {
-  if (!error) return Status::ok();
-  unsigned long long e[2];
-  TL_CUDA_TRY(cudaMemcpyAsync(e, error, sizeof e, cudaMemcpyDeviceToHost, stream));
-  TL_CUDA_TRY(cudaStreamSynchronize(stream));
-  if (e[0] != kNoError) {
-    IdT v{};
-    TL_CUDA_TRY(cudaMemcpy(&v, ids + e[0], sizeof v, cudaMemcpyDeviceToHost));
-    return Status::argument(StatusCode::invalid_argument, "ids", "ids in [0, vocab) (nothing was written)",
-                            "%lld at position %llu (vocab %d)", static_cast<long long>(v), e[0], P::ids::kVocab);
+inline Status read_status(const char* op, const IdT* ids, const VarlenBatch& batch, std::int64_t capacity,
+                          const DeviceStatus* status, cudaStream_t stream) {
+  DeviceFailure f;
+  TL_RETURN_IF_ERROR(read_device_status(status, f, stream));
+  switch (f.check) {
+    case 0: return Status::ok();
+    case kCheckBatch: return batch_failure(op, batch, f.index, stream);
+    case kCheckIds: {
+      IdT v{};
+      TL_CUDA_TRY(cudaMemcpy(&v, ids + f.index, sizeof v, cudaMemcpyDeviceToHost));
+      return device_failure(op, StatusCode::invalid_argument, "ids", "ids in [0, vocab) (nothing was written)",
+                            "%lld at position %lld (vocab %d)", static_cast<long long>(v),
+                            static_cast<long long>(f.index), P::ids::kVocab);
+    }
+    case kCheckCapacity: {
+      char seen[96];
+      if (f.index == 0) std::snprintf(seen, sizeof seen, "the byte table");
+      else std::snprintf(seen, sizeof seen, "hash table %lld", static_cast<long long>(f.index - 1));
+      return device_failure(op, StatusCode::capacity_too_small, "capacity",
+                            "room for every touched row of every table (nothing was written)",
+                            "%lld, but %s touched %lld rows", static_cast<long long>(capacity), seen,
+                            static_cast<long long>(f.required));
+    }
+    default: return Status::error(StatusCode::internal, "%s: unknown device check %d", op, f.check);
   }
-  if (e[1] != kNoError) {
-    std::int32_t v = 0;
-    TL_CUDA_TRY(cudaMemcpy(&v, batch.cu_seqlens + e[1], sizeof v, cudaMemcpyDeviceToHost));
-    return Status::argument(StatusCode::invalid_argument, "batch.cu_seqlens",
-                            "0 = cu[0] <= cu[1] <= ... <= cu[B] = n_tokens (nothing was written)", "%d at index %llu", v,
-                            e[1]);
-  }
-  return Status::ok();
 }
 
 // Workspace of the deterministic (sorted) path: (row, token) pairs before and
@@ -168,7 +166,7 @@ inline Status read_error(const IdT* ids, const Batch& batch, const unsigned long
 // rows per table and the overflow record.
 struct SortedLayout {
   std::size_t keys_in = 0, keys_out = 0, tokens_in = 0, tokens_out = 0, sort_temp = 0, sort_temp_bytes = 0;
-  std::size_t partials = 0, run_counts = 0, chunk_base = 0, totals = 0, overflow = 0;
+  std::size_t partials = 0, run_counts = 0, chunk_base = 0, totals = 0;
 };
 
 inline SortedLayout add_sorted_layout(WorkspaceLayout& w, int tables, std::int64_t n, int d, bool sparse) {
@@ -189,21 +187,20 @@ inline SortedLayout add_sorted_layout(WorkspaceLayout& w, int tables, std::int64
     l.run_counts = w.add_array<std::int32_t>(tables * chunks);
     l.chunk_base = w.add_array<std::int32_t>(tables * chunks);
     l.totals = w.add_array<std::int32_t>(tables);
-    l.overflow = w.add_array<std::int64_t>(2);
   }
   return l;
 }
 
-// A backward's workspace: the validation record, then the sorted path's.
+// A backward's workspace: the status record, then the sorted path's.
 struct BackwardLayout {
-  std::size_t error = 0, total = 0;
+  std::size_t status = 0, total = 0;
   SortedLayout sorted;
 };
 
 inline BackwardLayout backward_layout(int tables, std::int64_t n, int d, bool sorted, bool sparse) {
   BackwardLayout l;
   WorkspaceLayout w;
-  l.error = w.add(2 * sizeof(unsigned long long));
+  l.status = w.add(sizeof(DeviceStatus));
   if (sorted) l.sorted = add_sorted_layout(w, tables, n, d, sparse);
   l.total = w.bytes();
   return l;
@@ -216,14 +213,12 @@ template <WriteMode kMode, class P, class T, class IdT, class GradT>
 Status run_sorted(BackwardParams<P, T, IdT, GradT> p, const SortedLayout& l, Workspace ws, bool vec,
                   std::int32_t* counts, cudaStream_t stream) {
   constexpr int K = P::tables;
-  const std::int64_t n = p.n_tokens;
-  const unsigned long long* error = p.error;
+  const std::int64_t n = p.batch.total;
   auto* keys_in = ws.at<std::uint32_t>(l.keys_in);
   auto* keys_out = ws.at<std::uint32_t>(l.keys_out);
   auto* tok_in = ws.at<std::int32_t>(l.tokens_in);
   auto* tok_out = ws.at<std::int32_t>(l.tokens_out);
-  TL_RETURN_IF_ERROR(launch(keys_kernel<P, IdT>, {dim3(grid_for((n + 255) / 256)), dim3(256), 0, stream}, p.ids, n,
-                            p.batch, p.V, keys_in, tok_in, error));
+  TL_RETURN_IF_ERROR(launch<KeysKernel<P, IdT>>({p.ids, p.batch, p.V, keys_in, tok_in, p.status}, thread_grid(n), stream));
   auto bits_for = [](std::int64_t rows) {
     int b = 1;
     while (b < 32 && (std::int64_t{1} << b) < rows) ++b;
@@ -237,39 +232,30 @@ Status run_sorted(BackwardParams<P, T, IdT, GradT> p, const SortedLayout& l, Wor
   }
   const std::int64_t chunk = reduce_chunk(n, K + 1);
   const std::int64_t chunks = (n + chunk - 1) / chunk;
-  const dim3 block(kWarpsPerBlock * 32);
-  const LaunchConfig cfg{dim3(grid_for(((K + 1) * chunks + kWarpsPerBlock - 1) / kWarpsPerBlock)), block, 0, stream};
+  const dim3 grid = warp_grid((K + 1) * chunks);
   const auto* sorted_keys = static_cast<const std::uint32_t*>(keys_out);
   if constexpr (kMode == WriteMode::sparse) {
     auto* run_counts = ws.at<std::int32_t>(l.run_counts);
     auto* chunk_base = ws.at<std::int32_t>(l.chunk_base);
-    auto* overflow = ws.at<std::int64_t>(l.overflow);
-    TL_CUDA_TRY(cudaMemsetAsync(overflow, 0, 2 * sizeof(std::int64_t), stream));
-    TL_RETURN_IF_ERROR(launch(count_runs_kernel<P>, cfg, n, chunk, sorted_keys, run_counts, error));
-    TL_RETURN_IF_ERROR(launch(sparse_offsets_kernel<>, {dim3(1), dim3(kRunScanThreads), 0, stream}, K + 1, chunks,
-                              p.sparse.capacity, static_cast<const std::int32_t*>(run_counts), chunk_base,
-                              ws.at<std::int32_t>(l.totals), counts, overflow, error));
+    TL_RETURN_IF_ERROR(launch<CountRunsKernel<P>>({n, chunk, sorted_keys, run_counts, p.status}, grid, stream));
+    TL_RETURN_IF_ERROR(launch<SparseOffsetsKernel>({K + 1, chunks, p.sparse.capacity, run_counts, chunk_base,
+                                                    ws.at<std::int32_t>(l.totals), counts, p.status},
+                                                   dim3(1), stream));
     p.sparse.chunk_base = chunk_base;
     p.sparse.run_counts = run_counts;
-    p.sparse.overflow = overflow;
   }
-  float* partials = ws.at<float>(l.partials);
+  const SortedParams<P, T, IdT, GradT> sp{p, chunk, sorted_keys, tok_out, ws.at<float>(l.partials)};
   auto reduce = [&]<int kVec>() -> Status {
     // The narrowest column chunk that covers a row: more rows in flight
     // (the scalar fallback keeps one width).
-    auto chunks_kernel = [&] {
-      if constexpr (kVec == 1) {
-        return reduce_chunks_kernel<P, T, IdT, GradT, kVec, kChunkVecs, kMode>;
-      } else {
-        if (p.d <= 32 * kVec) return reduce_chunks_kernel<P, T, IdT, GradT, kVec, 1, kMode>;
-        if (p.d <= 64 * kVec) return reduce_chunks_kernel<P, T, IdT, GradT, kVec, 2, kMode>;
-        return reduce_chunks_kernel<P, T, IdT, GradT, kVec, kChunkVecs, kMode>;
-      }
-    };
-    TL_RETURN_IF_ERROR(launch(chunks_kernel(), cfg, p, chunk, sorted_keys, static_cast<const std::int32_t*>(tok_out),
-                              partials, error));
-    return launch(combine_partials_kernel<P, T, IdT, GradT, kVec, kMode>, cfg, p, chunk, sorted_keys,
-                  static_cast<const float*>(partials), error);
+    auto chunks_kernel = [&]<int kChunk>() { return launch<ReduceChunksKernel<P, T, IdT, GradT, kVec, kChunk, kMode>>(sp, grid, stream); };
+    Status s;
+    if constexpr (kVec == 1) s = chunks_kernel.template operator()<kChunkVecs>();
+    else if (p.d <= 32 * kVec) s = chunks_kernel.template operator()<1>();
+    else if (p.d <= 64 * kVec) s = chunks_kernel.template operator()<2>();
+    else s = chunks_kernel.template operator()<kChunkVecs>();
+    TL_RETURN_IF_ERROR(s);
+    return launch<CombinePartialsKernel<P, T, IdT, GradT, kVec, kMode>>(sp, grid, stream);
   };
   return vec ? reduce.template operator()<kVec16<T>>() : reduce.template operator()<1>();
 }
@@ -281,24 +267,24 @@ struct HashEmbeddingForward {
   static_assert(std::is_same_v<IdT, std::uint8_t> || std::is_same_v<IdT, std::int32_t>,
                 "ids are uint8 bytes or int32 ids");
   static constexpr int K = P::tables;
+  static constexpr const char* kName = "encoder::HashEmbeddingForward";
   using Tables = typename P::layout::template Tables<const T, K>;
 
   struct Arguments {
-    const IdT* ids = nullptr;      // [n_tokens]
-    std::int64_t n_tokens = 0;
-    Batch batch;                   // varlen cu_seqlens, or padded seq_len
+    const IdT* ids = nullptr;      // [batch.total]
+    VarlenBatch batch;             // packed (cu_seqlens) or equal lengths
     const T* byte_table = nullptr; // [P::ids::kVocab, d]
     Tables hash_tables;            // K tables of [hash_vocab, d]
     std::int64_t hash_vocab = 0;   // V
     int d = 0;
     float scale = 1.0f;            // optional output scale
-    T* output = nullptr;           // [n_tokens, d]
+    T* output = nullptr;           // [batch.total, d]
   };
 
   static bool needs_validation(const Arguments& a) { return detail::kIdsNeedValidation<IdT> || a.batch.varlen(); }
 
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(detail::check_common(a.ids, a.n_tokens, a.batch, a.hash_vocab, a.d));
+    TL_RETURN_IF_ERROR(detail::check_common(a.ids, a.batch, a.hash_vocab, a.d));
     TL_RETURN_IF_ERROR(check::not_null("byte_table", a.byte_table));
     TL_RETURN_IF_ERROR(check::aligned("byte_table", a.byte_table, sizeof(T)));
     TL_RETURN_IF_ERROR((detail::check_tables<Tables, K>(a.hash_tables, a.hash_vocab, sizeof(T))));
@@ -309,32 +295,31 @@ struct HashEmbeddingForward {
   }
 
   static std::size_t workspace_size(const Arguments& a) {
-    return needs_validation(a) ? kWorkspaceAlignment : 0;  // two error words
+    return needs_validation(a) ? align_up(sizeof(DeviceStatus), kWorkspaceAlignment) : 0;
   }
 
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
     TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
-    unsigned long long* error = needs_validation(a) ? ws.at<unsigned long long>(0) : nullptr;
-    if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
-    detail::ForwardParams<P, T, IdT> p{a.ids, a.n_tokens, a.batch, a.byte_table, a.hash_tables,
-                                       a.hash_vocab, a.d, a.scale, a.output, error};
-    const LaunchConfig cfg{dim3(detail::grid_for((a.n_tokens + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
-                           dim3(detail::kWarpsPerBlock * 32), 0, stream};
+    DeviceStatus* status = needs_validation(a) ? ws.at<DeviceStatus>(0) : nullptr;
+    if (status) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.batch, status, stream)));
+    const detail::ForwardParams<P, T, IdT> p{a.ids, a.batch, a.byte_table, a.hash_tables, a.hash_vocab,
+                                             a.d, a.scale, a.output, status};
+    const dim3 grid = detail::warp_grid(a.batch.total);
     if (!detail::vectorizable<T, Tables, K>(a.output, a.byte_table, a.hash_tables, a.d)) {
-      return launch(detail::forward_kernel<P, T, IdT, 1, detail::kChunkVecs>, cfg, p);
+      return launch<detail::ForwardKernel<P, T, IdT, 1, detail::kChunkVecs>>(p, grid, stream);
     }
     // The narrowest chunk that covers a row: fewer accumulators, more rows in flight.
     constexpr int kRow = 32 * kVec16<T>;
-    if (a.d <= kRow) return launch(detail::forward_kernel<P, T, IdT, kVec16<T>, 1>, cfg, p);
-    if (a.d <= 2 * kRow) return launch(detail::forward_kernel<P, T, IdT, kVec16<T>, 2>, cfg, p);
-    return launch(detail::forward_kernel<P, T, IdT, kVec16<T>, detail::kChunkVecs>, cfg, p);
+    if (a.d <= kRow) return launch<detail::ForwardKernel<P, T, IdT, kVec16<T>, 1>>(p, grid, stream);
+    if (a.d <= 2 * kRow) return launch<detail::ForwardKernel<P, T, IdT, kVec16<T>, 2>>(p, grid, stream);
+    return launch<detail::ForwardKernel<P, T, IdT, kVec16<T>, detail::kChunkVecs>>(p, grid, stream);
   }
 
-  // Status of the last run()'s device-side checks. Synchronises `stream`.
-  static Status read_error(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+  // The device-side checks of the last run(). Synchronises `stream`.
+  static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     if (!needs_validation(a)) return Status::ok();
-    return detail::read_error<P, IdT>(a.ids, a.batch, ws.at<unsigned long long>(0), stream);
+    return detail::read_status<P, IdT>(kName, a.ids, a.batch, 0, ws.at<DeviceStatus>(0), stream);
   }
 };
 
@@ -348,13 +333,13 @@ struct HashEmbeddingForward {
 template <EmbeddingPolicy P, StorageFloat T, class IdT = std::uint8_t, StorageFloat GradT = float>
 struct HashEmbeddingBackward {
   static constexpr int K = P::tables;
+  static constexpr const char* kName = "encoder::HashEmbeddingBackward";
   using GradTables = typename P::layout::template Tables<GradT, K>;
 
   struct Arguments {
     const IdT* ids = nullptr;
-    std::int64_t n_tokens = 0;
-    Batch batch;
-    const T* grad_output = nullptr;  // [n_tokens, d]
+    VarlenBatch batch;
+    const T* grad_output = nullptr;    // [batch.total, d]
     GradT* grad_byte_table = nullptr;  // [P::ids::kVocab, d]
     GradTables grad_hash_tables;       // K tables of [hash_vocab, d]
     std::int64_t hash_vocab = 0;
@@ -367,7 +352,7 @@ struct HashEmbeddingBackward {
   static bool needs_validation(const Arguments& a) { return detail::kIdsNeedValidation<IdT> || a.batch.varlen(); }
 
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(detail::check_common(a.ids, a.n_tokens, a.batch, a.hash_vocab, a.d));
+    TL_RETURN_IF_ERROR(detail::check_common(a.ids, a.batch, a.hash_vocab, a.d));
     TL_RETURN_IF_ERROR(check::not_null("grad_output", a.grad_output));
     TL_RETURN_IF_ERROR(check::aligned("grad_output", a.grad_output, sizeof(T)));
     TL_RETURN_IF_ERROR(check::not_null("grad_byte_table", a.grad_byte_table));
@@ -380,7 +365,7 @@ struct HashEmbeddingBackward {
     }
     TL_RETURN_IF_ERROR(check::finite("scale", a.scale));
     if (a.deterministic) {
-      TL_RETURN_IF_ERROR(check::product_fits_int32("(tables + 1) * n_tokens", K + 1, a.n_tokens));
+      TL_RETURN_IF_ERROR(check::product_fits_int32("(tables + 1) * batch.total", K + 1, a.batch.total));
       TL_RETURN_IF_ERROR((detail::check_disjoint<GradTables, K>(a.grad_byte_table, P::ids::kVocab, a.grad_hash_tables,
                                                                a.hash_vocab, a.d)));
     }
@@ -388,7 +373,7 @@ struct HashEmbeddingBackward {
   }
 
   static detail::BackwardLayout layout(const Arguments& a) {
-    return detail::backward_layout(K + 1, a.n_tokens, a.d, a.deterministic, false);
+    return detail::backward_layout(K + 1, a.batch.total, a.d, a.deterministic, false);
   }
 
   static std::size_t workspace_size(const Arguments& a) {
@@ -400,38 +385,35 @@ struct HashEmbeddingBackward {
     const std::size_t need = workspace_size(a);
     TL_RETURN_IF_ERROR(check_workspace(ws, need));
     const detail::BackwardLayout l = need ? layout(a) : detail::BackwardLayout{};
-    unsigned long long* error = needs_validation(a) ? ws.at<unsigned long long>(l.error) : nullptr;
-    if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
-    detail::BackwardParams<P, T, IdT, GradT> p{a.ids, a.n_tokens, a.batch, a.grad_output, a.grad_byte_table,
-                                               a.grad_hash_tables, a.hash_vocab, a.d, a.scale, error};
+    DeviceStatus* status = needs_validation(a) ? ws.at<DeviceStatus>(l.status) : nullptr;
+    if (status) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.batch, status, stream)));
+    detail::BackwardParams<P, T, IdT, GradT> p{a.ids, a.batch, a.grad_output, a.grad_byte_table,
+                                               a.grad_hash_tables, a.hash_vocab, a.d, a.scale, status};
     // Vector loads of the gradient, and vector stores (on Hopper, 16-byte
     // atomics) into the gradient tables when their rows are 16-byte aligned.
     const bool vec = a.d % kVec16<T> == 0 && reinterpret_cast<std::uintptr_t>(a.grad_output) % 16 == 0 &&
                      detail::vectorizable<float, GradTables, K>(a.grad_byte_table, a.grad_byte_table,
                                                                 a.grad_hash_tables, a.d);
-    const dim3 block(detail::kWarpsPerBlock * 32);
     if constexpr (std::is_same_v<GradT, float>) {
       if (!a.deterministic) {
         if (!a.accumulate) {
-          const std::int64_t rows = P::ids::kVocab + K * a.hash_vocab;
-          const LaunchConfig zcfg{dim3(detail::grid_for((rows + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
-                                  block, 0, stream};
-          TL_RETURN_IF_ERROR(vec ? launch(detail::zero_tables_kernel<P, T, IdT, 4>, zcfg, p)
-                                 : launch(detail::zero_tables_kernel<P, T, IdT, 1>, zcfg, p));
+          const dim3 zgrid = detail::warp_grid(P::ids::kVocab + K * a.hash_vocab);
+          TL_RETURN_IF_ERROR(vec ? launch<detail::ZeroTablesKernel<P, T, IdT, 4>>(p, zgrid, stream)
+                                 : launch<detail::ZeroTablesKernel<P, T, IdT, 1>>(p, zgrid, stream));
         }
-        const LaunchConfig cfg{dim3(detail::grid_for((a.n_tokens + detail::kWarpsPerBlock - 1) / detail::kWarpsPerBlock)),
-                               block, 0, stream};
-        if (vec) return launch(detail::backward_atomic_kernel<P, T, IdT, kVec16<T>>, cfg, p);
-        return launch(detail::backward_atomic_kernel<P, T, IdT, 1>, cfg, p);
+        const dim3 grid = detail::warp_grid(a.batch.total);
+        if (vec) return launch<detail::BackwardAtomicKernel<P, T, IdT, kVec16<T>>>(p, grid, stream);
+        return launch<detail::BackwardAtomicKernel<P, T, IdT, 1>>(p, grid, stream);
       }
     }
     if (a.accumulate) return detail::run_sorted<detail::WriteMode::accumulate>(p, l.sorted, ws, vec, nullptr, stream);
     return detail::run_sorted<detail::WriteMode::assign>(p, l.sorted, ws, vec, nullptr, stream);
   }
 
-  static Status read_error(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+  // The device-side checks of the last run(). Synchronises `stream`.
+  static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     if (!needs_validation(a)) return Status::ok();
-    return detail::read_error<P, IdT>(a.ids, a.batch, ws.at<unsigned long long>(layout(a).error), stream);
+    return detail::read_status<P, IdT>(kName, a.ids, a.batch, 0, ws.at<DeviceStatus>(layout(a).status), stream);
   }
 };
 
@@ -446,18 +428,19 @@ struct HashEmbeddingBackward {
 //   rows   [(K + 1) * capacity]     table t's in rows[t * capacity, + counts[t])
 //   values [(K + 1) * capacity, d]  their gradients, GradT (fp32 or 16-bit)
 //
-// capacity = min(n_tokens, hash_vocab) always suffices. When a table touches
-// more rows than capacity nothing is written and read_status() reports the
-// rows needed.
+// capacity = min(batch.total, max(hash_vocab, vocab)) always suffices (the
+// byte table alone can touch all of its 260 rows). When a table touches more
+// rows than capacity, nothing is written and read_status() reports the table
+// and the rows it needs (StatusCode::capacity_too_small).
 template <EmbeddingPolicy P, StorageFloat T, class IdT = std::uint8_t, StorageFloat GradT = float>
 struct HashEmbeddingSparseBackward {
   static constexpr int K = P::tables;
+  static constexpr const char* kName = "encoder::HashEmbeddingSparseBackward";
 
   struct Arguments {
     const IdT* ids = nullptr;
-    std::int64_t n_tokens = 0;
-    Batch batch;
-    const T* grad_output = nullptr;  // [n_tokens, d]
+    VarlenBatch batch;
+    const T* grad_output = nullptr;  // [batch.total, d]
     std::int64_t hash_vocab = 0;
     int d = 0;
     float scale = 1.0f;              // the forward's output scale
@@ -468,7 +451,7 @@ struct HashEmbeddingSparseBackward {
   };
 
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(detail::check_common(a.ids, a.n_tokens, a.batch, a.hash_vocab, a.d));
+    TL_RETURN_IF_ERROR(detail::check_common(a.ids, a.batch, a.hash_vocab, a.d));
     TL_RETURN_IF_ERROR(check::not_null("grad_output", a.grad_output));
     TL_RETURN_IF_ERROR(check::aligned("grad_output", a.grad_output, sizeof(T)));
     TL_RETURN_IF_ERROR(check::positive("capacity", a.capacity));
@@ -478,12 +461,12 @@ struct HashEmbeddingSparseBackward {
     TL_RETURN_IF_ERROR(check::not_null("values", a.values));
     TL_RETURN_IF_ERROR(check::aligned("values", a.values, sizeof(GradT)));
     TL_RETURN_IF_ERROR(check::finite("scale", a.scale));
-    TL_RETURN_IF_ERROR(check::product_fits_int32("(tables + 1) * n_tokens", K + 1, a.n_tokens));
+    TL_RETURN_IF_ERROR(check::product_fits_int32("(tables + 1) * batch.total", K + 1, a.batch.total));
     return Status::ok();
   }
 
   static detail::BackwardLayout layout(const Arguments& a) {
-    return detail::backward_layout(K + 1, a.n_tokens, a.d, true, true);
+    return detail::backward_layout(K + 1, a.batch.total, a.d, true, true);
   }
 
   static std::size_t workspace_size(const Arguments& a) { return layout(a).total; }
@@ -492,10 +475,11 @@ struct HashEmbeddingSparseBackward {
     TL_RETURN_IF_ERROR(can_implement(a));
     const detail::BackwardLayout l = layout(a);
     TL_RETURN_IF_ERROR(check_workspace(ws, l.total));
-    unsigned long long* error = needs_validation(a) ? ws.at<unsigned long long>(l.error) : nullptr;
-    if (error) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.n_tokens, a.batch, error, stream)));
-    detail::BackwardParams<P, T, IdT, GradT> p{a.ids, a.n_tokens, a.batch, a.grad_output, nullptr, {},
-                                               a.hash_vocab, a.d, a.scale, error};
+    // The status is always kept: the capacity is checked on the device.
+    auto* status = ws.at<DeviceStatus>(l.status);
+    TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.batch, status, stream)));
+    detail::BackwardParams<P, T, IdT, GradT> p{a.ids, a.batch, a.grad_output, nullptr, {},
+                                               a.hash_vocab, a.d, a.scale, status};
     p.sparse.rows = a.rows;
     p.sparse.values = a.values;
     p.sparse.capacity = a.capacity;
@@ -507,28 +491,8 @@ struct HashEmbeddingSparseBackward {
   // The device-side checks of the last run(): ids and seqlens, then the
   // capacity. Synchronises `stream`.
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    const detail::BackwardLayout l = layout(a);
-    if (needs_validation(a)) {
-      TL_RETURN_IF_ERROR((detail::read_error<P, IdT>(a.ids, a.batch, ws.at<unsigned long long>(l.error), stream)));
-    }
-    std::int64_t overflow[2];
-    TL_CUDA_TRY(cudaMemcpyAsync(overflow, ws.at<std::int64_t>(l.sorted.overflow), sizeof overflow, cudaMemcpyDeviceToHost,
-                                stream));
-    TL_CUDA_TRY(cudaStreamSynchronize(stream));
-    if (overflow[0] == 0) return Status::ok();
-    constexpr const char* kExpected = "room for every touched row of every table (nothing was written)";
-    const auto capacity = static_cast<long long>(a.capacity), rows = static_cast<long long>(overflow[0]);
-    if (overflow[1] == 0) {
-      return Status::argument(StatusCode::workspace_too_small, "capacity", kExpected,
-                              "%lld, but the byte table touched %lld rows", capacity, rows);
-    }
-    return Status::argument(StatusCode::workspace_too_small, "capacity", kExpected,
-                            "%lld, but hash table %lld touched %lld rows", capacity,
-                            static_cast<long long>(overflow[1] - 1), rows);
+    return detail::read_status<P, IdT>(kName, a.ids, a.batch, a.capacity, ws.at<DeviceStatus>(layout(a).status), stream);
   }
-
- private:
-  static bool needs_validation(const Arguments& a) { return detail::kIdsNeedValidation<IdT> || a.batch.varlen(); }
 };
 
 }  // namespace tokenless::encoder

@@ -13,7 +13,7 @@
 #include <tokenless/core/block.cuh>
 #include <tokenless/core/dtype.hpp>
 #include <tokenless/core/functional.hpp>
-#include <tokenless/core/launch.cuh>
+#include <tokenless/core/kernel.cuh>
 #include <tokenless/core/vec.hpp>
 #include <tokenless/encoder/policy.hpp>
 
@@ -22,8 +22,10 @@
 
 namespace tokenless::encoder::detail {
 
-inline constexpr unsigned long long kNoError = ~0ull;
 inline constexpr int kWarpsPerBlock = 8;
+inline constexpr int kThreads = kWarpsPerBlock * 32;
+// The encoder's device-side checks, after core's batch check.
+enum : int { kCheckIds = kFirstOperationCheck, kCheckCapacity };
 inline constexpr int kChunkVecs = 4;  // vectors per lane per column chunk: bounds the fp32 accumulators
 
 template <class Ids, class IdT>
@@ -33,15 +35,8 @@ TL_DEVICE TL_FORCEINLINE std::int32_t load_id(const IdT* ids, std::int64_t i) {
 }
 
 // Start of the sequence that token `tok` belongs to.
-TL_DEVICE TL_FORCEINLINE std::int64_t sequence_start(std::int64_t tok, const Batch& batch) {
-  if (!batch.cu_seqlens) return tok / batch.seq_len * batch.seq_len;
-  std::int64_t lo = 0, hi = batch.num_seqs;  // cu[lo] <= tok < cu[hi]
-  while (hi - lo > 1) {
-    const std::int64_t mid = (lo + hi) / 2;
-    if (batch.cu_seqlens[mid] <= tok) lo = mid;
-    else hi = mid;
-  }
-  return batch.cu_seqlens[lo];
+TL_DEVICE TL_FORCEINLINE std::int64_t sequence_start(std::int64_t tok, const VarlenBatch& batch) {
+  return batch.start(batch.seq_of(tok));
 }
 
 // Bucket of table t for the n-gram ending at `tok`. The window lives in
@@ -68,15 +63,14 @@ TL_DEVICE std::int64_t table_bucket(const IdT* ids, std::int64_t tok, std::int64
 template <class P, class T, class IdT>
 struct ForwardParams {
   const IdT* ids;
-  std::int64_t n_tokens;
-  Batch batch;
+  VarlenBatch batch;
   const T* byte_table;
   typename P::layout::template Tables<const T, P::tables> tables;
   std::int64_t V;
   int d;
   float scale;
   T* out;
-  const unsigned long long* error;  // null when there is nothing to validate
+  DeviceStatus* status;  // null when there is nothing to validate
 };
 
 template <class T, int kVec, int kChunk>
@@ -98,78 +92,76 @@ TL_DEVICE TL_FORCEINLINE void accumulate_row(float (&acc)[kChunk][kVec], const T
 inline constexpr int kGatherLoads = 12;
 
 template <class P, class T, class IdT, int kVec, int kChunk>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) forward_kernel(ForwardParams<P, T, IdT> p) {
-  constexpr int K = P::tables;
-  constexpr int kGroup = kGatherLoads / kChunk;
-  if (p.error && (p.error[0] != kNoError || p.error[1] != kNoError)) return;  // bad input: write nothing
-  const int lane = static_cast<int>(threadIdx.x & 31u);
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (std::int64_t tok = first; tok < p.n_tokens; tok += stride) {
-    const std::int64_t start = sequence_start(tok, p.batch);
-    const std::int64_t mine = lane < K ? table_bucket<P>(p.ids, tok, start, lane, p.V) : 0;
-    const std::int64_t id = load_id<typename P::ids>(p.ids, tok);
-    const T* byte_row = p.byte_table + id * p.d;
-    T* out_row = p.out + tok * p.d;
-    for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunk) {
-      float acc[kChunk][kVec] = {};
-      accumulate_row<T, kVec, kChunk>(acc, byte_row, c0, p.d, lane);
-      TL_UNROLL_N(1)  // one group's loads in flight at a time: BLT's default policy has 18 tables
-      for (int t0 = 0; t0 < K; t0 += kGroup) {
-        TL_UNROLL
-        for (int g = 0; g < kGroup; ++g) {
-          const int t = t0 + g;
-          const std::int64_t b = __shfl_sync(0xffffffffu, mine, t < K ? t : 0);
-          if (t < K) accumulate_row<T, kVec, kChunk>(acc, p.tables.row(t, b, p.d), c0, p.d, lane);
-        }
-      }
-      TL_UNROLL
-      for (int u = 0; u < kChunk; ++u) {
-        const int col = c0 + (u * 32 + lane) * kVec;
-        if (col < p.d) {
-          Vec<T, kVec> y;
+struct ForwardKernel {
+  using Params = ForwardParams<P, T, IdT>;
+  static constexpr int kThreads = detail::kThreads;
+  static constexpr int kMinBlocks = 2;
+  TL_DEVICE void operator()(const Params& p) const {
+    constexpr int K = P::tables;
+    constexpr int kGroup = kGatherLoads / kChunk;
+    work::warp_items(p.batch.total, [&](std::int64_t tok, int lane) {
+      const std::int64_t start = sequence_start(tok, p.batch);
+      const std::int64_t mine = lane < K ? table_bucket<P>(p.ids, tok, start, lane, p.V) : 0;
+      const std::int64_t id = load_id<typename P::ids>(p.ids, tok);
+      const T* byte_row = p.byte_table + id * p.d;
+      T* out_row = p.out + tok * p.d;
+      for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunk) {
+        float acc[kChunk][kVec] = {};
+        accumulate_row<T, kVec, kChunk>(acc, byte_row, c0, p.d, lane);
+        TL_UNROLL_N(1)  // one group's loads in flight at a time: BLT's default policy has 18 tables
+        for (int t0 = 0; t0 < K; t0 += kGroup) {
           TL_UNROLL
-          for (int e = 0; e < kVec; ++e) y.v[e] = from_float<T>(acc[u][e] * p.scale);
-          *reinterpret_cast<Vec<T, kVec>*>(out_row + col) = y;
+          for (int g = 0; g < kGroup; ++g) {
+            const int t = t0 + g;
+            const std::int64_t b = __shfl_sync(0xffffffffu, mine, t < K ? t : 0);
+            if (t < K) accumulate_row<T, kVec, kChunk>(acc, p.tables.row(t, b, p.d), c0, p.d, lane);
+          }
+        }
+        TL_UNROLL
+        for (int u = 0; u < kChunk; ++u) {
+          const int col = c0 + (u * 32 + lane) * kVec;
+          if (col < p.d) {
+            Vec<T, kVec> y;
+            TL_UNROLL
+            for (int e = 0; e < kVec; ++e) y.v[e] = from_float<T>(acc[u][e] * p.scale);
+            *reinterpret_cast<Vec<T, kVec>*>(out_row + col) = y;
+          }
         }
       }
-    }
+    });
   }
-}
+};
 
-// Flags the first id outside the vocabulary (error[0]) and the first
-// inconsistent cu_seqlens entry (error[1]); both start as kNoError.
+// Records the first id outside the vocabulary (int32 ids only: a byte plus
+// the offset always fits).
 template <class P, class IdT>
-__global__ void validate_kernel(const IdT* ids, std::int64_t n, Batch batch, unsigned long long* error) {
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  if constexpr (!std::is_same_v<IdT, std::uint8_t>) {
-    for (std::int64_t i = first; i < n; i += stride) {
-      const std::int64_t id = ids[i];
-      if (id < 0 || id >= P::ids::kVocab) atomicMin(&error[0], static_cast<unsigned long long>(i));
-    }
+struct ValidateIdsKernel {
+  struct Params {
+    const IdT* ids;
+    std::int64_t n;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  static constexpr bool kReportsStatus = true;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.n, [&](std::int64_t i) {
+      const std::int64_t id = p.ids[i];
+      if (id < 0 || id >= P::ids::kVocab) device_fail(p.status, kCheckIds, i);
+    });
   }
-  if (batch.cu_seqlens) {
-    for (std::int64_t b = first; b <= batch.num_seqs; b += stride) {
-      const std::int64_t c = batch.cu_seqlens[b];
-      const bool bad = (b == 0 && c != 0) || (b > 0 && c < batch.cu_seqlens[b - 1]) || (b == batch.num_seqs && c != n);
-      if (bad) atomicMin(&error[1], static_cast<unsigned long long>(b));
-    }
-  }
-}
+};
 
 template <class P, class T, class IdT, class GradT = float>
 struct BackwardParams {
   const IdT* ids;
-  std::int64_t n_tokens;
-  Batch batch;
+  VarlenBatch batch;
   const T* grad_out;
   GradT* grad_byte;
   typename P::layout::template Tables<GradT, P::tables> grad_tables;
   std::int64_t V;
   int d;
   float scale;
-  const unsigned long long* error;
+  DeviceStatus* status;
   // The sparse gradient (WriteMode::sparse): table t's touched rows are
   // rows[t * capacity + u] and their gradients values[(t * capacity + u) * d].
   struct Sparse {
@@ -178,7 +170,6 @@ struct BackwardParams {
     std::int64_t capacity = 0;
     const std::int32_t* chunk_base = nullptr;  // runs of its table that start before each chunk
     const std::int32_t* run_counts = nullptr;  // runs that start in each chunk
-    const std::int64_t* overflow = nullptr;    // nonzero: some table touched more rows than capacity
   } sparse{};
 };
 
@@ -215,55 +206,65 @@ TL_DEVICE TL_FORCEINLINE void scatter_row(float* row, const float (&g)[kChunkVec
   }
 }
 
+// (fp32 tables only: 16-bit atomics would round a row at every addition.)
 template <class P, class T, class IdT, int kVec>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, 2) backward_atomic_kernel(BackwardParams<P, T, IdT> p) {
-  // (fp32 tables only: 16-bit atomics would round a row at every addition.)
-  constexpr int K = P::tables;
-  if (p.error && (p.error[0] != kNoError || p.error[1] != kNoError)) return;
-  const int lane = static_cast<int>(threadIdx.x & 31u);
-  const std::int64_t first = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5);
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (std::int64_t tok = first; tok < p.n_tokens; tok += stride) {
-    const std::int64_t start = sequence_start(tok, p.batch);
-    const std::int64_t mine = lane < K ? table_bucket<P>(p.ids, tok, start, lane, p.V) : 0;
-    const std::int64_t id = load_id<typename P::ids>(p.ids, tok);
-    const T* g_row = p.grad_out + tok * p.d;
-    for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunkVecs) {
-      float g[kChunkVecs][kVec] = {};
-      accumulate_row<T, kVec, kChunkVecs>(g, g_row, c0, p.d, lane);
-      TL_UNROLL
-      for (int u = 0; u < kChunkVecs; ++u)
+struct BackwardAtomicKernel {
+  using Params = BackwardParams<P, T, IdT>;
+  static constexpr int kThreads = detail::kThreads;
+  static constexpr int kMinBlocks = 2;
+  TL_DEVICE void operator()(const Params& p) const {
+    constexpr int K = P::tables;
+    work::warp_items(p.batch.total, [&](std::int64_t tok, int lane) {
+      const std::int64_t start = sequence_start(tok, p.batch);
+      const std::int64_t mine = lane < K ? table_bucket<P>(p.ids, tok, start, lane, p.V) : 0;
+      const std::int64_t id = load_id<typename P::ids>(p.ids, tok);
+      const T* g_row = p.grad_out + tok * p.d;
+      for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunkVecs) {
+        float g[kChunkVecs][kVec] = {};
+        accumulate_row<T, kVec, kChunkVecs>(g, g_row, c0, p.d, lane);
         TL_UNROLL
-        for (int e = 0; e < kVec; ++e) g[u][e] *= p.scale;
-      scatter_row<T, kVec>(p.grad_byte + id * p.d, g, c0, p.d, lane);
-      TL_UNROLL_N(3)
-      for (int t = 0; t < K; ++t) {
-        const std::int64_t b = __shfl_sync(0xffffffffu, mine, t);
-        scatter_row<T, kVec>(p.grad_tables.row(t, b, p.d), g, c0, p.d, lane);
+        for (int u = 0; u < kChunkVecs; ++u)
+          TL_UNROLL
+          for (int e = 0; e < kVec; ++e) g[u][e] *= p.scale;
+        scatter_row<T, kVec>(p.grad_byte + id * p.d, g, c0, p.d, lane);
+        TL_UNROLL_N(3)
+        for (int t = 0; t < K; ++t) {
+          const std::int64_t b = __shfl_sync(0xffffffffu, mine, t);
+          scatter_row<T, kVec>(p.grad_tables.row(t, b, p.d), g, c0, p.d, lane);
+        }
       }
-    }
+    });
   }
-}
+};
 
 // Deterministic path, step 1: key (row within its table) and value (token)
 // for table 0 = the byte table and tables 1..K = the hash tables.
 template <class P, class IdT>
-__global__ void keys_kernel(const IdT* ids, std::int64_t n, Batch batch, std::int64_t V, std::uint32_t* keys,
-                            std::int32_t* tokens, const unsigned long long* error) {
-  constexpr int K = P::tables;
-  if (error && (error[0] != kNoError || error[1] != kNoError)) return;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t tok = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; tok < n; tok += stride) {
-    const std::int64_t start = sequence_start(tok, batch);
-    keys[tok] = static_cast<std::uint32_t>(load_id<typename P::ids>(ids, tok));
-    tokens[tok] = static_cast<std::int32_t>(tok);
-    TL_UNROLL
-    for (int t = 0; t < K; ++t) {
-      keys[(t + 1) * n + tok] = static_cast<std::uint32_t>(table_bucket<P>(ids, tok, start, t, V));
-      tokens[(t + 1) * n + tok] = static_cast<std::int32_t>(tok);
-    }
+struct KeysKernel {
+  struct Params {
+    const IdT* ids;
+    VarlenBatch batch;
+    std::int64_t V;
+    std::uint32_t* keys;
+    std::int32_t* tokens;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    constexpr int K = P::tables;
+    const std::int64_t n = p.batch.total;
+    work::thread_items(n, [&](std::int64_t tok) {
+      const std::int64_t start = sequence_start(tok, p.batch);
+      p.keys[tok] = static_cast<std::uint32_t>(load_id<typename P::ids>(p.ids, tok));
+      p.tokens[tok] = static_cast<std::int32_t>(tok);
+      TL_UNROLL
+      for (int t = 0; t < K; ++t) {
+        p.keys[(t + 1) * n + tok] = static_cast<std::uint32_t>(table_bucket<P>(p.ids, tok, start, t, p.V));
+        p.tokens[(t + 1) * n + tok] = static_cast<std::int32_t>(tok);
+      }
+    });
   }
-}
+};
 
 // Step 3. The sorted (row, token) pairs of each table are cut into chunks of
 // `chunk` positions (reduce_chunk: small enough that there are thousands of
@@ -381,215 +382,227 @@ TL_DEVICE void zero_rows(const BackwardParams<P, T, IdT, GradT>& p, std::int64_t
 // the sums are those of the one-row-at-a-time loop, bit for bit. kChunk
 // vectors per lane cover one column chunk of a row (1, 2 or 4: the narrowest
 // that covers d).
+// The sorted pairs the reduction passes read, with the backward's parameters.
+template <class P, class T, class IdT, class GradT>
+struct SortedParams : BackwardParams<P, T, IdT, GradT> {
+  std::int64_t chunk;
+  const std::uint32_t* sorted_keys;
+  const std::int32_t* sorted_tokens;
+  float* partials;
+};
+
 template <class P, class T, class IdT, class GradT, int kVec, int kChunk, WriteMode kMode>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
-    reduce_chunks_kernel(BackwardParams<P, T, IdT, GradT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
-                         const std::int32_t* sorted_tokens, float* partials, const unsigned long long* error) {
-  constexpr int K = P::tables;
-  constexpr bool kAssign = kMode != WriteMode::accumulate;
-  if (error && (error[0] != kNoError || error[1] != kNoError)) return;
-  if constexpr (kMode == WriteMode::sparse) {
-    if (*p.sparse.overflow) return;
-  }
-  const int lane = static_cast<int>(threadIdx.x & 31u);
-  const std::int64_t n = p.n_tokens;
-  const std::int64_t chunks = (n + chunk - 1) / chunk;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); w < (K + 1) * chunks;
-       w += stride) {
-    const std::int64_t t = w / chunks, j = w % chunks;
-    const std::uint32_t* keys = sorted_keys + t * n;
-    const std::int32_t* tokens = sorted_tokens + t * n;
-    const std::int64_t c_begin = j * chunk, c_end = c_begin + chunk < n ? c_begin + chunk : n;
-    std::int64_t ordinal = 0;  // sparse: the current run's slot
-    if constexpr (kMode == WriteMode::sparse) ordinal = p.sparse.chunk_base[t * chunks + j] - 1;
-    for (std::int64_t k = c_begin; k < c_end;) {
-      const std::uint32_t key = keys[k];
-      std::int64_t end = k + 1;
-      while (end < c_end && keys[end] == key) ++end;
-      const bool starts = run_starts_at(keys, k), ends = end == n || keys[end] != key;
-      if constexpr (kMode == WriteMode::assign) {
-        if (starts) zero_rows<kVec>(p, t, k == 0 ? 0 : std::int64_t{keys[k - 1]} + 1, key, lane);
-        if (end == n) zero_rows<kVec>(p, t, std::int64_t{key} + 1, table_rows(p, t), lane);
-      }
-      if constexpr (kMode == WriteMode::sparse) {
-        if (starts) {
-          ++ordinal;
-          if (lane == 0) p.sparse.rows[t * p.sparse.capacity + ordinal] = static_cast<std::int32_t>(key);
+struct ReduceChunksKernel {
+  using Params = SortedParams<P, T, IdT, GradT>;
+  static constexpr int kThreads = detail::kThreads;
+  static constexpr int kMinBlocks = 2;
+  TL_DEVICE void operator()(const Params& p) const {
+    constexpr int K = P::tables;
+    constexpr bool kAssign = kMode != WriteMode::accumulate;
+    const std::int64_t n = p.batch.total;
+    const std::int64_t chunks = (n + p.chunk - 1) / p.chunk;
+    work::warp_items((K + 1) * chunks, [&](std::int64_t w, int lane) {
+      const std::int64_t t = w / chunks, j = w % chunks;
+      const std::uint32_t* keys = p.sorted_keys + t * n;
+      const std::int32_t* tokens = p.sorted_tokens + t * n;
+      const std::int64_t c_begin = j * p.chunk, c_end = c_begin + p.chunk < n ? c_begin + p.chunk : n;
+      std::int64_t ordinal = 0;  // sparse: the current run's slot
+      if constexpr (kMode == WriteMode::sparse) ordinal = p.sparse.chunk_base[t * chunks + j] - 1;
+      for (std::int64_t k = c_begin; k < c_end;) {
+        const std::uint32_t key = keys[k];
+        std::int64_t end = k + 1;
+        while (end < c_end && keys[end] == key) ++end;
+        const bool starts = run_starts_at(keys, k), ends = end == n || keys[end] != key;
+        if constexpr (kMode == WriteMode::assign) {
+          if (starts) zero_rows<kVec>(p, t, k == 0 ? 0 : std::int64_t{keys[k - 1]} + 1, key, lane);
+          if (end == n) zero_rows<kVec>(p, t, std::int64_t{key} + 1, table_rows(p, t), lane);
         }
-      }
-      const bool whole = starts && ends;  // a whole run: this warp owns the row
-      GradT* row = whole ? destination_row<kMode>(p, t, key, ordinal) : nullptr;
-      float* part = whole ? nullptr : partials + ((t * chunks + j) * 2 + (starts ? 1 : 0)) * p.d;
-      constexpr int kRows = kReduceRows<kChunk>;
-      for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunk) {
-        float acc[kChunk][kVec] = {};
-        for (std::int64_t r0 = k; r0 < end; r0 += kRows) {
-          Vec<T, kVec> x[kRows][kChunk];
-          TL_UNROLL
-          for (int i = 0; i < kRows; ++i) {
-            if (r0 + i < end) {
-              const T* g_row = p.grad_out + static_cast<std::int64_t>(tokens[r0 + i]) * p.d;
-              TL_UNROLL
-              for (int u = 0; u < kChunk; ++u) {
-                const int col = c0 + (u * 32 + lane) * kVec;
-                if (col < p.d) x[i][u] = *reinterpret_cast<const Vec<T, kVec>*>(g_row + col);
+        if constexpr (kMode == WriteMode::sparse) {
+          if (starts) {
+            ++ordinal;
+            if (lane == 0) p.sparse.rows[t * p.sparse.capacity + ordinal] = static_cast<std::int32_t>(key);
+          }
+        }
+        const bool whole = starts && ends;  // a whole run: this warp owns the row
+        GradT* row = whole ? destination_row<kMode>(p, t, key, ordinal) : nullptr;
+        float* part = whole ? nullptr : p.partials + ((t * chunks + j) * 2 + (starts ? 1 : 0)) * p.d;
+        constexpr int kRows = kReduceRows<kChunk>;
+        for (int c0 = 0; c0 < p.d; c0 += 32 * kVec * kChunk) {
+          float acc[kChunk][kVec] = {};
+          for (std::int64_t r0 = k; r0 < end; r0 += kRows) {
+            Vec<T, kVec> x[kRows][kChunk];
+            TL_UNROLL
+            for (int i = 0; i < kRows; ++i) {
+              if (r0 + i < end) {
+                const T* g_row = p.grad_out + static_cast<std::int64_t>(tokens[r0 + i]) * p.d;
+                TL_UNROLL
+                for (int u = 0; u < kChunk; ++u) {
+                  const int col = c0 + (u * 32 + lane) * kVec;
+                  if (col < p.d) x[i][u] = *reinterpret_cast<const Vec<T, kVec>*>(g_row + col);
+                }
               }
             }
-          }
-          TL_UNROLL
-          for (int i = 0; i < kRows; ++i) {
-            if (r0 + i < end) {
-              TL_UNROLL
-              for (int u = 0; u < kChunk; ++u) {
-                if (c0 + (u * 32 + lane) * kVec < p.d) {
-                  TL_UNROLL
-                  for (int e = 0; e < kVec; ++e) acc[u][e] += to_float(x[i][u].v[e]);
+            TL_UNROLL
+            for (int i = 0; i < kRows; ++i) {
+              if (r0 + i < end) {
+                TL_UNROLL
+                for (int u = 0; u < kChunk; ++u) {
+                  if (c0 + (u * 32 + lane) * kVec < p.d) {
+                    TL_UNROLL
+                    for (int e = 0; e < kVec; ++e) acc[u][e] += to_float(x[i][u].v[e]);
+                  }
                 }
               }
             }
           }
-        }
-        TL_UNROLL
-        for (int u = 0; u < kChunk; ++u) {
-          const int col = c0 + (u * 32 + lane) * kVec;
-          if (col < p.d) {
-            if (whole) write_gradient<kAssign, GradT, kVec>(row + col, acc[u], p.scale);
-            else store_vec<float, kVec>(part + col, acc[u]);
+          TL_UNROLL
+          for (int u = 0; u < kChunk; ++u) {
+            const int col = c0 + (u * 32 + lane) * kVec;
+            if (col < p.d) {
+              if (whole) write_gradient<kAssign, GradT, kVec>(row + col, acc[u], p.scale);
+              else store_vec<float, kVec>(part + col, acc[u]);
+            }
           }
         }
+        k = end;
       }
-      k = end;
-    }
+    });
   }
-}
+};
 
 template <class P, class T, class IdT, class GradT, int kVec, WriteMode kMode>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32, 2)
-    combine_partials_kernel(BackwardParams<P, T, IdT, GradT> p, std::int64_t chunk, const std::uint32_t* sorted_keys,
-                            const float* partials, const unsigned long long* error) {
-  constexpr int K = P::tables;
-  constexpr bool kAssign = kMode != WriteMode::accumulate;
-  if (error && (error[0] != kNoError || error[1] != kNoError)) return;
-  if constexpr (kMode == WriteMode::sparse) {
-    if (*p.sparse.overflow) return;
-  }
-  const int lane = static_cast<int>(threadIdx.x & 31u);
-  const std::int64_t n = p.n_tokens;
-  const std::int64_t chunks = (n + chunk - 1) / chunk;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); w < (K + 1) * chunks;
-       w += stride) {
-    const std::int64_t t = w / chunks, j = w % chunks;
-    if (j + 1 >= chunks) continue;
-    const std::uint32_t* keys = sorted_keys + t * n;
-    const std::int64_t last = (j + 1) * chunk - 1;
-    const std::uint32_t key = keys[last];
-    if (keys[last + 1] != key) continue;  // no run crosses the end of chunk j
-    // The crossing run must start in chunk j, or an earlier chunk owns it.
-    if (!(keys[j * chunk] != key || run_starts_at(keys, j * chunk))) continue;
-    std::int64_t j_end = j + 1;
-    while (j_end + 1 < chunks && keys[(j_end + 1) * chunk] == key) ++j_end;
-    std::int64_t ordinal = 0;  // sparse: the last run that starts in chunk j is this one
-    if constexpr (kMode == WriteMode::sparse)
-      ordinal = p.sparse.chunk_base[t * chunks + j] + p.sparse.run_counts[t * chunks + j] - 1;
-    GradT* dst = destination_row<kMode>(p, t, key, ordinal);
-    for (int col = lane * kVec; col < p.d; col += 32 * kVec) {
-      float acc[kVec];
-      load_vec<float, kVec>(partials + ((t * chunks + j) * 2 + 1) * p.d + col, acc);
-      for (std::int64_t m = j + 1; m <= j_end; ++m) {
-        float x[kVec];
-        load_vec<float, kVec>(partials + ((t * chunks + m) * 2 + 0) * p.d + col, x);
-        TL_UNROLL
-        for (int e = 0; e < kVec; ++e) acc[e] += x[e];
+struct CombinePartialsKernel {
+  using Params = SortedParams<P, T, IdT, GradT>;
+  static constexpr int kThreads = detail::kThreads;
+  static constexpr int kMinBlocks = 2;
+  TL_DEVICE void operator()(const Params& p) const {
+    constexpr int K = P::tables;
+    constexpr bool kAssign = kMode != WriteMode::accumulate;
+    const std::int64_t n = p.batch.total, chunk = p.chunk;
+    const std::int64_t chunks = (n + chunk - 1) / chunk;
+    work::warp_items((K + 1) * chunks, [&](std::int64_t w, int lane) {
+      const std::int64_t t = w / chunks, j = w % chunks;
+      if (j + 1 >= chunks) return;
+      const std::uint32_t* keys = p.sorted_keys + t * n;
+      const std::int64_t last = (j + 1) * chunk - 1;
+      const std::uint32_t key = keys[last];
+      if (keys[last + 1] != key) return;  // no run crosses the end of chunk j
+      // The crossing run must start in chunk j, or an earlier chunk owns it.
+      if (!(keys[j * chunk] != key || run_starts_at(keys, j * chunk))) return;
+      std::int64_t j_end = j + 1;
+      while (j_end + 1 < chunks && keys[(j_end + 1) * chunk] == key) ++j_end;
+      std::int64_t ordinal = 0;  // sparse: the last run that starts in chunk j is this one
+      if constexpr (kMode == WriteMode::sparse)
+        ordinal = p.sparse.chunk_base[t * chunks + j] + p.sparse.run_counts[t * chunks + j] - 1;
+      GradT* dst = destination_row<kMode>(p, t, key, ordinal);
+      for (int col = lane * kVec; col < p.d; col += 32 * kVec) {
+        float acc[kVec];
+        load_vec<float, kVec>(p.partials + ((t * chunks + j) * 2 + 1) * p.d + col, acc);
+        for (std::int64_t m = j + 1; m <= j_end; ++m) {
+          float x[kVec];
+          load_vec<float, kVec>(p.partials + ((t * chunks + m) * 2 + 0) * p.d + col, x);
+          TL_UNROLL
+          for (int e = 0; e < kVec; ++e) acc[e] += x[e];
+        }
+        write_gradient<kAssign, GradT, kVec>(dst + col, acc, p.scale);
       }
-      write_gradient<kAssign, GradT, kVec>(dst + col, acc, p.scale);
-    }
+    });
   }
-}
+};
 
 // Sparse gradient, before the reduction: a warp per chunk counts the runs
 // that start in it.
 template <class P>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32)
-    count_runs_kernel(std::int64_t n, std::int64_t chunk, const std::uint32_t* sorted_keys, std::int32_t* run_counts,
-                      const unsigned long long* error) {
-  constexpr int K = P::tables;
-  if (error && (error[0] != kNoError || error[1] != kNoError)) return;
-  const int lane = static_cast<int>(threadIdx.x & 31u);
-  const std::int64_t chunks = (n + chunk - 1) / chunk;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (std::int64_t w = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); w < (K + 1) * chunks;
-       w += stride) {
-    const std::int64_t t = w / chunks, j = w % chunks;
-    const std::uint32_t* keys = sorted_keys + t * n;
-    const std::int64_t c_end = (j + 1) * chunk < n ? (j + 1) * chunk : n;
-    std::int32_t count = 0;
-    for (std::int64_t k0 = j * chunk; k0 < c_end; k0 += 32) {  // warp-uniform trips: the vote needs every lane
-      const std::int64_t k = k0 + lane;
-      count += __popc(__ballot_sync(0xffffffffu, k < c_end && run_starts_at(keys, k)));
-    }
-    if (lane == 0) run_counts[w] = count;
+struct CountRunsKernel {
+  struct Params {
+    std::int64_t n, chunk;
+    const std::uint32_t* sorted_keys;
+    std::int32_t* run_counts;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = detail::kThreads;
+  TL_DEVICE void operator()(const Params& p) const {
+    constexpr int K = P::tables;
+    const std::int64_t n = p.n, chunk = p.chunk;
+    const std::int64_t chunks = (n + chunk - 1) / chunk;
+    work::warp_items((K + 1) * chunks, [&](std::int64_t w, int lane) {
+      const std::int64_t t = w / chunks, j = w % chunks;
+      const std::uint32_t* keys = p.sorted_keys + t * n;
+      const std::int64_t c_end = (j + 1) * chunk < n ? (j + 1) * chunk : n;
+      std::int32_t count = 0;
+      for (std::int64_t k0 = j * chunk; k0 < c_end; k0 += 32) {  // warp-uniform trips: the vote needs every lane
+        const std::int64_t k = k0 + lane;
+        count += __popc(__ballot_sync(0xffffffffu, k < c_end && run_starts_at(keys, k)));
+      }
+      if (lane == 0) p.run_counts[w] = count;
+    });
   }
-}
+};
 
 // Sparse gradient: one block scans the run counts of every table into each
 // chunk's first slot, and checks the capacity. Only when every table fits
-// are the counts written (on overflow, overflow = {rows needed, table} and
-// the reduction writes nothing).
-inline constexpr int kRunScanThreads = 256;
-
-template <int = 0>
-__global__ void __launch_bounds__(kRunScanThreads)
-    sparse_offsets_kernel(int tables, std::int64_t chunks, std::int64_t capacity, const std::int32_t* run_counts,
-                          std::int32_t* chunk_base, std::int32_t* totals, std::int32_t* counts, std::int64_t* overflow,
-                          const unsigned long long* error) {
-  using Scan = block::Scan<std::int32_t, kRunScanThreads>;
-  __shared__ typename Scan::TempStorage scan_ts;
-  if (error && (error[0] != kNoError || error[1] != kNoError)) return;
-  for (int t = 0; t < tables; ++t) {
-    std::int32_t carry = 0;
-    for (std::int64_t j0 = 0; j0 < chunks; j0 += kRunScanThreads) {
-      const std::int64_t j = j0 + threadIdx.x;
-      const std::int32_t c = j < chunks ? run_counts[t * chunks + j] : 0;
-      std::int32_t sum;
-      const std::int32_t before = Scan::exclusive(c, Sum{}, std::int32_t{0}, sum, scan_ts);
-      if (j < chunks) chunk_base[t * chunks + j] = carry + before;
-      carry += sum;
-      __syncthreads();  // the scan storage is reused
+// are the counts written; otherwise the status records the table with the
+// most rows (kCheckCapacity, required = its rows) and the reduction, which
+// the kernel layer stops, writes nothing.
+struct SparseOffsetsKernel {
+  struct Params {
+    int tables;
+    std::int64_t chunks, capacity;
+    const std::int32_t* run_counts;
+    std::int32_t* chunk_base;
+    std::int32_t* totals;
+    std::int32_t* counts;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  using Scan = block::Scan<std::int32_t, kThreads>;
+  using SharedStorage = typename Scan::TempStorage;
+  TL_DEVICE void operator()(const Params& p, SharedStorage& scan_ts) const {
+    for (int t = 0; t < p.tables; ++t) {
+      std::int32_t carry = 0;
+      for (std::int64_t j0 = 0; j0 < p.chunks; j0 += kThreads) {
+        const std::int64_t j = j0 + threadIdx.x;
+        const std::int32_t c = j < p.chunks ? p.run_counts[t * p.chunks + j] : 0;
+        std::int32_t sum;
+        const std::int32_t before = Scan::exclusive(c, Sum{}, std::int32_t{0}, sum, scan_ts);
+        if (j < p.chunks) p.chunk_base[t * p.chunks + j] = carry + before;
+        carry += sum;
+        __syncthreads();  // the scan storage is reused
+      }
+      if (threadIdx.x == 0) p.totals[t] = carry;
     }
-    if (threadIdx.x == 0) totals[t] = carry;
-  }
-  if (threadIdx.x == 0) {
-    std::int64_t worst = 0, table = 0;
-    for (int t = 0; t < tables; ++t) {
-      if (totals[t] > worst) {
-        worst = totals[t];
-        table = t;
+    if (threadIdx.x == 0) {
+      std::int64_t worst = 0, table = 0;
+      for (int t = 0; t < p.tables; ++t) {
+        if (p.totals[t] > worst) {
+          worst = p.totals[t];
+          table = t;
+        }
+      }
+      if (worst > p.capacity) {
+        p.status->required = worst;
+        device_fail(p.status, kCheckCapacity, table);
+      } else {
+        for (int t = 0; t < p.tables; ++t) p.counts[t] = p.totals[t];
       }
     }
-    if (worst > capacity) {
-      overflow[0] = worst;
-      overflow[1] = table;
-    } else {
-      for (int t = 0; t < tables; ++t) counts[t] = totals[t];
-    }
   }
-}
+};
 
 // Assign mode on the atomic path: the tables are zeroed first (by a kernel,
 // not a memset, so that bad input still leaves them untouched).
 template <class P, class T, class IdT, int kVec>
-__global__ void __launch_bounds__(kWarpsPerBlock * 32) zero_tables_kernel(BackwardParams<P, T, IdT> p) {
-  if (p.error && (p.error[0] != kNoError || p.error[1] != kNoError)) return;
-  const int lane = static_cast<int>(threadIdx.x & 31u);
-  const std::int64_t rows = P::ids::kVocab + P::tables * p.V;  // the byte table's, then each hash table's
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * kWarpsPerBlock;
-  for (std::int64_t r = static_cast<std::int64_t>(blockIdx.x) * kWarpsPerBlock + (threadIdx.x >> 5); r < rows; r += stride) {
-    const std::int64_t h = r - P::ids::kVocab;
-    const std::int64_t table = h < 0 ? 0 : 1 + h / p.V, row = h < 0 ? r : h % p.V;
-    zero_rows<kVec>(p, table, row, row + 1, lane);
+struct ZeroTablesKernel {
+  using Params = BackwardParams<P, T, IdT>;
+  static constexpr int kThreads = detail::kThreads;
+  TL_DEVICE void operator()(const Params& p) const {
+    const std::int64_t rows = P::ids::kVocab + P::tables * p.V;  // the byte table's, then each hash table's
+    work::warp_items(rows, [&](std::int64_t r, int lane) {
+      const std::int64_t h = r - P::ids::kVocab;
+      const std::int64_t table = h < 0 ? 0 : 1 + h / p.V, row = h < 0 ? r : h % p.V;
+      zero_rows<kVec>(p, table, row, row + 1, lane);
+    });
   }
-}
+};
 
 }  // namespace tokenless::encoder::detail

@@ -154,15 +154,6 @@ template <class L>
 concept TableLayout = std::same_as<L, SeparateTables> || std::same_as<L, FusedTable>;
 
 // ------------------------------------------------------------------ batches
-// A batch of byte sequences: varlen (cu_seqlens, B + 1 offsets, as
-// FlashAttention takes them) or padded (B sequences of seq_len each).
-struct Batch {
-  const std::int32_t* cu_seqlens = nullptr;  // device pointer, [num_seqs + 1]; null for padded
-  std::int64_t num_seqs = 0;                 // B
-  std::int64_t seq_len = 0;                  // padded only
-  bool varlen() const { return cu_seqlens != nullptr; }
-};
-
 // ------------------------------------------------------------------ the policy
 // Table t = f * NGramSet::size + k holds hash function f and the k-th n-gram
 // size: BLT's order (hash functions outer, n-gram sizes inner).

@@ -7,7 +7,7 @@
 #include <tokenless/core/block.cuh>
 #include <tokenless/core/dtype.hpp>
 #include <tokenless/core/functional.hpp>
-#include <tokenless/core/launch.cuh>
+#include <tokenless/core/kernel.cuh>
 #include <tokenless/core/vec.hpp>
 #include <tokenless/core/warp.cuh>
 #include <tokenless/patcher/policy.hpp>
@@ -23,14 +23,9 @@ namespace tokenless::patcher::detail {
 inline constexpr int kMaxVocab = 512;
 inline constexpr int kEntropyWarps = 8;
 
-// Status codes of the input checks (first error wins).
-enum : std::int32_t { kOk = 0, kBadSeqlens = 1, kEmptySequence = 2 };
-
-struct DeviceStatus {
-  std::int32_t code;
-  std::int32_t index;      // the offending sequence
-  std::int64_t required;   // patches needed, when more than the capacity; else 0
-};
+// The patcher's device-side check, after core's batch check: more patches
+// than the capacity (DeviceStatus::required holds the count).
+enum : int { kCheckCapacity = kFirstOperationCheck };
 
 // H = -sum p log p with p = softmax(x): log S - sum e_i (x_i - m) / S, where
 // m = max x, e_i = exp(x_i - m), S = sum e_i. NaN anywhere in a row gives NaN
@@ -203,72 +198,60 @@ TL_DEVICE TL_FORCEINLINE void entropy_tile(const T* tile, std::int64_t nr, std::
 }
 
 template <class T>
-__global__ void __launch_bounds__(kEntropyWarps * 32, 5) entropy_kernel(const T* __restrict__ logits, int V,
-                                                                     std::int64_t rows, std::int64_t tile_rows,
-                                                                     EntropySpread spread, float* __restrict__ out,
-                                                                     const DeviceStatus* status) {
-  if (status->code != kOk) return;
-  T* const buffers = dynamic_smem<T>();  // two tiles of tile_rows * V
-  static_assert(kEntropyGroups == 32 && kEntropyWarps == 8, "entropy_slot maps 8 warps of 4 groups onto 32 rows");
-  const int group = static_cast<int>(threadIdx.x) / kEntropyLanesPerRow;
-  const int slot = entropy_slot(group / 4, group % 4, spread.row_step);
-  const int rot = (group % 4) * spread.rotation;
-  const int j = static_cast<int>(threadIdx.x) % kEntropyLanesPerRow;
-  const bool vector_ok = reinterpret_cast<std::uintptr_t>(logits) % 16 == 0;
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * tile_rows;
-  auto issue = [&](std::int64_t r0, int buf) {
-    if (r0 < rows) {
-      const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
-      stage_tile(logits + r0 * V, nr * V, vector_ok, buffers + buf * tile_rows * V);
-    }
-    async::commit();  // an empty group past the end keeps the wait count uniform
+struct EntropyKernel {
+  struct Params {
+    const T* __restrict__ logits;
+    int V;
+    std::int64_t rows, tile_rows;
+    EntropySpread spread;
+    float* __restrict__ out;
+    DeviceStatus* status;
   };
-  int cur = 0;
-  issue(static_cast<std::int64_t>(blockIdx.x) * tile_rows, cur);
-  for (std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows; r0 < rows; r0 += stride) {
-    issue(r0 + stride, cur ^ 1);
-    async::wait<1>();  // this thread's copies of the current tile have landed
-    __syncthreads();   // and everyone's
-    const T* tile = buffers + cur * tile_rows * V;
-    const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
-    if (sizeof(T) == 2 && V % 2 == 0) entropy_tile<T, sizeof(T) == 2>(tile, nr, tile_rows, V, out + r0, slot, j, rot);
-    else entropy_tile<T, false>(tile, nr, tile_rows, V, out + r0, slot, j, rot);
-    __syncthreads();  // the next iteration refills this buffer
-    cur ^= 1;
-  }
-  async::wait<0>();
-}
-
-// Sequence b and its first position in the position space, where each
-// sequence has n_b (+1 with include_next_token) positions.
-struct Layout {
-  const std::int32_t* cu;  // [B + 1] byte offsets
-  std::int64_t num_seqs;
-  int inc;                 // 1 with include_next_token
-  TL_DEVICE std::int64_t seq_of_position(std::int64_t pos) const {
-    std::int64_t lo = 0, hi = num_seqs;  // first_pos(lo) <= pos < first_pos(hi)
-    while (hi - lo > 1) {
-      const std::int64_t mid = (lo + hi) / 2;
-      if (cu[mid] + mid * inc <= pos) lo = mid;
-      else hi = mid;
+  static constexpr int kThreads = kEntropyWarps * 32;
+  static constexpr int kMinBlocks = 5;
+  TL_DEVICE void operator()(const Params& p) const {
+    const int V = p.V;
+    const std::int64_t rows = p.rows, tile_rows = p.tile_rows;
+    T* const buffers = dynamic_smem<T>();  // two tiles of tile_rows * V
+    static_assert(kEntropyGroups == 32 && kEntropyWarps == 8, "entropy_slot maps 8 warps of 4 groups onto 32 rows");
+    const int group = static_cast<int>(threadIdx.x) / kEntropyLanesPerRow;
+    const int slot = entropy_slot(group / 4, group % 4, p.spread.row_step);
+    const int rot = (group % 4) * p.spread.rotation;
+    const int j = static_cast<int>(threadIdx.x) % kEntropyLanesPerRow;
+    const bool vector_ok = reinterpret_cast<std::uintptr_t>(p.logits) % 16 == 0;
+    const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * tile_rows;
+    auto issue = [&](std::int64_t r0, int buf) {
+      if (r0 < rows) {
+        const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
+        stage_tile(p.logits + r0 * V, nr * V, vector_ok, buffers + buf * tile_rows * V);
+      }
+      async::commit();  // an empty group past the end keeps the wait count uniform
+    };
+    int cur = 0;
+    issue(static_cast<std::int64_t>(blockIdx.x) * tile_rows, cur);
+    for (std::int64_t r0 = static_cast<std::int64_t>(blockIdx.x) * tile_rows; r0 < rows; r0 += stride) {
+      issue(r0 + stride, cur ^ 1);
+      async::wait<1>();  // this thread's copies of the current tile have landed
+      __syncthreads();   // and everyone's
+      const T* tile = buffers + cur * tile_rows * V;
+      const std::int64_t nr = rows - r0 < tile_rows ? rows - r0 : tile_rows;
+      if (sizeof(T) == 2 && V % 2 == 0) entropy_tile<T, sizeof(T) == 2>(tile, nr, tile_rows, V, p.out + r0, slot, j, rot);
+      else entropy_tile<T, false>(tile, nr, tile_rows, V, p.out + r0, slot, j, rot);
+      __syncthreads();  // the next iteration refills this buffer
+      cur ^= 1;
     }
-    return lo;
+    async::wait<0>();
   }
-  TL_DEVICE std::int64_t first_position(std::int64_t b) const { return cu[b] + b * inc; }
 };
 
-template <int = 0>  // a template, so that the header may be included by many translation units
-__global__ void validate_kernel(Layout layout, std::int64_t n_total, DeviceStatus* status) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t b = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b <= layout.num_seqs;
-       b += stride) {
-    const std::int64_t c = layout.cu[b];
-    std::int32_t code = kOk;
-    if ((b == 0 && c != 0) || (b == layout.num_seqs && c != n_total) || (b > 0 && c < layout.cu[b - 1])) code = kBadSeqlens;
-    else if (b > 0 && c == layout.cu[b - 1]) code = kEmptySequence;
-    if (code != kOk && atomicCAS(&status->code, kOk, code) == kOk) status->index = static_cast<std::int32_t>(b);
-  }
-}
+// The position space: sequence b of n_b bytes has n_b positions, or n_b + 1
+// with include_next_token (the position of the byte still to come).
+struct Positions {
+  VarlenBatch batch;
+  int inc;  // 1 with include_next_token
+  TL_DEVICE std::int64_t seq_of_position(std::int64_t pos) const { return batch.seq_of(pos, inc); }
+  TL_DEVICE std::int64_t first_position(std::int64_t b) const { return batch.start(b) + b * inc; }
+};
 
 // ------------------------------------------------------------------ segments
 // From start flags to CSR patches in three passes over tiles of positions,
@@ -307,9 +290,9 @@ struct SegmentTile {
 
 // The sequence of a position, for a thread walking positions upwards.
 struct SequenceCursor {
-  Layout layout;  // a copy: a pointer to a kernel parameter would put it in local memory
+  Positions layout;  // a copy: a pointer to a kernel parameter would put it in local memory
   std::int64_t b = 0, first = 0, next_first = 0;
-  TL_DEVICE SequenceCursor(const Layout& l, std::int64_t pos) : layout(l) {
+  TL_DEVICE SequenceCursor(const Positions& l, std::int64_t pos) : layout(l) {
     b = l.seq_of_position(pos);
     first = l.first_position(b);
     next_first = l.first_position(b + 1);
@@ -330,61 +313,79 @@ TL_DEVICE TL_FORCEINLINE bool full_vector(const void* p, std::int64_t base, std:
 // Pass 1. The rule's flag at each position, as one bit per position in the
 // workspace (the cap's flags come in pass 3).
 template <BoundaryPolicy Rule>
-__global__ void __launch_bounds__(kSegThreads) segment_count_kernel(Rule rule, Layout layout, const float* entropies,
-                                                                    const std::int32_t* tokens,
-                                                                    const std::uint64_t* selected_from,
-                                                                    std::int64_t n_pos, int max_len,
-                                                                    RuleWord* rule_words, SegmentTile* tiles,
-                                                                    const DeviceStatus* status) {
+struct SegmentCountKernel {
+  struct Params {
+    Rule rule;
+    Positions layout;
+    const float* entropies;
+    const std::int32_t* tokens;
+    const std::uint64_t* selected_from;
+    std::int64_t n_pos;
+    int max_len;
+    RuleWord* rule_words;
+    SegmentTile* tiles;
+    DeviceStatus* status;
+  };
   using Scan = block::Scan<std::int32_t, kSegThreads>;
   using Reduce = block::Reduce<std::int32_t, kSegThreads>;
-  __shared__ typename Scan::TempStorage scan_ts;
-  __shared__ typename Reduce::TempStorage reduce_ts;
-  if (status->code != kOk) return;  // bad input: nothing is written
-  const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kSegTile + threadIdx.x * kSegItems;
-  std::uint32_t rule_bits = 0;
-  std::int32_t first = -1, last = -1;
-  if (base < n_pos) {
-    SequenceCursor cur(layout, base);
-    std::int64_t view_b = -1;
-    PositionView view;
-    TL_UNROLL_N(1)  // unrolled, the sequence walk and the rule made ptxas spill
-    for (int k = 0; k < kSegItems; ++k) {
-      const std::int64_t pos = base + k;
-      if (pos < n_pos) {
-        cur.advance(pos);
-        if (cur.b != view_b) {
-          view_b = cur.b;
-          const std::int64_t begin = layout.cu[view_b];
-          view = {entropies ? entropies + begin : nullptr, tokens ? tokens + begin : nullptr,
-                  layout.cu[view_b + 1] - begin, selected_from ? selected_from[view_b] : 0};
-        }
-        if (is_patch_start(rule, view, pos - cur.first)) {
-          rule_bits |= 1u << k;
-          if (first < 0) first = static_cast<std::int32_t>(pos);
-          last = static_cast<std::int32_t>(pos);
+  struct SharedStorage {
+    typename Scan::TempStorage scan;
+    typename Reduce::TempStorage reduce;
+  };
+  static constexpr int kThreads = kSegThreads;
+  TL_DEVICE void operator()(const Params& prm, SharedStorage& smem) const {
+    const Rule& rule = prm.rule;
+    const Positions& layout = prm.layout;
+    const float* entropies = prm.entropies;
+    const std::int32_t* tokens = prm.tokens;
+    const std::uint64_t* selected_from = prm.selected_from;
+    const std::int64_t n_pos = prm.n_pos;
+    const int max_len = prm.max_len;
+    const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kSegTile + threadIdx.x * kSegItems;
+    std::uint32_t rule_bits = 0;
+    std::int32_t first = -1, last = -1;
+    if (base < n_pos) {
+      SequenceCursor cur(layout, base);
+      std::int64_t view_b = -1;
+      PositionView view;
+      TL_UNROLL_N(1)  // unrolled, the sequence walk and the rule made ptxas spill
+      for (int k = 0; k < kSegItems; ++k) {
+        const std::int64_t pos = base + k;
+        if (pos < n_pos) {
+          cur.advance(pos);
+          if (cur.b != view_b) {
+            view_b = cur.b;
+            const std::int64_t begin = layout.batch.start(view_b);
+            view = {entropies ? entropies + begin : nullptr, tokens ? tokens + begin : nullptr,
+                    layout.batch.length(view_b), selected_from ? selected_from[view_b] : 0};
+          }
+          if (is_patch_start(rule, view, pos - cur.first)) {
+            rule_bits |= 1u << k;
+            if (first < 0) first = static_cast<std::int32_t>(pos);
+            last = static_cast<std::int32_t>(pos);
+          }
         }
       }
     }
-  }
-  rule_words[static_cast<std::int64_t>(blockIdx.x) * kSegThreads + threadIdx.x] = static_cast<RuleWord>(rule_bits);
-  std::int32_t tile_last;
-  std::int32_t carried = Scan::exclusive(last, Max{}, std::int32_t{-1}, tile_last, scan_ts);
-  std::int32_t count = 0;
-  TL_UNROLL
-  for (int k = 0; k < kSegItems; ++k) {
-    const std::int64_t pos = base + k;
-    if (rule_bits >> k & 1u) {
-      carried = static_cast<std::int32_t>(pos);
-      ++count;
-    } else if (carried >= 0 && pos < n_pos && max_length_start(pos, carried, max_len)) {
-      ++count;
+    prm.rule_words[static_cast<std::int64_t>(blockIdx.x) * kSegThreads + threadIdx.x] = static_cast<RuleWord>(rule_bits);
+    std::int32_t tile_last;
+    std::int32_t carried = Scan::exclusive(last, Max{}, std::int32_t{-1}, tile_last, smem.scan);
+    std::int32_t count = 0;
+    TL_UNROLL
+    for (int k = 0; k < kSegItems; ++k) {
+      const std::int64_t pos = base + k;
+      if (rule_bits >> k & 1u) {
+        carried = static_cast<std::int32_t>(pos);
+        ++count;
+      } else if (carried >= 0 && pos < n_pos && max_length_start(pos, carried, max_len)) {
+        ++count;
+      }
     }
+    count = Reduce::reduce(count, Sum{}, smem.reduce);
+    first = Reduce::reduce(first < 0 ? INT32_MAX : first, Min{}, smem.reduce);
+    if (threadIdx.x == 0) prm.tiles[blockIdx.x] = {count, first == INT32_MAX ? -1 : first, tile_last};
   }
-  count = Reduce::reduce(count, Sum{}, reduce_ts);
-  first = Reduce::reduce(first < 0 ? INT32_MAX : first, Min{}, reduce_ts);
-  if (threadIdx.x == 0) tiles[blockIdx.x] = {count, first == INT32_MAX ? -1 : first, tile_last};
-}
+};
 
 // Pass 2, one block: the carried rule start and the patch offset of every
 // tile, the total patch count, and the capacity check (on overflow it only
@@ -393,137 +394,196 @@ __global__ void __launch_bounds__(kSegThreads) segment_count_kernel(Rule rule, L
 // batch (16K tiles) takes 16 chunks.
 inline constexpr int kScanThreads = 256, kScanItems = 4;
 
-template <int = 0>
-__global__ void __launch_bounds__(kScanThreads) segment_scan_kernel(SegmentTile* tiles, std::int64_t n_tiles,
-                                                                    std::int64_t n_pos, int max_len,
-                                                                    std::int64_t capacity, std::int32_t* total,
-                                                                    DeviceStatus* status) {
+struct SegmentScanKernel {
+  struct Params {
+    SegmentTile* tiles;
+    std::int64_t n_tiles, n_pos;
+    int max_len;
+    std::int64_t capacity;
+    std::int32_t* total;
+    DeviceStatus* status;
+  };
   using Scan = block::Scan<std::int32_t, kScanThreads>;
-  __shared__ typename Scan::TempStorage last_ts, count_ts;
-  if (status->code != kOk) return;
-  std::int32_t carry_last = -1, carry_count = 0;
-  for (std::int64_t chunk = 0; chunk < n_tiles; chunk += kScanThreads * kScanItems) {
-    const std::int64_t first = chunk + threadIdx.x * kScanItems;
-    SegmentTile t[kScanItems];
-    std::int32_t last = -1;
-    TL_UNROLL
-    for (int q = 0; q < kScanItems; ++q) {
-      t[q] = first + q < n_tiles ? tiles[first + q] : SegmentTile{0, -1, -1};
-      last = t[q].last_rule > last ? t[q].last_rule : last;
-    }
-    std::int32_t chunk_last, chunk_count;
-    std::int32_t c = Scan::exclusive(last, Max{}, std::int32_t{-1}, chunk_last, last_ts);
-    c = c > carry_last ? c : carry_last;
-    std::int32_t patches[kScanItems], carried[kScanItems], sum = 0;
-    TL_UNROLL
-    for (int q = 0; q < kScanItems; ++q) {
-      const std::int64_t i = first + q;
-      carried[q] = c;
-      patches[q] = t[q].count;
-      if (i < n_tiles && max_len > 0 && c >= 0) {
-        const std::int64_t lo = i * kSegTile, end = lo + kSegTile < n_pos ? lo + kSegTile : n_pos;
-        patches[q] += static_cast<std::int32_t>(cap_starts_between(c, lo, t[q].first_rule >= 0 ? t[q].first_rule : end, max_len));
+  struct SharedStorage {
+    typename Scan::TempStorage last, count;
+  };
+  static constexpr int kThreads = kScanThreads;
+  TL_DEVICE void operator()(const Params& p, SharedStorage& smem) const {
+    SegmentTile* tiles = p.tiles;
+    const std::int64_t n_tiles = p.n_tiles, n_pos = p.n_pos;
+    const int max_len = p.max_len;
+    std::int32_t carry_last = -1, carry_count = 0;
+    for (std::int64_t chunk = 0; chunk < n_tiles; chunk += kScanThreads * kScanItems) {
+      const std::int64_t first = chunk + threadIdx.x * kScanItems;
+      SegmentTile t[kScanItems];
+      std::int32_t last = -1;
+      TL_UNROLL
+      for (int q = 0; q < kScanItems; ++q) {
+        t[q] = first + q < n_tiles ? tiles[first + q] : SegmentTile{0, -1, -1};
+        last = t[q].last_rule > last ? t[q].last_rule : last;
       }
-      sum += patches[q];
-      c = t[q].last_rule > c ? t[q].last_rule : c;
+      std::int32_t chunk_last, chunk_count;
+      std::int32_t c = Scan::exclusive(last, Max{}, std::int32_t{-1}, chunk_last, smem.last);
+      c = c > carry_last ? c : carry_last;
+      std::int32_t patches[kScanItems], carried[kScanItems], sum = 0;
+      TL_UNROLL
+      for (int q = 0; q < kScanItems; ++q) {
+        const std::int64_t i = first + q;
+        carried[q] = c;
+        patches[q] = t[q].count;
+        if (i < n_tiles && max_len > 0 && c >= 0) {
+          const std::int64_t lo = i * kSegTile, end = lo + kSegTile < n_pos ? lo + kSegTile : n_pos;
+          patches[q] += static_cast<std::int32_t>(cap_starts_between(c, lo, t[q].first_rule >= 0 ? t[q].first_rule : end, max_len));
+        }
+        sum += patches[q];
+        c = t[q].last_rule > c ? t[q].last_rule : c;
+      }
+      std::int32_t before = carry_count + Scan::exclusive(sum, Sum{}, std::int32_t{0}, chunk_count, smem.count);
+      TL_UNROLL
+      for (int q = 0; q < kScanItems; ++q) {
+        if (first + q < n_tiles) tiles[first + q] = {before, t[q].first_rule, carried[q]};
+        before += patches[q];
+      }
+      carry_last = chunk_last > carry_last ? chunk_last : carry_last;
+      carry_count += chunk_count;
+      __syncthreads();  // the next chunk reuses the scan storage
     }
-    std::int32_t before = carry_count + Scan::exclusive(sum, Sum{}, std::int32_t{0}, chunk_count, count_ts);
-    TL_UNROLL
-    for (int q = 0; q < kScanItems; ++q) {
-      if (first + q < n_tiles) tiles[first + q] = {before, t[q].first_rule, carried[q]};
-      before += patches[q];
+    if (threadIdx.x == 0) {
+      *p.total = carry_count;
+      if (carry_count > p.capacity) {
+        p.status->required = carry_count;
+        device_fail(p.status, kCheckCapacity, 0);
+      }
     }
-    carry_last = chunk_last > carry_last ? chunk_last : carry_last;
-    carry_count += chunk_count;
-    __syncthreads();  // the next chunk reuses the scan storage
   }
-  if (threadIdx.x == 0) {
-    *total = carry_count;
-    if (carry_count > capacity) status->required = carry_count;
-  }
-}
+};
 
 // Pass 3: the cap's starts, then, when the patches fit, the flags and the CSR
 // outputs. Patch k's length is written by the thread that meets patch k + 1's
 // start (or the last position).
-template <int = 0>
-__global__ void __launch_bounds__(kSegThreads) segment_write_kernel(Layout layout, std::int64_t n_pos, int max_len,
-                                                                    const SegmentTile* tiles, const RuleWord* rule_words,
-                                                                    const std::int32_t* total,
-                                                                    std::int64_t capacity, std::uint8_t* flags,
-                                                                    std::int32_t* patch_ids, std::int32_t* patch_offsets,
-                                                                    std::int32_t* patch_starts,
-                                                                    std::int32_t* patch_lengths,
-                                                                    const DeviceStatus* status) {
+struct SegmentWriteKernel {
+  struct Params {
+    Positions layout;
+    std::int64_t n_pos;
+    int max_len;
+    const SegmentTile* tiles;
+    const RuleWord* rule_words;
+    const std::int32_t* total;
+    std::uint8_t* flags;
+    std::int32_t *patch_ids, *patch_offsets, *patch_starts, *patch_lengths;
+    DeviceStatus* status;
+  };
   using Scan = block::Scan<std::int32_t, kSegThreads>;
-  __shared__ typename Scan::TempStorage last_ts, count_ts;
-  if (status->code != kOk) return;
-  const SegmentTile tile = tiles[blockIdx.x];
-  const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kSegTile + threadIdx.x * kSegItems;
-  const std::uint32_t rule_bits = rule_words[static_cast<std::int64_t>(blockIdx.x) * kSegThreads + threadIdx.x];
-  const std::int32_t last = rule_bits ? static_cast<std::int32_t>(base + 31 - __clz(static_cast<int>(rule_bits))) : -1;
-  std::int32_t ignored;
-  std::int32_t carried = Scan::exclusive(last, Max{}, std::int32_t{-1}, ignored, last_ts);
-  carried = carried > tile.last_rule ? carried : tile.last_rule;  // the last rule start before this thread's items
-  const std::int32_t carried_before = carried;
-  std::uint32_t start_bits = rule_bits;
-  if (max_len > 0) {
+  struct SharedStorage {
+    typename Scan::TempStorage last, count;
+  };
+  static constexpr int kThreads = kSegThreads;
+  TL_DEVICE void operator()(const Params& p, SharedStorage& smem) const {
+    const Positions& layout = p.layout;
+    const std::int64_t n_pos = p.n_pos;
+    const int max_len = p.max_len;
+    std::uint8_t* flags = p.flags;
+    std::int32_t* patch_ids = p.patch_ids;
+    std::int32_t* patch_offsets = p.patch_offsets;
+    std::int32_t* patch_starts = p.patch_starts;
+    std::int32_t* patch_lengths = p.patch_lengths;
+    const SegmentTile tile = p.tiles[blockIdx.x];
+    const std::int64_t base = static_cast<std::int64_t>(blockIdx.x) * kSegTile + threadIdx.x * kSegItems;
+    const std::uint32_t rule_bits = p.rule_words[static_cast<std::int64_t>(blockIdx.x) * kSegThreads + threadIdx.x];
+    const std::int32_t last = rule_bits ? static_cast<std::int32_t>(base + 31 - __clz(static_cast<int>(rule_bits))) : -1;
+    std::int32_t ignored;
+    std::int32_t carried = Scan::exclusive(last, Max{}, std::int32_t{-1}, ignored, smem.last);
+    carried = carried > tile.last_rule ? carried : tile.last_rule;  // the last rule start before this thread's items
+    const std::int32_t carried_before = carried;
+    std::uint32_t start_bits = rule_bits;
+    if (max_len > 0) {
+      TL_UNROLL
+      for (int k = 0; k < kSegItems; ++k) {
+        const std::int64_t pos = base + k;
+        if (rule_bits >> k & 1u) carried = static_cast<std::int32_t>(pos);
+        else if (carried >= 0 && pos < n_pos && max_length_start(pos, carried, max_len)) start_bits |= 1u << k;
+      }
+    }
+    const std::int32_t n_patches = *p.total;  // within the capacity: the kernel layer checked the status
+    const std::int32_t count = __popc(start_bits);
+    std::int32_t pid = tile.count + Scan::exclusive(count, Sum{}, std::int32_t{0}, ignored, smem.count) - 1;
+    if (base >= n_pos) return;
+    if (full_vector(flags + base, base, n_pos)) {
+      Vec<std::uint32_t, kSegItems / 4> f;  // four flag bytes per word
+      TL_UNROLL
+      for (int q = 0; q < kSegItems / 4; ++q) {
+        const std::uint32_t nib = start_bits >> (4 * q);
+        f.v[q] = (nib & 1u) | (nib >> 1 & 1u) << 8 | (nib >> 2 & 1u) << 16 | (nib >> 3 & 1u) << 24;
+      }
+      *reinterpret_cast<Vec<std::uint32_t, kSegItems / 4>*>(flags + base) = f;
+    } else {
+      TL_UNROLL
+      for (int k = 0; k < kSegItems; ++k)
+        if (base + k < n_pos) flags[base + k] = start_bits >> k & 1u;
+    }
+    // The last start before this thread's items, of the rule or the cap.
+    std::int64_t prev = last_start_at(carried_before, base - 1, max_len);
+    SequenceCursor cur(layout, base);
+    std::int32_t ids[kSegItems];
     TL_UNROLL
     for (int k = 0; k < kSegItems; ++k) {
       const std::int64_t pos = base + k;
-      if (rule_bits >> k & 1u) carried = static_cast<std::int32_t>(pos);
-      else if (carried >= 0 && pos < n_pos && max_length_start(pos, carried, max_len)) start_bits |= 1u << k;
+      if (start_bits >> k & 1u) {
+        ++pid;
+        cur.advance(pos);
+        const std::int64_t local = pos - cur.first;
+        patch_starts[pid] = static_cast<std::int32_t>(local);
+        if (local == 0) {
+          patch_offsets[cur.b] = pid;
+          // Empty sequences before this one own no position: they get its offset.
+          for (std::int64_t e = cur.b - 1; e >= 0 && layout.first_position(e) == cur.first; --e) patch_offsets[e] = pid;
+        }
+        if (pid > 0) patch_lengths[pid - 1] = static_cast<std::int32_t>(pos - prev);
+        prev = pos;
+      }
+      ids[k] = pid;
+      if (pos == n_pos - 1) {
+        patch_lengths[pid] = static_cast<std::int32_t>(n_pos - prev);
+        cur.advance(pos);
+        // The end offset, and that of the empty sequences after the last non-empty one.
+        for (std::int64_t e = cur.b + 1; e <= layout.batch.num_seqs; ++e) patch_offsets[e] = n_patches;
+      }
+    }
+    if (full_vector(patch_ids + base, base, n_pos)) {
+      TL_UNROLL
+      for (int q = 0; q < kSegItems; q += 4)
+        *reinterpret_cast<Vec<std::int32_t, 4>*>(patch_ids + base + q) = {ids[q], ids[q + 1], ids[q + 2], ids[q + 3]};
+    } else {
+      TL_UNROLL
+      for (int k = 0; k < kSegItems; ++k)
+        if (base + k < n_pos) patch_ids[base + k] = ids[k];
     }
   }
-  const std::int32_t n_patches = *total;
-  if (n_patches > capacity) return;  // the whole block returns: no flag, id or patch is written
-  const std::int32_t count = __popc(start_bits);
-  std::int32_t pid = tile.count + Scan::exclusive(count, Sum{}, std::int32_t{0}, ignored, count_ts) - 1;
-  if (base >= n_pos) return;
-  if (full_vector(flags + base, base, n_pos)) {
-    Vec<std::uint32_t, kSegItems / 4> f;  // four flag bytes per word
-    TL_UNROLL
-    for (int q = 0; q < kSegItems / 4; ++q) {
-      const std::uint32_t nib = start_bits >> (4 * q);
-      f.v[q] = (nib & 1u) | (nib >> 1 & 1u) << 8 | (nib >> 2 & 1u) << 16 | (nib >> 3 & 1u) << 24;
-    }
-    *reinterpret_cast<Vec<std::uint32_t, kSegItems / 4>*>(flags + base) = f;
-  } else {
-    TL_UNROLL
-    for (int k = 0; k < kSegItems; ++k)
-      if (base + k < n_pos) flags[base + k] = start_bits >> k & 1u;
+};
+
+// ------------------------------------------------------------------ streaming
+// One generation step for a batch of streams (patcher/streaming.cuh): a
+// thread per stream.
+template <BoundaryPolicy Rule>
+struct StreamStepKernel {
+  struct Params {
+    Rule rule;
+    StreamState* states;
+    const float* prev_entropy;
+    const std::int32_t* prev_token;
+    std::int64_t streams;
+    int max_len;
+    std::uint8_t* starts;
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.streams, [&](std::int64_t b) {
+      StreamState s = p.states[b];
+      p.starts[b] = stream_push(p.rule, s, p.prev_entropy ? p.prev_entropy[b] : 0.0f,
+                                p.prev_token ? p.prev_token[b] : 0, p.max_len);
+      p.states[b] = s;
+    });
   }
-  // The last start before this thread's items, of the rule or the cap.
-  std::int64_t prev = last_start_at(carried_before, base - 1, max_len);
-  SequenceCursor cur(layout, base);
-  std::int32_t ids[kSegItems];
-  TL_UNROLL
-  for (int k = 0; k < kSegItems; ++k) {
-    const std::int64_t pos = base + k;
-    if (start_bits >> k & 1u) {
-      ++pid;
-      cur.advance(pos);
-      const std::int64_t local = pos - cur.first;
-      patch_starts[pid] = static_cast<std::int32_t>(local);
-      if (local == 0) patch_offsets[cur.b] = pid;
-      if (pid > 0) patch_lengths[pid - 1] = static_cast<std::int32_t>(pos - prev);
-      prev = pos;
-    }
-    ids[k] = pid;
-    if (pos == n_pos - 1) {
-      patch_lengths[pid] = static_cast<std::int32_t>(n_pos - prev);
-      patch_offsets[layout.num_seqs] = n_patches;
-    }
-  }
-  if (full_vector(patch_ids + base, base, n_pos)) {
-    TL_UNROLL
-    for (int q = 0; q < kSegItems; q += 4)
-      *reinterpret_cast<Vec<std::int32_t, 4>*>(patch_ids + base + q) = {ids[q], ids[q + 1], ids[q + 2], ids[q + 3]};
-  } else {
-    TL_UNROLL
-    for (int k = 0; k < kSegItems; ++k)
-      if (base + k < n_pos) patch_ids[base + k] = ids[k];
-  }
-}
+};
 
 }  // namespace tokenless::patcher::detail

@@ -3,26 +3,29 @@
 // for a varlen batch, with no host synchronisation.
 //
 // Outputs, in CSR form:
-//   entropies      [n_total]                when computed from logits
+//   entropies      [batch.total]            when computed from logits
 //   flags          [n_pos]                  1 where a patch starts
 //   patch_ids      [n_pos]                  global patch index of every position
 //   patch_offsets  [num_seqs + 1]           sequence b owns patches [off[b], off[b+1])
 //   patch_starts   [capacity]               start of each patch, within its sequence
 //   patch_lengths  [capacity]
-// where n_pos = n_total (+ num_seqs with include_next_token: each sequence
-// gets the position of its next byte). The total patch count is
-// patch_offsets[num_seqs], on the device.
+// where n_pos = batch.total (+ num_seqs with include_next_token: each
+// sequence gets the position of its next byte). The total patch count is
+// patch_offsets[num_seqs], on the device. An empty sequence owns no position
+// and no patch (with include_next_token: one position, one patch).
 //
-// What only the device can see — a cu_seqlens that is not a prefix sum, an
-// empty sequence, more patches than `capacity` — is recorded in the workspace,
-// and read_status() (which synchronises) returns it as a Status, with the
-// capacity needed on overflow. Bad seqlens write nothing; an overflow writes
-// nothing but the entropies computed from logits (counting needs them, and a
-// second run can take them as entropies_in).
+// What only the device can see — a cu_seqlens that is not a prefix sum, more
+// patches than `capacity` — is recorded in the workspace, and read_status()
+// (which synchronises) returns it as a Status, with the capacity needed on
+// overflow. Bad offsets write nothing; an overflow writes nothing but the
+// entropies computed from logits (counting needs them, and a second run can
+// take them as entropies_in).
 #include <tokenless/core/device.hpp>
-#include <tokenless/core/launch.cuh>
+#include <tokenless/core/device_status.cuh>
+#include <tokenless/core/kernel.cuh>
 #include <tokenless/core/operation.hpp>
 #include <tokenless/core/validate.hpp>
+#include <tokenless/core/varlen.hpp>
 #include <tokenless/core/workspace.hpp>
 #include <tokenless/patcher/kernel.cuh>
 #include <tokenless/patcher/policy.hpp>
@@ -39,21 +42,20 @@ struct Patcher {
   static_assert(std::is_same_v<LogitT, float> || std::is_same_v<LogitT, __nv_bfloat16> ||
                     std::is_same_v<LogitT, __half>,
                 "logits are fp32, bf16 or fp16");
+  static constexpr const char* kName = "patcher::Patcher";
 
   struct Arguments {
     Rule rule{};
     // Inputs: logits, or entropies, for entropy rules; tokens for token rules.
-    const LogitT* logits = nullptr;      // [n_total, vocab], vocab <= 512
+    const LogitT* logits = nullptr;      // [batch.total, vocab], vocab <= 512
     int vocab = 260;
-    const float* entropies_in = nullptr; // [n_total], used when logits is null
-    const std::int32_t* tokens = nullptr;  // [n_total] BLT ids
-    std::int64_t n_total = 0;
-    const std::int32_t* cu_seqlens = nullptr;  // [num_seqs + 1], device
-    std::int64_t num_seqs = 0;
+    const float* entropies_in = nullptr; // [batch.total], used when logits is null
+    const std::int32_t* tokens = nullptr;  // [batch.total] BLT ids
+    VarlenBatch batch;
     bool include_next_token = false;
     int max_patch_length = 0;            // 0: no cap
     // Outputs.
-    float* entropies = nullptr;          // [n_total]; needed when logits are given
+    float* entropies = nullptr;          // [batch.total]; needed when logits are given
     std::uint8_t* flags = nullptr;       // [n_pos]
     std::int32_t* patch_ids = nullptr;   // [n_pos]
     std::int32_t* patch_offsets = nullptr;  // [num_seqs + 1]
@@ -65,24 +67,13 @@ struct Patcher {
   // Entropies from logits are written before the patches are counted.
   static bool computes_entropies(const Arguments& a) { return Rule::needs_entropies && a.logits != nullptr; }
 
-  static std::int64_t positions(const Arguments& a) { return a.n_total + (a.include_next_token ? a.num_seqs : 0); }
-
-  static Status check_rule(const Rule& r) {
-    if constexpr (requires { r.threshold; }) TL_RETURN_IF_ERROR(check::finite("rule.threshold", r.threshold));
-    if constexpr (requires { r.threshold_add; }) TL_RETURN_IF_ERROR(check::finite("rule.threshold_add", r.threshold_add));
-    if constexpr (requires { r.patch_size; }) TL_RETURN_IF_ERROR(check::positive("rule.patch_size", r.patch_size));
-    return Status::ok();
+  static std::int64_t positions(const Arguments& a) {
+    return a.batch.total + (a.include_next_token ? a.batch.num_seqs : 0);
   }
 
   static Status can_implement(const Arguments& a) {
     TL_RETURN_IF_ERROR(check_rule(a.rule));
-    TL_RETURN_IF_ERROR(check::positive("n_total", a.n_total));
-    TL_RETURN_IF_ERROR(check::positive("num_seqs", a.num_seqs));
-    TL_RETURN_IF_ERROR(check::not_null("cu_seqlens", a.cu_seqlens));
-    if (positions(a) >= (std::int64_t{1} << 31)) {
-      return Status::argument(StatusCode::overflow, "n_total", "positions that fit 32-bit indexing", "%lld",
-                              static_cast<long long>(positions(a)));
-    }
+    TL_RETURN_IF_ERROR(check::batch("batch", a.batch, a.include_next_token ? 1 : 0));
     if constexpr (Rule::needs_entropies) {
       if (a.logits) {
         if (a.vocab <= 0 || a.vocab > detail::kMaxVocab) {
@@ -120,14 +111,14 @@ struct Patcher {
   static Layout layout(const Arguments& a) {
     Layout l;
     WorkspaceLayout w;
-    l.status = w.add(sizeof(detail::DeviceStatus));
+    l.status = w.add(sizeof(DeviceStatus));
     l.tiles = w.add_array<detail::SegmentTile>(std::max<std::int64_t>(1, segment_tiles(a)));
     l.rule_words = w.add_array<detail::RuleWord>(std::max<std::int64_t>(1, segment_tiles(a)) * detail::kSegThreads);
     l.total = w.add_array<std::int32_t>(1);
     if constexpr (needs_selection_v<Rule>) {
-      l.select_state = w.add_array<detail::SelectState>(a.num_seqs);
-      l.select_hist = w.add_array<std::uint32_t>(a.num_seqs * detail::kSelectBins);
-      l.selected_from = w.add_array<std::uint64_t>(a.num_seqs);
+      l.select_state = w.add_array<detail::SelectState>(a.batch.num_seqs);
+      l.select_hist = w.add_array<std::uint32_t>(a.batch.num_seqs * detail::kSelectBins);
+      l.selected_from = w.add_array<std::uint64_t>(a.batch.num_seqs);
     }
     l.bytes = w.bytes();
     return l;
@@ -139,49 +130,33 @@ struct Patcher {
     TL_RETURN_IF_ERROR(can_implement(a));
     const Layout l = layout(a);
     TL_RETURN_IF_ERROR(check_workspace(ws, l.bytes));
-    auto* status = ws.at<detail::DeviceStatus>(l.status);
+    auto* status = ws.at<DeviceStatus>(l.status);
     const std::int64_t n_pos = positions(a);
-    const detail::Layout lay{a.cu_seqlens, a.num_seqs, a.include_next_token ? 1 : 0};
-    auto grid = [](std::int64_t work, int per_block) {
-      DeviceProperties p;
-      const int sms = device_properties(p).is_ok() ? p.sm_count : 132;
-      return dim3(static_cast<unsigned>(std::max<std::int64_t>(1, std::min<std::int64_t>((work + per_block - 1) / per_block, std::int64_t{sms} * 16))));
-    };
-
-    TL_CUDA_TRY(cudaMemsetAsync(status, 0, sizeof(detail::DeviceStatus), stream));
-    TL_RETURN_IF_ERROR(launch(detail::validate_kernel<>, {grid(a.num_seqs + 1, 256), dim3(256), 0, stream}, lay,
-                              a.n_total, status));
+    const detail::Positions lay{a.batch, a.include_next_token ? 1 : 0};
+    TL_RETURN_IF_ERROR(reset_device_status(status, stream));
+    TL_RETURN_IF_ERROR(validate_batch(a.batch, status, stream));
     const float* entropies = a.entropies_in;
     if constexpr (Rule::needs_entropies) {
       if (a.logits) {
+        using EK = detail::EntropyKernel<LogitT>;
         const std::int64_t tile_rows = detail::entropy_tile_rows(a.vocab, static_cast<int>(sizeof(LogitT)));
         const auto smem = 2 * static_cast<std::size_t>(tile_rows * a.vocab) * sizeof(LogitT);  // double-buffered
-        if (smem > 48 * 1024) TL_RETURN_IF_ERROR(set_max_dynamic_smem(detail::entropy_kernel<LogitT>, smem));
+        if (smem > 48 * 1024) TL_RETURN_IF_ERROR(set_max_dynamic_smem<EK>(smem));
         // A persistent grid of exactly one wave: every block streams its share
         // of tiles, and no partial last wave idles most of the device.
-        DeviceProperties p;
-        const std::int64_t sms = device_properties(p).is_ok() ? p.sm_count : 132;
-        const std::int64_t resident =
-            sms * blocks_per_sm(detail::entropy_kernel<LogitT>, detail::kEntropyWarps * 32, smem);
-        const std::int64_t tiles = (a.n_total + tile_rows - 1) / tile_rows;
-        const dim3 entropy_grid(static_cast<unsigned>(std::max<std::int64_t>(1, std::min(tiles, resident))));
-        TL_RETURN_IF_ERROR(launch(detail::entropy_kernel<LogitT>,
-                                  {entropy_grid, dim3(detail::kEntropyWarps * 32), smem, stream},
-                                  a.logits, a.vocab, a.n_total, tile_rows,
-                                  detail::entropy_spread(a.vocab, static_cast<int>(sizeof(LogitT))), a.entropies,
-                                  static_cast<const detail::DeviceStatus*>(status)));
+        const dim3 grid = grid_for(a.batch.total, tile_rows, blocks_per_sm<EK>(smem));
+        TL_RETURN_IF_ERROR(launch<EK>({a.logits, a.vocab, a.batch.total, tile_rows,
+                                       detail::entropy_spread(a.vocab, static_cast<int>(sizeof(LogitT))), a.entropies,
+                                       status},
+                                      grid, stream, smem));
         entropies = a.entropies;
       }
     }
     const std::uint64_t* selected_from = nullptr;
     if constexpr (needs_selection_v<Rule>) {
-      DeviceProperties p;
       auto* sel = ws.at<std::uint64_t>(l.selected_from);
-      TL_RETURN_IF_ERROR(detail::select_topk(a.rule, entropies, a.cu_seqlens, a.num_seqs, a.n_total,
-                                             ws.at<detail::SelectState>(l.select_state),
-                                             ws.at<std::uint32_t>(l.select_hist), sel,
-                                             static_cast<const detail::DeviceStatus*>(status),
-                                             device_properties(p).is_ok() ? p.sm_count : 132, stream));
+      TL_RETURN_IF_ERROR(detail::select_topk(a.rule, entropies, a.batch, ws.at<detail::SelectState>(l.select_state),
+                                             ws.at<std::uint32_t>(l.select_hist), sel, status, stream));
       selected_from = sel;
     }
     // Flags, patch ids and CSR outputs: three passes over tiles of positions.
@@ -189,41 +164,31 @@ struct Patcher {
     auto* seg = ws.at<detail::SegmentTile>(l.tiles);
     auto* total = ws.at<std::int32_t>(l.total);
     auto* rule_words = ws.at<detail::RuleWord>(l.rule_words);
-    const LaunchConfig tile_cfg{dim3(static_cast<unsigned>(n_tiles)), dim3(detail::kSegThreads), 0, stream};
-    TL_RETURN_IF_ERROR(launch(detail::segment_count_kernel<Rule>, tile_cfg, a.rule, lay, entropies, a.tokens,
-                              selected_from, n_pos, a.max_patch_length, rule_words, seg,
-                              static_cast<const detail::DeviceStatus*>(status)));
-    TL_RETURN_IF_ERROR(launch(detail::segment_scan_kernel<>, {dim3(1), dim3(detail::kScanThreads), 0, stream}, seg, n_tiles, n_pos,
-                              a.max_patch_length, a.capacity, total, status));
-    return launch(detail::segment_write_kernel<>, tile_cfg, lay, n_pos, a.max_patch_length,
-                  static_cast<const detail::SegmentTile*>(seg), static_cast<const detail::RuleWord*>(rule_words),
-                  static_cast<const std::int32_t*>(total), a.capacity,
-                  a.flags, a.patch_ids, a.patch_offsets, a.patch_starts, a.patch_lengths,
-                  static_cast<const detail::DeviceStatus*>(status));
+    const dim3 tiles(static_cast<unsigned>(n_tiles));  // a block per tile
+    TL_RETURN_IF_ERROR(launch<detail::SegmentCountKernel<Rule>>(
+        {a.rule, lay, entropies, a.tokens, selected_from, n_pos, a.max_patch_length, rule_words, seg, status}, tiles,
+        stream));
+    TL_RETURN_IF_ERROR(launch<detail::SegmentScanKernel>(
+        {seg, n_tiles, n_pos, a.max_patch_length, a.capacity, total, status}, dim3(1), stream));
+    return launch<detail::SegmentWriteKernel>({lay, n_pos, a.max_patch_length, seg, rule_words, total, a.flags,
+                                               a.patch_ids, a.patch_offsets, a.patch_starts, a.patch_lengths, status},
+                                              tiles, stream);
   }
 
   // The device-side checks of the last run(): synchronises `stream`.
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    detail::DeviceStatus s{};
-    TL_CUDA_TRY(cudaMemcpyAsync(&s, ws.at<detail::DeviceStatus>(layout(a).status), sizeof s, cudaMemcpyDeviceToHost,
-                                stream));
-    TL_CUDA_TRY(cudaStreamSynchronize(stream));
-    switch (s.code) {
-      case detail::kOk:
-        if (s.required == 0) return Status::ok();
-        return Status::argument(StatusCode::workspace_too_small, "capacity",
-                                computes_entropies(a) ? "room for every patch (only the entropies were written)"
-                                                      : "room for every patch (nothing was written)",
-                                "%lld, but %lld patches were found", static_cast<long long>(a.capacity),
-                                static_cast<long long>(s.required));
-      case detail::kBadSeqlens:
-        return Status::argument(StatusCode::invalid_argument, "cu_seqlens",
-                                "0 = cu[0] <= ... <= cu[B] = n_total (nothing was written)", "a bad entry at index %d",
-                                s.index);
-      case detail::kEmptySequence:
-        return Status::argument(StatusCode::empty, "cu_seqlens", "non-empty sequences (nothing was written)",
-                                "sequence %d is empty", s.index - 1);
-      default: return Status::error(StatusCode::internal, "unknown patcher status %d", s.code);
+    DeviceFailure f;
+    TL_RETURN_IF_ERROR(read_device_status(ws.at<DeviceStatus>(layout(a).status), f, stream));
+    switch (f.check) {
+      case 0: return Status::ok();
+      case kCheckBatch: return batch_failure(kName, a.batch, f.index, stream);
+      case detail::kCheckCapacity:
+        return device_failure(kName, StatusCode::capacity_too_small, "capacity",
+                              computes_entropies(a) ? "room for every patch (only the entropies were written)"
+                                                    : "room for every patch (nothing was written)",
+                              "%lld, but %lld patches were found", static_cast<long long>(a.capacity),
+                              static_cast<long long>(f.required));
+      default: return Status::error(StatusCode::internal, "%s: unknown device check %d", kName, f.check);
     }
   }
 };

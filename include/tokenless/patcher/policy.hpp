@@ -10,6 +10,8 @@
 // positions p >= 2. entropies[i] is the model's uncertainty about byte i + 1,
 // so a rule for p reads entropies[p - 1] (and entropies[p - 2]).
 #include <tokenless/core/config.hpp>
+#include <tokenless/core/status.hpp>
+#include <tokenless/core/validate.hpp>
 
 #include <bit>
 #include <concepts>
@@ -152,6 +154,17 @@ concept BoundaryPolicy = requires(const P& policy, const PositionView& v, std::i
   { P::needs_entropies } -> std::convertible_to<bool>;
   { P::needs_tokens } -> std::convertible_to<bool>;
 };
+
+// The checks of a rule's parameters, the same for every operation that takes
+// a rule (the patcher and the streaming step): finite thresholds, a positive
+// patch size.
+template <BoundaryPolicy P>
+inline Status check_rule(const P& r) {
+  if constexpr (requires { r.threshold; }) TL_RETURN_IF_ERROR(check::finite("rule.threshold", r.threshold));
+  if constexpr (requires { r.threshold_add; }) TL_RETURN_IF_ERROR(check::finite("rule.threshold_add", r.threshold_add));
+  if constexpr (requires { r.patch_size; }) TL_RETURN_IF_ERROR(check::positive("rule.patch_size", r.patch_size));
+  return Status::ok();
+}
 
 // Whether BLT's "positions 0 and 1 always start a patch" applies.
 template <class P>

@@ -3,7 +3,8 @@
 // of generation streams, whether its new position starts a patch
 // (patcher/policy.hpp, stream_push). The state is a few bytes per stream and
 // stays on the device; a step is one small kernel, no host synchronisation.
-#include <tokenless/core/launch.cuh>
+#include <tokenless/core/kernel.cuh>
+#include <tokenless/patcher/kernel.cuh>
 #include <tokenless/core/operation.hpp>
 #include <tokenless/core/validate.hpp>
 #include <tokenless/core/workspace.hpp>
@@ -14,22 +15,10 @@
 
 namespace tokenless::patcher {
 
-namespace detail {
-template <BoundaryPolicy Rule>
-__global__ void stream_step_kernel(Rule rule, StreamState* states, const float* prev_entropy,
-                                   const std::int32_t* prev_token, std::int64_t streams, int max_len,
-                                   std::uint8_t* starts) {
-  const std::int64_t stride = static_cast<std::int64_t>(gridDim.x) * blockDim.x;
-  for (std::int64_t b = static_cast<std::int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; b < streams; b += stride) {
-    StreamState s = states[b];
-    starts[b] = stream_push(rule, s, prev_entropy ? prev_entropy[b] : 0.0f, prev_token ? prev_token[b] : 0, max_len);
-    states[b] = s;
-  }
-}
-}  // namespace detail
 
 template <BoundaryPolicy Rule>
 struct StreamStep {
+  static constexpr const char* kName = "patcher::StreamStep";
   struct Arguments {
     Rule rule{};
     StreamState* states = nullptr;             // [streams]; zero-initialise to start
@@ -41,8 +30,7 @@ struct StreamStep {
   };
 
   static Status can_implement(const Arguments& a) {
-    if constexpr (requires { a.rule.threshold; }) TL_RETURN_IF_ERROR(check::finite("rule.threshold", a.rule.threshold));
-    if constexpr (requires { a.rule.patch_size; }) TL_RETURN_IF_ERROR(check::positive("rule.patch_size", a.rule.patch_size));
+    TL_RETURN_IF_ERROR(check_rule(a.rule));  // the patcher's checks, the same function
     TL_RETURN_IF_ERROR(check::not_null("states", a.states));
     TL_RETURN_IF_ERROR(check::not_null("starts", a.starts));
     TL_RETURN_IF_ERROR(check::positive("streams", a.streams));
@@ -56,9 +44,9 @@ struct StreamStep {
   static std::size_t workspace_size(const Arguments&) { return 0; }
   static Status run(const Arguments& a, Workspace = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
-    const dim3 grid(static_cast<unsigned>(std::min<std::int64_t>((a.streams + 255) / 256, 4096)));
-    return launch(detail::stream_step_kernel<Rule>, {grid, dim3(256), 0, stream}, a.rule, a.states, a.prev_entropies,
-                  a.prev_tokens, a.streams, a.max_patch_length, a.starts);
+    return launch<detail::StreamStepKernel<Rule>>(
+        {a.rule, a.states, a.prev_entropies, a.prev_tokens, a.streams, a.max_patch_length, a.starts},
+        grid_for(a.streams, 256, 16), stream);
   }
 };
 

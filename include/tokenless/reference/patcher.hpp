@@ -5,11 +5,14 @@
 // One sequence at a time: batches never bleed into each other.
 #include <tokenless/core/dtype.hpp>
 
+#include <tokenless/entropy_model/policy.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <numeric>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 namespace tokenless::reference {
@@ -179,7 +182,11 @@ inline float calibrated_threshold(const std::vector<float>& entropies, const std
   return rule[static_cast<std::size_t>(c)];
 }
 
-// The byte n-gram context model of patcher/ngram_model.cuh, on the host.
+// The byte n-gram context model of entropy_model/ngram.cuh, on the host, in
+// double precision. Fast enough for the CLI's CPU path (megabytes in
+// seconds): counts are 32-bit, and a position's entropy depends only on its
+// last `order` bytes (and, leaving one out, the next byte), so each distinct
+// context is computed once.
 struct NGramReferenceConfig {
   int order = 4;
   std::int64_t buckets = 1 << 16;
@@ -187,32 +194,37 @@ struct NGramReferenceConfig {
 };
 
 inline std::uint32_t ngram_context_hash(const std::uint8_t* bytes, std::int64_t end, int order, std::int64_t buckets) {
-  std::uint32_t h = (2166136261u ^ static_cast<std::uint32_t>(order)) * 16777619u;
-  for (int j = order - 1; j >= 0; --j) {
-    const std::int64_t i = end - j;
-    h = (h ^ (i >= 0 ? bytes[i] : 0u)) * 16777619u;
-  }
-  return static_cast<std::uint32_t>(h % static_cast<std::uint64_t>(buckets));
+  return entropy_model::context_hash(bytes, end, order, buckets);
 }
 
 inline std::vector<double> ngram_entropies(const std::vector<std::uint8_t>& train, const std::vector<std::uint8_t>& text,
                                            const NGramReferenceConfig& c, bool leave_one_out) {
-  std::vector<double> ck(static_cast<std::size_t>(c.buckets) * 256, 0.0), c1(256 * 256, 0.0);
+  std::vector<std::uint32_t> ck(static_cast<std::size_t>(c.buckets) * 256, 0), c1(256 * 256, 0);
   for (std::size_t i = 0; i + 1 < train.size(); ++i) {
     c1[train[i] * 256ull + train[i + 1]] += 1;
     for (int k = 2; k <= c.order; ++k)
       ck[ngram_context_hash(train.data(), static_cast<std::int64_t>(i), k, c.buckets) * 256ull + train[i + 1]] += 1;
   }
-  std::vector<double> h(text.size());
+  std::unordered_map<std::uint64_t, double> memo[257];  // by the next byte left out (+1; 0: none)
+  std::vector<double> h(text.size()), p(256);
   for (std::size_t i = 0; i < text.size(); ++i) {
     const int own = leave_one_out && i + 1 < text.size() ? text[i + 1] : -1;
-    std::vector<double> p(256);
-    const double* r1 = &c1[text[i] * 256ull];
+    std::uint64_t context = 0;  // the last `order` bytes, missing ones 0, as the hash reads them
+    for (int j = c.order - 1; j >= 0; --j) {
+      const std::int64_t at = static_cast<std::int64_t>(i) - j;
+      context = context << 8 | (at >= 0 ? text[static_cast<std::size_t>(at)] : 0u);
+    }
+    auto& seen = memo[own + 1];
+    if (auto it = seen.find(context); it != seen.end()) {
+      h[i] = it->second;
+      continue;
+    }
+    const std::uint32_t* r1 = &c1[text[i] * 256ull];
     double total = 0;
     for (int v = 0; v < 256; ++v) total += r1[v] - (v == own);
     for (int v = 0; v < 256; ++v) p[v] = (r1[v] - (v == own) + c.alpha) / (total + 256 * c.alpha);
     for (int k = 2; k <= c.order; ++k) {
-      const double* rk = &ck[ngram_context_hash(text.data(), static_cast<std::int64_t>(i), k, c.buckets) * 256ull];
+      const std::uint32_t* rk = &ck[ngram_context_hash(text.data(), static_cast<std::int64_t>(i), k, c.buckets) * 256ull];
       total = 0;
       for (int v = 0; v < 256; ++v) total += rk[v] - (v == own);
       for (int v = 0; v < 256; ++v) p[v] = (rk[v] - (v == own) + c.beta * p[v]) / (total + c.beta);
@@ -220,6 +232,7 @@ inline std::vector<double> ngram_entropies(const std::vector<std::uint8_t>& trai
     double e = 0;
     for (int v = 0; v < 256; ++v) e -= p[v] * std::log(p[v]);
     h[i] = e;
+    seen.emplace(context, e);
   }
   return h;
 }

@@ -8,7 +8,7 @@
 // and the max NaN.
 #include <tokenless/core/device.hpp>
 #include <tokenless/core/dtype.hpp>
-#include <tokenless/core/launch.cuh>
+#include <tokenless/core/kernel.cuh>
 #include <tokenless/core/operation.hpp>
 #include <tokenless/core/row_reduce/kernel.cuh>
 #include <tokenless/core/validate.hpp>
@@ -25,10 +25,6 @@ inline Status check_shape(std::int64_t rows, std::int64_t cols, std::int64_t ld,
   if (ld < cols) return Status::argument(StatusCode::shape_mismatch, ld_name, "a row stride >= cols", "%lld (cols %lld)",
                                          static_cast<long long>(ld), static_cast<long long>(cols));
   return Status::ok();
-}
-inline int compute_capability() {
-  DeviceProperties p;
-  return device_properties(p).is_ok() ? p.compute_capability() : 80;
 }
 }  // namespace detail
 
@@ -57,8 +53,8 @@ struct Forward {
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
     TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
-    return tuning_for(detail::compute_capability()) == kTuningSm90 ? dispatch<kTuningSm90>(a, stream)
-                                                                    : dispatch<kTuningSm80>(a, stream);
+    return tuning_for(compute_capability()) == kTuningSm90 ? dispatch<kTuningSm90>(a, stream)
+                                                           : dispatch<kTuningSm80>(a, stream);
   }
 
  private:
@@ -68,11 +64,11 @@ struct Forward {
     const std::int64_t ld = stride(a);
     const bool vectorizable = a.cols % kVec == 0 && ld % kVec == 0 &&
                               reinterpret_cast<std::uintptr_t>(a.input) % kT.vector_bytes == 0;
-    const LaunchConfig cfg{dim3(static_cast<unsigned>(a.rows)), dim3(kT.block_threads), 0, stream};
+    const dim3 grid(static_cast<unsigned>(a.rows));  // a block per row
     if (vectorizable) {
-      return launch(forward_kernel<P, T, kT.block_threads, kVec>, cfg, a.input, a.output, a.cols, ld);
+      return launch<ForwardKernel<P, T, kT.block_threads, kVec>>({a.input, a.output, a.cols, ld}, grid, stream);
     }
-    return launch(forward_kernel<P, T, kT.block_threads, 1>, cfg, a.input, a.output, a.cols, ld);
+    return launch<ForwardKernel<P, T, kT.block_threads, 1>>({a.input, a.output, a.cols, ld}, grid, stream);
   }
 };
 
@@ -104,10 +100,16 @@ struct Backward {
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
     TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
-    constexpr int kBlock = 256;
-    const LaunchConfig cfg{dim3(static_cast<unsigned>(a.rows)), dim3(kBlock), 0, stream};
-    return launch(backward_kernel<P, T, kBlock>, cfg, a.input, a.grad_output, a.grad_input, a.cols,
-                  a.ld ? a.ld : a.cols, a.ld_grad ? a.ld_grad : a.cols);
+    return tuning_for(compute_capability()) == kTuningSm90 ? dispatch<kTuningSm90>(a, stream)
+                                                           : dispatch<kTuningSm80>(a, stream);
+  }
+
+ private:
+  template <Tuning kT>
+  static Status dispatch(const Arguments& a, cudaStream_t stream) {
+    return launch<BackwardKernel<P, T, kT.block_threads>>(
+        {a.input, a.grad_output, a.grad_input, a.cols, a.ld ? a.ld : a.cols, a.ld_grad ? a.ld_grad : a.cols},
+        dim3(static_cast<unsigned>(a.rows)), stream);
   }
 };
 

@@ -1,0 +1,84 @@
+#pragma once
+// An entropy source that needs no weights: a byte n-gram context model built
+// on the device from a training text (or the input itself), for demos and
+// for patching without BLT's entropy model (entropy_model/policy.hpp has the
+// model). H[i] is the entropy of p_K for byte i + 1 given the bytes ending
+// at i, as for BLT's model. When the scored text is the training text (the
+// same buffer and length), its own occurrence is left out of every count
+// (leave-one-out), so each entropy measures how predictable the byte is from
+// the rest of the text. A different text, even of the same length, is
+// scored with every count.
+#include <tokenless/core/kernel.cuh>
+#include <tokenless/core/operation.hpp>
+#include <tokenless/core/validate.hpp>
+#include <tokenless/core/workspace.hpp>
+#include <tokenless/entropy_model/kernel.cuh>
+#include <tokenless/entropy_model/policy.hpp>
+
+#include <cmath>
+#include <cstdint>
+
+namespace tokenless::entropy_model {
+
+// Builds the model from `train` and writes the entropies of `text`.
+struct NGramEntropy {
+  static constexpr const char* kName = "entropy_model::NGramEntropy";
+  struct Arguments {
+    const std::uint8_t* train = nullptr;  // [n_train], may equal text
+    std::int64_t n_train = 0;
+    const std::uint8_t* text = nullptr;   // [n]
+    std::int64_t n = 0;
+    NGramModelConfig config;
+    float* entropies = nullptr;           // [n]
+  };
+
+  static Status can_implement(const Arguments& a) {
+    TL_RETURN_IF_ERROR(check::not_null("train", a.train));
+    TL_RETURN_IF_ERROR(check::not_null("text", a.text));
+    TL_RETURN_IF_ERROR(check::not_null("entropies", a.entropies));
+    TL_RETURN_IF_ERROR(check::positive("n_train", a.n_train));
+    TL_RETURN_IF_ERROR(check::positive("n", a.n));
+    if (a.config.order < 1 || a.config.order > kMaxNGramOrder) {
+      return Status::argument(StatusCode::invalid_argument, "config.order", "1 to 8", "%d", a.config.order);
+    }
+    TL_RETURN_IF_ERROR(check::positive("config.buckets", a.config.buckets));
+    if (!(a.config.alpha > 0.0f) || !(a.config.beta > 0.0f) || !std::isfinite(a.config.alpha) || !std::isfinite(a.config.beta)) {
+      return Status::argument(StatusCode::invalid_argument, "config.alpha/beta", "finite values > 0", "%g, %g",
+                              static_cast<double>(a.config.alpha), static_cast<double>(a.config.beta));
+    }
+    return Status::ok();
+  }
+
+  // Scoring the training text itself: leave each occurrence out of its counts.
+  static bool leave_one_out(const Arguments& a) { return a.train == a.text && a.n_train == a.n; }
+
+  struct Layout {
+    std::size_t ck = 0, c1 = 0, bytes = 0;
+  };
+  static Layout layout(const Arguments& a) {
+    Layout l;
+    WorkspaceLayout w;
+    l.ck = w.add_array<std::uint32_t>(a.config.buckets * 256);
+    l.c1 = w.add_array<std::uint32_t>(256 * 256);
+    l.bytes = w.bytes();
+    return l;
+  }
+  static std::size_t workspace_size(const Arguments& a) { return layout(a).bytes; }
+
+  static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(can_implement(a));
+    const Layout l = layout(a);
+    TL_RETURN_IF_ERROR(check_workspace(ws, l.bytes));
+    auto* ck = ws.at<std::uint32_t>(l.ck);
+    auto* c1 = ws.at<std::uint32_t>(l.c1);
+    TL_CUDA_TRY(cudaMemsetAsync(ck, 0, static_cast<std::size_t>(a.config.buckets) * 256 * 4, stream));
+    TL_CUDA_TRY(cudaMemsetAsync(c1, 0, 256 * 256 * 4, stream));
+    // Grids: at most 32 blocks per SM (untuned).
+    TL_RETURN_IF_ERROR(launch<detail::CountKernel>({a.train, a.n_train, a.config.order, a.config.buckets, ck, c1},
+                                                   grid_for(a.n_train, 256, 32), stream));
+    return launch<detail::EntropyKernel>({a.text, a.n, a.config, ck, c1, leave_one_out(a), a.entropies},
+                                         grid_for(a.n, 8, 32), stream);
+  }
+};
+
+}  // namespace tokenless::entropy_model
