@@ -3,6 +3,7 @@
 #include <tokenless/tokenless.cuh>
 
 namespace pt = tokenless::patcher;
+namespace rt = tokenless::router;
 
 template <class Rule, class LogitT>
 void instantiate() {
