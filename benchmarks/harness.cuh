@@ -25,14 +25,18 @@ namespace tlb {
     }                                                                                         \
   } while (0)
 
+// The library's DeviceBuffer; a failed allocation ends the benchmark run
+// with the Status's message. p and n name the pointer and the count.
 template <class T>
-struct DeviceArray {
+struct DeviceArray : tokenless::DeviceBuffer<T> {
   T* p = nullptr;
   std::size_t n = 0;
-  explicit DeviceArray(std::size_t count) : n(count) { TLB_CHECK_CUDA(cudaMalloc(&p, std::max<std::size_t>(n, 1) * sizeof(T))); }
-  ~DeviceArray() { cudaFree(p); }
-  DeviceArray(const DeviceArray&) = delete;
-  DeviceArray& operator=(const DeviceArray&) = delete;
+  explicit DeviceArray(std::size_t count) : tokenless::DeviceBuffer<T>(count), p(this->get()), n(count) {
+    if (!this->status()) {
+      std::fprintf(stderr, "allocating %zu bytes failed: %s\n", count * sizeof(T), this->status().message());
+      std::exit(1);
+    }
+  }
 };
 
 // Evicts L2 by writing a buffer twice its size.

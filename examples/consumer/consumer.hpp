@@ -13,16 +13,14 @@ inline int consumer_main() {
     std::printf("consumer ok (built; no device to run on)\n");
     return 0;
   }
-  float *in = nullptr, *out = nullptr;
-  cudaMalloc(&in, h.size() * sizeof(float));
-  cudaMalloc(&out, 4 * sizeof(float));
-  cudaMemcpy(in, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
-  rr::Forward<rr::SumPolicy, float>::Arguments args{in, out, 4, 100, 0};
-  tokenless::Status s = rr::Forward<rr::SumPolicy, float>::run(args);
+  tokenless::DeviceBuffer<float> in(h.size()), out(4);
   float got[4] = {};
-  cudaMemcpy(got, out, sizeof got, cudaMemcpyDeviceToHost);
-  cudaFree(in);
-  cudaFree(out);
+  tokenless::Status s = in.status() ? out.status() : in.status();
+  if (s) s = in.upload(h);
+  rr::Forward<rr::SumPolicy, float>::Arguments args{in.get(), out.get(), 4, 100, 0};
+  if (s) s = rr::Forward<rr::SumPolicy, float>::run(args);
+  if (s) s = out.download(got, 4);
+  if (!s) std::printf("consumer: %s\n", s.message());
   const bool ok = s.is_ok() && got[0] == 4950.0f && got[3] == 4950.0f;
   std::printf(ok ? "consumer ok (%s backend)\n" : "consumer FAILED (%s backend)\n", tokenless::backend_name());
   return ok ? 0 : 1;

@@ -29,42 +29,40 @@ inline int main() {
   std::vector<std::int32_t> ids;
   for (unsigned char c : text) ids.push_back(c + 4);
   const std::int64_t n = static_cast<std::int64_t>(ids.size());
-  const std::int32_t cu[2] = {0, static_cast<std::int32_t>(n)};
-  std::int32_t *d_ids, *d_cu, *d_pid, *d_off, *d_start, *d_len;
-  std::uint8_t* d_flags;
-  cudaMalloc(&d_ids, n * 4);
-  cudaMalloc(&d_cu, 8);
-  cudaMalloc(&d_pid, n * 4);
-  cudaMalloc(&d_off, 8);
-  cudaMalloc(&d_start, n * 4);
-  cudaMalloc(&d_len, n * 4);
-  cudaMalloc(&d_flags, n);
-  cudaMemcpy(d_ids, ids.data(), n * 4, cudaMemcpyHostToDevice);
-  cudaMemcpy(d_cu, cu, 8, cudaMemcpyHostToDevice);
+  const std::vector<std::int32_t> cu = {0, static_cast<std::int32_t>(n)};
+  // Every allocation and copy is checked: a failure prints its Status.
+  auto check = [](const tokenless::Status& st) {
+    if (!st) std::fprintf(stderr, "%s\n", st.message());
+    return st.is_ok();
+  };
+  tokenless::DeviceBuffer<std::int32_t> d_ids(ids.size()), d_cu(2), d_pid(ids.size()), d_off(2), d_start(ids.size()),
+      d_len(ids.size());
+  tokenless::DeviceBuffer<std::uint8_t> d_flags(ids.size());
+  for (const tokenless::Status* st : {&d_ids.status(), &d_cu.status(), &d_pid.status(), &d_off.status(),
+                                      &d_start.status(), &d_len.status(), &d_flags.status()})
+    if (!check(*st)) return 1;
+  if (!check(d_ids.upload(ids)) || !check(d_cu.upload(cu))) return 1;
 
   using Op = pt::Patcher<SentencePatches>;
   Op::Arguments a;
-  a.tokens = d_ids;
-  a.batch = {d_cu, 1, n};
+  a.tokens = d_ids.get();
+  a.batch = {d_cu.get(), 1, n};
   a.max_patch_length = 16;
-  a.flags = d_flags;
-  a.patch_ids = d_pid;
-  a.patch_offsets = d_off;
-  a.patch_starts = d_start;
-  a.patch_lengths = d_len;
+  a.flags = d_flags.get();
+  a.patch_ids = d_pid.get();
+  a.patch_offsets = d_off.get();
+  a.patch_starts = d_start.get();
+  a.patch_lengths = d_len.get();
   a.capacity = n;
-  void* ws = nullptr;
-  cudaMalloc(&ws, Op::workspace_size(a));
-  tokenless::Status s = Op::run(a, {ws, Op::workspace_size(a)});
-  if (s) s = Op::read_status(a, {ws, Op::workspace_size(a)});
-  if (!s) {
-    std::fprintf(stderr, "%s\n", s.message());
-    return 1;
-  }
+  tokenless::DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
+  if (!check(ws.status())) return 1;
+  tokenless::Status s = Op::run(a, {ws.get(), Op::workspace_size(a)});
+  if (s) s = Op::read_status(a, {ws.get(), Op::workspace_size(a)});
+  if (!check(s)) return 1;
   std::int32_t off[2];
-  cudaMemcpy(off, d_off, 8, cudaMemcpyDeviceToHost);
+  if (!check(d_off.download(off, 2))) return 1;
   std::vector<std::int32_t> len(static_cast<std::size_t>(off[1]));
-  cudaMemcpy(len.data(), d_len, len.size() * 4, cudaMemcpyDeviceToHost);
+  if (!check(d_len.download(len.data(), len.size()))) return 1;
   std::size_t pos = 0;
   for (std::int32_t l : len) {
     std::string piece = text.substr(pos, static_cast<std::size_t>(l));
@@ -74,10 +72,6 @@ inline int main() {
     pos += static_cast<std::size_t>(l);
   }
   std::printf("\n%d patches (backend: %s)\n", off[1], tokenless::backend_name());
-  for (void* p : {static_cast<void*>(d_ids), static_cast<void*>(d_cu), static_cast<void*>(d_pid),
-                  static_cast<void*>(d_off), static_cast<void*>(d_start), static_cast<void*>(d_len),
-                  static_cast<void*>(d_flags), ws})
-    cudaFree(p);
   return pos == text.size() ? 0 : 1;
 }
 

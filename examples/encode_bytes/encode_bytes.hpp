@@ -39,16 +39,19 @@ inline tokenless::Status sparse_backward(const std::uint8_t* d_ids, std::int64_t
   b.d = d;
   b.capacity = std::min<std::int64_t>(n, std::max<std::int64_t>(V, P::ids::kVocab));  // always enough
   const std::size_t slots = static_cast<std::size_t>((K + 1) * b.capacity);
-  void* ws = nullptr;
-  cudaMalloc(&b.counts, (K + 1) * sizeof(std::int32_t));
-  cudaMalloc(&b.rows, slots * sizeof(std::int32_t));
-  cudaMalloc(&b.values, slots * d * sizeof(T));
-  cudaMalloc(&ws, SparseBwd::workspace_size(b));
-  tokenless::Status s = SparseBwd::run(b, {ws, SparseBwd::workspace_size(b)});
-  if (s) s = SparseBwd::read_status(b, {ws, SparseBwd::workspace_size(b)});
+  tokenless::DeviceBuffer<std::int32_t> counts_d(K + 1), rows(slots);
+  tokenless::DeviceBuffer<T> values(slots * static_cast<std::size_t>(d));
+  tokenless::DeviceBuffer<unsigned char> ws(SparseBwd::workspace_size(b));
+  for (const tokenless::Status* st : {&counts_d.status(), &rows.status(), &values.status(), &ws.status()})
+    TL_RETURN_IF_ERROR(*st);
+  b.counts = counts_d.get();
+  b.rows = rows.get();
+  b.values = values.get();
+  tokenless::Status s = SparseBwd::run(b, {ws.get(), SparseBwd::workspace_size(b)});
+  if (s) s = SparseBwd::read_status(b, {ws.get(), SparseBwd::workspace_size(b)});
   if (s) {
     std::int32_t counts[K + 1];
-    cudaMemcpy(counts, b.counts, sizeof counts, cudaMemcpyDeviceToHost);
+    TL_RETURN_IF_ERROR(counts_d.download(counts, K + 1));
     double touched = 0;
     std::printf("  backward sparse gradient, touched rows: byte table %d, hash tables", counts[0]);
     for (int t = 1; t <= K; ++t) {
@@ -60,10 +63,6 @@ inline tokenless::Status sparse_backward(const std::uint8_t* d_ids, std::int64_t
                 dense, 100.0 * touched / dense, (touched + counts[0]) * d * sizeof(T) / 1e6,
                 (dense + P::ids::kVocab) * d * sizeof(T) / 1e6);
   }
-  cudaFree(b.counts);
-  cudaFree(b.rows);
-  cudaFree(b.values);
-  cudaFree(ws);
   return s;
 }
 
@@ -97,15 +96,24 @@ inline int main(int argc, char** argv) {
   for (auto& x : byte_table) x = tokenless::from_float<T>(normal(rng));
   for (auto& x : tables) x = tokenless::from_float<T>(normal(rng));
 
-  std::uint8_t* d_ids = nullptr;
-  T *d_byte = nullptr, *d_tables = nullptr, *d_out = nullptr;
-  cudaMalloc(&d_ids, static_cast<std::size_t>(n));
-  cudaMalloc(&d_byte, byte_table.size() * sizeof(T));
-  cudaMalloc(&d_tables, tables.size() * sizeof(T));
-  cudaMalloc(&d_out, static_cast<std::size_t>(n) * d * sizeof(T));
-  cudaMemcpy(d_ids, text.data(), static_cast<std::size_t>(n), cudaMemcpyHostToDevice);
-  cudaMemcpy(d_byte, byte_table.data(), byte_table.size() * sizeof(T), cudaMemcpyHostToDevice);
-  cudaMemcpy(d_tables, tables.data(), tables.size() * sizeof(T), cudaMemcpyHostToDevice);
+  // Every allocation and copy is checked.
+  tokenless::DeviceBuffer<std::uint8_t> ids_buf(static_cast<std::size_t>(n));
+  tokenless::DeviceBuffer<T> byte_buf(byte_table.size()), tables_buf(tables.size()),
+      out_buf(static_cast<std::size_t>(n) * d);
+  tokenless::Status s;
+  for (const tokenless::Status* st : {&ids_buf.status(), &byte_buf.status(), &tables_buf.status(), &out_buf.status()})
+    if (s && !*st) s = *st;
+  if (s) s = ids_buf.upload(reinterpret_cast<const std::uint8_t*>(text.data()), static_cast<std::size_t>(n));
+  if (s) s = byte_buf.upload(byte_table);
+  if (s) s = tables_buf.upload(tables);
+  if (!s) {
+    std::fprintf(stderr, "encode_bytes: %s\n", s.message());
+    return 1;
+  }
+  const std::uint8_t* d_ids = ids_buf.get();
+  const T* d_byte = byte_buf.get();
+  const T* d_tables = tables_buf.get();
+  T* d_out = out_buf.get();
 
   Fwd::Arguments a;
   a.ids = d_ids;
@@ -116,7 +124,7 @@ inline int main(int argc, char** argv) {
   a.d = d;
   a.output = d_out;
 
-  tokenless::Status s = Fwd::run(a);  // warm-up and check
+  s = Fwd::run(a);  // warm-up and check
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
@@ -137,7 +145,10 @@ inline int main(int argc, char** argv) {
   ms /= static_cast<float>(reps);
 
   std::vector<T> out(static_cast<std::size_t>(n) * d);
-  cudaMemcpy(out.data(), d_out, out.size() * sizeof(T), cudaMemcpyDeviceToHost);
+  if (const tokenless::Status ds = out_buf.download(out.data(), out.size()); !ds) {
+    std::fprintf(stderr, "encode_bytes: %s\n", ds.message());
+    return 1;
+  }
   double checksum = 0;
   for (std::size_t i = 0; i < out.size(); ++i) checksum += tokenless::to_float(out[i]) * static_cast<double>(i % 7 + 1);
   // Bytes moved: ids, the gathered rows (byte + 6 tables) and the output.
@@ -157,10 +168,6 @@ inline int main(int argc, char** argv) {
     std::fprintf(stderr, "backward failed: %s\n", bs.message());
     return 1;
   }
-  cudaFree(d_ids);
-  cudaFree(d_byte);
-  cudaFree(d_tables);
-  cudaFree(d_out);
   cudaEventDestroy(e0);
   cudaEventDestroy(e1);
   return 0;

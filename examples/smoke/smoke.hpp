@@ -65,16 +65,19 @@ inline int main(int argc, char** argv) {
   std::printf("tokenless smoke demo on %s (backend: %s)\n", p.name, tokenless::backend_name());
   std::printf("  %lld bytes as %lld rows of %lld\n", static_cast<long long>(text.size()), static_cast<long long>(rows),
               static_cast<long long>(cols));
-  float *d_in = nullptr, *d_out = nullptr;
-  cudaMalloc(&d_in, host.size() * sizeof(float));
-  cudaMalloc(&d_out, static_cast<std::size_t>(rows) * sizeof(float));
-  cudaMemcpy(d_in, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice);
+  tokenless::DeviceBuffer<float> in(host.size()), out(static_cast<std::size_t>(rows));
+  tokenless::Status s = in.status() ? out.status() : in.status();
+  if (s) s = in.upload(host);
+  if (!s) {
+    std::fprintf(stderr, "%s\n", s.message());
+    return 1;
+  }
+  float* d_in = in.get();
+  float* d_out = out.get();
   namespace rr = tokenless::row_reduce;
   int failures = reduce_rows<rr::SumPolicy>("sum", host, d_in, d_out, rows, cols) +
                  reduce_rows<rr::SumSquaresPolicy>("sum_squares", host, d_in, d_out, rows, cols) +
                  reduce_rows<rr::MaxPolicy>("max", host, d_in, d_out, rows, cols);
-  cudaFree(d_in);
-  cudaFree(d_out);
   std::printf(failures ? "smoke demo: FAILED\n" : "smoke demo: all results match the host reference\n");
   return failures ? 1 : 0;
 }

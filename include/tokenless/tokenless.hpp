@@ -9,6 +9,7 @@
 #include <tokenless/core/row_reduce/policy.hpp>
 #include <tokenless/core/status.hpp>
 #include <tokenless/core/tensor.hpp>
+#include <tokenless/core/tuning.hpp>
 #include <tokenless/core/validate.hpp>
 #include <tokenless/core/varlen.hpp>
 #include <tokenless/core/vec.hpp>

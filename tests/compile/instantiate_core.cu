@@ -6,9 +6,11 @@
 #include <tokenless/tokenless.cuh>
 
 namespace rr = tokenless::row_reduce;
+static_assert(tokenless::TuningSelector<rr::tuning_for>);
 
 template <class P, class T>
 void instantiate_row_reduce() {
+  static_assert(tokenless::Operation<rr::Forward<P, T>> && tokenless::Operation<rr::Backward<P, T>>);
   (void)&rr::Forward<P, T>::run;
   (void)&rr::Backward<P, T>::run;
 }

@@ -5,8 +5,13 @@
 
 namespace enc = tokenless::encoder;
 
+static_assert(tokenless::TuningSelector<enc::tuning_for>);
+
 template <class P, class T, class IdT>
 void instantiate() {
+  static_assert(tokenless::Operation<enc::HashEmbeddingForward<P, T, IdT>> &&
+                tokenless::Operation<enc::HashEmbeddingBackward<P, T, IdT>> &&
+                tokenless::Operation<enc::HashEmbeddingSparseBackward<P, T, IdT>>);
   (void)&enc::HashEmbeddingForward<P, T, IdT>::run;
   (void)&enc::HashEmbeddingBackward<P, T, IdT>::run;
   (void)&enc::HashEmbeddingBackward<P, T, IdT, __nv_bfloat16>::run;

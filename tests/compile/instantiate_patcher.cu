@@ -7,8 +7,17 @@ namespace rt = tokenless::router;
 
 template <class Rule, class LogitT>
 void instantiate() {
+  static_assert(tokenless::Operation<pt::Patcher<Rule, LogitT>>);
   (void)&pt::Patcher<Rule, LogitT>::run;
 }
+
+// Every component's tuning selector is concept-checked.
+static_assert(tokenless::TuningSelector<pt::tuning_for>);
+static_assert(tokenless::TuningSelector<rt::tuning_for>);
+static_assert(tokenless::TuningSelector<tokenless::entropy_model::tuning_for>);
+static_assert(tokenless::Operation<pt::Calibrate>);
+static_assert(tokenless::Operation<rt::RatioLoss>);
+static_assert(tokenless::Operation<tokenless::entropy_model::NGramEntropy>);
 
 template void instantiate<pt::EntropyGlobal, float>();
 template void instantiate<pt::EntropyGlobal, __nv_bfloat16>();
@@ -27,6 +36,7 @@ template void instantiate<pt::SpacePatches, float>();
 // The weight-free entropy source and threshold calibration.
 template <class Rule>
 void instantiate_stream() {
+  static_assert(tokenless::Operation<pt::StreamStep<Rule>>);
   (void)&pt::StreamStep<Rule>::run;
 }
 template void instantiate_stream<pt::EntropyGlobal>();
@@ -38,6 +48,8 @@ template void instantiate_stream<pt::SpacePatches>();
 
 template <class T>
 void instantiate_router() {
+  static_assert(tokenless::Operation<rt::CosineRouterForward<T>> && tokenless::Operation<rt::CosineRouterBackward<T>> &&
+                tokenless::Operation<rt::CosineRouterStep<T>>);
   (void)&rt::CosineRouterForward<T>::run;
   (void)&rt::CosineRouterBackward<T>::run;
   (void)&rt::CosineRouterStep<T>::run;

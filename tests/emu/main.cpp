@@ -6,11 +6,11 @@
 
 int main(int argc, char** argv) {
   const auto o = tokenless::emu::options();
-  std::printf("tokenless emu tier: %s mode, %s order, seed %llu\n",
+  std::printf("tokenless emu tier: %s mode, %s order, seed %llu, sm_%d\n",
               o.mode == tokenless::emu::Mode::threads ? "thread" : "fiber",
               o.order == tokenless::emu::Order::forward ? "forward"
               : o.order == tokenless::emu::Order::reverse ? "reverse" : "random",
-              static_cast<unsigned long long>(o.seed));
+              static_cast<unsigned long long>(o.seed), o.compute_capability);
   doctest::Context ctx(argc, argv);
   return ctx.run();
 }

@@ -3,7 +3,7 @@
 // Hopper, every column chunk), and the patcher over 256K rows of bf16 logits
 // (many staged tiles per block), and the patcher's tile passes over 12M
 // positions. Same tolerance rule as the shared cases.
-#include "../support/support.hpp"
+#include "../support/testbed.hpp"
 
 #include <cstring>
 
@@ -59,10 +59,7 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     a.hash_vocab = V;
     a.d = d;
     a.output = out.get();
-    DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
-    const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
-    REQUIRE_OK(Op::run(a, w));
-    REQUIRE_OK(Op::read_status(a, w));
+    tlt::Testbed<Op>().run_ok(a);
     const auto got = to_floats(out.download());
     typename Op::Tables host;
     for (int t = 0; t < K; ++t) host.table[t] = hash.data() + t * V * d;
@@ -97,11 +94,9 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     }
     auto run_once = [&](bool deterministic) {
       a.deterministic = deterministic;
-      DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
       gb.fill_bytes(0);
       gt.fill_bytes(0);
-      REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
-      REQUIRE_OK(Op::read_status(a, {ws.get(), Op::workspace_size(a)}));
+      tlt::Testbed<Op>().run_ok(a);
       auto b = gb.download();
       auto t = gt.download();
       b.insert(b.end(), t.begin(), t.end());
@@ -130,11 +125,9 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     a16.deterministic = true;
     auto run16 = [&](bool accumulate = true) {
       a16.accumulate = accumulate;
-      DeviceBuffer<unsigned char> ws(Op16::workspace_size(a16));
       gb16.fill_bytes(accumulate ? 0 : 0xff);  // a fresh gradient must overwrite the NaNs
       gt16.fill_bytes(accumulate ? 0 : 0xff);
-      REQUIRE_OK(Op16::run(a16, {ws.get(), Op16::workspace_size(a16)}));
-      REQUIRE_OK(Op16::read_status(a16, {ws.get(), Op16::workspace_size(a16)}));
+      tlt::Testbed<Op16>().run_ok(a16);
       auto b = to_floats(gb16.download());
       const auto t = to_floats(gt16.download());
       b.insert(b.end(), t.begin(), t.end());
@@ -165,9 +158,7 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     sa.counts = counts.get();
     sa.rows = rows.get();
     sa.values = values.get();
-    DeviceBuffer<unsigned char> sws(Sparse::workspace_size(sa));
-    REQUIRE_OK(Sparse::run(sa, {sws.get(), Sparse::workspace_size(sa)}));
-    REQUIRE_OK(Sparse::read_status(sa, {sws.get(), Sparse::workspace_size(sa)}));
+    tlt::Testbed<Sparse>().run_ok(sa);
     const auto got_counts = counts.download();
     const auto got_rows = rows.download();
     const auto got_values = to_floats(values.download());
@@ -227,10 +218,7 @@ TEST_CASE_TEMPLATE("scale: the patcher over 256K rows of logits in 8 sequences",
   a.patch_starts = starts.get();
   a.patch_lengths = lens.get();
   a.capacity = n;
-  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
-  REQUIRE_OK(Op::run(a, w));
-  REQUIRE_OK(Op::read_status(a, w));
+  tlt::Testbed<Op>().run_ok(a);
   const auto got = h.download();
   const auto truth = ref::entropies_from_logits<double>(logits.data(), n, V);
   const auto naive = ref::entropies_from_logits<float>(logits.data(), n, V);
@@ -273,10 +261,7 @@ TEST_CASE("scale: top-k patching over 4M entropies in 5 sequences, with ties, ag
     a.patch_starts = starts.get();
     a.patch_lengths = lens.get();
     a.capacity = n + B;
-    DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-    const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
-    REQUIRE_OK(Op::run(a, w));
-    REQUIRE_OK(Op::read_status(a, w));
+    tlt::Testbed<Op>().run_ok(a);
     const auto o = off.download();
     const auto l = lens.download();
     for (std::int64_t b = 0; b < B; ++b) {
@@ -321,10 +306,7 @@ TEST_CASE("scale: 12M positions with a cap, across 3,000 tiles and three chunks 
       a.patch_starts = starts.get();
       a.patch_lengths = lens.get();
       a.capacity = n + B;
-      DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-      const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
-      REQUIRE_OK(Op::run(a, w));
-      REQUIRE_OK(Op::read_status(a, w));
+      tlt::Testbed<Op>().run_ok(a);
       const auto o = off.download();
       const auto l = lens.download();
       for (std::int64_t b = 0; b < B; ++b) {

@@ -2,7 +2,7 @@
 // Byte + hash n-gram embedding: forward and backward against the host
 // reference, varlen and padded batches, both table layouts, every dtype,
 // deterministic mode bit-stability, and bad input. Shared by emu and gpu tiers.
-#include "../support/support.hpp"
+#include "../support/testbed.hpp"
 
 #include <cstring>
 #include <numeric>
@@ -92,10 +92,7 @@ void forward_case(int d, const BatchSpec& spec) {
   a.d = d;
   a.scale = 0.5f;
   a.output = out.get();
-  DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
-  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
-  REQUIRE_OK(Op::run(a, w));
-  REQUIRE_OK(Op::read_status(a, w));
+  Testbed<Op>().run_ok(a);
   auto got_t = out.download();
   std::vector<float> got(got_t.size());
   for (std::size_t i = 0; i < got.size(); ++i) got[i] = to_float(got_t[i]);
@@ -140,16 +137,14 @@ void backward_case(int d, const BatchSpec& spec, bool deterministic, bool accumu
   a.scale = 0.5f;
   a.deterministic = deterministic;
   a.accumulate = accumulate;
-  DeviceBuffer<unsigned char> ws(std::max<std::size_t>(Op::workspace_size(a), 1));
-  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+  Testbed<Op> tb;
 
   auto run_once = [&] {
     // Assign mode must write every row: start from NaN (all-ones bytes), which
     // any row it missed would keep.
     gb.fill_bytes(accumulate ? 0 : 0xff);
     gt.fill_bytes(accumulate ? 0 : 0xff);
-    REQUIRE_OK(Op::run(a, w));
-    REQUIRE_OK(Op::read_status(a, w));
+    tb.run_ok(a);
     std::vector<float> b;
     for (auto x : gb.download()) b.push_back(to_float(x));
     for (auto x : gt.download()) b.push_back(to_float(x));
@@ -206,15 +201,13 @@ void sparse_backward_case(int d, const BatchSpec& spec) {
   a.counts = counts.get();
   a.rows = rows.get();
   a.values = values.get();
-  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
+  Testbed<Op> tb;
   auto run_once = [&](const typename Op::Arguments& args) {
     for (auto* b : {&counts, &rows}) b->fill_bytes(0xff);
     values.fill_bytes(0xff);  // NaN: a slot written that should not be shows
-    return Op::run(args, w);
+    return tb.run(args);
   };
   REQUIRE_OK(run_once(a));
-  REQUIRE_OK(Op::read_status(a, w));
   const auto got_counts = counts.download();
   const auto got_rows = rows.download();
   const auto got_values = values.download();
@@ -241,8 +234,7 @@ void sparse_backward_case(int d, const BatchSpec& spec) {
   da.scale = 0.5f;
   da.deterministic = true;
   da.accumulate = false;
-  DeviceBuffer<unsigned char> dws(Dense::workspace_size(da));
-  REQUIRE_OK(Dense::run(da, {dws.get(), Dense::workspace_size(da)}));
+  Testbed<Dense>().run_ok(da);
   const auto dense_byte = gb.download();
   const auto dense_hash = gt.download();
 
@@ -279,20 +271,10 @@ void sparse_backward_case(int d, const BatchSpec& spec) {
   CHECK(std::memcmp(again.data(), got_values.data(), again.size() * sizeof(GradT)) == 0);
 
   // One row too few for the fullest table: reported, and nothing written.
-  auto small = a;
-  small.capacity = most - 1;
-  DeviceBuffer<unsigned char> sws(Op::workspace_size(small));
-  for (auto* b : {&counts, &rows}) b->fill_bytes(0xff);
-  values.fill_bytes(0xff);
-  REQUIRE_OK(Op::run(small, {sws.get(), Op::workspace_size(small)}));
-  const tokenless::Status s = Op::read_status(small, {sws.get(), Op::workspace_size(small)});
-  INFO(s.message());
-  CHECK(s.code() == tokenless::StatusCode::capacity_too_small);
-  CHECK(std::string(s.message()).find("touched " + std::to_string(most) + " rows") != std::string::npos);
-  for (auto x : counts.download()) CHECK(x == -1);
-  for (auto x : rows.download()) CHECK(x == -1);
-  const auto v = values.download();
-  CHECK(std::all_of(v.begin(), v.end(), [](GradT x) { return std::isnan(to_float(x)); }));
+  Testbed<Op> bad;
+  bad.watch(counts).watch(rows).watch(values);
+  bad.reject(a, {{"capacity one short", [&](auto& b) { b.capacity = most - 1; }, tokenless::StatusCode::capacity_too_small,
+                  "touched " + std::to_string(most) + " rows"}});
 }
 
 template <class Layout, class T>
@@ -363,7 +345,7 @@ TEST_CASE("hash embedding: the BLT-1B policy (6 tables, n = 3..8, one hash funct
   a.hash_vocab = V;
   a.d = d;
   a.output = out.get();
-  REQUIRE_OK(Op::run(a));
+  Testbed<Op>().run_ok(a);
   auto got_t = out.download();
   std::vector<float> got(got_t.size());
   for (std::size_t i = 0; i < got.size(); ++i) got[i] = to_float(got_t[i]);
@@ -400,11 +382,10 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
   using Op = enc::HashEmbeddingForward<P, T, std::int32_t>;
   const int d = 16;
   Model<P, T> m(d);
-  std::vector<std::int32_t> ids = {5, 6, 300, 7};  // 300 is outside BLT's 260 ids
-  DeviceBuffer<std::int32_t> d_ids(ids);
+  std::vector<std::int32_t> ids = {5, 6, 8, 7};
+  DeviceBuffer<std::int32_t> d_ids(ids), bad_ids(std::vector<std::int32_t>{5, 6, 300, 7});  // 300: outside BLT's 260 ids
+  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 2, 3});
   DeviceBuffer<T> out(4 * d);
-  out.fill_bytes(0x7f);
-  const auto before = out.download();
   typename Op::Arguments a;
   a.ids = d_ids.get();
   a.batch = tokenless::VarlenBatch::uniform(1, 4);
@@ -413,59 +394,31 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
   a.hash_vocab = kV;
   a.d = d;
   a.output = out.get();
-  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
-  REQUIRE_OK(Op::run(a, w));  // launches: the ids live on the device
-  tokenless::Status s = Op::read_status(a, w);
-  INFO(s.message());
-  CHECK(s.code() == tokenless::StatusCode::invalid_argument);
-  CHECK(std::string(s.message()).find("300 at position 2") != std::string::npos);
-  CHECK(out.download() == before);
-
-  // A cu_seqlens that does not end at the batch's total.
-  ids[2] = 8;
-  d_ids.upload(ids);
-  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 2, 3});
-  auto v = a;
-  v.batch = {cu.get(), 2, 4};
-  REQUIRE_OK(Op::run(v, w));
-  s = Op::read_status(v, w);
-  CHECK(std::string(s.message()).find("cu_seqlens") != std::string::npos);
-  CHECK(out.download() == before);
-
-  auto expect = [&](typename Op::Arguments b, tokenless::StatusCode code, const char* needle) {
-    tokenless::Status st = Op::run(b, w);
-    INFO(st.message());
-    CHECK(st.code() == code);
-    CHECK(std::string(st.message()).find(needle) != std::string::npos);
-  };
-  auto b = a;
-  b.hash_vocab = 0;
-  expect(b, tokenless::StatusCode::invalid_argument, "'hash_vocab'");
-  b = a;
-  b.hash_tables.table[3] = nullptr;
-  expect(b, tokenless::StatusCode::null_pointer, "table 3");
-  b = a;
-  b.byte_table = nullptr;
-  expect(b, tokenless::StatusCode::null_pointer, "'byte_table'");
-  b = a;
-  b.batch.total = 0;
-  expect(b, tokenless::StatusCode::empty, "total 0");
-  b = a;
-  b.d = 0;
-  expect(b, tokenless::StatusCode::empty, "'d'");
-  b = a;
-  b.batch.num_seqs = 3;
-  expect(b, tokenless::StatusCode::shape_mismatch, "total a multiple of num_seqs");
-  b = a;
-  b.scale = std::nanf("");
-  expect(b, tokenless::StatusCode::invalid_argument, "'scale'");
-  b = a;
-  expect(b, tokenless::StatusCode::ok, "ok");
-  CHECK(Op::run(a, {}).code() == tokenless::StatusCode::null_pointer);  // int32 ids need the error words
-  ids[2] = 300;
-  d_ids.upload(ids);
-  CHECK(out.download() != before);  // the valid run above wrote
+  using Code = tokenless::StatusCode;
+  Testbed<Op> tb;
+  tb.watch(out, 0x7f);
+  tb.reject(a, {
+      // Only the device sees these: run() launches, read_status() reports.
+      {"id 300", [&](auto& b) { b.ids = bad_ids.get(); }, Code::invalid_argument, "300 at position 2 (vocab 260)"},
+      {"cu ends short", [&](auto& b) { b.batch = {cu.get(), 2, 4}; }, Code::invalid_argument, "cu[2] = 3"},
+      {"bad id and bad cu: the batch is reported", [&](auto& b) {
+         b.ids = bad_ids.get();
+         b.batch = {cu.get(), 2, 4};
+       }, Code::invalid_argument, "batch.cu_seqlens"},
+      // The host sees these.
+      {"no vocab", [](auto& b) { b.hash_vocab = 0; }, Code::invalid_argument, "'hash_vocab'"},
+      {"no table 3", [](auto& b) { b.hash_tables.table[3] = nullptr; }, Code::null_pointer, "table 3"},
+      {"no byte table", [](auto& b) { b.byte_table = nullptr; }, Code::null_pointer, "'byte_table'"},
+      {"empty batch", [](auto& b) { b.batch.total = 0; }, Code::empty, "total 0"},
+      {"no d", [](auto& b) { b.d = 0; }, Code::empty, "'d'"},
+      {"unequal lengths", [](auto& b) { b.batch.num_seqs = 3; }, Code::shape_mismatch, "total a multiple of num_seqs"},
+      {"NaN scale", [](auto& b) { b.scale = std::nanf(""); }, Code::invalid_argument, "'scale'"},
+  });
+  CHECK(Op::run(a, {}).code() == tokenless::StatusCode::null_pointer);  // int32 ids need the status record
+  const auto before = out.download();
+  tb.run_ok(a);
+  CHECK(out.download() != before);  // the valid run writes
+  d_ids.upload({5, 6, 300, 7});     // the backward cases below see the bad id
   // 16-bit gradient tables take the deterministic path only.
   {
     using Bwd = enc::HashEmbeddingBackward<P, T, std::int32_t, __nv_bfloat16>;
@@ -494,19 +447,14 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
     CAPTURE(deterministic);
     using Bwd = enc::HashEmbeddingBackward<P, T, std::int32_t>;
     DeviceBuffer<float> gbt(static_cast<std::size_t>(P::ids::kVocab) * d), gtt(static_cast<std::size_t>(P::tables * kV) * d);
-    gbt.fill_bytes(0x7f);
-    gtt.fill_bytes(0x7f);
-    const auto gb_before = gbt.download(), gt_before = gtt.download();
     DeviceBuffer<T> go(std::vector<T>(static_cast<std::size_t>(4 * d), 1.0f));
-    auto g = four_token_backward<Bwd>(d_ids.get() /* holds 300 again */, go.get(), gbt.get(), gtt.get(), d);
+    DeviceBuffer<std::int32_t> good_ids(std::vector<std::int32_t>{5, 6, 8, 7});
+    auto g = four_token_backward<Bwd>(good_ids.get(), go.get(), gbt.get(), gtt.get(), d);
     g.deterministic = deterministic;
     g.accumulate = false;
-    DeviceBuffer<unsigned char> gws(Bwd::workspace_size(g));
-    const tokenless::Workspace gw{gws.get(), Bwd::workspace_size(g)};
-    REQUIRE_OK(Bwd::run(g, gw));
-    CHECK(Bwd::read_status(g, gw).code() == tokenless::StatusCode::invalid_argument);
-    CHECK(gbt.download() == gb_before);
-    CHECK(gtt.download() == gt_before);
+    Testbed<Bwd> bt;
+    bt.watch(gbt, 0x7f).watch(gtt, 0x7f);
+    bt.reject(g, {{"id 300", [&](auto& b) { b.ids = d_ids.get(); }, Code::invalid_argument, "300 at position 2"}});
   }
   // The sparse gradient: missing outputs and capacity are refused; a bad id
   // (d_ids still holds 300) is reported and nothing is written.
@@ -517,10 +465,9 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
     DeviceBuffer<std::int32_t> counts(K + 1), rows(static_cast<std::size_t>((K + 1) * cap));
     DeviceBuffer<float> values(static_cast<std::size_t>((K + 1) * cap * d));
     DeviceBuffer<T> go(std::vector<T>(static_cast<std::size_t>(4 * d), 1.0f));
-    for (auto* buf : {&counts, &rows}) buf->fill_bytes(0x7f);
-    values.fill_bytes(0x7f);
+    DeviceBuffer<std::int32_t> good_ids(std::vector<std::int32_t>{5, 6, 8, 7});
     typename Sparse::Arguments sa;
-    sa.ids = d_ids.get();
+    sa.ids = good_ids.get();
     sa.batch = tokenless::VarlenBatch::uniform(1, 4);
     sa.grad_output = go.get();
     sa.hash_vocab = kV;
@@ -529,45 +476,16 @@ TEST_CASE("hash embedding: bad input is rejected and nothing is written") {
     sa.counts = counts.get();
     sa.rows = rows.get();
     sa.values = values.get();
-    CHECK(Sparse::can_implement(sa).is_ok());
-    auto refuse = [&](typename Sparse::Arguments b, tokenless::StatusCode code, const char* needle) {
-      const tokenless::Status st = Sparse::can_implement(b);
-      INFO(st.message());
-      CHECK(st.code() == code);
-      CHECK(std::string(st.message()).find(needle) != std::string::npos);
-    };
-    auto b2 = sa;
-    b2.capacity = 0;
-    refuse(b2, tokenless::StatusCode::empty, "'capacity'");
-    b2 = sa;
-    b2.values = nullptr;
-    refuse(b2, tokenless::StatusCode::null_pointer, "'values'");
-    b2 = sa;
-    b2.rows = nullptr;
-    refuse(b2, tokenless::StatusCode::null_pointer, "'rows'");
-    b2 = sa;
-    b2.counts = nullptr;
-    refuse(b2, tokenless::StatusCode::null_pointer, "'counts'");
-    b2 = sa;
-    b2.grad_output = nullptr;
-    refuse(b2, tokenless::StatusCode::null_pointer, "'grad_output'");
+    Testbed<Sparse> st;
+    st.watch(counts, 0x7f).watch(rows, 0x7f).watch(values, 0x7f);
+    st.reject(sa, {{"no capacity", [](auto& b) { b.capacity = 0; }, Code::empty, "'capacity'"},
+                   {"no values", [](auto& b) { b.values = nullptr; }, Code::null_pointer, "'values'"},
+                   {"no rows", [](auto& b) { b.rows = nullptr; }, Code::null_pointer, "'rows'"},
+                   {"no counts", [](auto& b) { b.counts = nullptr; }, Code::null_pointer, "'counts'"},
+                   {"no grad_output", [](auto& b) { b.grad_output = nullptr; }, Code::null_pointer, "'grad_output'"},
+                   {"id 300", [&](auto& b) { b.ids = d_ids.get(); }, Code::invalid_argument, "300 at position 2"}});
     DeviceBuffer<unsigned char> sws(Sparse::workspace_size(sa));
-    const tokenless::Workspace sw{sws.get(), Sparse::workspace_size(sa)};
-    CHECK(Sparse::run(sa, {sws.get(), Sparse::workspace_size(sa) - 1}).code() ==
-          tokenless::StatusCode::workspace_too_small);
-    REQUIRE_OK(Sparse::run(sa, sw));
-    const tokenless::Status st = Sparse::read_status(sa, sw);
-    INFO(st.message());
-    CHECK(st.code() == tokenless::StatusCode::invalid_argument);
-    CHECK(std::string(st.message()).find("300 at position 2") != std::string::npos);
-    for (auto x : counts.download()) CHECK(x == 0x7f7f7f7f);
-    for (auto x : rows.download()) CHECK(x == 0x7f7f7f7f);
-    const auto vals = values.download();
-    CHECK(std::all_of(vals.begin(), vals.end(), [](float x) {
-      std::uint32_t bits;
-      std::memcpy(&bits, &x, sizeof bits);
-      return bits == 0x7f7f7f7fu;
-    }));
+    CHECK(Sparse::run(sa, {sws.get(), Sparse::workspace_size(sa) - 1}).code() == Code::workspace_too_small);
   }
 }
 

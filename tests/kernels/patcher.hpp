@@ -3,7 +3,7 @@
 // reference, in every mode, on varlen batches; properties; bad input.
 // Shared by the emu and gpu tiers.
 #include "../support/blt_entropy_figure.hpp"
-#include "../support/support.hpp"
+#include "../support/testbed.hpp"
 
 #include <cstring>
 
@@ -50,11 +50,9 @@ Result run_patcher(const Rule& rule, const std::vector<std::int32_t>& cu, const 
   a.patch_starts = d_starts.get();
   a.patch_lengths = d_len.get();
   a.capacity = capacity;
-  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-  const tokenless::Workspace w{ws.get(), Op::workspace_size(a)};
-  REQUIRE_OK(Op::run(a, w));
+  REQUIRE_OK(Op::can_implement(a));
   Result r;
-  r.status = Op::read_status(a, w);
+  r.status = Testbed<Op>().run(a);
   r.flags = d_flags.download();
   r.ids = d_ids.download();
   r.offsets = d_off.download();
@@ -396,44 +394,44 @@ TEST_CASE("patcher: empty sequences own no position and no patch (one with inclu
     if (!inc) CHECK(got.ids == want.ids);
   }
 
+}
+
+TEST_CASE("patcher: host-side checks refuse bad arguments and write nothing") {
   using Op = pt::Patcher<pt::EntropyGlobal, float>;
+  using Code = tokenless::StatusCode;
+  DeviceBuffer<float> logits(std::vector<float>(4 * 7, 0.0f)), ent(4);
+  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 4}), ids(4), off(2), starts(4), lens(4);
+  DeviceBuffer<std::uint8_t> flags(4);
   Op::Arguments a;
   a.rule.threshold = 1.0f;
-  std::int32_t dummy_i[4];
-  std::uint8_t dummy_u[4];
-  float dummy_f[4];
-  a.logits = dummy_f;
-  a.entropies = dummy_f;
-  a.batch = {dummy_i, 1, 4};
-  a.flags = dummy_u;
-  a.patch_ids = a.patch_offsets = a.patch_starts = a.patch_lengths = dummy_i;
+  a.logits = logits.get();
+  a.vocab = 7;
+  a.entropies = ent.get();
+  a.batch = {cu.get(), 1, 4};
+  a.flags = flags.get();
+  a.patch_ids = ids.get();
+  a.patch_offsets = off.get();
+  a.patch_starts = starts.get();
+  a.patch_lengths = lens.get();
   a.capacity = 4;
-  CHECK(Op::can_implement(a).is_ok());
-  auto expect = [&](Op::Arguments b, tokenless::StatusCode code, const char* needle) {
-    tokenless::Status s = Op::can_implement(b);
-    INFO(s.message());
-    CHECK(s.code() == code);
-    CHECK(std::string(s.message()).find(needle) != std::string::npos);
-  };
-  auto b = a;
-  b.vocab = 0;
-  expect(b, tokenless::StatusCode::invalid_argument, "'vocab'");
-  b.vocab = 513;
-  expect(b, tokenless::StatusCode::unsupported, "0 < V <= 512");
-  b = a;
-  b.rule.threshold = std::nanf("");
-  expect(b, tokenless::StatusCode::invalid_argument, "'rule.threshold'");
-  b = a;
-  b.capacity = 0;
-  expect(b, tokenless::StatusCode::empty, "'capacity'");
-  b = a;
-  b.batch.total = 0;
-  expect(b, tokenless::StatusCode::empty, "total 0");
+  Testbed<Op> tb;
+  tb.watch(flags).watch(ids).watch(off).watch(starts).watch(lens);  // an overflow writes the entropies
+  tb.reject(a, {{"no vocab", [](auto& b) { b.vocab = 0; }, Code::invalid_argument, "'vocab'"},
+                {"vocab 513", [](auto& b) { b.vocab = 513; }, Code::unsupported, "0 < V <= 512"},
+                {"NaN threshold", [](auto& b) { b.rule.threshold = std::nanf(""); }, Code::invalid_argument, "'rule.threshold'"},
+                {"no capacity", [](auto& b) { b.capacity = 0; }, Code::empty, "'capacity'"},
+                {"capacity 3", [](auto& b) { b.capacity = 3; }, Code::capacity_too_small, "4 patches"},
+                {"empty batch", [](auto& b) { b.batch.total = 0; }, Code::empty, "total 0"},
+                {"no sequences", [](auto& b) { b.batch.num_seqs = 0; }, Code::empty, "num_seqs 0"},
+                {"negative cap", [](auto& b) { b.max_patch_length = -1; }, Code::invalid_argument, "'max_patch_length'"},
+                {"no flags", [](auto& b) { b.flags = nullptr; }, Code::null_pointer, "'flags'"},
+                {"no entropies for logits", [](auto& b) { b.entropies = nullptr; }, Code::null_pointer, "'entropies'"},
+                {"no input", [](auto& b) { b.logits = nullptr; }, Code::null_pointer, "logits or entropies_in"}});
   pt::Patcher<pt::StaticPatches>::Arguments st;
   st.rule.patch_size = 0;
-  CHECK(pt::Patcher<pt::StaticPatches>::can_implement(st).code() == tokenless::StatusCode::empty);
+  CHECK(pt::Patcher<pt::StaticPatches>::can_implement(st).code() == Code::empty);
   pt::Patcher<pt::SpacePatches>::Arguments sp;
-  sp.batch = {dummy_i, 1, 4};
+  sp.batch = {cu.get(), 1, 4};
   CHECK(std::string(pt::Patcher<pt::SpacePatches>::can_implement(sp).message()).find("'tokens'") != std::string::npos);
 }
 
@@ -453,13 +451,33 @@ TEST_CASE("n-gram entropy source: matches the host model, with leave-one-out on 
     a.config.order = order;
     a.config.buckets = 4096;
     a.entropies = d_h.get();
-    DeviceBuffer<unsigned char> ws(tokenless::entropy_model::NGramEntropy::workspace_size(a));
-    REQUIRE_OK(tokenless::entropy_model::NGramEntropy::run(a, {ws.get(), tokenless::entropy_model::NGramEntropy::workspace_size(a)}));
+    Testbed<tokenless::entropy_model::NGramEntropy>().run_ok(a);
     const auto got = d_h.download();
     ref::NGramReferenceConfig c;
     c.order = order;
     c.buckets = 4096;
     const auto want = ref::ngram_entropies(text, text, c, true);
+    for (std::int64_t i = 0; i < n; ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-4));
+  }
+  // A different training text of the same length is scored with every count:
+  // leave-one-out is for the text's own occurrences only.
+  {
+    std::string other(s.rbegin(), s.rend());
+    const std::vector<std::uint8_t> train(other.begin(), other.end());
+    REQUIRE(train.size() == text.size());
+    DeviceBuffer<std::uint8_t> d_train(train);
+    tokenless::entropy_model::NGramEntropy::Arguments a;
+    a.train = d_train.get();
+    a.n_train = n;
+    a.text = d_text.get();
+    a.n = n;
+    a.config.buckets = 4096;
+    a.entropies = d_h.get();
+    Testbed<tokenless::entropy_model::NGramEntropy>().run_ok(a);
+    const auto got = d_h.download();
+    ref::NGramReferenceConfig c;
+    c.buckets = 4096;
+    const auto want = ref::ngram_entropies(train, text, c, false);
     for (std::int64_t i = 0; i < n; ++i) CHECK(got[i] == doctest::Approx(want[i]).epsilon(1e-4));
   }
   tokenless::entropy_model::NGramEntropy::Arguments bad;
@@ -485,8 +503,7 @@ TEST_CASE("calibration: the threshold gives the target mean patch size, on the d
     a.batch = {d_cu.get(), 3, 2000};
     a.target_patch_size = target;
     a.threshold = d_theta.get();
-    DeviceBuffer<unsigned char> ws(pt::Calibrate::workspace_size(a));
-    REQUIRE_OK(pt::Calibrate::run(a, {ws.get(), pt::Calibrate::workspace_size(a)}));
+    Testbed<pt::Calibrate>().run_ok(a);
     const float theta = d_theta.download()[0];
     auto patches = [&](float t) {
       std::int64_t total = 0;
@@ -527,8 +544,7 @@ TEST_CASE("calibration: exact on ties, NaN, short sequences, include_next_token 
       a.include_next_token = inc;
       a.target_patch_size = target;
       a.threshold = d_theta.get();
-      DeviceBuffer<unsigned char> ws(pt::Calibrate::workspace_size(a));
-      REQUIRE_OK(pt::Calibrate::run(a, {ws.get(), pt::Calibrate::workspace_size(a)}));
+      Testbed<pt::Calibrate>().run_ok(a);
       const float theta = d_theta.download()[0];
       CHECK(theta == ref::calibrated_threshold(e, cu, inc, target));
     }
@@ -540,43 +556,92 @@ TEST_CASE("calibration: exact on ties, NaN, short sequences, include_next_token 
   a.entropies = d_e.get();
   a.batch = {d_tiny.get(), 2, 3};
   a.threshold = d_theta.get();
-  DeviceBuffer<unsigned char> ws(pt::Calibrate::workspace_size(a));
-  REQUIRE_OK(pt::Calibrate::run(a, {ws.get(), pt::Calibrate::workspace_size(a)}));
+  Testbed<pt::Calibrate>().run_ok(a);
   CHECK(d_theta.download()[0] == 0.0f);
   CHECK(ref::calibrated_threshold(e, tiny, false, 4.5f) == 0.0f);
 }
 
-TEST_CASE("streaming patcher on the device: a batch of streams gives the offline patcher's starts") {
+// Streams a batch of B sequences of T bytes position by position and
+// compares with the offline patcher. Every stream gets its own bytes and
+// entropies, so a step that read another stream's inputs would differ.
+template <class Rule>
+void streaming_case(const Rule& rule, int cap) {
+  CAPTURE(cap);
   const std::int64_t B = 37, T = 40;
   std::mt19937 rng(21);
   std::uniform_real_distribution<float> u(0.0f, 3.0f);
+  const std::string text = "Hello, world. Ca va? 42 ms - ok; a_b (c) d.e";
   std::vector<float> e(static_cast<std::size_t>(B * T));
+  std::vector<std::int32_t> tok(e.size());
   for (auto& x : e) x = u(rng);
+  for (std::size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<unsigned char>(text[(i * 7 + i / T) % text.size()]) + 4;
   std::vector<std::int32_t> cu(B + 1);
   for (std::int64_t b = 0; b <= B; ++b) cu[b] = static_cast<std::int32_t>(b * T);
+  const Result offline = run_patcher(rule, cu, &e, &tok, true, cap, B * (T + 1));
+  REQUIRE_OK(offline.status);
+  DeviceBuffer<pt::StreamState> states(B);
+  states.fill_bytes(0);
+  DeviceBuffer<float> prev(B);
+  DeviceBuffer<std::int32_t> prev_tok(B);
+  DeviceBuffer<std::uint8_t> starts(B);
+  using Op = pt::StreamStep<Rule>;
+  typename Op::Arguments a;
+  a.rule = rule;
+  a.states = states.get();
+  a.prev_entropies = prev.get();
+  a.prev_tokens = prev_tok.get();
+  a.streams = B;
+  a.max_patch_length = cap;
+  a.starts = starts.get();
+  for (std::int64_t p = 0; p <= T; ++p) {  // include_next_token: T + 1 positions
+    std::vector<float> h(static_cast<std::size_t>(B), 0.0f);
+    std::vector<std::int32_t> t(static_cast<std::size_t>(B), 0);
+    if (p > 0) {
+      for (std::int64_t b = 0; b < B; ++b) {
+        h[b] = e[b * T + p - 1];
+        t[b] = tok[b * T + p - 1];
+      }
+    }
+    prev.upload(h);
+    prev_tok.upload(t);
+    Testbed<Op>().run_ok(a);
+    const auto got = starts.download();
+    for (std::int64_t b = 0; b < B; ++b) {
+      CAPTURE(b);
+      CAPTURE(p);
+      CHECK(got[b] == offline.flags[b * (T + 1) + p]);
+    }
+  }
+}
+
+TEST_CASE("streaming patcher on the device: a batch of streams gives the offline patcher's starts") {
   for (int cap : {0, 5}) {
-    const pt::EntropyMonotonic rule{0.6f};
-    const Result offline = run_patcher(rule, cu, &e, nullptr, true, cap, B * (T + 1));
-    REQUIRE_OK(offline.status);
-    DeviceBuffer<pt::StreamState> states(B);
-    states.fill_bytes(0);
-    DeviceBuffer<float> prev(B);
-    DeviceBuffer<std::uint8_t> starts(B);
-    pt::StreamStep<pt::EntropyMonotonic>::Arguments a;
-    a.rule = rule;
-    a.states = states.get();
-    a.prev_entropies = prev.get();
-    a.streams = B;
-    a.max_patch_length = cap;
-    a.starts = starts.get();
-    for (std::int64_t p = 0; p <= T; ++p) {  // include_next_token: T + 1 positions
-      std::vector<float> h(static_cast<std::size_t>(B), 0.0f);
-      if (p > 0)
-        for (std::int64_t b = 0; b < B; ++b) h[b] = e[b * T + p - 1];
-      prev.upload(h);
-      REQUIRE_OK(pt::StreamStep<pt::EntropyMonotonic>::run(a));
-      const auto got = starts.download();
-      for (std::int64_t b = 0; b < B; ++b) CHECK(got[b] == offline.flags[b * (T + 1) + p]);
+    streaming_case(pt::EntropyMonotonic{0.6f}, cap);
+    streaming_case(pt::SpacePatches{}, cap);  // a token rule: each stream's own previous bytes
+  }
+  // The step checks its rule as the patcher does.
+  pt::StreamStep<pt::EntropyCombined>::Arguments bad;
+  bad.rule.threshold_add = std::nanf("");
+  const tokenless::Status st = pt::StreamStep<pt::EntropyCombined>::can_implement(bad);
+  CHECK(st.code() == tokenless::StatusCode::invalid_argument);
+  CHECK(std::string(st.message()).find("'rule.threshold_add'") != std::string::npos);
+}
+
+TEST_CASE("patcher: top-k with every entropy equal picks the earliest positions") {
+  // All keys tie on entropy, so the order is decided by position alone.
+  const std::vector<std::int32_t> cu = {0, 37, 100};
+  const std::vector<float> e(100, 1.25f);
+  const std::vector<std::int32_t> tok(100, 100);
+  for (bool inc : {false, true}) {
+    for (int ps : {2, 4}) {
+      CAPTURE(ps);
+      mode_case(pt::EntropyTopK{ps}, cu, e, tok, inc, 0, [&](const std::vector<float>& eb, const auto&) {
+        ref::BltEntropyOptions o;
+        o.threshold = std::nullopt;
+        o.patch_size = ps;
+        o.include_next_token = inc;
+        return ref::blt_entropy_patch_lengths(eb, o);
+      });
     }
   }
 }

@@ -3,7 +3,7 @@
 // differences, p = 0.5 exactly, varlen sequence starts, the generation step)
 // and the ratio loss in every scope (loss and gradient against finite
 // differences). Shared by the emu and gpu tiers.
-#include "../support/support.hpp"
+#include "../support/testbed.hpp"
 
 namespace tlt::router_tests {
 
@@ -26,9 +26,7 @@ TEST_CASE("cosine router: forward, boundaries, and p = 0.5 exactly") {
   DeviceBuffer<std::uint8_t> bnd(n);
   using Op = rt::CosineRouterForward<float>;
   Op::Arguments a{q.get(), k.get(), {d_cu.get(), 3, n}, d, prob.get(), bnd.get()};
-  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-  REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
-  REQUIRE_OK(Op::read_status(a, {ws.get(), Op::workspace_size(a)}));
+  Testbed<Op>().run_ok(a);
   const auto p = prob.download();
   const auto b = bnd.download();
   const auto want = ref::cosine_router(std::vector<double>(qf.begin(), qf.end()), std::vector<double>(kf.begin(), kf.end()), d, cu);
@@ -55,8 +53,7 @@ TEST_CASE("cosine router: backward against finite differences") {
   DeviceBuffer<std::int32_t> d_cu(cu);
   using Op = rt::CosineRouterBackward<float>;
   Op::Arguments a{q.get(), k.get(), g.get(), {d_cu.get(), 2, n}, d, gq.get(), gk.get()};
-  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-  REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
+  Testbed<Op>().run_ok(a);
   const auto got_q = gq.download(), got_k = gk.download();
   std::vector<double> qd(qf.begin(), qf.end()), kd(kf.begin(), kf.end());
   auto L = [&] {
@@ -103,8 +100,7 @@ TEST_CASE("cosine router: the generation step equals the offline router") {
   DeviceBuffer<std::uint8_t> bnd(8);
   using Op = rt::CosineRouterForward<float>;
   Op::Arguments a{q.get(), k.get(), {d_cu.get(), 1, 8}, d, prob.get(), bnd.get()};
-  DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-  REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
+  Testbed<Op>().run_ok(a);
   const auto offline = prob.download();
   const auto offline_b = bnd.download();
   CHECK(offline[5] == 0.5f);
@@ -117,7 +113,7 @@ TEST_CASE("cosine router: the generation step equals the offline router") {
     DeviceBuffer<std::uint8_t> first(std::vector<std::uint8_t>{static_cast<std::uint8_t>(t == 0)}), b1(1);
     b1.fill_bytes(0x7f);
     rt::CosineRouterStep<float>::Arguments s{dq.get(), dk.get(), first.get(), 1, d, p1.get(), b1.get()};
-    REQUIRE_OK(rt::CosineRouterStep<float>::run(s));
+    Testbed<rt::CosineRouterStep<float>>().run_ok(s);
     CHECK(p1.download()[0] == offline[t]);
     CHECK(b1.download()[0] == offline_b[t]);  // the step's boundary rule is the offline one (p = 0.5: none)
   }
@@ -130,30 +126,49 @@ TEST_CASE("cosine router: bad offsets are reported on the device and nothing is 
   const std::int64_t n = 7;
   auto qf = random_values<float>(static_cast<std::size_t>(n * d), 9);
   DeviceBuffer<float> q(qf), k(qf), prob(n), g(std::vector<float>(n, 1.0f)), gq(n * d), gk(n * d);
-  DeviceBuffer<std::int32_t> d_cu(std::vector<std::int32_t>{2, 3, 7});
-  for (auto* buf : {&prob, &gq, &gk}) buf->fill_bytes(0x7f);
-  const auto prob_before = prob.download(), gq_before = gq.download(), gk_before = gk.download();
-  const tokenless::VarlenBatch batch{d_cu.get(), 2, n};
+  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 3, 7}), bad(std::vector<std::int32_t>{2, 3, 7}),
+      down(std::vector<std::int32_t>{0, 5, 3, 7}), short_end(std::vector<std::int32_t>{0, 3, 6});
+  using Code = tokenless::StatusCode;
   {
     using Op = rt::CosineRouterForward<float>;
-    Op::Arguments a{q.get(), k.get(), batch, d, prob.get(), nullptr};
-    DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-    REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
-    const tokenless::Status s = Op::read_status(a, {ws.get(), Op::workspace_size(a)});
-    INFO(s.message());
-    CHECK(s.code() == tokenless::StatusCode::invalid_argument);
-    CHECK(std::string(s.message()).find("router::CosineRouterForward") != std::string::npos);
-    CHECK(std::string(s.message()).find("cu[0] = 2") != std::string::npos);
-    CHECK(prob.download() == prob_before);
+    Testbed<Op> tb;
+    tb.watch(prob, 0x7f);
+    tb.reject({q.get(), k.get(), {cu.get(), 2, n}, d, prob.get(), nullptr},
+              {{"cu[0] = 2", [&](auto& a) { a.batch.cu_seqlens = bad.get(); }, Code::invalid_argument,
+                "router::CosineRouterForward: argument 'batch.cu_seqlens'"},
+               {"decreasing", [&](auto& a) { a.batch = {down.get(), 3, n}; }, Code::invalid_argument, "cu[2] = 3 after cu[1] = 5"},
+               {"short end", [&](auto& a) { a.batch.cu_seqlens = short_end.get(); }, Code::invalid_argument, "cu[2] = 6"},
+               {"no q", [](auto& a) { a.q = nullptr; }, Code::null_pointer, "'q'"},
+               {"no prob", [](auto& a) { a.prob = nullptr; }, Code::null_pointer, "'prob'"},
+               {"empty batch", [](auto& a) { a.batch.total = 0; }, Code::empty, "total 0"},
+               {"no d", [](auto& a) { a.d = 0; }, Code::empty, "'d'"}});
   }
   {
     using Op = rt::CosineRouterBackward<float>;
-    Op::Arguments a{q.get(), k.get(), g.get(), batch, d, gq.get(), gk.get()};
-    DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
-    REQUIRE_OK(Op::run(a, {ws.get(), Op::workspace_size(a)}));
-    CHECK(Op::read_status(a, {ws.get(), Op::workspace_size(a)}).code() == tokenless::StatusCode::invalid_argument);
-    CHECK(gq.download() == gq_before);
-    CHECK(gk.download() == gk_before);
+    Testbed<Op> tb;
+    tb.watch(gq, 0x7f).watch(gk, 0x7f);
+    tb.reject({q.get(), k.get(), g.get(), {cu.get(), 2, n}, d, gq.get(), gk.get()},
+              {{"cu[0] = 2", [&](auto& a) { a.batch.cu_seqlens = bad.get(); }, Code::invalid_argument, "cu[0] = 2"},
+               {"no grad_prob", [](auto& a) { a.grad_prob = nullptr; }, Code::null_pointer, "'grad_prob'"},
+               {"no grad_k", [](auto& a) { a.grad_k = nullptr; }, Code::null_pointer, "'grad_k'"}});
+  }
+  {
+    DeviceBuffer<std::uint8_t> bnd(n);
+    DeviceBuffer<float> loss(1);
+    Testbed<rt::RatioLoss> tb;
+    tb.watch(loss, 0x7f).watch(g, 0x7f);
+    rt::RatioLoss::Arguments a;
+    a.prob = prob.get();
+    a.boundary = bnd.get();
+    a.batch = {cu.get(), 2, n};
+    a.scope = rt::RatioScope::per_sequence;
+    a.loss = loss.get();
+    a.grad_prob = g.get();
+    tb.reject(a, {{"cu[0] = 2", [&](auto& b) { b.batch.cu_seqlens = bad.get(); }, Code::invalid_argument, "cu[0] = 2"},
+                  {"R = 1", [](auto& b) { b.target_ratio = 1.0f; }, Code::invalid_argument, "'target_ratio'"},
+                  {"NaN scale", [](auto& b) { b.grad_scale = NAN; }, Code::invalid_argument, "'grad_scale'"},
+                  {"global without sums", [](auto& b) { b.scope = rt::RatioScope::global; }, Code::null_pointer,
+                   "'global_sums'"}});
   }
 }
 
@@ -184,8 +199,7 @@ TEST_CASE("ratio loss: every scope, loss and gradient against finite differences
     a.grad_scale = 1.0f;
     a.loss = loss.get();
     a.grad_prob = grad.get();
-    DeviceBuffer<unsigned char> ws(rt::RatioLoss::workspace_size(a));
-    REQUIRE_OK(rt::RatioLoss::run(a, {ws.get(), rt::RatioLoss::workspace_size(a)}));
+    Testbed<rt::RatioLoss>().run_ok(a);
     const float got = loss.download()[0];
     const auto got_grad = grad.download();
     std::vector<double> pd(pf.begin(), pf.end());

@@ -1,7 +1,7 @@
 #pragma once
 // RowReduce forward and backward against the host reference, for every
 // policy and storage dtype the docs promise.
-#include "../support/support.hpp"
+#include "../support/testbed.hpp"
 
 namespace tlt::row_reduce_tests {
 
@@ -23,7 +23,7 @@ void forward_case(std::int64_t rows, std::int64_t cols, std::int64_t ld, std::si
   args.rows = rows;
   args.cols = cols;
   args.ld = ld;
-  REQUIRE_OK((rr::Forward<P, T>::run(args)));
+  Testbed<rr::Forward<P, T>>().run_ok(args);
   auto got = out.download();
   auto truth = tokenless::reference::row_reduce<P>(h.data() + offset, rows, cols, ld);
   auto naive = tokenless::reference::row_reduce_naive<P>(h.data() + offset, rows, cols, ld);
@@ -52,7 +52,7 @@ void backward_case(std::int64_t rows, std::int64_t cols, std::uint64_t seed) {
   args.grad_input = gin.get();
   args.rows = rows;
   args.cols = cols;
-  REQUIRE_OK((rr::Backward<P, T>::run(args)));
+  Testbed<rr::Backward<P, T>>().run_ok(args);
   auto got = gin.download();
   auto want = tokenless::reference::row_reduce_backward<P>(h.data(), g.data(), rows, cols, cols);
   for (std::size_t i = 0; i < got.size(); ++i) {
@@ -85,13 +85,13 @@ TEST_CASE("row_reduce: NaN and Inf propagate as in PyTorch") {
                           -INFINITY, -INFINITY, -INFINITY, -INFINITY};
   DeviceBuffer<float> in(h), out(3);
   rr::Forward<rr::SumPolicy, float>::Arguments a{in.get(), out.get(), 3, 4, 0};
-  REQUIRE_OK((rr::Forward<rr::SumPolicy, float>::run(a)));
+  Testbed<rr::Forward<rr::SumPolicy, float>>().run_ok(a);
   auto s = out.download();
   CHECK(std::isnan(s[0]));
   CHECK(s[1] == INFINITY);
   CHECK(s[2] == -INFINITY);
   rr::Forward<rr::MaxPolicy, float>::Arguments am{in.get(), out.get(), 3, 4, 0};
-  REQUIRE_OK((rr::Forward<rr::MaxPolicy, float>::run(am)));
+  Testbed<rr::Forward<rr::MaxPolicy, float>>().run_ok(am);
   auto m = out.download();
   CHECK(std::isnan(m[0]));
   CHECK(m[1] == INFINITY);
@@ -99,42 +99,34 @@ TEST_CASE("row_reduce: NaN and Inf propagate as in PyTorch") {
 }
 
 TEST_CASE("row_reduce: bad input is rejected and nothing is written") {
-  using Op = rr::Forward<rr::SumPolicy, float>;
-  DeviceBuffer<float> in(64), out(4);
-  out.fill_bytes(0x7f);
-  const auto before = out.download();
-  Op::Arguments ok{in.get(), out.get(), 4, 16, 0};
-  REQUIRE_OK(Op::can_implement(ok));
-
-  auto expect = [&](Op::Arguments a, tokenless::StatusCode code, const char* needle) {
-    tokenless::Status s = Op::run(a);
-    INFO(s.message());
-    CHECK(s.code() == code);
-    CHECK(std::string(s.message()).find(needle) != std::string::npos);
-  };
-  Op::Arguments a = ok;
-  a.input = nullptr;
-  expect(a, tokenless::StatusCode::null_pointer, "'input'");
-  a = ok;
-  a.output = nullptr;
-  expect(a, tokenless::StatusCode::null_pointer, "'output'");
-  a = ok;
-  a.rows = 0;
-  expect(a, tokenless::StatusCode::empty, "'rows'");
-  a = ok;
-  a.cols = -3;
-  expect(a, tokenless::StatusCode::invalid_argument, "'cols'");
-  a = ok;
-  a.ld = 8;
-  expect(a, tokenless::StatusCode::shape_mismatch, "'ld'");
-  a = ok;
-  a.cols = std::int64_t{1} << 33;
-  a.ld = a.cols;
-  expect(a, tokenless::StatusCode::overflow, "'cols'");
-  a = ok;
-  a.output = reinterpret_cast<float*>(reinterpret_cast<char*>(out.get()) + 2);
-  expect(a, tokenless::StatusCode::misaligned, "'output'");
-  CHECK(out.download() == before);
+  using Code = tokenless::StatusCode;
+  {
+    using Op = rr::Forward<rr::SumPolicy, float>;
+    DeviceBuffer<float> in(64), out(4);
+    Testbed<Op> tb;
+    tb.watch(out, 0x7f);
+    float* odd = reinterpret_cast<float*>(reinterpret_cast<char*>(out.get()) + 2);
+    tb.reject({in.get(), out.get(), 4, 16, 0},
+              {{"no input", [](auto& a) { a.input = nullptr; }, Code::null_pointer, "'input'"},
+               {"no output", [](auto& a) { a.output = nullptr; }, Code::null_pointer, "'output'"},
+               {"no rows", [](auto& a) { a.rows = 0; }, Code::empty, "'rows'"},
+               {"negative cols", [](auto& a) { a.cols = -3; }, Code::invalid_argument, "'cols'"},
+               {"ld < cols", [](auto& a) { a.ld = 8; }, Code::shape_mismatch, "'ld'"},
+               {"cols over 32 bits", [](auto& a) { a.cols = a.ld = std::int64_t{1} << 33; }, Code::overflow, "'cols'"},
+               {"misaligned output", [&](auto& a) { a.output = odd; }, Code::misaligned, "'output'"}});
+  }
+  {
+    using Op = rr::Backward<rr::MaxPolicy, __nv_bfloat16>;
+    DeviceBuffer<__nv_bfloat16> in(64), gin(64);
+    DeviceBuffer<float> gout(4);
+    Testbed<Op> tb;
+    tb.watch(gin, 0x7f);
+    tb.reject({in.get(), gout.get(), gin.get(), 4, 16, 0, 0},
+              {{"no grad_output", [](auto& a) { a.grad_output = nullptr; }, Code::null_pointer, "'grad_output'"},
+               {"no grad_input", [](auto& a) { a.grad_input = nullptr; }, Code::null_pointer, "'grad_input'"},
+               {"ld_grad < cols", [](auto& a) { a.ld_grad = 3; }, Code::shape_mismatch, "'ld_grad'"},
+               {"rows over 32 bits", [](auto& a) { a.rows = std::int64_t{1} << 31; }, Code::overflow, "'rows'"}});
+  }
 }
 
 }  // namespace tlt::row_reduce_tests

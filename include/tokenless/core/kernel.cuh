@@ -12,7 +12,8 @@
 //     TL_DEVICE void operator()(const Params&[, SharedStorage&]) const;
 //   };
 //
-// One __global__ entry point, kernel_entry<K>, serves every kernel, so that a
+// One __global__ entry point, kernel_entry<K> (kernel_entry_min_blocks<K>
+// when K names kMinBlocks), serves every kernel, so that a
 // kernel in a header is a template of a struct and never needs an ODR trick,
 // and launch<K>(params, grid, stream) runs it on the GPU or the CPU executor.
 // When Params has a `status`, the entry returns before the kernel runs if an
@@ -44,20 +45,16 @@ concept Kernel = requires {
 
 namespace detail {
 template <class K>
-constexpr int min_blocks() {
-  if constexpr (requires { K::kMinBlocks; }) return K::kMinBlocks;
-  else return 1;
-}
-template <class K>
 constexpr bool guarded() {
   if constexpr (requires { K::kReportsStatus; }) return !K::kReportsStatus;
   else return requires(typename K::Params p) { p.status; };
 }
 }  // namespace detail
 
+namespace detail {
 template <class K>
-__global__ void __launch_bounds__(K::kThreads, detail::min_blocks<K>()) kernel_entry(const typename K::Params params) {
-  if constexpr (detail::guarded<K>()) {
+TL_DEVICE TL_FORCEINLINE void run_kernel(const typename K::Params& params) {
+  if constexpr (guarded<K>()) {
     if (!device_ok(params.status)) return;  // a check failed: write nothing
   }
   if constexpr (requires { typename K::SharedStorage; }) {
@@ -67,22 +64,44 @@ __global__ void __launch_bounds__(K::kThreads, detail::min_blocks<K>()) kernel_e
     K{}(params);
   }
 }
+}  // namespace detail
+
+// The entry points. A kernel that names kMinBlocks gets __launch_bounds__
+// with it; one that does not gets the thread count alone, which leaves ptxas
+// its own register heuristics (a minimum of 1 block would let it take up to
+// 255 registers).
+template <class K>
+__global__ void __launch_bounds__(K::kThreads) kernel_entry(const typename K::Params params) {
+  detail::run_kernel<K>(params);
+}
+template <class K>
+__global__ void __launch_bounds__(K::kThreads, K::kMinBlocks) kernel_entry_min_blocks(const typename K::Params params) {
+  detail::run_kernel<K>(params);
+}
+
+namespace detail {
+template <class K>
+constexpr auto entry() {
+  if constexpr (requires { K::kMinBlocks; }) return &kernel_entry_min_blocks<K>;
+  else return &kernel_entry<K>;
+}
+}  // namespace detail
 
 // Launches K with K::kThreads threads per block. Does not synchronise.
 template <Kernel K>
 Status launch(const typename K::Params& params, dim3 grid, cudaStream_t stream, std::size_t smem_bytes = 0) {
-  return launch(kernel_entry<K>, LaunchConfig{grid, dim3(K::kThreads), smem_bytes, stream}, params);
+  return launch(detail::entry<K>(), LaunchConfig{grid, dim3(K::kThreads), smem_bytes, stream}, params);
 }
 
 template <Kernel K>
 Status set_max_dynamic_smem(std::size_t bytes) {
-  return set_max_dynamic_smem(kernel_entry<K>, bytes);
+  return set_max_dynamic_smem(detail::entry<K>(), bytes);
 }
 
 // Blocks of K resident on one SM (1 on the executor).
 template <Kernel K>
 int blocks_per_sm(std::size_t smem_bytes = 0) {
-  return blocks_per_sm(kernel_entry<K>, K::kThreads, smem_bytes);
+  return blocks_per_sm(detail::entry<K>(), K::kThreads, smem_bytes);
 }
 
 // A grid for `items` work items, `per_block` to a block, at most

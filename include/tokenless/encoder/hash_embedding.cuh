@@ -116,11 +116,16 @@ inline bool vectorizable(const void* out, const void* byte_table, const Tables& 
   }
 }
 
-// Grids: a warp per token (or row, or chunk), at most 32 blocks per SM (the
-// kernels stride over the rest; untuned: enough to cover latency at two
-// resident blocks per SM).
-inline dim3 warp_grid(std::int64_t items) { return grid_for(items, kWarpsPerBlock, 32); }
-inline dim3 thread_grid(std::int64_t items) { return grid_for(items, 256, 32); }
+// Grids: a warp per token (or row, or chunk), or a thread per token, at most
+// the tuning's blocks per SM (the kernels stride over the rest).
+static_assert(kTuningSm80.block_threads == kThreads && kTuningSm90.block_threads == kThreads,
+              "the encoder's kernels are instantiated for 256-thread blocks");
+inline dim3 warp_grid(std::int64_t items) {
+  return grid_for(items, kWarpsPerBlock, tuning_for(compute_capability()).blocks_per_sm);
+}
+inline dim3 thread_grid(std::int64_t items) {
+  return grid_for(items, kThreads, tuning_for(compute_capability()).blocks_per_sm);
+}
 
 // Launches the device-side checks when there is something the host cannot check.
 template <class P, class IdT>

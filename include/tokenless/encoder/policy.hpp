@@ -154,6 +154,23 @@ template <class L>
 concept TableLayout = std::same_as<L, SeparateTables> || std::same_as<L, FusedTable>;
 
 // ------------------------------------------------------------------ batches
+// ------------------------------------------------------------------ tuning (values, not semantics)
+// The encoder's kernels run 256-thread blocks (8 warps: a warp per token,
+// row or chunk; kThreads in encoder/kernel.cuh, one instantiation for every
+// architecture) and grids of at most blocks_per_sm blocks per SM, striding
+// over the rest.
+struct Tuning {
+  int block_threads;
+  int blocks_per_sm;
+  friend constexpr bool operator==(const Tuning&, const Tuning&) = default;
+};
+// sm_90: 256 threads and 32 blocks per SM gave the forward 99% of copy
+// bandwidth at 1M bytes on H100 (96ec50f, docs/performance.md).
+inline constexpr Tuning kTuningSm90{256, 32};
+// sm_80: untuned (the sm_90 values; no A100 measurement yet).
+inline constexpr Tuning kTuningSm80{256, 32};
+constexpr Tuning tuning_for(int compute_capability) { return compute_capability >= 90 ? kTuningSm90 : kTuningSm80; }
+
 // ------------------------------------------------------------------ the policy
 // Table t = f * NGramSet::size + k holds hash function f and the k-th n-gram
 // size: BLT's order (hash functions outer, n-gram sizes inner).

@@ -73,11 +73,14 @@ struct NGramEntropy {
     auto* c1 = ws.at<std::uint32_t>(l.c1);
     TL_CUDA_TRY(cudaMemsetAsync(ck, 0, static_cast<std::size_t>(a.config.buckets) * 256 * 4, stream));
     TL_CUDA_TRY(cudaMemsetAsync(c1, 0, 256 * 256 * 4, stream));
-    // Grids: at most 32 blocks per SM (untuned).
+    static_assert(kTuningSm80.block_threads == detail::CountKernel::kThreads &&
+                      kTuningSm90.block_threads == detail::EntropyKernel::kThreads,
+                  "the model's kernels are instantiated for 256-thread blocks");
+    const int per_sm = tuning_for(compute_capability()).blocks_per_sm;
     TL_RETURN_IF_ERROR(launch<detail::CountKernel>({a.train, a.n_train, a.config.order, a.config.buckets, ck, c1},
-                                                   grid_for(a.n_train, 256, 32), stream));
+                                                   grid_for(a.n_train, 256, per_sm), stream));
     return launch<detail::EntropyKernel>({a.text, a.n, a.config, ck, c1, leave_one_out(a), a.entropies},
-                                         grid_for(a.n, 8, 32), stream);
+                                         grid_for(a.n, 8, per_sm), stream);
   }
 };
 

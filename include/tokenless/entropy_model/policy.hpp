@@ -34,4 +34,14 @@ TL_HOST_DEVICE inline std::uint32_t context_hash(const std::uint8_t* bytes, std:
   return static_cast<std::uint32_t>(h % static_cast<std::uint64_t>(buckets));
 }
 
+// ------------------------------------------------------------------ tuning (values, not semantics)
+struct Tuning {
+  int block_threads;  // counting: a thread per byte; entropies: a warp per position
+  int blocks_per_sm;
+  friend constexpr bool operator==(const Tuning&, const Tuning&) = default;
+};
+inline constexpr Tuning kTuningSm90{256, 32};  // untuned
+inline constexpr Tuning kTuningSm80{256, 32};  // untuned
+constexpr Tuning tuning_for(int compute_capability) { return compute_capability >= 90 ? kTuningSm90 : kTuningSm80; }
+
 }  // namespace tokenless::entropy_model

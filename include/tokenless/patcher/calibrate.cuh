@@ -67,8 +67,8 @@ struct Calibrate {
     TL_RETURN_IF_ERROR(reset_device_status(status, stream));
     TL_RETURN_IF_ERROR(validate_batch(a.batch, status, stream));
     const detail::Positions lay{a.batch, a.include_next_token ? 1 : 0};
-    // The counting grid: at most 8 blocks per SM (untuned).
-    const dim3 grid = grid_for(a.batch.total, detail::kCalibrateThreads, 8);
+    const dim3 grid =
+        grid_for(a.batch.total, detail::kCalibrateThreads, tuning_for(compute_capability()).calibrate_blocks_per_sm);
     TL_RETURN_IF_ERROR(launch<detail::CalibrateResetKernel>({st, status}, dim3(1), stream));
     for (int pass = 0; pass < detail::kCalibratePasses; ++pass) {
       const int shift = 24 - 8 * pass;

@@ -40,14 +40,15 @@ enum : int { kCheckCapacity = kFirstOperationCheck };
 // count under the memory time.
 inline constexpr int kEntropyLanesPerRow = 8;
 inline constexpr int kEntropyGroups = kEntropyWarps * 32 / kEntropyLanesPerRow;
-inline constexpr int kEntropyTileBytes = 40960;  // per buffer; two of them beyond 48 KiB take the opt-in
 
 // Rows per tile: one per lane group (32), or 16 or 8 for wide rows. All are
 // multiples of 8, and 8 rows of any V and dtype are a multiple of 16 bytes,
 // so every tile starts 16-byte aligned when the logits do.
-inline std::int64_t entropy_tile_rows(int V, int elem_bytes) {
+// Per buffer at most tile_bytes (Tuning::entropy_tile_bytes; two buffers
+// beyond 48 KiB take the opt-in).
+inline std::int64_t entropy_tile_rows(int V, int elem_bytes, int tile_bytes) {
   std::int64_t rows = kEntropyGroups;
-  while (rows > 8 && rows * V * elem_bytes > kEntropyTileBytes) rows /= 2;
+  while (rows > 8 && rows * V * elem_bytes > tile_bytes) rows /= 2;
   return rows;
 }
 
@@ -262,7 +263,9 @@ struct Positions {
 //   2. segment_scan_kernel (one block): the last rule start before each tile
 //      (a max-scan), the patches before it (a sum-scan), and the capacity check;
 //   3. segment_write_kernel: each tile adds the cap's starts, then writes
-//      flags, patch ids, starts, lengths and sequence offsets.
+//      flags, patch ids, starts and lengths;
+//   4. SequenceOffsetsKernel: each sequence's offset, from its first
+//      position's patch id (empty sequences need no special case there).
 // About 11 bytes move per position (entropy or token, the flag bit twice, the
 // flag, the patch id, and a start and a length per patch), and no per-position
 // scan buffer exists.
@@ -274,6 +277,8 @@ struct Positions {
 // That is sound because every sequence starts with a rule start: no rule
 // start lies between the carried one and f, so they are in one sequence.
 inline constexpr int kSegThreads = 256;
+static_assert(kTuningSm80.block_threads == kSegThreads && kTuningSm90.block_threads == kSegThreads,
+              "the patcher's passes are instantiated for 256-thread blocks");
 inline constexpr int kSegItems = 16;  // consecutive positions per thread
 inline constexpr std::int64_t kSegTile = std::int64_t{kSegThreads} * kSegItems;
 // A thread's rule flags, one bit per position. They stay in the workspace
@@ -470,7 +475,7 @@ struct SegmentWriteKernel {
     const RuleWord* rule_words;
     const std::int32_t* total;
     std::uint8_t* flags;
-    std::int32_t *patch_ids, *patch_offsets, *patch_starts, *patch_lengths;
+    std::int32_t *patch_ids, *patch_starts, *patch_lengths;
     DeviceStatus* status;
   };
   using Scan = block::Scan<std::int32_t, kSegThreads>;
@@ -484,7 +489,6 @@ struct SegmentWriteKernel {
     const int max_len = p.max_len;
     std::uint8_t* flags = p.flags;
     std::int32_t* patch_ids = p.patch_ids;
-    std::int32_t* patch_offsets = p.patch_offsets;
     std::int32_t* patch_starts = p.patch_starts;
     std::int32_t* patch_lengths = p.patch_lengths;
     const SegmentTile tile = p.tiles[blockIdx.x];
@@ -504,7 +508,7 @@ struct SegmentWriteKernel {
         else if (carried >= 0 && pos < n_pos && max_length_start(pos, carried, max_len)) start_bits |= 1u << k;
       }
     }
-    const std::int32_t n_patches = *p.total;  // within the capacity: the kernel layer checked the status
+    // The patches fit the capacity: the kernel layer checked the status.
     const std::int32_t count = __popc(start_bits);
     std::int32_t pid = tile.count + Scan::exclusive(count, Sum{}, std::int32_t{0}, ignored, smem.count) - 1;
     if (base >= n_pos) return;
@@ -533,21 +537,11 @@ struct SegmentWriteKernel {
         cur.advance(pos);
         const std::int64_t local = pos - cur.first;
         patch_starts[pid] = static_cast<std::int32_t>(local);
-        if (local == 0) {
-          patch_offsets[cur.b] = pid;
-          // Empty sequences before this one own no position: they get its offset.
-          for (std::int64_t e = cur.b - 1; e >= 0 && layout.first_position(e) == cur.first; --e) patch_offsets[e] = pid;
-        }
         if (pid > 0) patch_lengths[pid - 1] = static_cast<std::int32_t>(pos - prev);
         prev = pos;
       }
       ids[k] = pid;
-      if (pos == n_pos - 1) {
-        patch_lengths[pid] = static_cast<std::int32_t>(n_pos - prev);
-        cur.advance(pos);
-        // The end offset, and that of the empty sequences after the last non-empty one.
-        for (std::int64_t e = cur.b + 1; e <= layout.batch.num_seqs; ++e) patch_offsets[e] = n_patches;
-      }
+      if (pos == n_pos - 1) patch_lengths[pid] = static_cast<std::int32_t>(n_pos - prev);
     }
     if (full_vector(patch_ids + base, base, n_pos)) {
       TL_UNROLL
@@ -558,6 +552,28 @@ struct SegmentWriteKernel {
       for (int k = 0; k < kSegItems; ++k)
         if (base + k < n_pos) patch_ids[base + k] = ids[k];
     }
+  }
+};
+
+// Pass 4: the sequences' patch offsets. A sequence's first position starts
+// a patch, so its offset is that position's patch id; an empty sequence
+// (no position) takes the next one's, and the end takes the total. A thread
+// per sequence, apart from the write pass: empty sequences cost it nothing.
+struct SequenceOffsetsKernel {
+  struct Params {
+    Positions layout;
+    std::int64_t n_pos;
+    const std::int32_t* total;
+    const std::int32_t* patch_ids;
+    std::int32_t* patch_offsets;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.layout.batch.num_seqs + 1, [&](std::int64_t b) {
+      const std::int64_t first = p.layout.first_position(b);
+      p.patch_offsets[b] = first < p.n_pos ? p.patch_ids[first] : *p.total;
+    });
   }
 };
 

@@ -133,13 +133,15 @@ struct Patcher {
     auto* status = ws.at<DeviceStatus>(l.status);
     const std::int64_t n_pos = positions(a);
     const detail::Positions lay{a.batch, a.include_next_token ? 1 : 0};
+    const Tuning tuning = tuning_for(compute_capability());
     TL_RETURN_IF_ERROR(reset_device_status(status, stream));
     TL_RETURN_IF_ERROR(validate_batch(a.batch, status, stream));
     const float* entropies = a.entropies_in;
     if constexpr (Rule::needs_entropies) {
       if (a.logits) {
         using EK = detail::EntropyKernel<LogitT>;
-        const std::int64_t tile_rows = detail::entropy_tile_rows(a.vocab, static_cast<int>(sizeof(LogitT)));
+        const std::int64_t tile_rows =
+            detail::entropy_tile_rows(a.vocab, static_cast<int>(sizeof(LogitT)), tuning.entropy_tile_bytes);
         const auto smem = 2 * static_cast<std::size_t>(tile_rows * a.vocab) * sizeof(LogitT);  // double-buffered
         if (smem > 48 * 1024) TL_RETURN_IF_ERROR(set_max_dynamic_smem<EK>(smem));
         // A persistent grid of exactly one wave: every block streams its share
@@ -170,9 +172,12 @@ struct Patcher {
         stream));
     TL_RETURN_IF_ERROR(launch<detail::SegmentScanKernel>(
         {seg, n_tiles, n_pos, a.max_patch_length, a.capacity, total, status}, dim3(1), stream));
-    return launch<detail::SegmentWriteKernel>({lay, n_pos, a.max_patch_length, seg, rule_words, total, a.flags,
-                                               a.patch_ids, a.patch_offsets, a.patch_starts, a.patch_lengths, status},
-                                              tiles, stream);
+    TL_RETURN_IF_ERROR(launch<detail::SegmentWriteKernel>({lay, n_pos, a.max_patch_length, seg, rule_words, total,
+                                                           a.flags, a.patch_ids, a.patch_starts, a.patch_lengths, status},
+                                                          tiles, stream));
+    return launch<detail::SequenceOffsetsKernel>({lay, n_pos, total, a.patch_ids, a.patch_offsets, status},
+                                                  grid_for(a.batch.num_seqs + 1, 256, tuning.sequence_blocks_per_sm),
+                                                  stream);
   }
 
   // The device-side checks of the last run(): synchronises `stream`.

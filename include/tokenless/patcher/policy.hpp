@@ -202,6 +202,27 @@ TL_HOST_DEVICE constexpr std::int64_t last_start_at(std::int64_t c, std::int64_t
   return c < 0 || M <= 0 ? c : c + (pos - c) / M * M;
 }
 
+// ------------------------------------------------------------------ tuning (values, not semantics)
+// The patcher's passes run 256-thread blocks (one instantiation for every
+// architecture); the entropy pass stages tiles of entropy_tile_bytes per
+// buffer (two buffers); the grid-stride passes (top-k counting and picking,
+// calibration, a thread per stream or per sequence) run at most
+// *_blocks_per_sm blocks per SM.
+struct Tuning {
+  int block_threads;
+  int entropy_tile_bytes;
+  int select_blocks_per_sm;
+  int calibrate_blocks_per_sm;
+  int sequence_blocks_per_sm;
+  friend constexpr bool operator==(const Tuning&, const Tuning&) = default;
+};
+// sm_90: 40 KiB tiles gave fp32 logits 93-94% of copy bandwidth from 4M
+// positions on H100 (25bb840); the grid caps are untuned.
+inline constexpr Tuning kTuningSm90{256, 40960, 16, 8, 16};
+// sm_80: untuned (the sm_90 values; two 80 KiB tile pairs fit A100's 164 KiB).
+inline constexpr Tuning kTuningSm80{256, 40960, 16, 8, 16};
+constexpr Tuning tuning_for(int compute_capability) { return compute_capability >= 90 ? kTuningSm90 : kTuningSm80; }
+
 // ------------------------------------------------------------------ streaming
 // The patcher for generation: fed, for each new position p, the entropy and
 // the id of byte p - 1 (the model's uncertainty about byte p, known before p

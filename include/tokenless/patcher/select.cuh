@@ -167,19 +167,20 @@ struct SelectPickKernel {
 };
 
 // Runs the selection: state [B], hist [B * 256], selected_from [B]. Grids:
-// at most 16 blocks per SM (untuned).
+// at most Tuning::select_blocks_per_sm blocks per SM.
 template <class Rule>
 Status select_topk(const Rule& rule, const float* entropies, const VarlenBatch& batch, SelectState* state,
                    std::uint32_t* hist, std::uint64_t* selected_from, DeviceStatus* status, cudaStream_t stream) {
+  const int per_sm = tuning_for(compute_capability()).select_blocks_per_sm;
   TL_RETURN_IF_ERROR(launch<SelectInitKernel<Rule>>({rule, batch, state, hist, status},
-                                                    grid_for(batch.num_seqs * kSelectBins, 256, 16), stream));
+                                                    grid_for(batch.num_seqs * kSelectBins, 256, per_sm), stream));
   for (int pass = 0; pass < kSelectPasses; ++pass) {
     const int shift = 64 - 8 * (pass + 1);
     TL_RETURN_IF_ERROR(launch<SelectCountKernel>({entropies, batch, shift, state, hist, status},
-                                                 grid_for(batch.total, 4096, 16), stream));
+                                                 grid_for(batch.total, 4096, per_sm), stream));
     TL_RETURN_IF_ERROR(launch<SelectPickKernel>({batch.num_seqs, shift, pass + 1 == kSelectPasses, state, hist,
                                                  selected_from, status},
-                                                grid_for(batch.num_seqs, 1, 16), stream));
+                                                grid_for(batch.num_seqs, 1, per_sm), stream));
   }
   return Status::ok();
 }

@@ -46,7 +46,7 @@ struct StreamStep {
     TL_RETURN_IF_ERROR(can_implement(a));
     return launch<detail::StreamStepKernel<Rule>>(
         {a.rule, a.states, a.prev_entropies, a.prev_tokens, a.streams, a.max_patch_length, a.starts},
-        grid_for(a.streams, 256, 16), stream);
+        grid_for(a.streams, 256, tuning_for(compute_capability()).sequence_blocks_per_sm), stream);
   }
 };
 

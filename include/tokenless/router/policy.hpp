@@ -38,4 +38,17 @@ TL_HOST_DEVICE inline float ratio_loss_grad(float F, float R) {
   return R / (R - 1.0f) * ((R - 1.0f) * F - (1.0f - F));
 }
 
+// ------------------------------------------------------------------ tuning (values, not semantics)
+// A warp per position in 256-thread blocks; grids of at most blocks_per_sm
+// blocks per SM, the ratio loss's at most ratio_blocks_per_sm.
+struct Tuning {
+  int block_threads;
+  int blocks_per_sm;
+  int ratio_blocks_per_sm;
+  friend constexpr bool operator==(const Tuning&, const Tuning&) = default;
+};
+inline constexpr Tuning kTuningSm90{256, 64, 16};  // untuned
+inline constexpr Tuning kTuningSm80{256, 64, 16};  // untuned
+constexpr Tuning tuning_for(int compute_capability) { return compute_capability >= 90 ? kTuningSm90 : kTuningSm80; }
+
 }  // namespace tokenless::router

@@ -25,8 +25,14 @@ namespace tokenless::router {
 
 namespace detail {
 
-// A warp per row, at most 64 blocks per SM (untuned): the kernels stride over the rest.
-inline dim3 warp_grid(std::int64_t rows) { return grid_for(rows, kRouterWarps, 64); }
+// A warp per row, at most Tuning::blocks_per_sm blocks per SM: the kernels
+// stride over the rest.
+static_assert(kTuningSm80.block_threads == kRouterWarps * 32 && kTuningSm90.block_threads == kRouterWarps * 32,
+              "the router's kernels are instantiated for 256-thread blocks");
+inline dim3 warp_grid(std::int64_t rows) {
+  return grid_for(rows, kRouterWarps, tuning_for(compute_capability()).blocks_per_sm);
+}
+inline int ratio_blocks_per_sm() { return tuning_for(compute_capability()).ratio_blocks_per_sm; }
 
 // The checks forward and backward share.
 template <class T>
@@ -201,14 +207,14 @@ struct RatioLoss {
     if (a.scope != RatioScope::global) {
       float* local = ws.at<float>(l.sums);
       TL_RETURN_IF_ERROR(launch<detail::RatioSumsKernel>({a.prob, a.boundary, a.batch, per_sequence, local, status},
-                                                         grid_for(groups(a), 1, 16), stream));
+                                                         grid_for(groups(a), 1, detail::ratio_blocks_per_sm()), stream));
       sums = local;
     }
     TL_RETURN_IF_ERROR(launch<detail::RatioLossKernel>(
         {sums, a.scope == RatioScope::global ? 1 : groups(a), a.target_ratio, a.loss, used, status}, dim3(1), stream));
     return launch<detail::RatioGradKernel>(
         {sums, a.batch, per_sequence, a.target_ratio, a.grad_scale, used, a.grad_prob, status},
-        grid_for(a.batch.total, detail::kRatioThreads, 16), stream);
+        grid_for(a.batch.total, detail::kRatioThreads, detail::ratio_blocks_per_sm()), stream);
   }
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     return detail::read_batch_status(kName, a.batch, ws, stream);

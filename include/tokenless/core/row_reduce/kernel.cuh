@@ -24,7 +24,7 @@ struct ForwardKernel {
 
   TL_DEVICE void operator()(const Params& p, SharedStorage& smem) const {
     using C = typename P::Combine;
-    const T* row = p.in + static_cast<std::int64_t>(blockIdx.x) * p.ld;
+    const T* __restrict__ row = p.in + static_cast<std::int64_t>(blockIdx.x) * p.ld;
     const int n = static_cast<int>(p.cols);
     float acc = C::template identity<float>();
     const C combine{};

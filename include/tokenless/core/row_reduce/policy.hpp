@@ -50,6 +50,8 @@ struct Tuning {
   int vector_bytes;
   friend constexpr bool operator==(const Tuning&, const Tuning&) = default;
 };
+// Untuned (no measurement yet): more threads per row where the SM has more
+// bandwidth to cover; 16-byte loads everywhere.
 inline constexpr Tuning kTuningSm80{256, 16};
 inline constexpr Tuning kTuningSm90{512, 16};
 
