@@ -401,7 +401,15 @@ TEST_CASE("the runtime: memory, streams, events, errors") {
   CHECK(tokenless::device_available());
   tokenless::DeviceProperties props;
   REQUIRE_OK(tokenless::device_properties(props));
-  CHECK(props.compute_capability() == 90);
+  CHECK(props.compute_capability() == tokenless::emu::options().compute_capability);  // settable: every tuning runs
+  {
+    tokenless::emu::Options o = tokenless::emu::options();
+    o.compute_capability = 80;
+    tokenless::emu::ScopedOptions scoped(o);
+    REQUIRE_OK(tokenless::device_properties(props));
+    CHECK(props.compute_capability() == 80);
+    CHECK(tokenless::compute_capability() == 80);
+  }
 }
 
 TEST_CASE("a seeded random schedule is reproducible, and differs from program order") {

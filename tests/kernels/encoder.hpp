@@ -137,14 +137,14 @@ void backward_case(int d, const BatchSpec& spec, bool deterministic, bool accumu
   a.scale = 0.5f;
   a.deterministic = deterministic;
   a.accumulate = accumulate;
-  Testbed<Op> tb;
+  Testbed<Op> bed;
 
   auto run_once = [&] {
     // Assign mode must write every row: start from NaN (all-ones bytes), which
     // any row it missed would keep.
     gb.fill_bytes(accumulate ? 0 : 0xff);
     gt.fill_bytes(accumulate ? 0 : 0xff);
-    tb.run_ok(a);
+    bed.run_ok(a);
     std::vector<float> b;
     for (auto x : gb.download()) b.push_back(to_float(x));
     for (auto x : gt.download()) b.push_back(to_float(x));

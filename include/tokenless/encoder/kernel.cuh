@@ -250,6 +250,9 @@ struct KeysKernel {
     DeviceStatus* status;
   };
   static constexpr int kThreads = 256;
+  // BLT's 18 tables unrolled: ptxas's own target (40 registers) spilled;
+  // four blocks per SM allow 64.
+  static constexpr int kMinBlocks = 4;
   TL_DEVICE void operator()(const Params& p) const {
     constexpr int K = P::tables;
     const std::int64_t n = p.batch.total;
