@@ -38,12 +38,7 @@ void BM_Patcher(benchmark::State& state, Rule rule) {
   a.vocab = static_cast<int>(V);
   a.batch = {d_cu.p, B, n};
   a.entropies = h.p;
-  a.flags = flags.p;
-  a.patch_ids = ids.p;
-  a.patch_offsets = off.p;
-  a.patch_starts = starts.p;
-  a.patch_lengths = lens.p;
-  a.capacity = n;
+  a.patches = {flags.p, ids.p, off.p, starts.p, lens.p, n};
   tlb::DeviceArray<unsigned char> ws(Op::workspace_size(a));
   const tokenless::Workspace w{ws.p, Op::workspace_size(a)};
   // Check once: lengths sum to n and statuses are clean.

@@ -5,12 +5,7 @@ set(build ${WORK_DIR}/build)
 set(prefix ${WORK_DIR}/prefix)
 file(REMOVE_RECURSE ${WORK_DIR})
 
-function(run)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
-  if(NOT rc EQUAL 0)
-    message(FATAL_ERROR "failed (${rc}): ${ARGN}")
-  endif()
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/cmake_run.cmake)
 
 run(${CMAKE_COMMAND} -S ${SOURCE_DIR}/tests/subdirectory -B ${build} -G ${GENERATOR} -DTOKENLESS_SOURCE=${SOURCE_DIR})
 run(${CMAKE_COMMAND} --build ${build})

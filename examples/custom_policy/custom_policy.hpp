@@ -48,12 +48,7 @@ inline int main() {
   a.tokens = d_ids.get();
   a.batch = {d_cu.get(), 1, n};
   a.max_patch_length = 16;
-  a.flags = d_flags.get();
-  a.patch_ids = d_pid.get();
-  a.patch_offsets = d_off.get();
-  a.patch_starts = d_start.get();
-  a.patch_lengths = d_len.get();
-  a.capacity = n;
+  a.patches = {d_flags.get(), d_pid.get(), d_off.get(), d_start.get(), d_len.get(), n};
   tokenless::DeviceBuffer<unsigned char> ws(Op::workspace_size(a));
   if (!check(ws.status())) return 1;
   tokenless::Status s = Op::run(a, {ws.get(), Op::workspace_size(a)});

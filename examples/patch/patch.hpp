@@ -252,12 +252,7 @@ int run_rule(const Rule& rule, const Options& o, const std::int32_t* d_cu, const
   a.batch = {d_cu, 1, n};
   a.include_next_token = o.include_next_token;
   a.max_patch_length = o.max_patch_length;
-  a.flags = flags.get();
-  a.patch_ids = ids.get();
-  a.patch_offsets = off.get();
-  a.patch_starts = starts.get();
-  a.patch_lengths = lens.get();
-  a.capacity = n_pos;
+  a.patches = {flags.get(), ids.get(), off.get(), starts.get(), lens.get(), n_pos};
   PATCH_BUF(unsigned char, ws, Op::workspace_size(a));
   PATCH_TRY(Op::run(a, {ws.get(), Op::workspace_size(a)}));
   PATCH_TRY(Op::read_status(a, {ws.get(), Op::workspace_size(a)}));

@@ -44,12 +44,7 @@ Result run_patcher(const Rule& rule, const std::vector<std::int32_t>& cu, const 
   a.include_next_token = inc;
   a.max_patch_length = max_len;
   a.entropies = d_ent.get();
-  a.flags = d_flags.get();
-  a.patch_ids = d_ids.get();
-  a.patch_offsets = d_off.get();
-  a.patch_starts = d_starts.get();
-  a.patch_lengths = d_len.get();
-  a.capacity = capacity;
+  a.patches = {d_flags.get(), d_ids.get(), d_off.get(), d_starts.get(), d_len.get(), capacity};
   REQUIRE_OK(Op::can_implement(a));
   Result r;
   r.status = Testbed<Op>().run(a);
@@ -224,19 +219,12 @@ TEST_CASE_TEMPLATE("patcher: entropies from logits match the reference", T, floa
   }
 }
 
-TEST_CASE("patcher: top-k (threshold None) with ties, NaN, signed zeros and sequences spanning blocks") {
-  // Entropies from a handful of values: most keys tie on entropy and are
-  // ordered by position; NaN ranks above everything.
-  const std::int64_t big = 9000 / tlt::scale_down();
-  const std::vector<std::int32_t> cu = {0, 1, 3, 12, 13, static_cast<std::int32_t>(13 + big),
-                                        static_cast<std::int32_t>(13 + big + 517)};
-  std::mt19937 rng(11);
-  const float values[] = {0.0f, -0.0f, 1.0f, 1.0f, 2.5f, NAN, INFINITY, 0.75f};
-  std::vector<float> e(static_cast<std::size_t>(cu.back()));
-  for (auto& x : e) x = values[rng() % 8];
-  std::vector<std::int32_t> tok(e.size(), 100);
+// Top-k for each patch size, with and without include_next_token, against
+// BLT's rule on each sequence.
+inline void topk_cases(const std::vector<std::int32_t>& cu, const std::vector<float>& e, std::initializer_list<int> sizes) {
+  const std::vector<std::int32_t> tok(e.size(), 100);
   for (bool inc : {false, true}) {
-    for (int ps : {1, 3, 4}) {
+    for (int ps : sizes) {
       CAPTURE(ps);
       mode_case(pt::EntropyTopK{ps}, cu, e, tok, inc, 0, [&](const std::vector<float>& eb, const auto&) {
         ref::BltEntropyOptions o;
@@ -247,6 +235,19 @@ TEST_CASE("patcher: top-k (threshold None) with ties, NaN, signed zeros and sequ
       });
     }
   }
+}
+
+TEST_CASE("patcher: top-k (threshold None) with ties, NaN, signed zeros and sequences spanning blocks") {
+  // Entropies from a handful of values: most keys tie on entropy and are
+  // ordered by position; NaN ranks above everything.
+  const std::int64_t big = 9000 / tlt::scale_down();
+  const std::vector<std::int32_t> cu = {0, 1, 3, 12, 13, static_cast<std::int32_t>(13 + big),
+                                        static_cast<std::int32_t>(13 + big + 517)};
+  std::mt19937 rng(11);
+  const float values[] = {0.0f, -0.0f, 1.0f, 1.0f, 2.5f, NAN, INFINITY, 0.75f};
+  std::vector<float> e(static_cast<std::size_t>(cu.back()));
+  for (auto& x : e) x = values[rng() % 8];
+  topk_cases(cu, e, {1, 3, 4});
 }
 
 TEST_CASE("patcher: sequences, patches and capped pieces that span many position tiles") {
@@ -408,23 +409,18 @@ TEST_CASE("patcher: host-side checks refuse bad arguments and write nothing") {
   a.vocab = 7;
   a.entropies = ent.get();
   a.batch = {cu.get(), 1, 4};
-  a.flags = flags.get();
-  a.patch_ids = ids.get();
-  a.patch_offsets = off.get();
-  a.patch_starts = starts.get();
-  a.patch_lengths = lens.get();
-  a.capacity = 4;
+  a.patches = {flags.get(), ids.get(), off.get(), starts.get(), lens.get(), 4};
   Testbed<Op> tb;
   tb.watch(flags).watch(ids).watch(off).watch(starts).watch(lens);  // an overflow writes the entropies
   tb.reject(a, {{"no vocab", [](auto& b) { b.vocab = 0; }, Code::invalid_argument, "'vocab'"},
                 {"vocab 513", [](auto& b) { b.vocab = 513; }, Code::unsupported, "0 < V <= 512"},
                 {"NaN threshold", [](auto& b) { b.rule.threshold = std::nanf(""); }, Code::invalid_argument, "'rule.threshold'"},
-                {"no capacity", [](auto& b) { b.capacity = 0; }, Code::empty, "'capacity'"},
-                {"capacity 3", [](auto& b) { b.capacity = 3; }, Code::capacity_too_small, "4 patches"},
+                {"no capacity", [](auto& b) { b.patches.capacity = 0; }, Code::empty, "'patches.capacity'"},
+                {"capacity 3", [](auto& b) { b.patches.capacity = 3; }, Code::capacity_too_small, "4 patches"},
                 {"empty batch", [](auto& b) { b.batch.total = 0; }, Code::empty, "total 0"},
                 {"no sequences", [](auto& b) { b.batch.num_seqs = 0; }, Code::empty, "num_seqs 0"},
                 {"negative cap", [](auto& b) { b.max_patch_length = -1; }, Code::invalid_argument, "'max_patch_length'"},
-                {"no flags", [](auto& b) { b.flags = nullptr; }, Code::null_pointer, "'flags'"},
+                {"no flags", [](auto& b) { b.patches.flags = nullptr; }, Code::null_pointer, "'patches.flags'"},
                 {"no entropies for logits", [](auto& b) { b.entropies = nullptr; }, Code::null_pointer, "'entropies'"},
                 {"no input", [](auto& b) { b.logits = nullptr; }, Code::null_pointer, "logits or entropies_in"}});
   pt::Patcher<pt::StaticPatches>::Arguments st;
@@ -630,20 +626,7 @@ TEST_CASE("streaming patcher on the device: a batch of streams gives the offline
 TEST_CASE("patcher: top-k with every entropy equal picks the earliest positions") {
   // All keys tie on entropy, so the order is decided by position alone.
   const std::vector<std::int32_t> cu = {0, 37, 100};
-  const std::vector<float> e(100, 1.25f);
-  const std::vector<std::int32_t> tok(100, 100);
-  for (bool inc : {false, true}) {
-    for (int ps : {2, 4}) {
-      CAPTURE(ps);
-      mode_case(pt::EntropyTopK{ps}, cu, e, tok, inc, 0, [&](const std::vector<float>& eb, const auto&) {
-        ref::BltEntropyOptions o;
-        o.threshold = std::nullopt;
-        o.patch_size = ps;
-        o.include_next_token = inc;
-        return ref::blt_entropy_patch_lengths(eb, o);
-      });
-    }
-  }
+  topk_cases(cu, std::vector<float>(100, 1.25f), {2, 4});
 }
 
 }  // namespace tlt::patcher_tests

@@ -18,6 +18,7 @@
 #include <tokenless/core/device.hpp>
 #include <tokenless/core/status.hpp>
 #include <tokenless/core/varlen.hpp>
+#include <tokenless/core/workspace.hpp>
 
 #include <cstdarg>
 #include <cstdint>
@@ -43,6 +44,11 @@ TL_DEVICE TL_FORCEINLINE bool device_ok(const DeviceStatus* s) { return s == nul
 TL_DEVICE TL_FORCEINLINE void device_fail(DeviceStatus* s, int check, std::int64_t index) {
   atomicMin(&s->first, static_cast<unsigned long long>(check) << kCheckIndexBits | static_cast<unsigned long long>(index));
 }
+
+// The record leads the workspace of every operation with device-side
+// checks: its first kStatusBytes.
+inline constexpr std::size_t kStatusBytes = align_up(sizeof(DeviceStatus), kWorkspaceAlignment);
+inline DeviceStatus* status_of(Workspace ws) { return ws.at<DeviceStatus>(0); }
 
 // What the host reads back: check 0 means every check passed.
 struct DeviceFailure {
@@ -103,6 +109,15 @@ inline Status batch_failure(const char* op, const VarlenBatch& b, std::int64_t i
   }
   return device_failure(op, StatusCode::invalid_argument, "batch.cu_seqlens", expected, "cu[%lld] = %d",
                         static_cast<long long>(index), cur);
+}
+
+// read_status() of an operation whose only device-side check is its batch's.
+inline Status read_batch_status(const char* op, const VarlenBatch& batch, Workspace ws, cudaStream_t stream) {
+  DeviceFailure f;
+  TL_RETURN_IF_ERROR(read_device_status(status_of(ws), f, stream));
+  if (f.check == kCheckBatch) return batch_failure(op, batch, f.index, stream);
+  if (f.check != 0) return Status::error(StatusCode::internal, "%s: unknown device check %d", op, f.check);
+  return Status::ok();
 }
 
 }  // namespace tokenless

@@ -183,4 +183,10 @@ inline Status validate_batch(const VarlenBatch& batch, DeviceStatus* status, cud
                                      stream);
 }
 
+// How run() starts: the record reset, then the batch checked on the device.
+inline Status begin_checks(DeviceStatus* status, const VarlenBatch& batch, cudaStream_t stream) {
+  TL_RETURN_IF_ERROR(reset_device_status(status, stream));
+  return validate_batch(batch, status, stream);
+}
+
 }  // namespace tokenless

@@ -44,28 +44,17 @@ struct Calibrate {
     return Status::ok();
   }
 
-  struct Layout {
-    std::size_t status = 0, state = 0, bytes = 0;
-  };
-  static Layout layout(const Arguments&) {
-    Layout l;
-    WorkspaceLayout w;
-    l.status = w.add(sizeof(DeviceStatus));
-    l.state = w.add(sizeof(detail::ThresholdState));
-    l.bytes = w.bytes();
-    return l;
+  // Workspace: the status record, then the selection state.
+  static std::size_t workspace_size(const Arguments&) {
+    return kStatusBytes + align_up(sizeof(detail::ThresholdState), kWorkspaceAlignment);
   }
-
-  static std::size_t workspace_size(const Arguments& a) { return layout(a).bytes; }
 
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
-    const Layout l = layout(a);
-    TL_RETURN_IF_ERROR(check_workspace(ws, l.bytes));
-    auto* status = ws.at<DeviceStatus>(l.status);
-    auto* st = ws.at<detail::ThresholdState>(l.state);
-    TL_RETURN_IF_ERROR(reset_device_status(status, stream));
-    TL_RETURN_IF_ERROR(validate_batch(a.batch, status, stream));
+    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
+    DeviceStatus* status = status_of(ws);
+    auto* st = ws.at<detail::ThresholdState>(kStatusBytes);
+    TL_RETURN_IF_ERROR(begin_checks(status, a.batch, stream));
     const detail::Positions lay{a.batch, a.include_next_token ? 1 : 0};
     const dim3 grid =
         grid_for(a.batch.total, detail::kCalibrateThreads, tuning_for(compute_capability()).calibrate_blocks_per_sm);
@@ -81,11 +70,7 @@ struct Calibrate {
 
   // The device-side check of the last run() (the batch). Synchronises `stream`.
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    DeviceFailure f;
-    TL_RETURN_IF_ERROR(read_device_status(ws.at<DeviceStatus>(layout(a).status), f, stream));
-    if (f.check == kCheckBatch) return batch_failure(kName, a.batch, f.index, stream);
-    if (f.check != 0) return Status::error(StatusCode::internal, "%s: unknown device check %d", kName, f.check);
-    return Status::ok();
+    return read_batch_status(kName, a.batch, ws, stream);
   }
 };
 

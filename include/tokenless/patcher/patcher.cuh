@@ -2,16 +2,16 @@
 // The fused patcher: logits (or given entropies, or tokens) in, patches out,
 // for a varlen batch, with no host synchronisation.
 //
-// Outputs, in CSR form:
-//   entropies      [batch.total]            when computed from logits
-//   flags          [n_pos]                  1 where a patch starts
-//   patch_ids      [n_pos]                  global patch index of every position
-//   patch_offsets  [num_seqs + 1]           sequence b owns patches [off[b], off[b+1])
-//   patch_starts   [capacity]               start of each patch, within its sequence
-//   patch_lengths  [capacity]
+// Outputs: the entropies [batch.total] when computed from logits, and the
+// patches in CSR form (PatchOutputs, patcher/policy.hpp):
+//   patches.flags    [n_pos]           1 where a patch starts
+//   patches.ids      [n_pos]           global patch index of every position
+//   patches.offsets  [num_seqs + 1]    sequence b owns patches [off[b], off[b+1])
+//   patches.starts   [capacity]        start of each patch, within its sequence
+//   patches.lengths  [capacity]
 // where n_pos = batch.total (+ num_seqs with include_next_token: each
 // sequence gets the position of its next byte). The total patch count is
-// patch_offsets[num_seqs], on the device. An empty sequence owns no position
+// patches.offsets[num_seqs], on the device. An empty sequence owns no position
 // and no patch (with include_next_token: one position, one patch).
 //
 // What only the device can see — a cu_seqlens that is not a prefix sum, more
@@ -56,12 +56,7 @@ struct Patcher {
     int max_patch_length = 0;            // 0: no cap
     // Outputs.
     float* entropies = nullptr;          // [batch.total]; needed when logits are given
-    std::uint8_t* flags = nullptr;       // [n_pos]
-    std::int32_t* patch_ids = nullptr;   // [n_pos]
-    std::int32_t* patch_offsets = nullptr;  // [num_seqs + 1]
-    std::int32_t* patch_starts = nullptr;   // [capacity]
-    std::int32_t* patch_lengths = nullptr;  // [capacity]
-    std::int64_t capacity = 0;
+    PatchOutputs patches;
   };
 
   // Entropies from logits are written before the patches are counted.
@@ -92,12 +87,13 @@ struct Patcher {
       return Status::argument(StatusCode::invalid_argument, "max_patch_length", ">= 0 (0: no cap)", "%d",
                               a.max_patch_length);
     }
-    TL_RETURN_IF_ERROR(check::not_null("flags", a.flags));
-    TL_RETURN_IF_ERROR(check::not_null("patch_ids", a.patch_ids));
-    TL_RETURN_IF_ERROR(check::not_null("patch_offsets", a.patch_offsets));
-    TL_RETURN_IF_ERROR(check::not_null("patch_starts", a.patch_starts));
-    TL_RETURN_IF_ERROR(check::not_null("patch_lengths", a.patch_lengths));
-    TL_RETURN_IF_ERROR(check::positive("capacity", a.capacity));
+    const PatchOutputs& o = a.patches;
+    TL_RETURN_IF_ERROR(check::not_null("patches.flags", o.flags));
+    TL_RETURN_IF_ERROR(check::not_null("patches.ids", o.ids));
+    TL_RETURN_IF_ERROR(check::not_null("patches.offsets", o.offsets));
+    TL_RETURN_IF_ERROR(check::not_null("patches.starts", o.starts));
+    TL_RETURN_IF_ERROR(check::not_null("patches.lengths", o.lengths));
+    TL_RETURN_IF_ERROR(check::positive("patches.capacity", o.capacity));
     return Status::ok();
   }
 
@@ -134,8 +130,7 @@ struct Patcher {
     const std::int64_t n_pos = positions(a);
     const detail::Positions lay{a.batch, a.include_next_token ? 1 : 0};
     const Tuning tuning = tuning_for(compute_capability());
-    TL_RETURN_IF_ERROR(reset_device_status(status, stream));
-    TL_RETURN_IF_ERROR(validate_batch(a.batch, status, stream));
+    TL_RETURN_IF_ERROR(begin_checks(status, a.batch, stream));
     const float* entropies = a.entropies_in;
     if constexpr (Rule::needs_entropies) {
       if (a.logits) {
@@ -171,11 +166,12 @@ struct Patcher {
         {a.rule, lay, entropies, a.tokens, selected_from, n_pos, a.max_patch_length, rule_words, seg, status}, tiles,
         stream));
     TL_RETURN_IF_ERROR(launch<detail::SegmentScanKernel>(
-        {seg, n_tiles, n_pos, a.max_patch_length, a.capacity, total, status}, dim3(1), stream));
+        {seg, n_tiles, n_pos, a.max_patch_length, a.patches.capacity, total, status}, dim3(1), stream));
     TL_RETURN_IF_ERROR(launch<detail::SegmentWriteKernel>({lay, n_pos, a.max_patch_length, seg, rule_words, total,
-                                                           a.flags, a.patch_ids, a.patch_starts, a.patch_lengths, status},
+                                                           a.patches.flags, a.patches.ids, a.patches.starts,
+                                                           a.patches.lengths, status},
                                                           tiles, stream));
-    return launch<detail::SequenceOffsetsKernel>({lay, n_pos, total, a.patch_ids, a.patch_offsets, status},
+    return launch<detail::SequenceOffsetsKernel>({lay, n_pos, total, a.patches.ids, a.patches.offsets, status},
                                                   grid_for(a.batch.num_seqs + 1, 256, tuning.sequence_blocks_per_sm),
                                                   stream);
   }
@@ -188,10 +184,10 @@ struct Patcher {
       case 0: return Status::ok();
       case kCheckBatch: return batch_failure(kName, a.batch, f.index, stream);
       case detail::kCheckCapacity:
-        return device_failure(kName, StatusCode::capacity_too_small, "capacity",
+        return device_failure(kName, StatusCode::capacity_too_small, "patches.capacity",
                               computes_entropies(a) ? "room for every patch (only the entropies were written)"
                                                     : "room for every patch (nothing was written)",
-                              "%lld, but %lld patches were found", static_cast<long long>(a.capacity),
+                              "%lld, but %lld patches were found", static_cast<long long>(a.patches.capacity),
                               static_cast<long long>(f.required));
       default: return Status::error(StatusCode::internal, "%s: unknown device check %d", kName, f.check);
     }

@@ -202,6 +202,17 @@ TL_HOST_DEVICE constexpr std::int64_t last_start_at(std::int64_t c, std::int64_t
   return c < 0 || M <= 0 ? c : c + (pos - c) / M * M;
 }
 
+// ------------------------------------------------------------------ outputs
+// The patches of a batch in CSR form (patcher/patcher.cuh): device arrays.
+struct PatchOutputs {
+  std::uint8_t* flags = nullptr;     // [n_pos] 1 where a patch starts
+  std::int32_t* ids = nullptr;       // [n_pos] global patch index of every position
+  std::int32_t* offsets = nullptr;   // [num_seqs + 1] sequence b owns patches [off[b], off[b+1])
+  std::int32_t* starts = nullptr;    // [capacity] start of each patch, within its sequence
+  std::int32_t* lengths = nullptr;   // [capacity]
+  std::int64_t capacity = 0;         // patches the starts and lengths hold
+};
+
 // ------------------------------------------------------------------ tuning (values, not semantics)
 // The patcher's passes run 256-thread blocks (one instantiation for every
 // architecture); the entropy pass stages tiles of entropy_tile_bytes per

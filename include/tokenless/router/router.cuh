@@ -44,15 +44,14 @@ inline Status check_router(const T* q, const T* k, const VarlenBatch& batch, int
   return check::product_fits_int32("batch.total * d", batch.total, d);
 }
 
-// The status record: the workspace of the router's operations starts with it.
-inline std::size_t status_bytes() { return align_up(sizeof(DeviceStatus), kWorkspaceAlignment); }
-
-inline Status read_batch_status(const char* op, const VarlenBatch& batch, Workspace ws, cudaStream_t stream) {
-  DeviceFailure f;
-  TL_RETURN_IF_ERROR(read_device_status(ws.at<DeviceStatus>(0), f, stream));
-  if (f.check == kCheckBatch) return batch_failure(op, batch, f.index, stream);
-  if (f.check != 0) return Status::error(StatusCode::internal, "%s: unknown device check %d", op, f.check);
-  return Status::ok();
+// run() of the forward and the backward: the batch checked on the device,
+// then a warp per position. The workspace is the status record.
+template <class K>
+Status run_over_positions(typename K::Params p, Workspace ws, cudaStream_t stream) {
+  TL_RETURN_IF_ERROR(check_workspace(ws, kStatusBytes));
+  p.status = status_of(ws);
+  TL_RETURN_IF_ERROR(begin_checks(p.status, p.batch, stream));
+  return launch<K>(p, warp_grid(p.batch.total), stream);
 }
 
 }  // namespace detail
@@ -72,18 +71,14 @@ struct CosineRouterForward {
     TL_RETURN_IF_ERROR(detail::check_router(a.q, a.k, a.batch, a.d));
     return check::not_null("prob", a.prob);
   }
-  static std::size_t workspace_size(const Arguments&) { return detail::status_bytes(); }
+  static std::size_t workspace_size(const Arguments&) { return kStatusBytes; }
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
-    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
-    auto* status = ws.at<DeviceStatus>(0);
-    TL_RETURN_IF_ERROR(reset_device_status(status, stream));
-    TL_RETURN_IF_ERROR(validate_batch(a.batch, status, stream));
-    return launch<detail::ForwardKernel<T>>({a.q, a.k, a.batch, a.d, a.prob, a.boundary, status},
-                                            detail::warp_grid(a.batch.total), stream);
+    return detail::run_over_positions<detail::ForwardKernel<T>>({a.q, a.k, a.batch, a.d, a.prob, a.boundary, nullptr}, ws,
+                                                                stream);
   }
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    return detail::read_batch_status(kName, a.batch, ws, stream);
+    return read_batch_status(kName, a.batch, ws, stream);
   }
 };
 
@@ -105,18 +100,14 @@ struct CosineRouterBackward {
     TL_RETURN_IF_ERROR(check::not_null("grad_q", a.grad_q));
     return check::not_null("grad_k", a.grad_k);
   }
-  static std::size_t workspace_size(const Arguments&) { return detail::status_bytes(); }
+  static std::size_t workspace_size(const Arguments&) { return kStatusBytes; }
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
-    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
-    auto* status = ws.at<DeviceStatus>(0);
-    TL_RETURN_IF_ERROR(reset_device_status(status, stream));
-    TL_RETURN_IF_ERROR(validate_batch(a.batch, status, stream));
-    return launch<detail::BackwardKernel<T>>({a.q, a.k, a.grad_prob, a.batch, a.d, a.grad_q, a.grad_k, status},
-                                             detail::warp_grid(a.batch.total), stream);
+    return detail::run_over_positions<detail::BackwardKernel<T>>(
+        {a.q, a.k, a.grad_prob, a.batch, a.d, a.grad_q, a.grad_k, nullptr}, ws, stream);
   }
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    return detail::read_batch_status(kName, a.batch, ws, stream);
+    return read_batch_status(kName, a.batch, ws, stream);
   }
 };
 
@@ -181,31 +172,21 @@ struct RatioLoss {
     return Status::ok();
   }
   static std::int64_t groups(const Arguments& a) { return a.scope == RatioScope::per_sequence ? a.batch.num_seqs : 1; }
-  struct Layout {
-    std::size_t status = 0, sums = 0, used = 0, bytes = 0;
-  };
-  static Layout layout(const Arguments& a) {
-    Layout l;
-    WorkspaceLayout w;
-    l.status = w.add(sizeof(DeviceStatus));
-    l.sums = w.add_array<float>(groups(a) * 3);
-    l.used = w.add_array<float>(1);
-    l.bytes = w.bytes();
-    return l;
+  // Workspace: the status record, the count of non-empty groups, the groups' sums.
+  static constexpr std::size_t kUsedAt = kStatusBytes, kSumsAt = kStatusBytes + kWorkspaceAlignment;
+  static std::size_t workspace_size(const Arguments& a) {
+    return kSumsAt + align_up(static_cast<std::size_t>(groups(a)) * 3 * sizeof(float), kWorkspaceAlignment);
   }
-  static std::size_t workspace_size(const Arguments& a) { return layout(a).bytes; }
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
-    const Layout l = layout(a);
-    TL_RETURN_IF_ERROR(check_workspace(ws, l.bytes));
-    auto* status = ws.at<DeviceStatus>(l.status);
-    auto* used = ws.at<float>(l.used);
+    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
+    DeviceStatus* status = status_of(ws);
+    auto* used = ws.at<float>(kUsedAt);
     const bool per_sequence = a.scope == RatioScope::per_sequence;
-    TL_RETURN_IF_ERROR(reset_device_status(status, stream));
-    TL_RETURN_IF_ERROR(validate_batch(a.batch, status, stream));
+    TL_RETURN_IF_ERROR(begin_checks(status, a.batch, stream));
     const float* sums = a.global_sums;
     if (a.scope != RatioScope::global) {
-      float* local = ws.at<float>(l.sums);
+      float* local = ws.at<float>(kSumsAt);
       TL_RETURN_IF_ERROR(launch<detail::RatioSumsKernel>({a.prob, a.boundary, a.batch, per_sequence, local, status},
                                                          grid_for(groups(a), 1, detail::ratio_blocks_per_sm()), stream));
       sums = local;
@@ -217,7 +198,7 @@ struct RatioLoss {
         grid_for(a.batch.total, detail::kRatioThreads, detail::ratio_blocks_per_sm()), stream);
   }
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    return detail::read_batch_status(kName, a.batch, ws, stream);
+    return read_batch_status(kName, a.batch, ws, stream);
   }
 };
 

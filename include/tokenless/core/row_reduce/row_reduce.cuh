@@ -28,6 +28,14 @@ inline Status check_shape(std::int64_t rows, std::int64_t cols, std::int64_t ld,
 }
 }  // namespace detail
 
+// Calls f.template operator()<kT>() with the device's tuning: one
+// instantiation per distinct tuning value.
+template <class F>
+Status with_tuning(F&& f) {
+  if (tuning_for(compute_capability()) == kTuningSm90) return f.template operator()<kTuningSm90>();
+  return f.template operator()<kTuningSm80>();
+}
+
 template <Policy P, StorageFloat T>
 struct Forward {
   struct Arguments {
@@ -53,8 +61,7 @@ struct Forward {
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
     TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
-    return tuning_for(compute_capability()) == kTuningSm90 ? dispatch<kTuningSm90>(a, stream)
-                                                           : dispatch<kTuningSm80>(a, stream);
+    return with_tuning([&]<Tuning kT>() { return dispatch<kT>(a, stream); });
   }
 
  private:
@@ -100,8 +107,7 @@ struct Backward {
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
     TL_RETURN_IF_ERROR(can_implement(a));
     TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
-    return tuning_for(compute_capability()) == kTuningSm90 ? dispatch<kTuningSm90>(a, stream)
-                                                           : dispatch<kTuningSm80>(a, stream);
+    return with_tuning([&]<Tuning kT>() { return dispatch<kT>(a, stream); });
   }
 
  private:
