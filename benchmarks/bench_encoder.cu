@@ -57,6 +57,18 @@ std::vector<std::uint8_t> text_bytes(std::int64_t n) {
   return b;
 }
 
+// A backward's inputs: BLT-like ids of text and a random gradient.
+template <class T>
+struct BackwardInputs {
+  tlb::DeviceArray<std::uint8_t> ids;
+  tlb::DeviceArray<T> grad;
+  BackwardInputs(std::int64_t n, int d) : ids(static_cast<std::size_t>(n)), grad(static_cast<std::size_t>(n) * d) {
+    const auto bytes = text_bytes<void>(n);
+    cudaMemcpy(ids.p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
+    tlb::fill_random(grad.p, grad.n, 3);
+  }
+};
+
 // The first 64 tokens against the host reference (fp32 accumulation, output rounded to T).
 template <class P, class T>
 const char* check_forward(Tables<T>& tables, const Config& c, const std::vector<std::uint8_t>& bytes, const T* out) {
@@ -141,11 +153,9 @@ void BM_Backward(benchmark::State& state, Config c, bool deterministic, bool acc
   using Op = enc::HashEmbeddingBackward<P, T, std::uint8_t, G>;
   const std::int64_t n = state.range(0);
   Tables<G>& grads = tables_for<G>(c, P::tables, Role::gradients);
-  auto bytes = text_bytes<P>(n);
-  tlb::DeviceArray<std::uint8_t> ids(bytes.size());
-  tlb::DeviceArray<T> g(static_cast<std::size_t>(n) * c.d);
-  cudaMemcpy(ids.p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
-  tlb::fill_random(g.p, g.n, 3);
+  const BackwardInputs<T> in(n, c.d);
+  const auto& ids = in.ids;
+  const auto& g = in.grad;
   typename Op::Arguments a;
   a.ids = ids.p;
   a.batch = tokenless::VarlenBatch::uniform(1, n);
@@ -189,13 +199,11 @@ void BM_SparseBackward(benchmark::State& state, Config c) {
   using Op = enc::HashEmbeddingSparseBackward<P, T, std::uint8_t, G>;
   constexpr int K = P::tables;
   const std::int64_t n = state.range(0), cap = std::min<std::int64_t>(n, std::max<std::int64_t>(c.V, 260));
-  auto bytes = text_bytes<P>(n);
-  tlb::DeviceArray<std::uint8_t> ids(bytes.size());
-  tlb::DeviceArray<T> g(static_cast<std::size_t>(n) * c.d);
+  const BackwardInputs<T> in(n, c.d);
+  const auto& ids = in.ids;
+  const auto& g = in.grad;
   tlb::DeviceArray<std::int32_t> counts(K + 1), rows(static_cast<std::size_t>((K + 1) * cap));
   tlb::DeviceArray<G> values(static_cast<std::size_t>((K + 1) * cap) * c.d);
-  cudaMemcpy(ids.p, bytes.data(), bytes.size(), cudaMemcpyHostToDevice);
-  tlb::fill_random(g.p, g.n, 3);
   typename Op::Arguments a;
   a.ids = ids.p;
   a.batch = tokenless::VarlenBatch::uniform(1, n);

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds and runs the main demo, tokenless-patch: BLT-style entropy patching of
-# a text, on the GPU when one is present, otherwise on the CPU SIMT executor.
-# The entropy model is a byte n-gram model built on the device from the
-# project's documentation. Extra arguments go to tokenless-patch (try --help).
+# a text, on the GPU when one is present, otherwise on the CPU (the plain C++
+# path; --device emu runs the kernels on the CPU SIMT executor). The entropy
+# model is a byte n-gram model built from the project's documentation. Extra
+# arguments go to tokenless-patch (try --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

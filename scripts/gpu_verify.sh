@@ -98,28 +98,32 @@ for step in $steps; do
       note "torch: rc=$?"
       ;;
     demo)
-      # CPU equals GPU: the demo's patches from the GPU build and from the CPU
-      # executor build (tokenless-patch-cpu), on the sample text, in every mode.
-      same=0 differ=""
+      # CPU equals GPU: the demo's patches from the GPU and from the same
+      # kernels on the CPU executor (tokenless-patch-cpu --device emu), on the
+      # sample text, in every mode; and how many modes the plain C++ path
+      # (--device cpu: the host references) agrees on.
+      same=0 differ="" host=0
       for m in entropy monotonic topk static space byte; do
-        a=$("$(find_bin tokenless-patch)" --device gpu --mode "$m" --format json examples/patch/sample.txt 2>&1 | grep -o '"patch_lengths": \[[^]]*\]')
-        b=$("$(find_bin tokenless-patch-cpu)" --mode "$m" --format json examples/patch/sample.txt 2>&1 | grep -o '"patch_lengths": \[[^]]*\]')
+        a=$("$(find_bin tokenless-patch)" --device gpu --mode "$m" --format json examples/patch/sample.txt 2>/dev/null | grep -o '"patch_lengths":\[[^]]*\]')
+        b=$("$(find_bin tokenless-patch-cpu)" --device emu --mode "$m" --format json examples/patch/sample.txt 2>/dev/null | grep -o '"patch_lengths":\[[^]]*\]')
+        c=$("$(find_bin tokenless-patch-cpu)" --device cpu --mode "$m" --format json examples/patch/sample.txt 2>/dev/null | grep -o '"patch_lengths":\[[^]]*\]')
         if [ -n "$a" ] && [ "$a" = "$b" ]; then same=$((same + 1)); else differ="$differ $m"; fi
+        if [ -n "$a" ] && [ "$a" = "$c" ]; then host=$((host + 1)); fi
       done
-      note "demo: CPU and GPU patches identical in $same of 6 modes${differ:+; differ in:$differ}"
+      note "demo: GPU and executor patches identical in $same of 6 modes${differ:+; differ in:$differ}; plain C++ path identical in $host of 6"
       ;;
     ncu)
       # One launch of each hot kernel under Nsight Compute: speed of light,
       # occupancy, warp states, memory and shared-memory traffic.
       sections="--section SpeedOfLight --section Occupancy --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section LaunchStats"
-      bounded 240 ncu --kernel-name regex:entropy_kernel --launch-count 1 $sections \
+      bounded 240 ncu --kernel-name-base demangled --kernel-name regex:EntropyKernel --launch-count 1 $sections \
         "$(find_bin tokenless_bench_patcher)" --benchmark_filter='bf16_logits/4194304' --benchmark_min_time=0.001 \
         >"$out/ncu_entropy.txt" 2>&1
-      note "ncu entropy_kernel: rc=$? $(grep -E 'Compute \(SM\) Throughput|DRAM Throughput' "$out/ncu_entropy.txt" | tr -s ' ' | tr '\n' ';')"
-      bounded 240 ncu --kernel-name regex:forward_kernel --launch-count 1 $sections \
+      note "ncu EntropyKernel: rc=$? $(grep -E 'Compute \(SM\) Throughput|DRAM Throughput' "$out/ncu_entropy.txt" | tr -s ' ' | tr '\n' ';')"
+      bounded 240 ncu --kernel-name-base demangled --kernel-name regex:encoder::detail::ForwardKernel --launch-count 1 $sections \
         "$(find_bin tokenless_bench_encoder)" --benchmark_filter='encoder_forward/blt1b_bf16/65536' --benchmark_min_time=0.001 \
         >"$out/ncu_encoder_forward.txt" 2>&1
-      note "ncu encoder forward_kernel: rc=$? $(grep -E 'Compute \(SM\) Throughput|DRAM Throughput' "$out/ncu_encoder_forward.txt" | tr -s ' ' | tr '\n' ';')"
+      note "ncu encoder ForwardKernel: rc=$? $(grep -E 'Compute \(SM\) Throughput|DRAM Throughput' "$out/ncu_encoder_forward.txt" | tr -s ' ' | tr '\n' ';')"
       ;;
     *) note "unknown step $step" ;;
   esac

@@ -19,32 +19,31 @@ static_assert(tokenless::Operation<pt::Calibrate>);
 static_assert(tokenless::Operation<rt::RatioLoss>);
 static_assert(tokenless::Operation<tokenless::entropy_model::NGramEntropy>);
 
-template void instantiate<pt::EntropyGlobal, float>();
-template void instantiate<pt::EntropyGlobal, __nv_bfloat16>();
-template void instantiate<pt::EntropyGlobal, __half>();
-template void instantiate<pt::EntropyMonotonic, float>();
-template void instantiate<pt::EntropyMonotonic, __nv_bfloat16>();
-template void instantiate<pt::EntropyCombined, float>();
-template void instantiate<pt::EntropyCombined, __nv_bfloat16>();
-template void instantiate<pt::EntropyTopK, float>();
-template void instantiate<pt::EntropyTopK, __nv_bfloat16>();
-template void instantiate<pt::EntropyTopK, __half>();
-template void instantiate<pt::StaticPatches, float>();
-template void instantiate<pt::BytePatches, float>();
-template void instantiate<pt::SpacePatches, float>();
-
-// The weight-free entropy source and threshold calibration.
+// Every rule with fp32 logits (entropies for the token rules), the entropy
+// rules with 16-bit logits too; every streamable rule in the streaming step.
+template <class... Rules>
+void instantiate_rules() {
+  (instantiate<Rules, float>(), ...);
+}
+template <class... Rules>
+void instantiate_16bit_logits() {
+  (instantiate<Rules, __nv_bfloat16>(), ...);
+  (instantiate<Rules, __half>(), ...);
+}
 template <class Rule>
 void instantiate_stream() {
   static_assert(tokenless::Operation<pt::StreamStep<Rule>>);
   (void)&pt::StreamStep<Rule>::run;
 }
-template void instantiate_stream<pt::EntropyGlobal>();
-template void instantiate_stream<pt::EntropyMonotonic>();
-template void instantiate_stream<pt::EntropyCombined>();
-template void instantiate_stream<pt::StaticPatches>();
-template void instantiate_stream<pt::BytePatches>();
-template void instantiate_stream<pt::SpacePatches>();
+template <class... Rules>
+void instantiate_streams() {
+  (instantiate_stream<Rules>(), ...);
+}
+template void instantiate_rules<pt::EntropyGlobal, pt::EntropyMonotonic, pt::EntropyCombined, pt::EntropyTopK,
+                                pt::StaticPatches, pt::BytePatches, pt::SpacePatches>();
+template void instantiate_16bit_logits<pt::EntropyGlobal, pt::EntropyMonotonic, pt::EntropyCombined, pt::EntropyTopK>();
+template void instantiate_streams<pt::EntropyGlobal, pt::EntropyMonotonic, pt::EntropyCombined, pt::StaticPatches,
+                                  pt::BytePatches, pt::SpacePatches>();
 
 template <class T>
 void instantiate_router() {

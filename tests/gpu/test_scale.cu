@@ -3,6 +3,8 @@
 // Hopper, every column chunk), and the patcher over 256K rows of bf16 logits
 // (many staged tiles per block), and the patcher's tile passes over 12M
 // positions. Same tolerance rule as the shared cases.
+#include "../support/encoder_arguments.hpp"
+#include "../support/patch_buffers.hpp"
 #include "../support/testbed.hpp"
 
 #include <cstring>
@@ -28,6 +30,43 @@ std::vector<float> to_floats(const std::vector<T>& v) {
   for (std::size_t i = 0; i < v.size(); ++i) f[i] = tokenless::to_float(v[i]);
   return f;
 }
+
+// Each sequence's patches (from the device's offsets and lengths) against
+// BLT's rule on that sequence alone.
+inline void check_against_blt(const DeviceBuffer<std::int32_t>& off, const DeviceBuffer<std::int32_t>& lens,
+                              const std::vector<std::int32_t>& cu, const std::vector<float>& e,
+                              const ref::BltEntropyOptions& opt) {
+  const auto o = off.download();
+  const auto l = lens.download();
+  REQUIRE(o.size() == cu.size());
+  for (std::size_t b = 0; b + 1 < cu.size(); ++b) {
+    CAPTURE(b);
+    const std::vector<float> eb(e.begin() + cu[b], e.begin() + cu[b + 1]);
+    const std::vector<std::int64_t> have(l.begin() + o[b], l.begin() + o[b + 1]);
+    CHECK(have == ref::blt_entropy_patch_lengths(eb, opt));
+  }
+}
+
+// A batch with the given offsets and an entropy per byte from gen(rng), on
+// the host and on the device.
+struct EntropyBatch {
+  std::vector<std::int32_t> cu;
+  std::int64_t n, B;
+  std::vector<float> e;
+  DeviceBuffer<float> d_e;
+  DeviceBuffer<std::int32_t> d_cu;
+  template <class Gen>
+  EntropyBatch(std::vector<std::int32_t> offsets, std::uint64_t seed, Gen gen)
+      : cu(std::move(offsets)), n(cu.back()), B(static_cast<std::int64_t>(cu.size()) - 1), e(fill(n, seed, gen)),
+        d_e(e), d_cu(cu) {}
+  template <class Gen>
+  static std::vector<float> fill(std::int64_t n, std::uint64_t seed, Gen gen) {
+    std::vector<float> v(static_cast<std::size_t>(n));
+    std::mt19937_64 rng(seed);
+    for (auto& x : v) x = gen(rng);
+    return v;
+  }
+};
 
 }  // namespace
 
@@ -74,14 +113,7 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     const auto g = tlt::random_values<T>(static_cast<std::size_t>(n * d), 4);
     DeviceBuffer<T> d_g(g);
     DeviceBuffer<float> gb(static_cast<std::size_t>(P::ids::kVocab) * d), gt(static_cast<std::size_t>(K * V) * d);
-    typename Op::Arguments a;
-    a.ids = d_ids.get();
-    a.batch = batch;
-    a.grad_output = d_g.get();
-    a.grad_byte_table = gb.get();
-    for (int t = 0; t < K; ++t) a.grad_hash_tables.table[t] = gt.get() + t * V * d;
-    a.hash_vocab = V;
-    a.d = d;
+    auto a = tlt::backward_arguments<Op>(d_ids.get(), batch, d_g.get(), gb.get(), gt.get(), V, d);
     std::vector<double> tb;
     std::vector<std::vector<double>> tt;
     std::vector<float> nb;
@@ -114,14 +146,7 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     // bf16 gradient tables (deterministic path): fp32 sums rounded once per row.
     using Op16 = enc::HashEmbeddingBackward<P, T, std::uint8_t, __nv_bfloat16>;
     DeviceBuffer<__nv_bfloat16> gb16(static_cast<std::size_t>(P::ids::kVocab) * d), gt16(static_cast<std::size_t>(K * V) * d);
-    typename Op16::Arguments a16;
-    a16.ids = d_ids.get();
-    a16.batch = batch;
-    a16.grad_output = d_g.get();
-    a16.grad_byte_table = gb16.get();
-    for (int t = 0; t < K; ++t) a16.grad_hash_tables.table[t] = gt16.get() + t * V * d;
-    a16.hash_vocab = V;
-    a16.d = d;
+    auto a16 = tlt::backward_arguments<Op16>(d_ids.get(), batch, d_g.get(), gb16.get(), gt16.get(), V, d);
     a16.deterministic = true;
     auto run16 = [&](bool accumulate = true) {
       a16.accumulate = accumulate;
@@ -148,16 +173,8 @@ TEST_CASE("scale: BLT-1B encoder, d = 1024, 64K bytes in 4 sequences, forward an
     const std::int64_t cap = std::min<std::int64_t>(n, std::max<std::int64_t>(V, P::ids::kVocab));  // always enough
     DeviceBuffer<std::int32_t> counts(K + 1), rows(static_cast<std::size_t>((K + 1) * cap));
     DeviceBuffer<__nv_bfloat16> values(static_cast<std::size_t>((K + 1) * cap * d));
-    typename Sparse::Arguments sa;
-    sa.ids = d_ids.get();
-    sa.batch = batch;
-    sa.grad_output = d_g.get();
-    sa.hash_vocab = V;
-    sa.d = d;
-    sa.capacity = cap;
-    sa.counts = counts.get();
-    sa.rows = rows.get();
-    sa.values = values.get();
+    const typename Sparse::Arguments sa{d_ids.get(), batch,        d_g.get(),  V,          d, 1.0f,
+                                        cap,         counts.get(), rows.get(), values.get()};
     tlt::Testbed<Sparse>().run_ok(sa);
     const auto got_counts = counts.download();
     const auto got_rows = rows.download();
@@ -202,9 +219,9 @@ TEST_CASE_TEMPLATE("scale: the patcher over 256K rows of logits in 8 sequences",
     }
   }
   DeviceBuffer<T> d_logits(logits);
-  DeviceBuffer<std::int32_t> d_cu(cu), ids(n), off(B + 1), starts(n), lens(n);
+  DeviceBuffer<std::int32_t> d_cu(cu);
   DeviceBuffer<float> h(n);
-  DeviceBuffer<std::uint8_t> flags(n);
+  tlt::PatchBuffers out(n, B, n);
   h.fill_bytes(0xff);
   typename Op::Arguments a;
   a.rule.threshold = 3.0f;
@@ -212,59 +229,38 @@ TEST_CASE_TEMPLATE("scale: the patcher over 256K rows of logits in 8 sequences",
   a.vocab = V;
   a.batch = {d_cu.get(), B, n};
   a.entropies = h.get();
-  a.patches = {flags.get(), ids.get(), off.get(), starts.get(), lens.get(), n};
+  a.patches = out.outputs();
   tlt::Testbed<Op>().run_ok(a);
   const auto got = h.download();
   const auto truth = ref::entropies_from_logits<double>(logits.data(), n, V);
   const auto naive = ref::entropies_from_logits<float>(logits.data(), n, V);
   tlt::check_accuracy(got, naive, truth, 4.0, tokenless::dtype_traits<float>::unit_roundoff);
-  const auto o = off.download();
-  const auto l = lens.download();
-  REQUIRE(o.size() == cu.size());
-  for (std::int64_t b = 0; b < B; ++b) {
-    CAPTURE(b);
-    ref::BltEntropyOptions opt;
-    opt.threshold = 3.0f;
-    const std::vector<float> e(got.begin() + cu[b], got.begin() + cu[b + 1]);
-    const std::vector<std::int64_t> want = ref::blt_entropy_patch_lengths(e, opt);
-    const std::vector<std::int64_t> have(l.begin() + o[b], l.begin() + o[b + 1]);
-    CHECK(have == want);
-  }
+  ref::BltEntropyOptions opt;
+  opt.threshold = 3.0f;
+  check_against_blt(out.offsets, out.lengths, cu, got, opt);
 }
 
 TEST_CASE("scale: top-k patching over 4M entropies in 5 sequences, with ties, against BLT's rule") {
   using Op = pt::Patcher<pt::EntropyTopK, float>;
-  const std::vector<std::int32_t> cu = {0, 7, 1000000, 1000001, 3500000, 4194304};
-  const std::int64_t n = cu.back(), B = static_cast<std::int64_t>(cu.size()) - 1;
-  std::vector<float> e(static_cast<std::size_t>(n));
-  std::mt19937_64 rng(6);
   // Quantised: thousands of keys tie on entropy and are ranked by position.
-  for (auto& x : e) x = static_cast<float>(rng() % 4096) / 1024.0f;
-  DeviceBuffer<float> d_e(e);
-  DeviceBuffer<std::int32_t> d_cu(cu), ids(n + B), off(B + 1), starts(n + B), lens(n + B);
-  DeviceBuffer<std::uint8_t> flags(n + B);
+  const EntropyBatch in({0, 7, 1000000, 1000001, 3500000, 4194304}, 6,
+                        [](std::mt19937_64& rng) { return static_cast<float>(rng() % 4096) / 1024.0f; });
+  const std::int64_t n = in.n, B = in.B;
+  tlt::PatchBuffers out(n + B, B, n + B);
   for (int ps : {2, 5}) {
     CAPTURE(ps);
     typename Op::Arguments a;
     a.rule.patch_size = ps;
-    a.entropies_in = d_e.get();
-    a.batch = {d_cu.get(), B, n};
+    a.entropies_in = in.d_e.get();
+    a.batch = {in.d_cu.get(), B, n};
     a.include_next_token = true;
-    a.patches = {flags.get(), ids.get(), off.get(), starts.get(), lens.get(), n + B};
+    a.patches = out.outputs();
     tlt::Testbed<Op>().run_ok(a);
-    const auto o = off.download();
-    const auto l = lens.download();
-    for (std::int64_t b = 0; b < B; ++b) {
-      CAPTURE(b);
-      ref::BltEntropyOptions opt;
-      opt.threshold = std::nullopt;
-      opt.patch_size = ps;
-      opt.include_next_token = true;
-      const std::vector<float> eb(e.begin() + cu[b], e.begin() + cu[b + 1]);
-      const std::vector<std::int64_t> want = ref::blt_entropy_patch_lengths(eb, opt);
-      const std::vector<std::int64_t> have(l.begin() + o[b], l.begin() + o[b + 1]);
-      CHECK(have == want);
-    }
+    ref::BltEntropyOptions opt;
+    opt.threshold = std::nullopt;
+    opt.patch_size = ps;
+    opt.include_next_token = true;
+    check_against_blt(out.offsets, out.lengths, in.cu, in.e, opt);
   }
 }
 
@@ -272,43 +268,32 @@ TEST_CASE("scale: 12M positions with a cap, across 3,000 tiles and three chunks 
   // Sparse rule starts and a cap, so patches and cap pieces run through many
   // tiles and the carried rule start crosses the tile scan's chunks.
   using Op = pt::Patcher<pt::EntropyMonotonic, float>;
-  const std::vector<std::int32_t> cu = {0, 3, 4096, 5000000, 5000001, 12000000};
-  const std::int64_t n = cu.back(), B = static_cast<std::int64_t>(cu.size()) - 1;
-  std::vector<float> e(static_cast<std::size_t>(n));
-  std::mt19937_64 rng(8);
-  for (auto& x : e) x = rng() % 20000 == 0 ? 4.0f : 0.25f * static_cast<float>(rng() % 4);
-  DeviceBuffer<float> d_e(e);
-  DeviceBuffer<std::int32_t> d_cu(cu), ids(n + B), off(B + 1), starts(n + B), lens(n + B);
-  DeviceBuffer<std::uint8_t> flags(n + B);
+  const EntropyBatch in({0, 3, 4096, 5000000, 5000001, 12000000}, 8, [](std::mt19937_64& rng) {
+    return rng() % 20000 == 0 ? 4.0f : 0.25f * static_cast<float>(rng() % 4);
+  });
+  const std::int64_t n = in.n, B = in.B;
+  tlt::PatchBuffers out(n + B, B, n + B);
   for (const auto& [cap, inc] : {std::pair{0, false}, std::pair{9, true}, std::pair{100000, true}}) {
     {
       CAPTURE(cap);
       CAPTURE(inc);
       typename Op::Arguments a;
       a.rule.threshold = 1.0f;
-      a.entropies_in = d_e.get();
-      a.batch = {d_cu.get(), B, n};
+      a.entropies_in = in.d_e.get();
+      a.batch = {in.d_cu.get(), B, n};
       a.include_next_token = inc;
       a.max_patch_length = cap;
-      a.patches = {flags.get(), ids.get(), off.get(), starts.get(), lens.get(), n + B};
+      a.patches = out.outputs();
       tlt::Testbed<Op>().run_ok(a);
-      const auto o = off.download();
-      const auto l = lens.download();
-      for (std::int64_t b = 0; b < B; ++b) {
-        CAPTURE(b);
-        ref::BltEntropyOptions opt;
-        opt.mode = ref::EntropyMode::monotonic;
-        opt.threshold = 1.0f;
-        opt.include_next_token = inc;
-        opt.max_patch_length = cap;
-        const std::vector<float> eb(e.begin() + cu[b], e.begin() + cu[b + 1]);
-        const std::vector<std::int64_t> want = ref::blt_entropy_patch_lengths(eb, opt);
-        const std::vector<std::int64_t> have(l.begin() + o[b], l.begin() + o[b + 1]);
-        CHECK(have == want);
-      }
+      ref::BltEntropyOptions opt;
+      opt.mode = ref::EntropyMode::monotonic;
+      opt.threshold = 1.0f;
+      opt.include_next_token = inc;
+      opt.max_patch_length = cap;
+      check_against_blt(out.offsets, out.lengths, in.cu, in.e, opt);
       // Patch ids step by one exactly at flagged positions.
-      const auto f = flags.download();
-      const auto id = ids.download();
+      const auto f = out.flags.download();
+      const auto id = out.ids.download();
       std::int64_t bad = 0;
       for (std::size_t p = 1; p < id.size(); ++p) bad += id[p] - id[p - 1] != f[p];
       CHECK(bad == 0);

@@ -42,6 +42,23 @@ TEST_CASE("cosine router: forward, boundaries, and p = 0.5 exactly") {
   }
 }
 
+// got[i] against the central difference of L in x[i] (x is restored).
+template <class F>
+void check_gradient(const std::vector<float>& got, std::vector<double>& x, F&& L, double scale) {
+  REQUIRE(got.size() == x.size());
+  const double h = 1e-6;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    CAPTURE(i);
+    const double save = x[i];
+    x[i] = save + h;
+    const double up = L();
+    x[i] = save - h;
+    const double down = L();
+    x[i] = save;
+    CHECK(got[i] == doctest::Approx((up - down) / (2 * h)).epsilon(1e-3).scale(scale));
+  }
+}
+
 TEST_CASE("cosine router: backward against finite differences") {
   const int d = 5;
   const std::vector<std::int32_t> cu = {0, 4, 9};
@@ -62,25 +79,8 @@ TEST_CASE("cosine router: backward against finite differences") {
     for (std::int64_t t = 0; t < n; ++t) s += gf[t] * p[t];
     return s;
   };
-  const double h = 1e-6;
-  for (std::size_t i = 0; i < qd.size(); ++i) {
-    const double save = qd[i];
-    qd[i] = save + h;
-    const double up = L();
-    qd[i] = save - h;
-    const double down = L();
-    qd[i] = save;
-    CHECK(got_q[i] == doctest::Approx((up - down) / (2 * h)).epsilon(1e-3).scale(1e-3));
-  }
-  for (std::size_t i = 0; i < kd.size(); ++i) {
-    const double save = kd[i];
-    kd[i] = save + h;
-    const double up = L();
-    kd[i] = save - h;
-    const double down = L();
-    kd[i] = save;
-    CHECK(got_k[i] == doctest::Approx((up - down) / (2 * h)).epsilon(1e-3).scale(1e-3));
-  }
+  check_gradient(got_q, qd, L, 1e-3);
+  check_gradient(got_k, kd, L, 1e-3);
 }
 
 TEST_CASE("cosine router: the generation step equals the offline router") {
@@ -213,16 +213,7 @@ TEST_CASE("ratio loss: every scope, loss and gradient against finite differences
       return R / (R - 1) * ((R - 1) * F * G + (1 - F) * (1 - G));
     };
     CHECK(got == doctest::Approx(L()).epsilon(1e-5));
-    const double h = 1e-6;
-    for (std::int64_t t = 0; t < n; ++t) {
-      const double save = pd[t];
-      pd[t] = save + h;
-      const double up = L();
-      pd[t] = save - h;
-      const double down = L();
-      pd[t] = save;
-      CHECK(got_grad[t] == doctest::Approx((up - down) / (2 * h)).epsilon(1e-3).scale(1e-4));
-    }
+    check_gradient(got_grad, pd, L, 1e-4);
   }
   rt::RatioLoss::Arguments bad;
   bad.prob = p.get();

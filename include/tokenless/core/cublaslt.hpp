@@ -129,9 +129,7 @@ struct Gemm {
     TL_RETURN_IF_ERROR(check::positive("m", a.m));
     TL_RETURN_IF_ERROR(check::positive("n", a.n));
     TL_RETURN_IF_ERROR(check::positive("k", a.k));
-    TL_RETURN_IF_ERROR(check::not_null("a", a.a));
-    TL_RETURN_IF_ERROR(check::not_null("b", a.b));
-    TL_RETURN_IF_ERROR(check::not_null("d", a.d));
+    TL_RETURN_IF_ERROR(check::not_null({{"a", a.a}, {"b", a.b}, {"d", a.d}}));
     const std::size_t eb = detail::dtype_bytes(a.dtype);
     TL_RETURN_IF_ERROR(check::aligned("a", a.a, eb));
     TL_RETURN_IF_ERROR(check::aligned("b", a.b, eb));

@@ -26,4 +26,13 @@ concept Operation = requires(const typename Op::Arguments& args, Workspace ws, c
   { Op::run(args, ws, stream) } -> std::same_as<Status>;
 };
 
+// The checks every run() starts with: the operation's own, then the
+// workspace (run() repeats them, so bad input is refused before anything is
+// touched).
+template <class Op>
+Status check_run(const typename Op::Arguments& a, const Workspace& ws) {
+  TL_RETURN_IF_ERROR(Op::can_implement(a));
+  return check_workspace(ws, Op::workspace_size(a));
+}
+
 }  // namespace tokenless

@@ -5,6 +5,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <initializer_list>
 #include <limits>
 
 namespace tokenless::check {
@@ -12,6 +13,16 @@ namespace tokenless::check {
 inline Status not_null(const char* name, const void* p) {
   if (p) return Status::ok();
   return Status::argument(StatusCode::null_pointer, name, "a non-null pointer", "nullptr");
+}
+
+// The first null pointer of a list of named arguments.
+struct Named {
+  const char* name;
+  const void* p;
+};
+inline Status not_null(std::initializer_list<Named> args) {
+  for (const Named& a : args) TL_RETURN_IF_ERROR(not_null(a.name, a.p));
+  return Status::ok();
 }
 
 inline Status aligned(const char* name, const void* p, std::size_t bytes) {

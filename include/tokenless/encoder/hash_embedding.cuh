@@ -304,9 +304,8 @@ struct HashEmbeddingForward {
   }
 
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
-    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
-    DeviceStatus* status = needs_validation(a) ? ws.at<DeviceStatus>(0) : nullptr;
+    TL_RETURN_IF_ERROR(check_run<HashEmbeddingForward>(a, ws));
+    DeviceStatus* status = needs_validation(a) ? status_of(ws) : nullptr;
     if (status) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.batch, status, stream)));
     const detail::ForwardParams<P, T, IdT> p{a.ids, a.batch, a.byte_table, a.hash_tables, a.hash_vocab,
                                              a.d, a.scale, a.output, status};
@@ -386,9 +385,8 @@ struct HashEmbeddingBackward {
   }
 
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
+    TL_RETURN_IF_ERROR(check_run<HashEmbeddingBackward>(a, ws));
     const std::size_t need = workspace_size(a);
-    TL_RETURN_IF_ERROR(check_workspace(ws, need));
     const detail::BackwardLayout l = need ? layout(a) : detail::BackwardLayout{};
     DeviceStatus* status = needs_validation(a) ? ws.at<DeviceStatus>(l.status) : nullptr;
     if (status) TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.batch, status, stream)));
@@ -460,8 +458,7 @@ struct HashEmbeddingSparseBackward {
     TL_RETURN_IF_ERROR(check::not_null("grad_output", a.grad_output));
     TL_RETURN_IF_ERROR(check::aligned("grad_output", a.grad_output, sizeof(T)));
     TL_RETURN_IF_ERROR(check::positive("capacity", a.capacity));
-    TL_RETURN_IF_ERROR(check::not_null("counts", a.counts));
-    TL_RETURN_IF_ERROR(check::not_null("rows", a.rows));
+    TL_RETURN_IF_ERROR(check::not_null({{"counts", a.counts}, {"rows", a.rows}}));
     TL_RETURN_IF_ERROR(check::aligned("rows", a.rows, sizeof(std::int32_t)));
     TL_RETURN_IF_ERROR(check::not_null("values", a.values));
     TL_RETURN_IF_ERROR(check::aligned("values", a.values, sizeof(GradT)));
@@ -477,9 +474,8 @@ struct HashEmbeddingSparseBackward {
   static std::size_t workspace_size(const Arguments& a) { return layout(a).total; }
 
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
+    TL_RETURN_IF_ERROR(check_run<HashEmbeddingSparseBackward>(a, ws));
     const detail::BackwardLayout l = layout(a);
-    TL_RETURN_IF_ERROR(check_workspace(ws, l.total));
     // The status is always kept: the capacity is checked on the device.
     auto* status = ws.at<DeviceStatus>(l.status);
     TL_RETURN_IF_ERROR((detail::validate<P, IdT>(a.ids, a.batch, status, stream)));

@@ -46,28 +46,23 @@ struct EntropyKernel {
     const NGramModelConfig& cfg = p.cfg;
     work::warp_items(p.n, [&](std::int64_t i, int lane) {
       const int own = p.leave_one_out && i + 1 < p.n ? p.text[i + 1] : -1;  // this occurrence was counted
+      // A row of counts: each lane's 8 of the 256 (this occurrence left out), and their total.
       float c[8], q[8];
-      float total = 0;
-      const std::uint32_t* r1 = p.c1 + static_cast<std::int64_t>(p.text[i]) * 256;
-      TL_UNROLL
-      for (int e = 0; e < 8; ++e) {
-        const int v = e * 32 + lane;
-        c[e] = static_cast<float>(r1[v]) - (v == own ? 1.0f : 0.0f);
-        total += c[e];
-      }
-      total = warp::reduce(total, Sum{});
-      TL_UNROLL
-      for (int e = 0; e < 8; ++e) q[e] = (c[e] + cfg.alpha) / (total + 256.0f * cfg.alpha);
-      for (int k = 2; k <= cfg.order; ++k) {
-        const std::uint32_t* rk = p.ck + static_cast<std::int64_t>(context_hash(p.text, i, k, cfg.buckets)) * 256;
-        total = 0;
+      auto load = [&](const std::uint32_t* row) {
+        float total = 0;
         TL_UNROLL
         for (int e = 0; e < 8; ++e) {
           const int v = e * 32 + lane;
-          c[e] = static_cast<float>(rk[v]) - (v == own ? 1.0f : 0.0f);
+          c[e] = static_cast<float>(row[v]) - (v == own ? 1.0f : 0.0f);
           total += c[e];
         }
-        total = warp::reduce(total, Sum{});
+        return warp::reduce(total, Sum{});
+      };
+      const float total1 = load(p.c1 + static_cast<std::int64_t>(p.text[i]) * 256);
+      TL_UNROLL
+      for (int e = 0; e < 8; ++e) q[e] = (c[e] + cfg.alpha) / (total1 + 256.0f * cfg.alpha);
+      for (int k = 2; k <= cfg.order; ++k) {
+        const float total = load(p.ck + static_cast<std::int64_t>(context_hash(p.text, i, k, cfg.buckets)) * 256);
         TL_UNROLL
         for (int e = 0; e < 8; ++e) q[e] = (c[e] + cfg.beta * q[e]) / (total + cfg.beta);
       }

@@ -33,9 +33,7 @@ struct NGramEntropy {
   };
 
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(check::not_null("train", a.train));
-    TL_RETURN_IF_ERROR(check::not_null("text", a.text));
-    TL_RETURN_IF_ERROR(check::not_null("entropies", a.entropies));
+    TL_RETURN_IF_ERROR(check::not_null({{"train", a.train}, {"text", a.text}, {"entropies", a.entropies}}));
     TL_RETURN_IF_ERROR(check::positive("n_train", a.n_train));
     TL_RETURN_IF_ERROR(check::positive("n", a.n));
     if (a.config.order < 1 || a.config.order > kMaxNGramOrder) {
@@ -52,25 +50,16 @@ struct NGramEntropy {
   // Scoring the training text itself: leave each occurrence out of its counts.
   static bool leave_one_out(const Arguments& a) { return a.train == a.text && a.n_train == a.n; }
 
-  struct Layout {
-    std::size_t ck = 0, c1 = 0, bytes = 0;
-  };
-  static Layout layout(const Arguments& a) {
-    Layout l;
-    WorkspaceLayout w;
-    l.ck = w.add_array<std::uint32_t>(a.config.buckets * 256);
-    l.c1 = w.add_array<std::uint32_t>(256 * 256);
-    l.bytes = w.bytes();
-    return l;
+  // Workspace: the hashed counts [buckets, 256], then the order-1 counts [256, 256].
+  static std::size_t c1_offset(const Arguments& a) {
+    return align_up(static_cast<std::size_t>(a.config.buckets) * 256 * sizeof(std::uint32_t), kWorkspaceAlignment);
   }
-  static std::size_t workspace_size(const Arguments& a) { return layout(a).bytes; }
+  static std::size_t workspace_size(const Arguments& a) { return c1_offset(a) + 256 * 256 * sizeof(std::uint32_t); }
 
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
-    const Layout l = layout(a);
-    TL_RETURN_IF_ERROR(check_workspace(ws, l.bytes));
-    auto* ck = ws.at<std::uint32_t>(l.ck);
-    auto* c1 = ws.at<std::uint32_t>(l.c1);
+    TL_RETURN_IF_ERROR(check_run<NGramEntropy>(a, ws));
+    auto* ck = ws.at<std::uint32_t>(0);
+    auto* c1 = ws.at<std::uint32_t>(c1_offset(a));
     TL_CUDA_TRY(cudaMemsetAsync(ck, 0, static_cast<std::size_t>(a.config.buckets) * 256 * 4, stream));
     TL_CUDA_TRY(cudaMemsetAsync(c1, 0, 256 * 256 * 4, stream));
     static_assert(kTuningSm80.block_threads == detail::CountKernel::kThreads &&

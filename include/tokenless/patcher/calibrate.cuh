@@ -50,8 +50,7 @@ struct Calibrate {
   }
 
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
-    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
+    TL_RETURN_IF_ERROR(check_run<Calibrate>(a, ws));
     DeviceStatus* status = status_of(ws);
     auto* st = ws.at<detail::ThresholdState>(kStatusBytes);
     TL_RETURN_IF_ERROR(begin_checks(status, a.batch, stream));

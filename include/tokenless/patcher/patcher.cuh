@@ -88,11 +88,11 @@ struct Patcher {
                               a.max_patch_length);
     }
     const PatchOutputs& o = a.patches;
-    TL_RETURN_IF_ERROR(check::not_null("patches.flags", o.flags));
-    TL_RETURN_IF_ERROR(check::not_null("patches.ids", o.ids));
-    TL_RETURN_IF_ERROR(check::not_null("patches.offsets", o.offsets));
-    TL_RETURN_IF_ERROR(check::not_null("patches.starts", o.starts));
-    TL_RETURN_IF_ERROR(check::not_null("patches.lengths", o.lengths));
+    TL_RETURN_IF_ERROR(check::not_null({{"patches.flags", o.flags},
+                                        {"patches.ids", o.ids},
+                                        {"patches.offsets", o.offsets},
+                                        {"patches.starts", o.starts},
+                                        {"patches.lengths", o.lengths}}));
     TL_RETURN_IF_ERROR(check::positive("patches.capacity", o.capacity));
     return Status::ok();
   }
@@ -123,9 +123,8 @@ struct Patcher {
   static std::size_t workspace_size(const Arguments& a) { return layout(a).bytes; }
 
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
+    TL_RETURN_IF_ERROR(check_run<Patcher>(a, ws));
     const Layout l = layout(a);
-    TL_RETURN_IF_ERROR(check_workspace(ws, l.bytes));
     auto* status = ws.at<DeviceStatus>(l.status);
     const std::int64_t n_pos = positions(a);
     const detail::Positions lay{a.batch, a.include_next_token ? 1 : 0};

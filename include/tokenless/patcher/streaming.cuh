@@ -31,8 +31,7 @@ struct StreamStep {
 
   static Status can_implement(const Arguments& a) {
     TL_RETURN_IF_ERROR(check_rule(a.rule));  // the patcher's checks, the same function
-    TL_RETURN_IF_ERROR(check::not_null("states", a.states));
-    TL_RETURN_IF_ERROR(check::not_null("starts", a.starts));
+    TL_RETURN_IF_ERROR(check::not_null({{"states", a.states}, {"starts", a.starts}}));
     TL_RETURN_IF_ERROR(check::positive("streams", a.streams));
     if constexpr (Rule::needs_entropies) TL_RETURN_IF_ERROR(check::not_null("prev_entropies", a.prev_entropies));
     if constexpr (Rule::needs_tokens) TL_RETURN_IF_ERROR(check::not_null("prev_tokens", a.prev_tokens));

@@ -37,77 +37,79 @@ inline int ratio_blocks_per_sm() { return tuning_for(compute_capability()).ratio
 // The checks forward and backward share.
 template <class T>
 inline Status check_router(const T* q, const T* k, const VarlenBatch& batch, int d) {
-  TL_RETURN_IF_ERROR(check::not_null("q", q));
-  TL_RETURN_IF_ERROR(check::not_null("k", k));
+  TL_RETURN_IF_ERROR(check::not_null({{"q", q}, {"k", k}}));
   TL_RETURN_IF_ERROR(check::batch("batch", batch));
   TL_RETURN_IF_ERROR(check::positive("d", d));
   return check::product_fits_int32("batch.total * d", batch.total, d);
 }
 
-// run() of the forward and the backward: the batch checked on the device,
-// then a warp per position. The workspace is the status record.
-template <class K>
-Status run_over_positions(typename K::Params p, Workspace ws, cudaStream_t stream) {
-  TL_RETURN_IF_ERROR(check_workspace(ws, kStatusBytes));
-  p.status = status_of(ws);
-  TL_RETURN_IF_ERROR(begin_checks(p.status, p.batch, stream));
-  return launch<K>(p, warp_grid(p.batch.total), stream);
-}
+// The forward and the backward: kernel K, a warp per position of the
+// batch, whose offsets are the one device-side check; the workspace is the
+// status record. Op gives kName, can_implement and params(arguments).
+template <class Op, class K, class A>
+struct OverPositions {
+  using Arguments = A;
+  static std::size_t workspace_size(const Arguments&) { return kStatusBytes; }
+  static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(check_run<Op>(a, ws));
+    typename K::Params p = Op::params(a);
+    p.status = status_of(ws);
+    TL_RETURN_IF_ERROR(begin_checks(p.status, a.batch, stream));
+    return launch<K>(p, warp_grid(a.batch.total), stream);
+  }
+  static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    return read_batch_status(Op::kName, a.batch, ws, stream);
+  }
+};
+
+template <class T>
+struct ForwardArguments {
+  const T* q = nullptr;   // [batch.total, d]: W_q h
+  const T* k = nullptr;   // [batch.total, d]: W_k h
+  VarlenBatch batch;
+  int d = 0;
+  float* prob = nullptr;             // [batch.total]
+  std::uint8_t* boundary = nullptr;  // [batch.total], optional
+};
+
+template <class T>
+struct BackwardArguments {
+  const T* q = nullptr;
+  const T* k = nullptr;
+  const float* grad_prob = nullptr;  // [batch.total]
+  VarlenBatch batch;
+  int d = 0;
+  float* grad_q = nullptr;  // [batch.total, d], written
+  float* grad_k = nullptr;  // [batch.total, d], written
+};
 
 }  // namespace detail
 
 template <StorageFloat T>
-struct CosineRouterForward {
+struct CosineRouterForward
+    : detail::OverPositions<CosineRouterForward<T>, detail::ForwardKernel<T>, detail::ForwardArguments<T>> {
   static constexpr const char* kName = "router::CosineRouterForward";
-  struct Arguments {
-    const T* q = nullptr;   // [batch.total, d]: W_q h
-    const T* k = nullptr;   // [batch.total, d]: W_k h
-    VarlenBatch batch;
-    int d = 0;
-    float* prob = nullptr;             // [batch.total]
-    std::uint8_t* boundary = nullptr;  // [batch.total], optional
-  };
+  using Arguments = detail::ForwardArguments<T>;  // q, k, batch, d, prob, boundary (optional)
   static Status can_implement(const Arguments& a) {
     TL_RETURN_IF_ERROR(detail::check_router(a.q, a.k, a.batch, a.d));
     return check::not_null("prob", a.prob);
   }
-  static std::size_t workspace_size(const Arguments&) { return kStatusBytes; }
-  static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
-    return detail::run_over_positions<detail::ForwardKernel<T>>({a.q, a.k, a.batch, a.d, a.prob, a.boundary, nullptr}, ws,
-                                                                stream);
-  }
-  static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    return read_batch_status(kName, a.batch, ws, stream);
+  static typename detail::ForwardKernel<T>::Params params(const Arguments& a) {
+    return {a.q, a.k, a.batch, a.d, a.prob, a.boundary, nullptr};
   }
 };
 
 template <StorageFloat T>
-struct CosineRouterBackward {
+struct CosineRouterBackward
+    : detail::OverPositions<CosineRouterBackward<T>, detail::BackwardKernel<T>, detail::BackwardArguments<T>> {
   static constexpr const char* kName = "router::CosineRouterBackward";
-  struct Arguments {
-    const T* q = nullptr;
-    const T* k = nullptr;
-    const float* grad_prob = nullptr;  // [batch.total]
-    VarlenBatch batch;
-    int d = 0;
-    float* grad_q = nullptr;  // [batch.total, d], written
-    float* grad_k = nullptr;  // [batch.total, d], written
-  };
+  using Arguments = detail::BackwardArguments<T>;  // q, k, grad_prob, batch, d, grad_q, grad_k
   static Status can_implement(const Arguments& a) {
     TL_RETURN_IF_ERROR(detail::check_router(a.q, a.k, a.batch, a.d));
-    TL_RETURN_IF_ERROR(check::not_null("grad_prob", a.grad_prob));
-    TL_RETURN_IF_ERROR(check::not_null("grad_q", a.grad_q));
-    return check::not_null("grad_k", a.grad_k);
+    return check::not_null({{"grad_prob", a.grad_prob}, {"grad_q", a.grad_q}, {"grad_k", a.grad_k}});
   }
-  static std::size_t workspace_size(const Arguments&) { return kStatusBytes; }
-  static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
-    return detail::run_over_positions<detail::BackwardKernel<T>>(
-        {a.q, a.k, a.grad_prob, a.batch, a.d, a.grad_q, a.grad_k, nullptr}, ws, stream);
-  }
-  static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    return read_batch_status(kName, a.batch, ws, stream);
+  static typename detail::BackwardKernel<T>::Params params(const Arguments& a) {
+    return {a.q, a.k, a.grad_prob, a.batch, a.d, a.grad_q, a.grad_k, nullptr};
   }
 };
 
@@ -126,9 +128,7 @@ struct CosineRouterStep {
     std::uint8_t* boundary = nullptr;
   };
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(check::not_null("q_prev", a.q_prev));
-    TL_RETURN_IF_ERROR(check::not_null("k_new", a.k_new));
-    TL_RETURN_IF_ERROR(check::not_null("prob", a.prob));
+    TL_RETURN_IF_ERROR(check::not_null({{"q_prev", a.q_prev}, {"k_new", a.k_new}, {"prob", a.prob}}));
     TL_RETURN_IF_ERROR(check::positive("streams", a.streams));
     TL_RETURN_IF_ERROR(check::positive("d", a.d));
     return check::product_fits_int32("streams * d", a.streams, a.d);
@@ -158,10 +158,8 @@ struct RatioLoss {
     float* grad_prob = nullptr;  // [batch.total], written
   };
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(check::not_null("prob", a.prob));
-    TL_RETURN_IF_ERROR(check::not_null("boundary", a.boundary));
-    TL_RETURN_IF_ERROR(check::not_null("loss", a.loss));
-    TL_RETURN_IF_ERROR(check::not_null("grad_prob", a.grad_prob));
+    TL_RETURN_IF_ERROR(
+        check::not_null({{"prob", a.prob}, {"boundary", a.boundary}, {"loss", a.loss}, {"grad_prob", a.grad_prob}}));
     TL_RETURN_IF_ERROR(check::batch("batch", a.batch));
     if (!(a.target_ratio > 1.0f) || !std::isfinite(a.target_ratio)) {
       return Status::argument(StatusCode::invalid_argument, "target_ratio", "a finite R > 1", "%g",
@@ -178,8 +176,7 @@ struct RatioLoss {
     return kSumsAt + align_up(static_cast<std::size_t>(groups(a)) * 3 * sizeof(float), kWorkspaceAlignment);
   }
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
-    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
+    TL_RETURN_IF_ERROR(check_run<RatioLoss>(a, ws));
     DeviceStatus* status = status_of(ws);
     auto* used = ws.at<float>(kUsedAt);
     const bool per_sequence = a.scope == RatioScope::per_sequence;

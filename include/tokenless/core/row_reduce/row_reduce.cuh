@@ -49,8 +49,7 @@ struct Forward {
   static std::int64_t stride(const Arguments& a) { return a.ld ? a.ld : a.cols; }
 
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(check::not_null("input", a.input));
-    TL_RETURN_IF_ERROR(check::not_null("output", a.output));
+    TL_RETURN_IF_ERROR(check::not_null({{"input", a.input}, {"output", a.output}}));
     TL_RETURN_IF_ERROR(check::aligned("input", a.input, sizeof(T)));
     TL_RETURN_IF_ERROR(check::aligned("output", a.output, sizeof(float)));
     return detail::check_shape(a.rows, a.cols, stride(a), "ld");
@@ -59,8 +58,7 @@ struct Forward {
   static std::size_t workspace_size(const Arguments&) { return 0; }
 
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
-    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
+    TL_RETURN_IF_ERROR(check_run<Forward>(a, ws));
     return with_tuning([&]<Tuning kT>() { return dispatch<kT>(a, stream); });
   }
 
@@ -92,9 +90,8 @@ struct Backward {
   };
 
   static Status can_implement(const Arguments& a) {
-    TL_RETURN_IF_ERROR(check::not_null("input", a.input));
-    TL_RETURN_IF_ERROR(check::not_null("grad_output", a.grad_output));
-    TL_RETURN_IF_ERROR(check::not_null("grad_input", a.grad_input));
+    TL_RETURN_IF_ERROR(
+        check::not_null({{"input", a.input}, {"grad_output", a.grad_output}, {"grad_input", a.grad_input}}));
     TL_RETURN_IF_ERROR(check::aligned("input", a.input, sizeof(T)));
     TL_RETURN_IF_ERROR(check::aligned("grad_output", a.grad_output, sizeof(float)));
     TL_RETURN_IF_ERROR(check::aligned("grad_input", a.grad_input, sizeof(T)));
@@ -105,8 +102,7 @@ struct Backward {
   static std::size_t workspace_size(const Arguments&) { return 0; }
 
   static Status run(const Arguments& a, Workspace ws = {}, cudaStream_t stream = nullptr) {
-    TL_RETURN_IF_ERROR(can_implement(a));
-    TL_RETURN_IF_ERROR(check_workspace(ws, workspace_size(a)));
+    TL_RETURN_IF_ERROR(check_run<Backward>(a, ws));
     return with_tuning([&]<Tuning kT>() { return dispatch<kT>(a, stream); });
   }
 

@@ -1,0 +1,4 @@
+// The byte encoder's bf16 sweep on the CPU executor (a unit of its own: the encoder's
+// cases are the largest compile of the tiers).
+#define TLT_ENCODER_PART 3
+#include "../kernels/encoder.hpp"
