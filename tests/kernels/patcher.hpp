@@ -629,4 +629,58 @@ TEST_CASE("patcher: top-k with every entropy equal picks the earliest positions"
   topk_cases(cu, std::vector<float>(100, 1.25f), {2, 4});
 }
 
+TEST_CASE("bad input: calibration, the n-gram model and the streaming step refuse it and write nothing") {
+  using Code = tokenless::StatusCode;
+  DeviceBuffer<float> e(std::vector<float>(16, 1.0f)), theta(1), h(16);
+  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 6, 16}), bad_cu(std::vector<std::int32_t>{0, 9, 6, 16});
+  {
+    pt::Calibrate::Arguments a;
+    a.entropies = e.get();
+    a.batch = {cu.get(), 2, 16};
+    a.threshold = theta.get();
+    Testbed<pt::Calibrate> tb;
+    tb.watch(theta, 0x7f);
+    tb.reject(a, {{"decreasing cu", [&](auto& b) { b.batch = {bad_cu.get(), 3, 16}; }, Code::invalid_argument,
+                   "patcher::Calibrate: argument 'batch.cu_seqlens'"},
+                  {"target below 1", [](auto& b) { b.target_patch_size = 0.5f; }, Code::invalid_argument, "'target_patch_size'"},
+                  {"NaN target", [](auto& b) { b.target_patch_size = NAN; }, Code::invalid_argument, "'target_patch_size'"},
+                  {"no entropies", [](auto& b) { b.entropies = nullptr; }, Code::null_pointer, "'entropies'"},
+                  {"no threshold", [](auto& b) { b.threshold = nullptr; }, Code::null_pointer, "'threshold'"},
+                  {"empty batch", [](auto& b) { b.batch.num_seqs = 0; }, Code::empty, "num_seqs 0"}});
+  }
+  {
+    namespace em = tokenless::entropy_model;
+    DeviceBuffer<std::uint8_t> text(std::vector<std::uint8_t>(16, 'a'));
+    em::NGramEntropy::Arguments a;
+    a.train = a.text = text.get();
+    a.n_train = a.n = 16;
+    a.entropies = h.get();
+    Testbed<em::NGramEntropy> tb;
+    tb.watch(h, 0x7f);
+    tb.reject(a, {{"order 0", [](auto& b) { b.config.order = 0; }, Code::invalid_argument, "'config.order'"},
+                  {"order 9", [](auto& b) { b.config.order = 9; }, Code::invalid_argument, "'config.order'"},
+                  {"no buckets", [](auto& b) { b.config.buckets = 0; }, Code::empty, "'config.buckets'"},
+                  {"NaN alpha", [](auto& b) { b.config.alpha = NAN; }, Code::invalid_argument, "'config.alpha/beta'"},
+                  {"no text", [](auto& b) { b.text = nullptr; }, Code::null_pointer, "'text'"},
+                  {"empty training text", [](auto& b) { b.n_train = 0; }, Code::empty, "'n_train'"}});
+  }
+  {
+    DeviceBuffer<pt::StreamState> states(4);
+    DeviceBuffer<std::uint8_t> starts(4);
+    pt::StreamStep<pt::EntropyCombined>::Arguments a;
+    a.states = states.get();
+    a.prev_entropies = e.get();
+    a.streams = 4;
+    a.starts = starts.get();
+    Testbed<pt::StreamStep<pt::EntropyCombined>> tb;
+    tb.watch(states, 0).watch(starts, 0x7f);
+    tb.reject(a, {{"NaN threshold", [](auto& b) { b.rule.threshold = NAN; }, Code::invalid_argument, "'rule.threshold'"},
+                  {"NaN threshold_add", [](auto& b) { b.rule.threshold_add = NAN; }, Code::invalid_argument,
+                   "'rule.threshold_add'"},
+                  {"no entropies", [](auto& b) { b.prev_entropies = nullptr; }, Code::null_pointer, "'prev_entropies'"},
+                  {"no streams", [](auto& b) { b.streams = 0; }, Code::empty, "'streams'"},
+                  {"negative cap", [](auto& b) { b.max_patch_length = -1; }, Code::invalid_argument, "'max_patch_length'"}});
+  }
+}
+
 }  // namespace tlt::patcher_tests

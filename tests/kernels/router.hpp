@@ -225,4 +225,18 @@ TEST_CASE("ratio loss: every scope, loss and gradient against finite differences
   CHECK(std::string(rt::RatioLoss::can_implement(bad).message()).find("'target_ratio'") != std::string::npos);
 }
 
+TEST_CASE("cosine router step: bad input is refused and nothing is written") {
+  using Op = rt::CosineRouterStep<float>;
+  using Code = tokenless::StatusCode;
+  DeviceBuffer<float> q(8), k(8), prob(2);
+  Testbed<Op> tb;
+  tb.watch(prob, 0x7f);
+  tb.reject({q.get(), k.get(), nullptr, 2, 4, prob.get(), nullptr},
+            {{"no q", [](auto& a) { a.q_prev = nullptr; }, Code::null_pointer, "'q_prev'"},
+             {"no prob", [](auto& a) { a.prob = nullptr; }, Code::null_pointer, "'prob'"},
+             {"no streams", [](auto& a) { a.streams = 0; }, Code::empty, "'streams'"},
+             {"no d", [](auto& a) { a.d = 0; }, Code::empty, "'d'"},
+             {"streams * d over 32 bits", [](auto& a) { a.streams = std::int64_t{1} << 30; }, Code::overflow, "streams * d"}});
+}
+
 }  // namespace tlt::router_tests
