@@ -7,6 +7,7 @@
 
 namespace rr = tokenless::row_reduce;
 static_assert(tokenless::TuningSelector<rr::tuning_for>);
+static_assert(tokenless::TuningSelector<tokenless::blas::tuning_for>);
 
 template <class P, class T>
 void instantiate_row_reduce() {

@@ -18,6 +18,19 @@
 #include <tokenless/core/validate.hpp>
 #include <tokenless/core/workspace.hpp>
 
+namespace tokenless::blas {
+// Tuning: cuBLASLt's workspace. 32 MiB on Hopper, 4 MiB before it: the
+// sizes NVIDIA's cuBLAS documentation recommends (untuned here).
+struct Tuning {
+  std::size_t workspace_bytes;
+  friend constexpr bool operator==(const Tuning&, const Tuning&) = default;
+};
+inline constexpr Tuning kTuningSm90{std::size_t{32} << 20};
+inline constexpr Tuning kTuningSm80{std::size_t{4} << 20};
+constexpr Tuning tuning_for(int compute_capability) { return compute_capability >= 90 ? kTuningSm90 : kTuningSm80; }
+
+}  // namespace tokenless::blas
+
 #if defined(TOKENLESS_HAS_CUDA_RUNTIME) && !defined(TOKENLESS_BACKEND_EMU) && __has_include(<cublasLt.h>)
 #define TOKENLESS_HAS_CUBLASLT 1
 #include <cublasLt.h>
@@ -119,8 +132,9 @@ struct Gemm {
     bool allow_tf32 = false;        // fp32 only: let tensor cores round inputs to TF32
   };
 
-  // 32 MiB: NVIDIA's recommendation for Hopper; enough for every algorithm.
-  static std::size_t workspace_size(const Arguments&) { return std::size_t{32} << 20; }
+  // The workspace cuBLASLt may use: the one tuning value of a GEMM (cuBLASLt's
+  // heuristic picks the algorithm).
+  static std::size_t workspace_size(const Arguments&) { return tuning_for(compute_capability()).workspace_bytes; }
 
   static Status can_implement(const Arguments& a) {
     if (a.dtype != DType::f32 && a.dtype != DType::f16 && a.dtype != DType::bf16) {

@@ -11,18 +11,22 @@
 
 namespace tokenless {
 
-// A tuning: a small value type, compared by value, with the block size of
-// its main kernel.
+// A tuning: a small value type, compared by value. One with a block size
+// names it block_threads, and it must be positive.
 template <class T>
-concept TuningValue = std::is_trivially_copyable_v<T> && std::equality_comparable<T> && requires(const T& t) {
-  { t.block_threads } -> std::convertible_to<int>;
-};
+concept TuningValue = std::is_trivially_copyable_v<T> && std::equality_comparable<T>;
+
+template <class T>
+constexpr bool valid_block(const T& t) {
+  if constexpr (requires { t.block_threads; }) return t.block_threads > 0 && t.block_threads % 32 == 0;
+  else return true;
+}
 
 // A selector: constexpr, defined for every architecture the library builds.
 template <auto Select>
 concept TuningSelector = requires {
   { Select(80) } -> TuningValue;
   { Select(90) } -> TuningValue;
-} && (Select(80).block_threads > 0) && (Select(90).block_threads > 0);
+} && valid_block(Select(80)) && valid_block(Select(90));
 
 }  // namespace tokenless
