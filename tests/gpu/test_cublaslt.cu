@@ -1,6 +1,6 @@
 // The cuBLASLt GEMM helper against the host reference, for every dtype,
 // transpose and epilogue.
-#include "../support/support.hpp"
+#include "../support/testbed.hpp"
 
 #include <tokenless/reference/gemm.hpp>
 
@@ -23,7 +23,6 @@ void gemm_case(std::int64_t m, std::int64_t n, std::int64_t k, bool ta, bool tb,
   const bool with_bias = epi == blas::Epilogue::bias || epi == blas::Epilogue::bias_gelu;
   const bool gelu = epi == blas::Epilogue::gelu || epi == blas::Epilogue::bias_gelu;
   tlt::DeviceBuffer<T> a(ha), b(hb), bias(hbias), d(static_cast<std::size_t>(m * n));
-  tlt::DeviceBuffer<unsigned char> ws(blas::Gemm::workspace_size({}));
   blas::LtHandle h;
   REQUIRE_OK(blas::LtHandle::create(h));
   blas::Gemm::Arguments g;
@@ -42,7 +41,7 @@ void gemm_case(std::int64_t m, std::int64_t n, std::int64_t k, bool ta, bool tb,
   g.ldd = n;
   g.bias = with_bias ? bias.get() : nullptr;
   g.epilogue = epi;
-  REQUIRE_OK(blas::Gemm::run(g, {ws.get(), ws.size()}, nullptr));
+  tlt::Testbed<blas::Gemm>().run_ok(g);
   auto got_t = d.download();
   std::vector<float> got(got_t.size());
   for (std::size_t i = 0; i < got.size(); ++i) got[i] = to_float(got_t[i]);
