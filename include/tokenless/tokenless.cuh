@@ -19,3 +19,4 @@
 #include <tokenless/patcher/patcher.cuh>
 #include <tokenless/patcher/streaming.cuh>
 #include <tokenless/router/router.cuh>
+#include <tokenless/attention/attention.cuh>

@@ -1,6 +1,7 @@
 #pragma once
 // Everything in tokenless that compiles without nvcc: policies, host
 // references and host-side math. Kernels and launch APIs: tokenless.cuh.
+#include <tokenless/attention/policy.hpp>
 #include <tokenless/core/config.hpp>
 #include <tokenless/core/device.hpp>
 #include <tokenless/core/dtype.hpp>
@@ -18,6 +19,7 @@
 #include <tokenless/entropy_model/policy.hpp>
 #include <tokenless/patcher/policy.hpp>
 #include <tokenless/router/policy.hpp>
+#include <tokenless/reference/attention.hpp>
 #include <tokenless/reference/gemm.hpp>
 #include <tokenless/reference/hash_embedding.hpp>
 #include <tokenless/reference/patcher.hpp>

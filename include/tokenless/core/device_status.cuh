@@ -94,7 +94,8 @@ inline Status device_failure(const char* op, StatusCode code, const char* name, 
 }
 
 // The batch check's failure, with the offending entry and its predecessor.
-inline Status batch_failure(const char* op, const VarlenBatch& b, std::int64_t index, cudaStream_t stream) {
+inline Status batch_failure(const char* op, const VarlenBatch& b, std::int64_t index, cudaStream_t stream,
+                            const char* name = "batch.cu_seqlens") {
   std::int32_t cur = 0, prev = 0;
   TL_CUDA_TRY(cudaMemcpyAsync(&cur, b.cu_seqlens + index, sizeof cur, cudaMemcpyDeviceToHost, stream));
   if (index > 0) TL_CUDA_TRY(cudaMemcpyAsync(&prev, b.cu_seqlens + index - 1, sizeof prev, cudaMemcpyDeviceToHost, stream));
@@ -102,12 +103,12 @@ inline Status batch_failure(const char* op, const VarlenBatch& b, std::int64_t i
   char expected[96];
   std::snprintf(expected, sizeof expected, "0 = cu[0] <= cu[1] <= ... <= cu[%lld] = total (%lld) (nothing was written)",
                 static_cast<long long>(b.num_seqs), static_cast<long long>(b.total));
-  if (index == 0) return device_failure(op, StatusCode::invalid_argument, "batch.cu_seqlens", expected, "cu[0] = %d", cur);
+  if (index == 0) return device_failure(op, StatusCode::invalid_argument, name, expected, "cu[0] = %d", cur);
   if (cur < prev) {
-    return device_failure(op, StatusCode::invalid_argument, "batch.cu_seqlens", expected, "cu[%lld] = %d after cu[%lld] = %d",
+    return device_failure(op, StatusCode::invalid_argument, name, expected, "cu[%lld] = %d after cu[%lld] = %d",
                           static_cast<long long>(index), cur, static_cast<long long>(index - 1), prev);
   }
-  return device_failure(op, StatusCode::invalid_argument, "batch.cu_seqlens", expected, "cu[%lld] = %d",
+  return device_failure(op, StatusCode::invalid_argument, name, expected, "cu[%lld] = %d",
                         static_cast<long long>(index), cur);
 }
 

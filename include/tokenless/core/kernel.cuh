@@ -163,6 +163,7 @@ struct ValidateBatchKernel {
   struct Params {
     VarlenBatch batch;
     DeviceStatus* status;
+    int check = kCheckBatch;  // the id recorded (operations with several batches number theirs)
   };
   static constexpr int kThreads = 256;
   static constexpr bool kReportsStatus = true;
@@ -171,16 +172,17 @@ struct ValidateBatchKernel {
     work::thread_items(b.num_seqs + 1, [&](std::int64_t i) {
       const std::int64_t c = b.cu_seqlens[i];
       if ((i == 0 && c != 0) || (i > 0 && c < b.cu_seqlens[i - 1]) || (i == b.num_seqs && c != b.total))
-        device_fail(p.status, kCheckBatch, i);
+        device_fail(p.status, p.check, i);
     });
   }
 };
 
 // Launches the batch check (nothing to check without cu_seqlens).
-inline Status validate_batch(const VarlenBatch& batch, DeviceStatus* status, cudaStream_t stream) {
+inline Status validate_batch(const VarlenBatch& batch, DeviceStatus* status, cudaStream_t stream,
+                             int check = kCheckBatch) {
   if (!batch.varlen()) return Status::ok();
-  return launch<ValidateBatchKernel>({batch, status}, grid_for(batch.num_seqs + 1, ValidateBatchKernel::kThreads, 8),
-                                     stream);
+  return launch<ValidateBatchKernel>({batch, status, check},
+                                     grid_for(batch.num_seqs + 1, ValidateBatchKernel::kThreads, 8), stream);
 }
 
 // How run() starts: the record reset, then the batch checked on the device.

@@ -161,7 +161,11 @@ struct Site {
 inline Site site_of(const std::source_location& l) { return {l.file_name(), static_cast<unsigned>(l.line())}; }
 
 enum class TState : std::uint8_t { not_started, runnable, at_barrier, at_collective, exited };
-enum class Coll : std::uint8_t { shfl_idx, shfl_up, shfl_down, shfl_xor, vote, syncwarp, match_any };
+enum class Coll : std::uint8_t { shfl_idx, shfl_up, shfl_down, shfl_xor, vote, syncwarp, match_any, compute };
+
+// A warp-wide computation (mma.sync, ldmatrix): the last lane to arrive calls
+// it with every lane's operand pointer, in lane order.
+using WarpCompute = void (*)(void* const* lanes);
 
 struct BlockState;
 
@@ -179,6 +183,7 @@ struct ThreadCtx {
   int param = 0;
   int width = 32;
   std::uint64_t result = 0;
+  WarpCompute compute = nullptr;  // Coll::compute: what the warp computes
   int barrier_result = 0;
   Context ctx;
   FiberStack* stack = nullptr;
@@ -428,7 +433,8 @@ inline std::uint64_t collective(Coll kind, const char* what, unsigned mask, std:
   }
   for (unsigned others = w.waiting; others; others &= others - 1) {
     const ThreadCtx& o = lane_thread(b, self->warp, static_cast<unsigned>(__builtin_ctz(others)));
-    if ((o.mask & mask) && (o.mask != mask || o.kind != kind || o.width != width)) {
+    if ((o.mask & mask) && (o.mask != mask || o.kind != kind || o.width != width ||
+                            (kind == Coll::compute && o.compute != self->compute))) {
       raise(self, Fault::collective_mismatch,
             format("mismatched warp collective: %s calls %s at %s:%u with mask 0x%08x while lane %u waits in %s "
                    "at %s:%u with mask 0x%08x",
@@ -451,6 +457,14 @@ inline std::uint64_t collective(Coll kind, const char* what, unsigned mask, std:
   }
   // Last to arrive: compute every participant's result, then release them.
   std::vector<unsigned> release;
+  if (kind == Coll::compute) {
+    void* lanes[32] = {};
+    for (unsigned m = mask; m; m &= m - 1) {
+      const unsigned l = static_cast<unsigned>(__builtin_ctz(m));
+      lanes[l] = reinterpret_cast<void*>(static_cast<std::uintptr_t>(lane_thread(b, self->warp, l).value));
+    }
+    self->compute(lanes);
+  }
   std::uint64_t ballot = 0;
   if (kind == Coll::vote) {
     for (unsigned m = mask; m; m &= m - 1) {
@@ -483,7 +497,7 @@ inline std::uint64_t collective(Coll kind, const char* what, unsigned mask, std:
         if (lane_thread(b, self->warp, l2).value == t.value) same |= 1ull << l2;
       }
       t.result = same;
-    } else if (kind == Coll::syncwarp) {
+    } else if (kind == Coll::syncwarp || kind == Coll::compute) {
       t.result = 0;
     } else {
       if (!(mask & (1u << src))) {

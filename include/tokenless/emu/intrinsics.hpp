@@ -45,6 +45,17 @@ inline void __syncwarp(unsigned mask = 0xffffffffu, const std::source_location& 
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
+// A warp-wide computation over every lane's operands (full warp only): the
+// executor's form of the tensor-core instructions (core/mma.cuh).
+namespace tokenless::emu {
+inline void warp_compute(const char* what, void* lane_operands, detail::WarpCompute fn,
+                         const std::source_location& loc = std::source_location::current()) {
+  detail::current()->compute = fn;
+  detail::collective(detail::Coll::compute, what, 0xffffffffu, reinterpret_cast<std::uintptr_t>(lane_operands), 0, 32,
+                     loc);
+}
+}  // namespace tokenless::emu
+
 // ------------------------------------------------------------------ shuffles and votes
 #define TOKENLESS_EMU_SHFL(NAME, KIND)                                                                     \
   template <class T>                                                                                       \

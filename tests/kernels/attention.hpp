@@ -1,0 +1,541 @@
+#pragma once
+// The attention core: the tensor-core primitives' fragment layouts, then
+// every variant forward and backward against the double-precision reference
+// (tolerance: a small multiple of a naive implementation that rounds P and
+// dS to the storage type as the kernels do), bit-stable gradients, prefill
+// against decode-shaped calls, and bad input. Shared by the emu and gpu
+// tiers; TLT_ATTENTION_PART (0: primitives and core variants, 1: BLT and
+// DLCM variants, 2: head dims, GQA and bad input) splits it into units.
+#include "../support/testbed.hpp"
+
+#include <tokenless/attention/attention.cuh>
+#include <tokenless/reference/attention.hpp>
+
+#include <cstring>
+
+namespace tlt::attention_tests {
+
+namespace at = tokenless::attention;
+namespace ref = tokenless::reference::attention;
+using tokenless::VarlenBatch;
+
+template <class T>
+double round_to(double x) {
+  return tokenless::to_float(tokenless::from_float<T>(static_cast<float>(x)));
+}
+template <class T>
+std::vector<double> widen(const std::vector<T>& v) {
+  std::vector<double> d(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) d[i] = tokenless::to_float(v[i]);
+  return d;
+}
+template <class T>
+std::vector<float> to_floats(const std::vector<T>& v) {
+  std::vector<float> f(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) f[i] = tokenless::to_float(v[i]);
+  return f;
+}
+template <class T>
+std::vector<float> rounded(const std::vector<double>& v) {
+  std::vector<float> f(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) f[i] = static_cast<float>(round_to<T>(v[i]));
+  return f;
+}
+
+// One problem: sequences, heads, head dim; uniform = the padded [B, S] form.
+struct Shape {
+  std::vector<std::int32_t> cu_q, cu_k;
+  int heads = 2, kv_heads = 1, d = 64;
+  bool uniform = false;
+  double soft_cap = 0;
+  std::int64_t seqs() const { return static_cast<std::int64_t>(cu_q.size()) - 1; }
+};
+
+// Runs forward and backward of variant V on `sh` and checks both against the
+// reference under `mask`; returns the forward's output for further checks.
+template <class V, class T, class HD = at::HeadDims<64>>
+std::vector<T> check_variant(const Shape& sh, const typename V::Params& vp, const ref::Mask& mask, std::uint64_t seed,
+                             bool backward = true) {
+  const int H = sh.heads, Hk = sh.kv_heads, D = sh.d;
+  const std::int64_t tq = sh.cu_q.back(), tk = sh.cu_k.back();
+  const auto qh = random_values<T>(static_cast<std::size_t>(tq * H * D), seed, -2.0f, 2.0f);
+  const auto kh = random_values<T>(static_cast<std::size_t>(tk * Hk * D), seed + 1, -2.0f, 2.0f);
+  const auto vh = random_values<T>(static_cast<std::size_t>(tk * Hk * D), seed + 2);
+  const auto goh = random_values<T>(static_cast<std::size_t>(tq * H * D), seed + 3);
+  DeviceBuffer<T> q(qh), k(kh), v(vh), out(static_cast<std::size_t>(tq * H * D)), go(goh);
+  DeviceBuffer<float> lse(static_cast<std::size_t>(H * tq));
+  DeviceBuffer<std::int32_t> cuq(sh.cu_q), cuk(sh.cu_k);
+  const VarlenBatch qb = sh.uniform ? VarlenBatch::uniform(sh.seqs(), tq / sh.seqs())
+                                    : VarlenBatch::packed(cuq.get(), sh.seqs(), tq);
+  const VarlenBatch kb = sh.uniform ? VarlenBatch::uniform(sh.seqs(), tk / sh.seqs())
+                                    : VarlenBatch::packed(sh.cu_q == sh.cu_k ? cuq.get() : cuk.get(), sh.seqs(), tk);
+
+  using Fwd = at::Forward<V, T, HD>;
+  typename Fwd::Arguments a;
+  a.q = q.get();
+  a.k = k.get();
+  a.v = v.get();
+  a.q_batch = qb;
+  a.k_batch = kb;
+  a.heads = H;
+  a.kv_heads = Hk;
+  a.head_dim = D;
+  a.variant = vp;
+  a.out = out.get();
+  a.lse = lse.get();
+  Testbed<Fwd>().run_ok(a);
+
+  ref::Shape rs{sh.cu_q, sh.cu_k, H, Hk, D, 0, sh.soft_cap};
+  const auto qd = widen(qh), kd = widen(kh), vd = widen(vh), god = widen(goh);
+  std::vector<double> o_true, lse_true, o_naive, lse_naive;
+  ref::forward(rs, mask, qd, kd, vd, o_true, lse_true);
+  ref::forward(rs, mask, qd, kd, vd, o_naive, lse_naive, round_to<T>);
+  const float u = tokenless::dtype_traits<T>::unit_roundoff;
+  const auto o_got = out.download();
+  {
+    INFO("forward output");
+    check_accuracy(to_floats(o_got), rounded<T>(o_naive), o_true, 4.0, u);
+  }
+  const auto lse_got = lse.download();
+  for (std::size_t i = 0; i < lse_true.size(); ++i) {
+    CAPTURE(i);
+    if (std::isinf(lse_true[i])) {
+      REQUIRE(lse_got[i] == -INFINITY);  // no visible key: LSE -inf and a zero row
+      const std::int64_t h = static_cast<std::int64_t>(i) / tq, pos = static_cast<std::int64_t>(i) % tq;
+      for (int c = 0; c < D; ++c) CHECK(tokenless::to_float(o_got[(pos * H + h) * D + c]) == 0.0f);
+    } else {
+      CHECK(std::fabs(lse_got[i] - lse_true[i]) <= 1e-4 * std::max(1.0, std::fabs(lse_true[i])));
+    }
+  }
+  if (!backward) return o_got;
+
+  DeviceBuffer<T> gq(static_cast<std::size_t>(tq * H * D)), gk(static_cast<std::size_t>(tk * Hk * D)),
+      gv(static_cast<std::size_t>(tk * Hk * D));
+  using Bwd = at::Backward<V, T, HD>;
+  typename Bwd::Arguments g;
+  g.q = q.get();
+  g.k = k.get();
+  g.v = v.get();
+  g.out = out.get();
+  g.grad_out = go.get();
+  g.lse = lse.get();
+  g.q_batch = qb;
+  g.k_batch = kb;
+  g.heads = H;
+  g.kv_heads = Hk;
+  g.head_dim = D;
+  g.variant = vp;
+  g.grad_q = gq.get();
+  g.grad_k = gk.get();
+  g.grad_v = gv.get();
+  Testbed<Bwd> bed;
+  bed.run_ok(g);
+  std::vector<double> dq_true, dk_true, dv_true, dq_naive, dk_naive, dv_naive;
+  ref::backward(rs, mask, qd, kd, vd, god, dq_true, dk_true, dv_true);
+  ref::backward(rs, mask, qd, kd, vd, god, dq_naive, dk_naive, dv_naive, round_to<T>);
+  const auto dq = gq.download(), dk = gk.download(), dv = gv.download();
+  {
+    INFO("dQ");
+    check_accuracy(to_floats(dq), rounded<T>(dq_naive), dq_true, 4.0, u);
+  }
+  {
+    INFO("dK");
+    check_accuracy(to_floats(dk), rounded<T>(dk_naive), dk_true, 4.0, u);
+  }
+  {
+    INFO("dV");
+    check_accuracy(to_floats(dv), rounded<T>(dv_naive), dv_true, 4.0, u);
+  }
+  // No atomics: a second run gives the same bits.
+  bed.run_ok(g);
+  const auto dq2 = gq.download(), dk2 = gk.download(), dv2 = gv.download();
+  CHECK(std::memcmp(dq.data(), dq2.data(), dq.size() * sizeof(T)) == 0);
+  CHECK(std::memcmp(dk.data(), dk2.data(), dk.size() * sizeof(T)) == 0);
+  CHECK(std::memcmp(dv.data(), dv2.data(), dv.size() * sizeof(T)) == 0);
+  return o_got;
+}
+
+// Local-position masks from the reference rules.
+inline ref::Mask causal_mask(const Shape& sh) {
+  return [&sh](std::int64_t b, int i, int j) {
+    return ref::causal(i, j, sh.cu_q[b + 1] - sh.cu_q[b], sh.cu_k[b + 1] - sh.cu_k[b]);
+  };
+}
+inline ref::Mask window_mask(const Shape& sh, int w) {
+  return [&sh, w](std::int64_t b, int i, int j) {
+    return ref::window(i, j, sh.cu_q[b + 1] - sh.cu_q[b], sh.cu_k[b + 1] - sh.cu_k[b], w);
+  };
+}
+
+#if !defined(TLT_ATTENTION_PART) || TLT_ATTENTION_PART == 0
+// ------------------------------------------------------------------ primitives
+// One warp: C = A B through ldmatrix (A row-major, B from [n][k] and from
+// [k][n] storage) and mma.sync, against the host product. On a GPU this pins
+// the documented fragment layouts to the hardware's.
+template <class T>
+__global__ void mma_layout_kernel(const T* a, const T* b_nk, const T* b_kn, float* c_nk, float* c_kn) {
+  namespace d = tokenless::attention::detail;
+  constexpr int S = d::Traits<64>::kStride;
+  __shared__ __align__(16) T sa[16 * S];
+  __shared__ __align__(16) T sb[16 * S];
+  __shared__ __align__(16) T sbt[16 * S];
+  for (int i = static_cast<int>(threadIdx.x); i < 16 * 16; i += 32) {
+    sa[(i / 16) * S + i % 16] = a[i];
+    sb[(i / 16) * S + i % 16] = b_nk[i];
+    sbt[(i / 16) * S + i % 16] = b_kn[i];
+  }
+  __syncthreads();
+  const tokenless::mma::FragA fa = d::load_a<64>(sa, 0, 0);
+  tokenless::mma::FragB fb[2], fbt[2];
+  d::load_b_nk<64>(sb, 0, 0, fb);
+  d::load_b_kn<64>(sbt, 0, 0, fbt);
+  const int lane = static_cast<int>(threadIdx.x), g = lane / 4, t = lane % 4;
+  for (int n = 0; n < 2; ++n) {
+    tokenless::mma::FragC c{}, ct{};
+    tokenless::mma::mma_16816<T>(c, fa, fb[n]);
+    tokenless::mma::mma_16816<T>(ct, fa, fbt[n]);
+    for (int e = 0; e < 4; ++e) {
+      const int row = g + 8 * (e >> 1), col = 8 * n + 2 * t + (e & 1);
+      c_nk[row * 16 + col] = c.x[e];
+      c_kn[row * 16 + col] = ct.x[e];
+    }
+  }
+}
+
+template <class T>
+void check_mma_layouts() {
+  std::vector<T> a(256), bnk(256), bkn(256);
+  std::mt19937 rng(11);
+  for (int i = 0; i < 256; ++i) {
+    a[i] = tokenless::from_float<T>(static_cast<float>(static_cast<int>(rng() % 9) - 4));
+    bnk[i] = tokenless::from_float<T>(static_cast<float>(static_cast<int>(rng() % 9) - 4));
+    bkn[i] = tokenless::from_float<T>(static_cast<float>(static_cast<int>(rng() % 9) - 4));
+  }
+  DeviceBuffer<T> da(a), db(bnk), dbt(bkn);
+  DeviceBuffer<float> c(256), ct(256);
+  REQUIRE_OK(tokenless::launch(mma_layout_kernel<T>, {dim3(1), dim3(32)}, da.get(), db.get(), dbt.get(), c.get(),
+                               ct.get()));
+  const auto hc = c.download(), hct = ct.download();
+  for (int r = 0; r < 16; ++r) {
+    for (int n = 0; n < 16; ++n) {
+      float want = 0, want_t = 0;  // small integers: exact in any order
+      for (int k = 0; k < 16; ++k) {
+        want += tokenless::to_float(a[r * 16 + k]) * tokenless::to_float(bnk[n * 16 + k]);
+        want_t += tokenless::to_float(a[r * 16 + k]) * tokenless::to_float(bkn[k * 16 + n]);
+      }
+      CAPTURE(r);
+      CAPTURE(n);
+      CHECK(hc[r * 16 + n] == want);
+      CHECK(hct[r * 16 + n] == want_t);
+    }
+  }
+}
+
+TEST_CASE("attention: mma.sync and ldmatrix follow the PTX fragment layouts") {
+  check_mma_layouts<__nv_bfloat16>();
+  check_mma_layouts<__half>();
+}
+
+// ------------------------------------------------------------------ full, causal, window, documents
+// Small enough for thread mode under ThreadSanitizer (emu.tsan.attention):
+// every kernel, a query tile over two key tiles and a key tile over several
+// query steps, GQA.
+TEST_CASE("attention: one small causal problem, forward and backward (the race detector's case)") {
+  Shape sh{{0, 70, 100}, {0, 70, 100}, 2, 1, 64};
+  check_variant<at::Causal, __nv_bfloat16>(sh, {}, causal_mask(sh), 100);
+}
+
+TEST_CASE("attention: full and causal, varlen with sequences of length 1, forward and backward") {
+  Shape sh{{0, 70, 71, 200, 201}, {0, 70, 71, 200, 201}, 2, 1, 64};
+  check_variant<at::Full, __nv_bfloat16>(sh, {}, [](std::int64_t, int, int) { return true; }, 101);
+  check_variant<at::Causal, __nv_bfloat16>(sh, {}, causal_mask(sh), 102);
+  check_variant<at::Causal, __half>(sh, {}, causal_mask(sh), 103);
+}
+
+TEST_CASE("attention: the padded [B, S] form, and causal with fewer queries than keys (bottom-right)") {
+  Shape padded{{0, 96, 192}, {0, 96, 192}, 2, 2, 64, true};
+  check_variant<at::Causal, __nv_bfloat16>(padded, {}, causal_mask(padded), 111);
+  // Queries 1, 5 and 16 against caches of 130, 64 and 17 keys.
+  Shape dec{{0, 1, 6, 22}, {0, 130, 194, 211}, 4, 1, 64};
+  check_variant<at::Causal, __nv_bfloat16>(dec, {}, causal_mask(dec), 112);
+}
+
+TEST_CASE("attention: sliding window, small and spanning tiles") {
+  Shape sh{{0, 150, 151, 230}, {0, 150, 151, 230}, 2, 1, 64};
+  check_variant<at::SlidingWindow, __nv_bfloat16>(sh, {5}, window_mask(sh, 5), 121);
+  check_variant<at::SlidingWindow, __half>(sh, {70}, window_mask(sh, 70), 122);
+}
+
+TEST_CASE("attention: documents within padded rows, and BLT's local block-causal window") {
+  // Two rows of 100; documents [0,30) [30,100) | [100,101) [101,200).
+  Shape sh{{0, 100, 200}, {0, 100, 200}, 2, 1, 64, true};
+  const std::vector<std::int32_t> docs = {0, 30, 100, 101, 200};
+  DeviceBuffer<std::int32_t> d_docs(docs);
+  const VarlenBatch db = VarlenBatch::packed(d_docs.get(), 4, 200);
+  auto doc_of = [docs](std::int64_t pos) {
+    int d = 0;
+    while (docs[d + 1] <= pos) ++d;
+    return d;
+  };
+  auto same_doc = [&sh, doc_of](std::int64_t b, int i, int j) { return doc_of(sh.cu_q[b] + i) == doc_of(sh.cu_k[b] + j); };
+  check_variant<at::Documents<at::Causal>, __nv_bfloat16>(
+      sh, {db, {}}, [&](std::int64_t b, int i, int j) { return same_doc(b, i, j) && ref::causal(i, j, 100, 100); }, 131);
+  check_variant<at::LocalBlockCausal, __nv_bfloat16>(
+      sh, {db, {16}}, [&](std::int64_t b, int i, int j) { return same_doc(b, i, j) && ref::window(i, j, 100, 100, 16); },
+      132);
+}
+
+TEST_CASE("attention: soft-capped causal scores, forward and backward") {
+  Shape sh{{0, 80, 130}, {0, 80, 130}, 2, 1, 64};
+  sh.soft_cap = 2.0;
+  check_variant<at::SoftCap<at::Causal>, __nv_bfloat16>(sh, {2.0f, {}}, causal_mask(sh), 141);
+}
+
+TEST_CASE("attention: the last rows of a prefill equal the decode-shaped call, bit for bit") {
+  // Prefill: 100 queries over 100 keys. Decode: the last 3 queries over the same keys.
+  const int H = 4, Hk = 2, D = 64, n = 100, last = 3;
+  const auto qh = random_values<__nv_bfloat16>(n * H * D, 151, -2.0f, 2.0f);
+  const auto kh = random_values<__nv_bfloat16>(n * Hk * D, 152, -2.0f, 2.0f);
+  const auto vh = random_values<__nv_bfloat16>(n * Hk * D, 153);
+  DeviceBuffer<__nv_bfloat16> q(qh), k(kh), v(vh), out(n * H * D), out_last(last * H * D);
+  using Fwd = at::Forward<at::Causal, __nv_bfloat16, at::HeadDims<64>>;
+  Fwd::Arguments a;
+  a.q = q.get();
+  a.k = k.get();
+  a.v = v.get();
+  a.q_batch = a.k_batch = VarlenBatch::uniform(1, n);
+  a.heads = H;
+  a.kv_heads = Hk;
+  a.head_dim = D;
+  a.out = out.get();
+  Testbed<Fwd>().run_ok(a);
+  a.q = q.get() + (n - last) * H * D;
+  a.q_batch = VarlenBatch::uniform(1, last);
+  a.out = out_last.get();
+  Testbed<Fwd>().run_ok(a);
+  const auto full = out.download(), tail = out_last.download();
+  CHECK(std::memcmp(full.data() + (n - last) * H * D, tail.data(), tail.size() * sizeof(__nv_bfloat16)) == 0);
+}
+#endif
+
+#if !defined(TLT_ATTENTION_PART) || TLT_ATTENTION_PART == 1
+// ------------------------------------------------------------------ BLT and DLCM
+// Patch lengths per sequence -> the patcher's CSR arrays and per-byte ids.
+struct PatchSet {
+  std::vector<std::vector<int>> lengths;  // per sequence
+  std::vector<std::int32_t> cu_bytes, offsets, starts, lens, ids;
+  explicit PatchSet(std::vector<std::vector<int>> l) : lengths(std::move(l)) {
+    cu_bytes = {0};
+    offsets = {0};
+    for (const auto& seq : lengths) {
+      int pos = 0;
+      for (int len : seq) {
+        starts.push_back(pos);
+        lens.push_back(len);
+        for (int t = 0; t < len; ++t) ids.push_back(static_cast<std::int32_t>(starts.size() - 1));
+        pos += len;
+      }
+      cu_bytes.push_back(cu_bytes.back() + pos);
+      offsets.push_back(static_cast<std::int32_t>(starts.size()));
+    }
+  }
+  std::vector<std::int32_t> slots_cu(int k) const {
+    std::vector<std::int32_t> cu = {0};
+    for (const auto& seq : lengths) cu.push_back(cu.back() + static_cast<std::int32_t>(seq.size()) * k);
+    return cu;
+  }
+};
+
+// Random patch lengths of 1..max over sequences of the given byte counts.
+inline std::vector<std::vector<int>> random_lengths(const std::vector<int>& bytes, int max_len, std::uint64_t seed) {
+  std::mt19937 rng(static_cast<std::uint32_t>(seed));
+  std::vector<std::vector<int>> out;
+  for (int n : bytes) {
+    std::vector<int> seq;
+    for (int left = n; left > 0;) {
+      const int len = std::min(left, 1 + static_cast<int>(rng() % static_cast<unsigned>(max_len)));
+      seq.push_back(len);
+      left -= len;
+    }
+    out.push_back(seq);
+  }
+  return out;
+}
+
+TEST_CASE("attention: BLT encoder cross-attention (slots to bytes), CSR and ids inputs, windows") {
+  // A one-byte sequence, a sequence of one-byte patches and long ones.
+  const PatchSet ps(random_lengths({1, 90, 140}, 9, 7));
+  const int k = 2;
+  DeviceBuffer<std::int32_t> off(ps.offsets), st(ps.starts), ln(ps.lens), ids(ps.ids);
+  Shape sh{ps.slots_cu(k), ps.cu_bytes, 2, 2, 64};
+  for (int w : {1, 3}) {
+    CAPTURE(w);
+    auto mask = [&](std::int64_t b, int s, int j) {
+      const auto enc = ref::encoder_patch_ids(ps.lengths[b], sh.cu_k[b + 1] - sh.cu_k[b]);
+      return ref::encoder_cross(enc, s, j, k, w);
+    };
+    check_variant<at::PatchesToBytes, __nv_bfloat16>(sh, {{off.get(), st.get(), ln.get(), nullptr}, k, w}, mask, 200 + w);
+    check_variant<at::PatchesToBytes, __half>(sh, {{nullptr, nullptr, nullptr, ids.get()}, k, w}, mask, 210 + w, w == 1);
+  }
+}
+
+TEST_CASE("attention: BLT decoder cross-attention (bytes to slots), windows") {
+  const PatchSet ps(random_lengths({1, 90, 140}, 9, 8));
+  const int k = 2;
+  DeviceBuffer<std::int32_t> off(ps.offsets), st(ps.starts), ln(ps.lens), ids(ps.ids);
+  Shape sh{ps.cu_bytes, ps.slots_cu(k), 2, 1, 64};
+  for (int w : {1, 2}) {
+    CAPTURE(w);
+    auto mask = [&](std::int64_t b, int i, int s) {
+      const auto dec = ref::decoder_patch_ids(ps.lengths[b], sh.cu_q[b + 1] - sh.cu_q[b]);
+      return ref::decoder_cross(dec, i, s, k, w);
+    };
+    check_variant<at::BytesToPatches, __nv_bfloat16>(sh, {{off.get(), st.get(), ln.get(), nullptr}, k, w}, mask, 220 + w);
+    check_variant<at::BytesToPatches, __half>(sh, {{nullptr, nullptr, nullptr, ids.get()}, k, w}, mask, 230 + w, false);
+  }
+}
+
+TEST_CASE("attention: DLCM token-to-concept, started and completed segments") {
+  const PatchSet ps(random_lengths({3, 100, 77}, 7, 9));
+  DeviceBuffer<std::int32_t> off(ps.offsets), st(ps.starts), ln(ps.lens), ids(ps.ids);
+  std::vector<std::int32_t> cu_concepts = {0};
+  for (const auto& seq : ps.lengths) cu_concepts.push_back(cu_concepts.back() + static_cast<std::int32_t>(seq.size()));
+  Shape sh{ps.cu_bytes, cu_concepts, 2, 1, 64};
+  auto bounds = [&](std::int64_t b, bool end) {
+    std::vector<int> v;
+    int pos = 0;
+    for (int len : ps.lengths[b]) {
+      v.push_back(end ? pos + len : pos);
+      pos += len;
+    }
+    return v;
+  };
+  check_variant<at::TokensToConcepts, __nv_bfloat16>(
+      sh, {{off.get(), st.get(), ln.get(), nullptr}, at::ConceptVisibility::started},
+      [&](std::int64_t b, int t, int c) { return ref::concept_started(bounds(b, false), t, c); }, 241);
+  // Strict: a token inside the first segment sees nothing (zeros, LSE -inf).
+  check_variant<at::TokensToConcepts, __half>(
+      sh, {{nullptr, nullptr, nullptr, ids.get()}, at::ConceptVisibility::completed},
+      [&](std::int64_t b, int t, int c) { return ref::concept_completed(bounds(b, true), t, c); }, 242);
+}
+
+#endif
+
+#if !defined(TLT_ATTENTION_PART) || TLT_ATTENTION_PART == 2
+// ------------------------------------------------------------------ head dims, GQA, bad input
+TEST_CASE("attention: head dims 96 and 128, GQA ratios 1, 4 and 8") {
+  using HD = at::SupportedHeadDims;
+  Shape s96{{0, 40, 105}, {0, 40, 105}, 4, 1, 96};
+  check_variant<at::Causal, __nv_bfloat16, HD>(s96, {}, causal_mask(s96), 301);
+  Shape s128{{0, 1, 77}, {0, 1, 77}, 8, 1, 128};
+  check_variant<at::Causal, __half, HD>(s128, {}, causal_mask(s128), 302);
+  Shape g1{{0, 33, 50}, {0, 33, 50}, 2, 2, 128};
+  check_variant<at::Full, __nv_bfloat16, HD>(g1, {}, [](std::int64_t, int, int) { return true; }, 303);
+  Shape g4{{0, 70}, {0, 70}, 4, 1, 64};
+  check_variant<at::SlidingWindow, __half, HD>(g4, {20}, window_mask(g4, 20), 304);
+}
+
+TEST_CASE("attention: bad input gets a clear Status and writes nothing") {
+  using T = __nv_bfloat16;
+  using Fwd = at::Forward<at::SlidingWindow, T, at::HeadDims<64>>;
+  const int H = 4, Hk = 2, D = 64;
+  const std::vector<std::int32_t> cu = {0, 10, 30}, bad_cu = {0, 20, 10, 30};
+  DeviceBuffer<std::int32_t> d_cu(cu), d_bad(bad_cu);
+  DeviceBuffer<T> q(30 * H * D), k(30 * Hk * D), v(30 * Hk * D), out(30 * H * D);
+  q.fill_bytes(0);
+  k.fill_bytes(0);
+  v.fill_bytes(0);
+  DeviceBuffer<float> lse(H * 30);
+  Fwd::Arguments a;
+  a.q = q.get();
+  a.k = k.get();
+  a.v = v.get();
+  a.q_batch = a.k_batch = VarlenBatch::packed(d_cu.get(), 2, 30);
+  a.heads = H;
+  a.kv_heads = Hk;
+  a.head_dim = D;
+  a.variant = {8};
+  a.out = out.get();
+  a.lse = lse.get();
+  using Bad = Testbed<Fwd>::Bad;
+  using tokenless::StatusCode;
+  Testbed<Fwd> bed;
+  bed.watch(out).watch(lse);
+  bed.reject(a, {
+      Bad{"head dim 80", [](auto& x) { x.head_dim = 80; }, StatusCode::unsupported, "head_dim"},
+      Bad{"heads not a multiple of kv_heads", [](auto& x) { x.kv_heads = 3; }, StatusCode::invalid_argument, "kv_heads"},
+      Bad{"window 0", [](auto& x) { x.variant.window = 0; }, StatusCode::empty, "variant.window"},
+      Bad{"window < 0", [](auto& x) { x.variant.window = -2; }, StatusCode::invalid_argument, "variant.window"},
+      Bad{"mismatched batches", [&](auto& x) { x.k_batch = VarlenBatch::packed(d_bad.get(), 3, 30); },
+          StatusCode::shape_mismatch, "k_batch.num_seqs"},
+      Bad{"empty batch", [](auto& x) { x.q_batch.num_seqs = 0; }, StatusCode::empty, "q_batch"},
+      Bad{"null q", [](auto& x) { x.q = nullptr; }, StatusCode::null_pointer, "'q'"},
+      Bad{"null out", [](auto& x) { x.out = nullptr; }, StatusCode::null_pointer, "'out'"},
+      Bad{"misaligned k", [&](auto& x) { x.k = k.get() + 1; }, StatusCode::misaligned, "'k'"},
+      Bad{"overlapping rows", [](auto& x) { x.q_stride = 64; }, StatusCode::invalid_argument, "'q'"},
+      Bad{"stride not 16-byte", [](auto& x) { x.v_stride = 132; }, StatusCode::invalid_argument, "'v'"},
+      Bad{"NaN scale", [](auto& x) { x.scale = NAN; }, StatusCode::invalid_argument, "scale"},
+      Bad{"cu_seqlens not a prefix sum (device)",
+          [&](auto& x) { x.q_batch = x.k_batch = VarlenBatch::packed(d_bad.get(), 3, 30); },
+          StatusCode::invalid_argument, "q_batch.cu_seqlens"},
+      Bad{"key cu_seqlens not a prefix sum (device)",
+          [&](auto& x) {
+            x.q_batch = VarlenBatch::uniform(3, 10);
+            x.k_batch = VarlenBatch::packed(d_bad.get(), 3, 30);
+          },
+          StatusCode::invalid_argument, "k_batch.cu_seqlens"},
+  });
+
+  // The cross-attention variants: k and the window.
+  using Enc = at::Forward<at::PatchesToBytes, T, at::HeadDims<64>>;
+  DeviceBuffer<std::int32_t> ids(std::vector<std::int32_t>(30, 0));
+  Enc::Arguments e;
+  e.q = q.get();
+  e.k = k.get();
+  e.v = v.get();
+  e.q_batch = e.k_batch = VarlenBatch::packed(d_cu.get(), 2, 30);
+  e.heads = H;
+  e.kv_heads = Hk;
+  e.head_dim = D;
+  e.variant = {{nullptr, nullptr, nullptr, ids.get()}, 2, 1};
+  e.out = out.get();
+  Testbed<Enc> enc;
+  enc.watch(out);
+  using EBad = Testbed<Enc>::Bad;
+  enc.reject(e, {
+      EBad{"k 0", [](auto& x) { x.variant.k = 0; }, StatusCode::empty, "variant.k"},
+      EBad{"k < 0", [](auto& x) { x.variant.k = -1; }, StatusCode::invalid_argument, "variant.k"},
+      EBad{"window 0", [](auto& x) { x.variant.window = 0; }, StatusCode::empty, "variant.window"},
+      EBad{"no patches", [](auto& x) { x.variant.patches.ids = nullptr; }, StatusCode::null_pointer, "variant.patches"},
+      EBad{"starts without offsets", [&](auto& x) { x.variant.patches.starts = ids.get(); }, StatusCode::null_pointer,
+           "variant.patches.offsets"},
+  });
+
+  // Documents: their offsets are checked on the device too.
+  using Doc = at::Forward<at::LocalBlockCausal, T, at::HeadDims<64>>;
+  Doc::Arguments dd;
+  dd.q = q.get();
+  dd.k = k.get();
+  dd.v = v.get();
+  dd.q_batch = dd.k_batch = VarlenBatch::packed(d_cu.get(), 2, 30);
+  dd.heads = H;
+  dd.kv_heads = Hk;
+  dd.head_dim = D;
+  dd.variant = {VarlenBatch::packed(d_cu.get(), 2, 30), {4}};
+  dd.out = out.get();
+  Testbed<Doc> doc;
+  doc.watch(out);
+  using DBad = Testbed<Doc>::Bad;
+  doc.reject(dd, {
+      DBad{"documents not a prefix sum (device)",
+           [&](auto& x) { x.variant.docs = VarlenBatch::packed(d_bad.get(), 3, 30); }, StatusCode::invalid_argument,
+           "variant.docs.cu_seqlens"},
+      DBad{"documents over other positions", [&](auto& x) { x.variant.docs = VarlenBatch::uniform(2, 16); },
+           StatusCode::shape_mismatch, "variant.docs.total"},
+      DBad{"not self-attention", [&](auto& x) { x.k_batch = VarlenBatch::uniform(2, 15); }, StatusCode::shape_mismatch,
+           "self-attention"},
+  });
+}
+#endif
+
+}  // namespace tlt::attention_tests
