@@ -20,3 +20,4 @@
 #include <tokenless/patcher/streaming.cuh>
 #include <tokenless/router/router.cuh>
 #include <tokenless/attention/attention.cuh>
+#include <tokenless/attention/decode.cuh>

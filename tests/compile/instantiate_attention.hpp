@@ -18,3 +18,15 @@ void instantiate_attention() {
 #define TL_ATTENTION_BOTH_DTYPES(V, HD)                            \
   template void instantiate_attention<V, __nv_bfloat16, HD>(); \
   template void instantiate_attention<V, __half, HD>();
+
+template <class V, class T, class HD>
+void instantiate_decode() {
+  static_assert(tokenless::Operation<at::Decode<V, T, HD>>);
+  (void)&at::Decode<V, T, HD>::run;
+}
+template <class T>
+void instantiate_cache() {
+  static_assert(tokenless::Operation<at::KvCacheAppend<T>> && tokenless::Operation<at::KvCacheRollback>);
+  (void)&at::KvCacheAppend<T>::run;
+  (void)&at::KvCacheRollback::run;
+}

@@ -5,10 +5,12 @@
 // dS to the storage type as the kernels do), bit-stable gradients, prefill
 // against decode-shaped calls, and bad input. Shared by the emu and gpu
 // tiers; TLT_ATTENTION_PART (0: primitives and core variants, 1: BLT and
-// DLCM variants, 2: head dims, GQA and bad input) splits it into units.
+// DLCM variants, 2: head dims, GQA and bad input, 3: decoding and the KV
+// cache) splits it into units.
 #include "../support/testbed.hpp"
 
 #include <tokenless/attention/attention.cuh>
+#include <tokenless/attention/decode.cuh>
 #include <tokenless/reference/attention.hpp>
 
 #include <cstring>
@@ -240,10 +242,6 @@ TEST_CASE("attention: mma.sync and ldmatrix follow the PTX fragment layouts") {
 // Small enough for thread mode under ThreadSanitizer (emu.tsan.attention):
 // every kernel, a query tile over two key tiles and a key tile over several
 // query steps, GQA.
-TEST_CASE("attention: one small causal problem, forward and backward (the race detector's case)") {
-  Shape sh{{0, 70, 100}, {0, 70, 100}, 2, 1, 64};
-  check_variant<at::Causal, __nv_bfloat16>(sh, {}, causal_mask(sh), 100);
-}
 
 TEST_CASE("attention: full and causal, varlen with sequences of length 1, forward and backward") {
   Shape sh{{0, 70, 71, 200, 201}, {0, 70, 71, 200, 201}, 2, 1, 64};
@@ -534,6 +532,284 @@ TEST_CASE("attention: bad input gets a clear Status and writes nothing") {
            StatusCode::shape_mismatch, "variant.docs.total"},
       DBad{"not self-attention", [&](auto& x) { x.k_batch = VarlenBatch::uniform(2, 15); }, StatusCode::shape_mismatch,
            "self-attention"},
+  });
+}
+#endif
+
+
+#if !defined(TLT_ATTENTION_PART) || TLT_ATTENTION_PART == 3
+// ------------------------------------------------------------------ decoding from a KV cache
+// A cache of capacity `cap` whose sequence b holds lens[b] tokens, the last
+// n_new[b] of them new; the queries are the new tokens'. Checks Decode
+// against the reference (the cache rows packed, the variant's rule bottom-
+// right aligned) and returns its output.
+template <class V, class T, class HD = at::HeadDims<64>>
+std::vector<T> check_decode(const std::vector<int>& lens, const std::vector<int>& n_new, int cap, int H, int Hk, int D,
+                            const typename V::Params& vp, std::function<bool(int, int, int, int)> rule,
+                            int num_splits, std::uint64_t seed, std::vector<T>* q_out = nullptr,
+                            std::vector<T>* kc_out = nullptr, std::vector<T>* vc_out = nullptr) {
+  const int B = static_cast<int>(lens.size());
+  std::vector<std::int32_t> cu_q = {0}, cu_k = {0};
+  for (int b = 0; b < B; ++b) {
+    cu_q.push_back(cu_q.back() + n_new[b]);
+    cu_k.push_back(cu_k.back() + lens[b]);
+  }
+  const std::int64_t tq = cu_q.back();
+  const auto qh = random_values<T>(static_cast<std::size_t>(tq * H * D), seed, -2.0f, 2.0f);
+  const auto kc = random_values<T>(static_cast<std::size_t>(B) * cap * Hk * D, seed + 1, -2.0f, 2.0f);
+  const auto vc = random_values<T>(static_cast<std::size_t>(B) * cap * Hk * D, seed + 2);
+  DeviceBuffer<T> q(qh), k(kc), v(vc), out(static_cast<std::size_t>(tq * H * D));
+  DeviceBuffer<float> lse(static_cast<std::size_t>(H * tq));
+  DeviceBuffer<std::int32_t> d_cu(cu_q), d_len(std::vector<std::int32_t>(lens.begin(), lens.end()));
+  using Op = at::Decode<V, T, HD>;
+  typename Op::Arguments a;
+  a.q = q.get();
+  a.q_batch = VarlenBatch::packed(d_cu.get(), B, tq);
+  a.k_cache = k.get();
+  a.v_cache = v.get();
+  a.cache_len = d_len.get();
+  a.capacity = cap;
+  a.heads = H;
+  a.kv_heads = Hk;
+  a.head_dim = D;
+  a.num_splits = num_splits;
+  a.variant = vp;
+  a.out = out.get();
+  a.lse = lse.get();
+  Testbed<Op>().run_ok(a);
+
+  // The reference over the packed cache rows.
+  std::vector<double> kd, vd;
+  for (int b = 0; b < B; ++b) {
+    for (int j = 0; j < lens[b]; ++j) {
+      for (int c = 0; c < Hk * D; ++c) {
+        kd.push_back(tokenless::to_float(kc[(static_cast<std::size_t>(b) * cap + j) * Hk * D + c]));
+        vd.push_back(tokenless::to_float(vc[(static_cast<std::size_t>(b) * cap + j) * Hk * D + c]));
+      }
+    }
+  }
+  ref::Shape rs{cu_q, cu_k, H, Hk, D};
+  auto mask = [&](std::int64_t b, int i, int j) { return rule(i, j, n_new[b], lens[b]); };
+  std::vector<double> o_true, lse_true, o_naive, lse_naive;
+  ref::forward(rs, mask, widen(qh), kd, vd, o_true, lse_true);
+  ref::forward(rs, mask, widen(qh), kd, vd, o_naive, lse_naive, round_to<T>);
+  const auto got = out.download();
+  check_accuracy(to_floats(got), rounded<T>(o_naive), o_true, 4.0, tokenless::dtype_traits<T>::unit_roundoff);
+  const auto lse_got = lse.download();
+  for (std::size_t i = 0; i < lse_true.size(); ++i) {
+    CAPTURE(i);
+    if (std::isinf(lse_true[i])) CHECK(lse_got[i] == -INFINITY);
+    else CHECK(std::fabs(lse_got[i] - lse_true[i]) <= 1e-4 * std::max(1.0, std::fabs(lse_true[i])));
+  }
+  if (q_out) *q_out = qh;
+  if (kc_out) *kc_out = kc;
+  if (vc_out) *vc_out = vc;
+  return got;
+}
+
+inline bool causal_rule(int i, int j, int lq, int lk) { return ref::causal(i, j, lq, lk); }
+
+// Small enough for thread mode under ThreadSanitizer (emu.tsan.attention):
+// every kernel of the core once, a query tile over two key tiles, a key tile
+// over several query steps, GQA, and a decode over two key splits.
+TEST_CASE("attention: one small causal problem, forward, backward and decode (the race detector's case)") {
+  Shape sh{{0, 70, 100}, {0, 70, 100}, 2, 1, 64};
+  check_variant<at::Causal, __nv_bfloat16>(sh, {}, causal_mask(sh), 100);
+  check_decode<at::Causal, __nv_bfloat16>({90}, {2}, 128, 2, 1, 64, {}, causal_rule, 2, 101);
+}
+
+TEST_CASE("attention decode: 1 to 16 new queries, GQA 1, 4 and 8, split-KV, against the reference") {
+  // Caches of 1, 100, 300 and 17 tokens (capacity 320), 1, 5, 16 and 3 new queries.
+  const std::vector<int> lens = {1, 100, 300, 17}, n_new = {1, 5, 16, 3};
+  for (int splits : {1, 0, 3}) {
+    CAPTURE(splits);
+    check_decode<at::Causal, __nv_bfloat16>(lens, n_new, 320, 4, 4, 64, {}, causal_rule, splits, 401);
+    check_decode<at::Causal, __half>(lens, n_new, 320, 8, 2, 64, {}, causal_rule, splits, 402);
+    check_decode<at::Causal, __nv_bfloat16>(lens, n_new, 320, 8, 1, 64, {}, causal_rule, splits, 403);
+  }
+  // Mistral's sliding window, and head dim 128.
+  check_decode<at::SlidingWindow, __nv_bfloat16>(lens, n_new, 320, 4, 1, 64, {40},
+                                                 [](int i, int j, int lq, int lk) { return ref::window(i, j, lq, lk, 40); },
+                                                 0, 404);
+  check_decode<at::Causal, __half, at::SupportedHeadDims>({700}, {2}, 768, 4, 1, 128, {}, causal_rule, 0, 405);
+}
+
+TEST_CASE("attention decode: the last rows of a prefill equal the decode results") {
+  using T = __nv_bfloat16;
+  const std::vector<int> lens = {70, 130}, n_new = {4, 16};
+  const int cap = 160, H = 4, Hk = 2, D = 64;
+  std::vector<T> qh, kc, vc;
+  const auto dec = check_decode<at::Causal, T>(lens, n_new, cap, H, Hk, D, {}, causal_rule, 1, 411, &qh, &kc, &vc);
+  // Prefill each whole sequence (queries for every position: the new ones
+  // are the decode's, the rest random), keys and values the cache rows.
+  for (int b = 0, q0 = 0; b < 2; q0 += n_new[b], ++b) {
+    const int n = lens[b];
+    auto qf = random_values<T>(static_cast<std::size_t>(n) * H * D, 412 + b, -2.0f, 2.0f);
+    std::copy(qh.begin() + static_cast<std::ptrdiff_t>(q0) * H * D, qh.begin() + static_cast<std::ptrdiff_t>(q0 + n_new[b]) * H * D,
+              qf.begin() + static_cast<std::ptrdiff_t>(n - n_new[b]) * H * D);
+    const std::vector<T> kf(kc.begin() + static_cast<std::ptrdiff_t>(b) * cap * Hk * D,
+                            kc.begin() + (static_cast<std::ptrdiff_t>(b) * cap + n) * Hk * D);
+    const std::vector<T> vf(vc.begin() + static_cast<std::ptrdiff_t>(b) * cap * Hk * D,
+                            vc.begin() + (static_cast<std::ptrdiff_t>(b) * cap + n) * Hk * D);
+    DeviceBuffer<T> q(qf), k(kf), v(vf), out(static_cast<std::size_t>(n) * H * D);
+    using Fwd = at::Forward<at::Causal, T, at::HeadDims<64>>;
+    Fwd::Arguments a;
+    a.q = q.get();
+    a.k = k.get();
+    a.v = v.get();
+    a.q_batch = a.k_batch = VarlenBatch::uniform(1, n);
+    a.heads = H;
+    a.kv_heads = Hk;
+    a.head_dim = D;
+    a.out = out.get();
+    Testbed<Fwd>().run_ok(a);
+    const auto pre = out.download();
+    for (int i = 0; i < n_new[b] * H * D; ++i) {
+      const float x = tokenless::to_float(pre[static_cast<std::size_t>(n - n_new[b]) * H * D + i]);
+      const float y = tokenless::to_float(dec[static_cast<std::size_t>(q0) * H * D + i]);
+#if defined(TOKENLESS_BACKEND_EMU)
+      CHECK(x == y);  // the same tiles and arithmetic, row by row: bit for bit
+#else
+      // Two kernels: the compiler may contract differently, within a unit of bf16.
+      CHECK(std::fabs(x - y) <= 2 * tokenless::dtype_traits<T>::unit_roundoff * std::max(1.0f, std::fabs(x)));
+#endif
+    }
+  }
+}
+
+TEST_CASE("attention KV cache: append, roll back rejected drafts, append again, and bad input") {
+  using T = __nv_bfloat16;
+  const int B = 3, cap = 24, Hk = 2, D = 64, row = Hk * D;
+  DeviceBuffer<T> kc(static_cast<std::size_t>(B) * cap * row), vc(static_cast<std::size_t>(B) * cap * row);
+  kc.fill_bytes(0);
+  vc.fill_bytes(0);
+  DeviceBuffer<std::int32_t> len(std::vector<std::int32_t>(B, 0));
+  std::vector<std::vector<T>> host_k(B), host_v(B);  // what each cache should hold
+  std::vector<int> host_len(B, 0);
+  using Op = at::KvCacheAppend<T>;
+  Testbed<Op> bed;
+  auto append = [&](const std::vector<std::int32_t>& counts, std::uint64_t seed) {
+    std::vector<std::int32_t> cu = {0};
+    for (int c : counts) cu.push_back(cu.back() + c);
+    const auto kn = random_values<T>(static_cast<std::size_t>(cu.back()) * row, seed);
+    const auto vn = random_values<T>(static_cast<std::size_t>(cu.back()) * row, seed + 1);
+    DeviceBuffer<T> dk(kn), dv(vn);
+    DeviceBuffer<std::int32_t> dcu(cu);
+    Op::Arguments a;
+    a.k_new = dk.get();
+    a.v_new = dv.get();
+    a.added = VarlenBatch::packed(dcu.get(), B, cu.back());
+    a.k_cache = kc.get();
+    a.v_cache = vc.get();
+    a.cache_len = len.get();
+    a.capacity = cap;
+    a.kv_heads = Hk;
+    a.head_dim = D;
+    bed.run_ok(a);
+    for (int b = 0; b < B; ++b) {
+      host_k[b].resize(static_cast<std::size_t>(host_len[b]) * row);
+      host_v[b].resize(static_cast<std::size_t>(host_len[b]) * row);
+      host_k[b].insert(host_k[b].end(), kn.begin() + static_cast<std::ptrdiff_t>(cu[b]) * row,
+                       kn.begin() + static_cast<std::ptrdiff_t>(cu[b + 1]) * row);
+      host_v[b].insert(host_v[b].end(), vn.begin() + static_cast<std::ptrdiff_t>(cu[b]) * row,
+                       vn.begin() + static_cast<std::ptrdiff_t>(cu[b + 1]) * row);
+      host_len[b] += counts[b];
+    }
+  };
+  auto check_cache = [&] {
+    const auto l = len.download();
+    const auto k = kc.download(), v = vc.download();
+    for (int b = 0; b < B; ++b) {
+      CAPTURE(b);
+      REQUIRE(l[b] == host_len[b]);
+      CHECK(std::memcmp(k.data() + static_cast<std::size_t>(b) * cap * row, host_k[b].data(),
+                        static_cast<std::size_t>(host_len[b]) * row * sizeof(T)) == 0);
+      CHECK(std::memcmp(v.data() + static_cast<std::size_t>(b) * cap * row, host_v[b].data(),
+                        static_cast<std::size_t>(host_len[b]) * row * sizeof(T)) == 0);
+    }
+  };
+  append({5, 0, 17}, 501);  // prompts, one sequence empty
+  append({3, 3, 3}, 503);   // three drafts each
+  check_cache();
+  // Verification kept 1, 3 and 0 of the drafts.
+  const std::vector<std::int32_t> drop = {2, 0, 3};
+  DeviceBuffer<std::int32_t> d_drop(drop);
+  at::KvCacheRollback::Arguments r{len.get(), d_drop.get(), B};
+  Testbed<at::KvCacheRollback> rb;
+  rb.run_ok(r);
+  for (int b = 0; b < B; ++b) host_len[b] -= drop[b];
+  append({1, 1, 1}, 505);
+  check_cache();  // lengths 5, 4, 18; the rejected rows overwritten
+
+  // Bad input: a sequence past its capacity, a drop past its length; nothing changes.
+  using tokenless::StatusCode;
+  const auto kn = random_values<T>(static_cast<std::size_t>(10) * row, 507);
+  DeviceBuffer<T> dk(kn), dv(kn);
+  DeviceBuffer<std::int32_t> dcu(std::vector<std::int32_t>{0, 0, 3, 10});
+  Op::Arguments a;
+  a.k_new = dk.get();
+  a.v_new = dv.get();
+  a.added = VarlenBatch::packed(dcu.get(), B, 10);
+  a.k_cache = kc.get();
+  a.v_cache = vc.get();
+  a.cache_len = len.get();
+  a.capacity = cap;
+  a.kv_heads = Hk;
+  a.head_dim = D;
+  const auto k_before = kc.download();
+  const auto len_before = len.download();
+  tokenless::Status s = bed.run(a);  // sequence 2: 18 + 7 > 24
+  CHECK(s.code() == StatusCode::capacity_too_small);
+  CHECK(std::string(s.message()).find("sequence 2: cache_len 18 + 7 new tokens") != std::string::npos);
+  CHECK(kc.download() == k_before);
+  CHECK(len.download() == len_before);
+  DeviceBuffer<std::int32_t> big(std::vector<std::int32_t>{0, 5, 0});
+  s = rb.run({len.get(), big.get(), B});
+  CHECK(s.code() == StatusCode::invalid_argument);
+  CHECK(std::string(s.message()).find("drop[1] = 5 with cache_len 4") != std::string::npos);
+  CHECK(len.download() == len_before);
+  CHECK(at::KvCacheRollback::can_implement({nullptr, big.get(), B}).code() == StatusCode::null_pointer);
+  a.kv_heads = 0;
+  CHECK(Op::can_implement(a).code() == StatusCode::empty);
+}
+
+TEST_CASE("attention decode: bad input gets a clear Status and writes nothing") {
+  using T = __nv_bfloat16;
+  using Op = at::Decode<at::Causal, T, at::HeadDims<64>>;
+  const int H = 4, Hk = 2, D = 64, cap = 32;
+  DeviceBuffer<T> q(8 * H * D), kc(2 * cap * Hk * D), vc(2 * cap * Hk * D), out(8 * H * D);
+  q.fill_bytes(0);
+  kc.fill_bytes(0);
+  vc.fill_bytes(0);
+  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 3, 8}), len(std::vector<std::int32_t>{10, 20}),
+      short_len(std::vector<std::int32_t>{10, 4}), long_len(std::vector<std::int32_t>{33, 20});
+  Op::Arguments a;
+  a.q = q.get();
+  a.q_batch = VarlenBatch::packed(cu.get(), 2, 8);
+  a.k_cache = kc.get();
+  a.v_cache = vc.get();
+  a.cache_len = len.get();
+  a.capacity = cap;
+  a.heads = H;
+  a.kv_heads = Hk;
+  a.head_dim = D;
+  a.out = out.get();
+  using Bad = Testbed<Op>::Bad;
+  using tokenless::StatusCode;
+  Testbed<Op> bed;
+  bed.watch(out);
+  bed.reject(a, {
+      Bad{"17 queries a sequence", [](auto& x) { x.max_queries = 17; }, StatusCode::unsupported, "max_queries"},
+      Bad{"more new queries than max_queries (device)", [](auto& x) { x.max_queries = 4; }, StatusCode::invalid_argument,
+          "sequence 1: 5 new queries, cache_len 20"},
+      Bad{"a cache shorter than its new queries (device)", [&](auto& x) { x.cache_len = short_len.get(); },
+          StatusCode::invalid_argument, "sequence 1: 5 new queries, cache_len 4"},
+      Bad{"a cache past its capacity (device)", [&](auto& x) { x.cache_len = long_len.get(); },
+          StatusCode::invalid_argument, "sequence 0: 3 new queries, cache_len 33"},
+      Bad{"null cache_len", [](auto& x) { x.cache_len = nullptr; }, StatusCode::null_pointer, "cache_len"},
+      Bad{"capacity 0", [](auto& x) { x.capacity = 0; }, StatusCode::empty, "capacity"},
+      Bad{"head dim 80", [](auto& x) { x.head_dim = 80; }, StatusCode::unsupported, "head_dim"},
+      Bad{"misaligned cache", [&](auto& x) { x.v_cache = vc.get() + 4; }, StatusCode::misaligned, "v_cache"},
   });
 }
 #endif

@@ -21,6 +21,7 @@
 #include <tokenless/core/launch.cuh>
 #include <tokenless/core/mma.cuh>
 #include <tokenless/core/varlen.hpp>
+#include <tokenless/core/vec.hpp>
 
 #include <cmath>
 #include <cstdint>
@@ -197,6 +198,98 @@ TL_DEVICE TL_FORCEINLINE float quad_sum(float x) {
 }
 
 // ------------------------------------------------------------------ forward
+// A warp's 16 rows under the online softmax: running max (base 2), sum and
+// the unnormalised output, in the accumulator layout (x[0..1] row g, x[2..3]
+// row g + 8).
+template <int D>
+struct RowState {
+  float m[2] = {-INFINITY, -INFINITY};
+  float l[2] = {0.0f, 0.0f};
+  mma::FragC acc[D / 8] = {};
+};
+
+// Keys [k0, k0 + kn) of the tiles the caller loaded (K landed, V possibly
+// in flight) for a warp's 16 rows, whose queries are q[2] with visible
+// ranges rows[2]. `full`: no pair of the tile is masked. Ends with V read,
+// after a barrier every thread of the block reaches.
+template <class V, class T, int D, int kBK>
+TL_DEVICE TL_FORCEINLINE void attend_tile(const typename V::Params& vp, const SeqView& s, float scale,
+                                          const mma::FragA (&qf)[D / 16], const T* sk, const T* sv, int k0, int kn,
+                                          bool full, const int (&q)[2], const Range (&rows)[2], RowState<D>& st) {
+  const int col = 2 * static_cast<int>(threadIdx.x & 3u);
+  mma::FragC sc[kBK / 8] = {};
+TL_UNROLL
+  for (int ks = 0; ks < D / 16; ++ks) {
+TL_UNROLL
+    for (int np = 0; np < kBK / 16; ++np) {
+      mma::FragB bb[2];
+      load_b_nk<D>(sk, np * 16, ks * 16, bb);
+      mma::mma_16816<T>(sc[2 * np], qf[ks], bb[0]);
+      mma::mma_16816<T>(sc[2 * np + 1], qf[ks], bb[1]);
+    }
+  }
+TL_UNROLL
+  for (int j = 0; j < kBK / 8; ++j) {
+TL_UNROLL
+    for (int e = 0; e < 4; ++e) {
+      float x = score<V>(vp, sc[j].x[e], scale) * kLog2e;
+      if (!full) {
+        const int key = k0 + 8 * j + col + (e & 1), r = e >> 1;
+        if (key >= k0 + kn || !pair_visible<V>(vp, s, rows[r], q[r], key)) x = -INFINITY;
+      }
+      sc[j].x[e] = x;
+    }
+  }
+  // Online softmax, in base 2; a row that has seen no visible key keeps
+  // m = -inf and uses 0 as its reference, so exp2 never sees inf - inf.
+TL_UNROLL
+  for (int r = 0; r < 2; ++r) {
+    float mx = -INFINITY;
+TL_UNROLL
+    for (int j = 0; j < kBK / 8; ++j) mx = fmaxf(mx, fmaxf(sc[j].x[2 * r], sc[j].x[2 * r + 1]));
+    const float m_new = fmaxf(st.m[r], quad_max(mx));
+    const float ref = m_new == -INFINITY ? 0.0f : m_new;
+    const float alpha = exp2f(st.m[r] - ref);
+    float sum = 0.0f;
+TL_UNROLL
+    for (int j = 0; j < kBK / 8; ++j) {
+      sc[j].x[2 * r] = exp2f(sc[j].x[2 * r] - ref);
+      sc[j].x[2 * r + 1] = exp2f(sc[j].x[2 * r + 1] - ref);
+      sum += sc[j].x[2 * r] + sc[j].x[2 * r + 1];
+    }
+    st.l[r] = st.l[r] * alpha + quad_sum(sum);
+    st.m[r] = m_new;
+TL_UNROLL
+    for (int j = 0; j < D / 8; ++j) {
+      st.acc[j].x[2 * r] *= alpha;
+      st.acc[j].x[2 * r + 1] *= alpha;
+    }
+  }
+  async::wait<0>();
+  __syncthreads();
+  gemm_pk<D, D, kBK>(st.acc, sc, sv);
+}
+
+// Row r's normaliser and LSE: a row that saw no key gives 0 and -inf.
+template <int D>
+TL_DEVICE TL_FORCEINLINE float row_inverse(const RowState<D>& st, int r) {
+  return st.l[r] > 0.0f ? 1.0f / st.l[r] : 0.0f;
+}
+template <int D>
+TL_DEVICE TL_FORCEINLINE float row_lse(const RowState<D>& st, int r) {
+  return st.l[r] > 0.0f ? (st.m[r] + log2f(st.l[r])) * kLn2 : -INFINITY;
+}
+
+// Row r of the warp's output, normalised, as 16-bit pairs.
+template <class T, int D>
+TL_DEVICE TL_FORCEINLINE void store_row(T* o, const RowState<D>& st, int r) {
+  const float inv = row_inverse(st, r);
+TL_UNROLL
+  for (int j = 0; j < D / 8; ++j) {
+    *reinterpret_cast<std::uint32_t*>(o + 8 * j) = mma::pack<T>(st.acc[j].x[2 * r] * inv, st.acc[j].x[2 * r + 1] * inv);
+  }
+}
+
 template <class V, class T, int D>
 struct ForwardKernel {
   using Tr = Traits<D>;
@@ -228,8 +321,8 @@ struct ForwardKernel {
 
     const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31u);
     const int row0 = q_lo + warp * 16 + (lane >> 2);  // the rows of x[0..1] and, 8 on, of x[2..3]
-    const int col = 2 * (lane & 3);
-    const Range rows[2] = {row_range<V>(pr.variant, s, row0), row_range<V>(pr.variant, s, row0 + 8)};
+    const int q[2] = {row0, row0 + 8};
+    const Range rows[2] = {row_range<V>(pr.variant, s, q[0]), row_range<V>(pr.variant, s, q[1])};
 
     async::wait<0>();
     __syncthreads();
@@ -237,8 +330,7 @@ struct ForwardKernel {
 TL_UNROLL
     for (int ks = 0; ks < D / 16; ++ks) qf[ks] = load_a<D>(sq, warp * 16, ks * 16);
 
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-    mma::FragC acc[D / 8] = {};
+    RowState<D> st;
     for (int k0 = keys.lo; k0 < keys.hi; k0 += kBK) {
       const int kn = imin(kBK, s.k_len - k0);
       __syncthreads();  // every warp is done with the previous tile
@@ -248,76 +340,194 @@ TL_UNROLL
       async::commit();
       async::wait<1>();  // K has landed; V may still be in flight
       __syncthreads();
-
-      mma::FragC sc[kBK / 8] = {};
-TL_UNROLL
-      for (int ks = 0; ks < D / 16; ++ks) {
-TL_UNROLL
-        for (int np = 0; np < kBK / 16; ++np) {
-          mma::FragB bb[2];
-          load_b_nk<D>(sk, np * 16, ks * 16, bb);
-          mma::mma_16816<T>(sc[2 * np], qf[ks], bb[0]);
-          mma::mma_16816<T>(sc[2 * np + 1], qf[ks], bb[1]);
-        }
-      }
       const bool full = kn == kBK && k0 + kBK <= keys.hi && V::tile_full(pr.variant, s, q_lo, q_hi, k0, k0 + kBK);
-TL_UNROLL
-      for (int j = 0; j < kBK / 8; ++j) {
-TL_UNROLL
-        for (int e = 0; e < 4; ++e) {
-          float x = score<V>(pr.variant, sc[j].x[e], pr.scale) * kLog2e;
-          if (!full) {
-            const int key = k0 + 8 * j + col + (e & 1), r = e >> 1;
-            if (key >= k0 + kn || !pair_visible<V>(pr.variant, s, rows[r], row0 + 8 * r, key)) x = -INFINITY;
-          }
-          sc[j].x[e] = x;
-        }
-      }
-      // Online softmax, in base 2; a row that has seen no visible key keeps
-      // m = -inf and uses 0 as its reference, so exp2 never sees inf - inf.
-TL_UNROLL
-      for (int r = 0; r < 2; ++r) {
-        float mx = -INFINITY;
-TL_UNROLL
-        for (int j = 0; j < kBK / 8; ++j) mx = fmaxf(mx, fmaxf(sc[j].x[2 * r], sc[j].x[2 * r + 1]));
-        const float m_new = fmaxf(m[r], quad_max(mx));
-        const float ref = m_new == -INFINITY ? 0.0f : m_new;
-        const float alpha = exp2f(m[r] - ref);
-        float sum = 0.0f;
-TL_UNROLL
-        for (int j = 0; j < kBK / 8; ++j) {
-          sc[j].x[2 * r] = exp2f(sc[j].x[2 * r] - ref);
-          sc[j].x[2 * r + 1] = exp2f(sc[j].x[2 * r + 1] - ref);
-          sum += sc[j].x[2 * r] + sc[j].x[2 * r + 1];
-        }
-        l[r] = l[r] * alpha + quad_sum(sum);
-        m[r] = m_new;
-TL_UNROLL
-        for (int j = 0; j < D / 8; ++j) {
-          acc[j].x[2 * r] *= alpha;
-          acc[j].x[2 * r + 1] *= alpha;
-        }
-      }
-      async::wait<0>();
-      __syncthreads();
-      gemm_pk<D, D, kBK>(acc, sc, sv);
+      attend_tile<V, T, D, kBK>(pr.variant, s, pr.scale, qf, sk, sv, k0, kn, full, q, rows, st);
     }
 
     // Epilogue: a row that saw no key writes zeros and an LSE of -inf.
 TL_UNROLL
     for (int r = 0; r < 2; ++r) {
-      const int row = row0 + 8 * r;
-      if (row >= q_hi) continue;
-      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-      T* o = p.out + (s.q_start + row) * p.out_stride + h * D + col;
-TL_UNROLL
-      for (int j = 0; j < D / 8; ++j) {
-        *reinterpret_cast<std::uint32_t*>(o + 8 * j) = mma::pack<T>(acc[j].x[2 * r] * inv, acc[j].x[2 * r + 1] * inv);
-      }
-      if (p.lse && (lane & 3) == 0) {
-        p.lse[h * pr.q_batch.total + s.q_start + row] = l[r] > 0.0f ? (m[r] + log2f(l[r])) * kLn2 : -INFINITY;
+      if (q[r] >= q_hi) continue;
+      store_row<T, D>(p.out + (s.q_start + q[r]) * p.out_stride + h * D + 2 * (lane & 3), st, r);
+      if (p.lse && (lane & 3) == 0) p.lse[h * pr.q_batch.total + s.q_start + q[r]] = row_lse(st, r);
+    }
+  }
+};
+
+// ------------------------------------------------------------------ decode
+// A few new queries per sequence (generation, or verifying drafts) against a
+// KV cache: sequence b's keys are rows [b capacity, b capacity + len[b]) of
+// the cache. GQA query packing: a block's 64 rows are (query, head) pairs of
+// one key/value head's group, row r = query r / G, head hk G + r % G, so
+// every key tile loaded serves the whole group. Split-KV (flash-decoding):
+// grid.y splits the keys in chunks; each split writes its normalised
+// partial output and LSE, and CombineKernel merges them.
+template <class V, class T>
+struct DecodeParams {
+  const T* q;
+  std::int64_t q_stride;
+  VarlenBatch q_batch;  // the new queries of every sequence
+  const T* k_cache;
+  const T* v_cache;
+  std::int64_t cache_stride, capacity;  // elements between positions; positions a sequence
+  const std::int32_t* cache_len;        // [num_seqs], the new tokens included
+  int heads, group, slabs, splits, split_keys;
+  float scale;
+  typename V::Params variant;
+  T* out;
+  std::int64_t out_stride;
+  float* lse;       // [heads, q_batch.total]; optional
+  float* part_out;  // [splits, q_batch.total, heads, D] fp32 (splits > 1)
+  float* part_lse;  // [splits, q_batch.total, heads]
+  DeviceStatus* status;
+};
+
+template <class V, class T, int D>
+struct DecodeKernel {
+  using Tr = Traits<D>;
+  static constexpr int kThreads = Tr::kThreads, kRows = Tr::kBlockQ, kBK = Tr::kBlockK, kS = Tr::kStride;
+  using Params = DecodeParams<V, T>;
+  static constexpr std::size_t kSmemBytes = static_cast<std::size_t>(kRows + 2 * kBK) * kS * sizeof(T);
+
+  TL_DEVICE void operator()(const Params& p) const {
+    const int G = p.group, kv_heads = p.heads / G;
+    const std::int64_t item = blockIdx.x;
+    const int slab = static_cast<int>(item % p.slabs);
+    const int hk = static_cast<int>((item / p.slabs) % kv_heads);
+    const std::int64_t b = item / p.slabs / kv_heads;
+    const int split = static_cast<int>(blockIdx.y);
+    SeqView s;
+    s.b = b;
+    s.q_start = p.q_batch.start(b);
+    s.q_len = static_cast<int>(p.q_batch.start(b + 1) - s.q_start);
+    s.k_start = b * p.capacity;
+    s.k_len = p.cache_len[b];
+    const int r0 = slab * kRows, n_rows = G * s.q_len;
+    if (r0 >= n_rows) return;  // block-uniform
+    const int i_lo = r0 / G, i_hi = imin(s.q_len, (r0 + kRows - 1) / G + 1);  // the slab's queries
+    const Range all = clip(V::key_range(p.variant, s, i_lo, i_hi), s.k_len);
+    const Range keys = intersect(all, {split * p.split_keys, (split + 1) * p.split_keys});
+
+    T* sq = dynamic_smem<T>();
+    T* sk = sq + kRows * kS;
+    T* sv = sk + kBK * kS;
+    // Q rows gathered from (query, head) pairs.
+    for (int c = static_cast<int>(threadIdx.x); c < kRows * (D / 8); c += kThreads) {
+      const int r = c / (D / 8), ch = c % (D / 8), row = r0 + r;
+      T* dst = sq + r * kS + ch * 8;
+      if (row < n_rows) {
+        async::copy16(dst, p.q + (s.q_start + row / G) * p.q_stride + (hk * G + row % G) * D + ch * 8);
+      } else {
+        *reinterpret_cast<Vec<std::uint32_t, 4>*>(dst) = Vec<std::uint32_t, 4>{};
       }
     }
+    async::commit();
+
+    const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31u);
+    const int rr[2] = {r0 + warp * 16 + (lane >> 2), r0 + warp * 16 + (lane >> 2) + 8};
+    const int q[2] = {imin(rr[0], n_rows - 1) / G, imin(rr[1], n_rows - 1) / G};
+    const Range rows[2] = {rr[0] < n_rows ? row_range<V>(p.variant, s, q[0]) : Range{},
+                           rr[1] < n_rows ? row_range<V>(p.variant, s, q[1]) : Range{}};
+    async::wait<0>();
+    __syncthreads();
+    mma::FragA qf[D / 16];
+TL_UNROLL
+    for (int ks = 0; ks < D / 16; ++ks) qf[ks] = load_a<D>(sq, warp * 16, ks * 16);
+
+    RowState<D> st;
+    for (int k0 = keys.lo; k0 < keys.hi; k0 += kBK) {
+      const int kn = imin(kBK, keys.hi - k0);  // the split's end masks like the sequence's
+      __syncthreads();
+      load_rows<D, kBK>(sk, p.k_cache + hk * D, p.cache_stride, s.k_start + k0, kn);
+      async::commit();
+      load_rows<D, kBK>(sv, p.v_cache + hk * D, p.cache_stride, s.k_start + k0, kn);
+      async::commit();
+      async::wait<1>();
+      __syncthreads();
+      const bool full = kn == kBK && V::tile_full(p.variant, s, i_lo, i_hi, k0, k0 + kBK);
+      attend_tile<V, T, D, kBK>(p.variant, s, p.scale, qf, sk, sv, k0, kn, full, q, rows, st);
+    }
+
+TL_UNROLL
+    for (int r = 0; r < 2; ++r) {
+      if (rr[r] >= n_rows) continue;
+      const std::int64_t pos = s.q_start + rr[r] / G;
+      const int h = hk * G + rr[r] % G;
+      if (p.splits == 1) {
+        store_row<T, D>(p.out + pos * p.out_stride + h * D + 2 * (lane & 3), st, r);
+        if (p.lse && (lane & 3) == 0) p.lse[h * p.q_batch.total + pos] = row_lse(st, r);
+      } else {
+        const std::int64_t at = (split * p.q_batch.total + pos) * p.heads + h;
+        const float inv = row_inverse(st, r);
+        float* o = p.part_out + at * D + 2 * (lane & 3);
+TL_UNROLL
+        for (int j = 0; j < D / 8; ++j) {
+          o[8 * j] = st.acc[j].x[2 * r] * inv;
+          o[8 * j + 1] = st.acc[j].x[2 * r + 1] * inv;
+        }
+        if ((lane & 3) == 0) p.part_lse[at] = row_lse(st, r);
+      }
+    }
+  }
+};
+
+// Merges the splits' partial outputs by their LSEs: a warp per (query, head).
+// A split that saw no key (LSE -inf) weighs 0; a row with none writes zeros.
+template <class T>
+struct CombineKernel {
+  struct Params {
+    const float* part_out;
+    const float* part_lse;
+    std::int64_t positions;
+    int heads, head_dim, splits;
+    T* out;
+    std::int64_t out_stride;
+    float* lse;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::warp_items(p.positions * p.heads, [&](std::int64_t item, int lane) {
+      const std::int64_t pos = item / p.heads;
+      const int h = static_cast<int>(item % p.heads);
+      const std::int64_t stride = p.positions * p.heads;  // between splits
+      float m = -INFINITY;
+      for (int sp = 0; sp < p.splits; ++sp) m = fmaxf(m, p.part_lse[sp * stride + item]);
+      const float ref = m == -INFINITY ? 0.0f : m;
+      float total = 0.0f;
+      for (int sp = 0; sp < p.splits; ++sp) total += expf(p.part_lse[sp * stride + item] - ref);
+      const float inv = total > 0.0f ? 1.0f / total : 0.0f;
+      for (int d = lane; d < p.head_dim; d += 32) {
+        float acc = 0.0f;
+        for (int sp = 0; sp < p.splits; ++sp) {
+          const float w = expf(p.part_lse[sp * stride + item] - ref);
+          if (w > 0.0f) acc += w * p.part_out[(sp * stride + item) * p.head_dim + d];
+        }
+        p.out[pos * p.out_stride + h * p.head_dim + d] = from_float<T>(acc * inv);
+      }
+      if (p.lse && lane == 0) p.lse[h * p.positions + pos] = total > 0.0f ? ref + logf(total) : -INFINITY;
+    });
+  }
+};
+
+// The decode's device-side checks, a thread per sequence: at most
+// max_queries new queries, and new_queries <= len <= capacity.
+struct DecodeCheckKernel {
+  struct Params {
+    VarlenBatch q_batch;
+    const std::int32_t* cache_len;
+    std::int64_t capacity;
+    int max_queries;
+    DeviceStatus* status;
+    int check;
+  };
+  static constexpr int kThreads = 256;
+  static constexpr bool kReportsStatus = true;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.q_batch.num_seqs, [&](std::int64_t b) {
+      const std::int64_t n = p.q_batch.length(b), len = p.cache_len[b];
+      if (n > p.max_queries || len < n || len > p.capacity) device_fail(p.status, p.check, b);
+    });
   }
 };
 
