@@ -7,7 +7,9 @@
 //     bound, fraction of copy bandwidth (target >= 70%, and >= 5x
 //     FlexAttention with create_block_mask);
 //   * DLCM-like token -> concept, head dim 128, 8K-32K tokens, mean segment
-//     4 (target >= 1.5x FlexAttention).
+//     4 (target >= 1.5x FlexAttention);
+//   * decode at batch 1 with a 4K-32K cache (32 heads over 8 KV heads of
+//     128): fraction of copy bandwidth over the cache (target >= 80%).
 // FLOPs count the visible pairs only (causal: half the square), as
 // FlashAttention reports them; the backward counts 2.5x the forward.
 // Side by side: benchmarks/torch/attention_sdpa.py.
@@ -164,6 +166,38 @@ void BM_Dlcm(benchmark::State& state) {
                             {{offsets.p, starts.p, lengths.p, nullptr}, at::ConceptVisibility::started}, false, pairs);
 }
 
+// Decode at batch 1: one new query, 32 heads over 8 KV heads of 128 (Llama
+// 3 8B's attention), a cache of S tokens. Memory-bound: the bytes are the
+// cache's K and V rows read once (target >= 80% of copy bandwidth).
+void BM_Decode(benchmark::State& state) {
+  const std::int64_t S = state.range(0), H = 32, Hk = 8, D = 128;
+  tlb::DeviceArray<B16> q(H * D), kc(S * Hk * D), vc(S * Hk * D), o(H * D);
+  tlb::fill_random(q.p, q.n, 1);
+  tlb::fill_random(kc.p, kc.n, 2);
+  tlb::fill_random(vc.p, vc.n, 3);
+  auto len = upload(std::vector<std::int32_t>{static_cast<std::int32_t>(S)});
+  using Op = at::Decode<at::Causal, B16>;
+  Op::Arguments a;
+  a.q = q.p;
+  a.q_batch = tokenless::VarlenBatch::uniform(1, 1);
+  a.k_cache = kc.p;
+  a.v_cache = vc.p;
+  a.cache_len = len.p;
+  a.capacity = S;
+  a.heads = H;
+  a.kv_heads = Hk;
+  a.head_dim = D;
+  a.max_queries = 1;
+  a.out = o.p;
+  tlb::DeviceArray<unsigned char> ws(Op::workspace_size(a));
+  const tokenless::Workspace w{ws.p, ws.n};
+  if (auto s = Op::run(a, w); !s) return state.SkipWithError(s.message());
+  if (auto s = Op::read_status(a, w); !s) return state.SkipWithError(s.message());
+  const double t = tlb::time_iterations(state, [&] { (void)Op::run(a, w); });
+  tlb::report(state, t, 2.0 * 2.0 * static_cast<double>(S * Hk * D), 4.0 * static_cast<double>(S * H * D));
+  state.counters["splits"] = Op::plan(a).splits;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -179,5 +213,6 @@ int main(int argc, char** argv) {
   seq(benchmark::RegisterBenchmark("attention_blt_encoder_cross/blt1b", BM_BltCross, true), 8192, 65536);
   seq(benchmark::RegisterBenchmark("attention_blt_decoder_cross/blt1b", BM_BltCross, false), 8192, 65536);
   seq(benchmark::RegisterBenchmark("attention_dlcm_token_to_concept/hd128", BM_Dlcm), 8192, 32768);
+  seq(benchmark::RegisterBenchmark("attention_decode/llama3_8b_batch1", BM_Decode), 4096, 32768);
   return tlb::run_main(argc, argv, "tokenless_bench_attention.json");
 }

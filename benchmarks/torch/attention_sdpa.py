@@ -6,11 +6,13 @@
   * BLT-1B cross-attention (8K-64K bytes, patches of 1-8 bytes, k = 2, 16
     heads of 64), encoder and decoder masks: FlexAttention, with
     create_block_mask timed in, since BLT builds its BlockMask every batch;
-  * DLCM-like token -> concept (head dim 128, 8K-32K tokens): FlexAttention.
+  * DLCM-like token -> concept (head dim 128, 8K-32K tokens): FlexAttention;
+  * decode at batch 1, one query, 32 heads over 8 KV heads of 128, caches of
+    4K-32K: SDPA (GQA) and, when installed, flash_attn_with_kvcache.
 
 Times with CUDA events after an L2 flush; prints one JSON line a measurement.
 
-    python3 benchmarks/torch/attention_sdpa.py [--only causal|blt|dlcm]
+    python3 benchmarks/torch/attention_sdpa.py [--only causal|blt|dlcm|decode]
 """
 import argparse
 import json
@@ -152,11 +154,37 @@ def dlcm():
             emit(impl="flex_attention", shape="dlcm_token_to_concept", n=n, error=str(e)[:200])
 
 
+def decode():
+    try:
+        from flash_attn import flash_attn_with_kvcache
+    except ImportError:
+        flash_attn_with_kvcache = None
+    s = 4096
+    while s <= 32768:
+        q = torch.randn(1, 32, 1, 128, device="cuda", dtype=torch.bfloat16)
+        k = torch.randn(1, 8, s, 128, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        cache_bytes = 2 * k.numel() * 2
+        try:
+            ms = timed(lambda: F.scaled_dot_product_attention(q, k, v, enable_gqa=True))
+            emit(impl="sdpa_gqa", shape="decode_batch1", S=s, ms=ms, cache_gb_per_s=cache_bytes / ms * 1e-6)
+        except (RuntimeError, TypeError) as e:
+            emit(impl="sdpa_gqa", shape="decode_batch1", S=s, error=str(e)[:200])
+        if flash_attn_with_kvcache is not None:
+            kc, vc = k.transpose(1, 2).contiguous(), v.transpose(1, 2).contiguous()
+            qf = q.transpose(1, 2).contiguous()
+            lens = torch.tensor([s], device="cuda", dtype=torch.int32)
+            ms = timed(lambda: flash_attn_with_kvcache(qf, kc, vc, cache_seqlens=lens, causal=True))
+            emit(impl="flash_attn_with_kvcache", shape="decode_batch1", S=s, ms=ms,
+                 cache_gb_per_s=cache_bytes / ms * 1e-6)
+        s *= 2
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", choices=["causal", "blt", "dlcm"])
+    ap.add_argument("--only", choices=["causal", "blt", "dlcm", "decode"])
     args = ap.parse_args()
-    for name, fn in (("causal", causal), ("blt", blt), ("dlcm", dlcm)):
+    for name, fn in (("causal", causal), ("blt", blt), ("dlcm", dlcm), ("decode", decode)):
         if args.only in (None, name):
             fn()
 
