@@ -433,6 +433,86 @@ TEST_CASE("attention: head dims 96 and 128, GQA ratios 1, 4 and 8") {
   check_variant<at::SlidingWindow, __half, HD>(g4, {20}, window_mask(g4, 20), 304);
 }
 
+TEST_CASE("attention: q, k and v inside a fused QKV projection's output, gradients into a fused buffer") {
+  // qkv [N, (H + 2 Hk) D]: the strided call must equal the packed one bit for bit.
+  using T = __nv_bfloat16;
+  const int H = 4, Hk = 2, D = 64, W = (H + 2 * Hk) * D;
+  const std::vector<std::int32_t> cu = {0, 37, 100};
+  const std::int64_t n = cu.back();
+  const auto qkv_h = random_values<T>(static_cast<std::size_t>(n * W), 321, -2.0f, 2.0f);
+  const auto go_h = random_values<T>(static_cast<std::size_t>(n * H * D), 322);
+  std::vector<T> qh, kh, vh;
+  for (std::int64_t t = 0; t < n; ++t) {
+    qh.insert(qh.end(), qkv_h.begin() + t * W, qkv_h.begin() + t * W + H * D);
+    kh.insert(kh.end(), qkv_h.begin() + t * W + H * D, qkv_h.begin() + t * W + (H + Hk) * D);
+    vh.insert(vh.end(), qkv_h.begin() + t * W + (H + Hk) * D, qkv_h.begin() + (t + 1) * W);
+  }
+  DeviceBuffer<T> qkv(qkv_h), q(qh), k(kh), v(vh), go(go_h), out(n * H * D), out_f(n * W), dqkv(n * W),
+      dq(n * H * D), dk(n * Hk * D), dv(n * Hk * D);
+  DeviceBuffer<float> lse(H * n), lse_f(H * n);
+  DeviceBuffer<std::int32_t> d_cu(cu);
+  using Fwd = at::Forward<at::Causal, T, at::HeadDims<64>>;
+  Fwd::Arguments a;
+  a.q_batch = a.k_batch = VarlenBatch::packed(d_cu.get(), 2, n);
+  a.heads = H;
+  a.kv_heads = Hk;
+  a.head_dim = D;
+  a.q = q.get();
+  a.k = k.get();
+  a.v = v.get();
+  a.out = out.get();
+  a.lse = lse.get();
+  Testbed<Fwd>().run_ok(a);
+  Fwd::Arguments f = a;
+  f.q = qkv.get();
+  f.k = qkv.get() + H * D;
+  f.v = qkv.get() + (H + Hk) * D;
+  f.q_stride = f.k_stride = f.v_stride = f.out_stride = W;
+  f.out = out_f.get();
+  f.lse = lse_f.get();
+  Testbed<Fwd>().run_ok(f);
+  const auto o = out.download(), of = out_f.download();
+  for (std::int64_t t = 0; t < n; ++t) {
+    CHECK(std::memcmp(o.data() + t * H * D, of.data() + t * W, H * D * sizeof(T)) == 0);
+  }
+  CHECK(lse.download() == lse_f.download());
+
+  using Bwd = at::Backward<at::Causal, T, at::HeadDims<64>>;
+  Bwd::Arguments g;
+  g.q_batch = g.k_batch = a.q_batch;
+  g.heads = H;
+  g.kv_heads = Hk;
+  g.head_dim = D;
+  g.q = q.get();
+  g.k = k.get();
+  g.v = v.get();
+  g.out = out.get();
+  g.grad_out = go.get();
+  g.lse = lse.get();
+  g.grad_q = dq.get();
+  g.grad_k = dk.get();
+  g.grad_v = dv.get();
+  Testbed<Bwd>().run_ok(g);
+  Bwd::Arguments gf = g;
+  gf.q = f.q;
+  gf.k = f.k;
+  gf.v = f.v;
+  gf.q_stride = gf.k_stride = gf.v_stride = gf.out_stride = W;
+  gf.out = out_f.get();
+  gf.grad_q = dqkv.get();
+  gf.grad_k = dqkv.get() + H * D;
+  gf.grad_v = dqkv.get() + (H + Hk) * D;
+  gf.grad_q_stride = gf.grad_k_stride = gf.grad_v_stride = W;
+  Testbed<Bwd>().run_ok(gf);
+  const auto gq = dq.download(), gk = dk.download(), gv = dv.download(), fused = dqkv.download();
+  for (std::int64_t t = 0; t < n; ++t) {
+    CAPTURE(t);
+    CHECK(std::memcmp(gq.data() + t * H * D, fused.data() + t * W, H * D * sizeof(T)) == 0);
+    CHECK(std::memcmp(gk.data() + t * Hk * D, fused.data() + t * W + H * D, Hk * D * sizeof(T)) == 0);
+    CHECK(std::memcmp(gv.data() + t * Hk * D, fused.data() + t * W + (H + Hk) * D, Hk * D * sizeof(T)) == 0);
+  }
+}
+
 TEST_CASE("attention: bad input gets a clear Status and writes nothing") {
   using T = __nv_bfloat16;
   using Fwd = at::Forward<at::SlidingWindow, T, at::HeadDims<64>>;
