@@ -63,35 +63,12 @@ void run(benchmark::State& state, std::int64_t tq, std::int64_t tk, const tokenl
   tlb::fill_random(v.p, v.n, 3);
   tlb::fill_random(go.p, go.n, 4);
   using Fwd = at::Forward<V, B16>;
-  typename Fwd::Arguments a;
-  a.q = q.p;
-  a.k = k.p;
-  a.v = v.p;
-  a.q_batch = qb;
-  a.k_batch = kb;
-  a.heads = heads;
-  a.kv_heads = kv_heads;
-  a.head_dim = d;
-  a.variant = vp;
-  a.out = o.p;
-  a.lse = lse.p;
+  const typename Fwd::Arguments a{.q = q.p, .k = k.p, .v = v.p, .q_batch = qb, .k_batch = kb, .heads = heads,
+                                  .kv_heads = kv_heads, .head_dim = d, .variant = vp, .out = o.p, .lse = lse.p};
   using Bwd = at::Backward<V, B16>;
-  typename Bwd::Arguments g;
-  g.q = q.p;
-  g.k = k.p;
-  g.v = v.p;
-  g.out = o.p;
-  g.grad_out = go.p;
-  g.lse = lse.p;
-  g.q_batch = qb;
-  g.k_batch = kb;
-  g.heads = heads;
-  g.kv_heads = kv_heads;
-  g.head_dim = d;
-  g.variant = vp;
-  g.grad_q = gq.p;
-  g.grad_k = gk.p;
-  g.grad_v = gv.p;
+  const typename Bwd::Arguments g{.q = q.p, .k = k.p, .v = v.p, .out = o.p, .grad_out = go.p, .lse = lse.p,
+                                  .q_batch = qb, .k_batch = kb, .heads = heads, .kv_heads = kv_heads, .head_dim = d,
+                                  .variant = vp, .grad_q = gq.p, .grad_k = gk.p, .grad_v = gv.p};
   const std::size_t ws_bytes = std::max(Fwd::workspace_size(a), Bwd::workspace_size(g));
   tlb::DeviceArray<unsigned char> ws(ws_bytes);
   const tokenless::Workspace w{ws.p, ws_bytes};
@@ -177,18 +154,9 @@ void BM_Decode(benchmark::State& state) {
   tlb::fill_random(vc.p, vc.n, 3);
   auto len = upload(std::vector<std::int32_t>{static_cast<std::int32_t>(S)});
   using Op = at::Decode<at::Causal, B16>;
-  Op::Arguments a;
-  a.q = q.p;
-  a.q_batch = tokenless::VarlenBatch::uniform(1, 1);
-  a.k_cache = kc.p;
-  a.v_cache = vc.p;
-  a.cache_len = len.p;
-  a.capacity = S;
-  a.heads = H;
-  a.kv_heads = Hk;
-  a.head_dim = D;
-  a.max_queries = 1;
-  a.out = o.p;
+  const Op::Arguments a{.q = q.p, .q_batch = tokenless::VarlenBatch::uniform(1, 1), .k_cache = kc.p, .v_cache = vc.p,
+                        .cache_len = len.p, .capacity = S, .heads = H, .kv_heads = Hk, .head_dim = D,
+                        .max_queries = 1, .out = o.p};
   tlb::DeviceArray<unsigned char> ws(Op::workspace_size(a));
   const tokenless::Workspace w{ws.p, ws.n};
   if (auto s = Op::run(a, w); !s) return state.SkipWithError(s.message());

@@ -20,6 +20,7 @@ import random
 
 import torch
 import torch.nn.functional as F
+from timing import timed
 
 try:
     from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -31,27 +32,6 @@ try:
     flex = torch.compile(flex_attention, dynamic=False)
 except Exception:  # noqa: BLE001 - FlexAttention needs torch >= 2.5
     flex = None
-
-FLUSH = None
-
-
-def timed(fn, reps=5):
-    global FLUSH
-    if FLUSH is None:
-        FLUSH = torch.empty(256 << 20, dtype=torch.uint8, device="cuda")
-    fn()
-    torch.cuda.synchronize()
-    total = 0.0
-    for _ in range(reps):
-        FLUSH.zero_()
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        fn()
-        b.record()
-        b.synchronize()
-        total += a.elapsed_time(b)
-    return total / reps
-
 
 def emit(**kw):
     print(json.dumps(kw), flush=True)

@@ -21,6 +21,7 @@ import argparse
 import json
 
 import torch
+from timing import timed
 
 PRIMES = [1000000007, 5915587277, 1500450271, 3267000013, 5754853343, 4093082899,
           9576890767, 3628273133, 2860486313, 5463458053, 3367900313]
@@ -50,27 +51,12 @@ def main():
     byte_emb = torch.nn.Embedding(260, d, device=dev, dtype=torch.bfloat16, sparse=args.sparse)
     tables = torch.nn.ModuleList(torch.nn.Embedding(V, d, device=dev, dtype=torch.bfloat16, sparse=args.sparse)
                                  for _ in ngrams)
-    flush = torch.empty(256 << 20, dtype=torch.uint8, device=dev)
 
     def forward(ids):
         out = byte_emb(ids)
         for k, n in enumerate(ngrams):
             out = out + tables[k](hash_ids(ids, n, 0, V))
         return out
-
-    def timed(fn, reps=10):
-        fn()
-        torch.cuda.synchronize()
-        total = 0.0
-        for _ in range(reps):
-            flush.zero_()
-            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            a.record()
-            fn()
-            b.record()
-            b.synchronize()
-            total += a.elapsed_time(b)
-        return total / reps
 
     for n in [int(s) for s in args.sizes.split(",")]:
         ids = (torch.randint(32, 127, (1, n), device=dev) + 4).to(torch.int64)

@@ -6,6 +6,8 @@
 #include <tokenless/attention/policy.hpp>
 #include <tokenless/reference/attention.hpp>
 
+#include "../support/patch_set.hpp"
+
 #include <random>
 #include <vector>
 
@@ -15,21 +17,8 @@ namespace ref = tokenless::reference::attention;
 namespace {
 
 // One sequence's patches as the patcher gives them, in both forms.
-struct OneSeq {
-  std::vector<std::int32_t> offsets{0, 0}, starts, lengths, ids;
-  explicit OneSeq(const std::vector<int>& lens) {
-    int pos = 0;
-    for (int len : lens) {
-      starts.push_back(pos);
-      lengths.push_back(len);
-      for (int t = 0; t < len; ++t) ids.push_back(static_cast<std::int32_t>(starts.size() - 1));
-      pos += len;
-    }
-    offsets[1] = static_cast<std::int32_t>(starts.size());
-  }
-  at::Patches csr() const { return {offsets.data(), starts.data(), lengths.data(), nullptr}; }
-  at::Patches by_id() const { return {nullptr, nullptr, nullptr, ids.data()}; }
-  int bytes() const { return static_cast<int>(ids.size()); }
+struct OneSeq : tlt::PatchSet {
+  explicit OneSeq(const std::vector<int>& lens) : PatchSet({lens}) {}
 };
 
 // Every (row, column) of a variant's rows against a rule.

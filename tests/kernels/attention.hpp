@@ -13,6 +13,8 @@
 #include <tokenless/attention/decode.cuh>
 #include <tokenless/reference/attention.hpp>
 
+#include "../support/patch_set.hpp"
+
 #include <cstring>
 
 namespace tlt::attention_tests {
@@ -44,6 +46,27 @@ std::vector<float> rounded(const std::vector<double>& v) {
   return f;
 }
 
+// A kernel's output against the truth, at the tolerance rule's factor 4 of
+// the naive same-precision error (support.hpp).
+template <class T>
+void check_output(const char* what, const std::vector<T>& got, const std::vector<double>& naive,
+                  const std::vector<double>& truth) {
+  INFO(what);
+  check_accuracy(to_floats(got), rounded<T>(naive), truth, 4.0, tokenless::dtype_traits<T>::unit_roundoff);
+}
+// LSEs agree to fp32 roundoff of the scores; -inf (no visible key) exactly.
+inline void check_lse(const std::vector<float>& got, const std::vector<double>& truth) {
+  for (std::size_t i = 0; i < truth.size(); ++i) {
+    CAPTURE(i);
+    if (std::isinf(truth[i])) CHECK(got[i] == -INFINITY);
+    else CHECK(std::fabs(got[i] - truth[i]) <= 1e-4 * std::max(1.0, std::fabs(truth[i])));
+  }
+}
+template <class T>
+bool same_bits(const std::vector<T>& a, const std::vector<T>& b) {
+  return a.size() == b.size() && std::memcmp(a.data(), b.data(), a.size() * sizeof(T)) == 0;
+}
+
 // One problem: sequences, heads, head dim; uniform = the padded [B, S] form.
 struct Shape {
   std::vector<std::int32_t> cu_q, cu_k;
@@ -73,87 +96,45 @@ std::vector<T> check_variant(const Shape& sh, const typename V::Params& vp, cons
                                     : VarlenBatch::packed(sh.cu_q == sh.cu_k ? cuq.get() : cuk.get(), sh.seqs(), tk);
 
   using Fwd = at::Forward<V, T, HD>;
-  typename Fwd::Arguments a;
-  a.q = q.get();
-  a.k = k.get();
-  a.v = v.get();
-  a.q_batch = qb;
-  a.k_batch = kb;
-  a.heads = H;
-  a.kv_heads = Hk;
-  a.head_dim = D;
-  a.variant = vp;
-  a.out = out.get();
-  a.lse = lse.get();
-  Testbed<Fwd>().run_ok(a);
+  Testbed<Fwd>().run_ok({.q = q.get(), .k = k.get(), .v = v.get(), .q_batch = qb, .k_batch = kb, .heads = H,
+                         .kv_heads = Hk, .head_dim = D, .variant = vp, .out = out.get(), .lse = lse.get()});
 
   ref::Shape rs{sh.cu_q, sh.cu_k, H, Hk, D, 0, sh.soft_cap};
   const auto qd = widen(qh), kd = widen(kh), vd = widen(vh), god = widen(goh);
   std::vector<double> o_true, lse_true, o_naive, lse_naive;
   ref::forward(rs, mask, qd, kd, vd, o_true, lse_true);
   ref::forward(rs, mask, qd, kd, vd, o_naive, lse_naive, round_to<T>);
-  const float u = tokenless::dtype_traits<T>::unit_roundoff;
   const auto o_got = out.download();
-  {
-    INFO("forward output");
-    check_accuracy(to_floats(o_got), rounded<T>(o_naive), o_true, 4.0, u);
-  }
-  const auto lse_got = lse.download();
+  check_output("forward output", o_got, o_naive, o_true);
+  check_lse(lse.download(), lse_true);
   for (std::size_t i = 0; i < lse_true.size(); ++i) {
-    CAPTURE(i);
-    if (std::isinf(lse_true[i])) {
-      REQUIRE(lse_got[i] == -INFINITY);  // no visible key: LSE -inf and a zero row
-      const std::int64_t h = static_cast<std::int64_t>(i) / tq, pos = static_cast<std::int64_t>(i) % tq;
-      for (int c = 0; c < D; ++c) CHECK(tokenless::to_float(o_got[(pos * H + h) * D + c]) == 0.0f);
-    } else {
-      CHECK(std::fabs(lse_got[i] - lse_true[i]) <= 1e-4 * std::max(1.0, std::fabs(lse_true[i])));
-    }
+    if (!std::isinf(lse_true[i])) continue;  // no visible key: a zero row
+    const std::int64_t h = static_cast<std::int64_t>(i) / tq, pos = static_cast<std::int64_t>(i) % tq;
+    for (int c = 0; c < D; ++c) CHECK(tokenless::to_float(o_got[(pos * H + h) * D + c]) == 0.0f);
   }
   if (!backward) return o_got;
 
   DeviceBuffer<T> gq(static_cast<std::size_t>(tq * H * D)), gk(static_cast<std::size_t>(tk * Hk * D)),
       gv(static_cast<std::size_t>(tk * Hk * D));
   using Bwd = at::Backward<V, T, HD>;
-  typename Bwd::Arguments g;
-  g.q = q.get();
-  g.k = k.get();
-  g.v = v.get();
-  g.out = out.get();
-  g.grad_out = go.get();
-  g.lse = lse.get();
-  g.q_batch = qb;
-  g.k_batch = kb;
-  g.heads = H;
-  g.kv_heads = Hk;
-  g.head_dim = D;
-  g.variant = vp;
-  g.grad_q = gq.get();
-  g.grad_k = gk.get();
-  g.grad_v = gv.get();
+  const typename Bwd::Arguments g{.q = q.get(), .k = k.get(), .v = v.get(), .out = out.get(), .grad_out = go.get(),
+                                  .lse = lse.get(), .q_batch = qb, .k_batch = kb, .heads = H, .kv_heads = Hk,
+                                  .head_dim = D, .variant = vp, .grad_q = gq.get(), .grad_k = gk.get(),
+                                  .grad_v = gv.get()};
   Testbed<Bwd> bed;
   bed.run_ok(g);
   std::vector<double> dq_true, dk_true, dv_true, dq_naive, dk_naive, dv_naive;
   ref::backward(rs, mask, qd, kd, vd, god, dq_true, dk_true, dv_true);
   ref::backward(rs, mask, qd, kd, vd, god, dq_naive, dk_naive, dv_naive, round_to<T>);
   const auto dq = gq.download(), dk = gk.download(), dv = gv.download();
-  {
-    INFO("dQ");
-    check_accuracy(to_floats(dq), rounded<T>(dq_naive), dq_true, 4.0, u);
-  }
-  {
-    INFO("dK");
-    check_accuracy(to_floats(dk), rounded<T>(dk_naive), dk_true, 4.0, u);
-  }
-  {
-    INFO("dV");
-    check_accuracy(to_floats(dv), rounded<T>(dv_naive), dv_true, 4.0, u);
-  }
+  check_output("dQ", dq, dq_naive, dq_true);
+  check_output("dK", dk, dk_naive, dk_true);
+  check_output("dV", dv, dv_naive, dv_true);
   // No atomics: a second run gives the same bits.
   bed.run_ok(g);
-  const auto dq2 = gq.download(), dk2 = gk.download(), dv2 = gv.download();
-  CHECK(std::memcmp(dq.data(), dq2.data(), dq.size() * sizeof(T)) == 0);
-  CHECK(std::memcmp(dk.data(), dk2.data(), dk.size() * sizeof(T)) == 0);
-  CHECK(std::memcmp(dv.data(), dv2.data(), dv.size() * sizeof(T)) == 0);
+  CHECK(same_bits(dq, gq.download()));
+  CHECK(same_bits(dk, gk.download()));
+  CHECK(same_bits(dv, gv.download()));
   return o_got;
 }
 
@@ -297,53 +278,20 @@ TEST_CASE("attention: the last rows of a prefill equal the decode-shaped call, b
   const auto vh = random_values<__nv_bfloat16>(n * Hk * D, 153);
   DeviceBuffer<__nv_bfloat16> q(qh), k(kh), v(vh), out(n * H * D), out_last(last * H * D);
   using Fwd = at::Forward<at::Causal, __nv_bfloat16, at::HeadDims<64>>;
-  Fwd::Arguments a;
-  a.q = q.get();
-  a.k = k.get();
-  a.v = v.get();
-  a.q_batch = a.k_batch = VarlenBatch::uniform(1, n);
-  a.heads = H;
-  a.kv_heads = Hk;
-  a.head_dim = D;
-  a.out = out.get();
+  Fwd::Arguments a{.q = q.get(), .k = k.get(), .v = v.get(), .q_batch = VarlenBatch::uniform(1, n),
+                   .k_batch = VarlenBatch::uniform(1, n), .heads = H, .kv_heads = Hk, .head_dim = D, .out = out.get()};
   Testbed<Fwd>().run_ok(a);
   a.q = q.get() + (n - last) * H * D;
   a.q_batch = VarlenBatch::uniform(1, last);
   a.out = out_last.get();
   Testbed<Fwd>().run_ok(a);
   const auto full = out.download(), tail = out_last.download();
-  CHECK(std::memcmp(full.data() + (n - last) * H * D, tail.data(), tail.size() * sizeof(__nv_bfloat16)) == 0);
+  CHECK(same_bits(std::vector<__nv_bfloat16>(full.begin() + (n - last) * H * D, full.end()), tail));
 }
 #endif
 
 #if !defined(TLT_ATTENTION_PART) || TLT_ATTENTION_PART == 1
 // ------------------------------------------------------------------ BLT and DLCM
-// Patch lengths per sequence -> the patcher's CSR arrays and per-byte ids.
-struct PatchSet {
-  std::vector<std::vector<int>> lengths;  // per sequence
-  std::vector<std::int32_t> cu_bytes, offsets, starts, lens, ids;
-  explicit PatchSet(std::vector<std::vector<int>> l) : lengths(std::move(l)) {
-    cu_bytes = {0};
-    offsets = {0};
-    for (const auto& seq : lengths) {
-      int pos = 0;
-      for (int len : seq) {
-        starts.push_back(pos);
-        lens.push_back(len);
-        for (int t = 0; t < len; ++t) ids.push_back(static_cast<std::int32_t>(starts.size() - 1));
-        pos += len;
-      }
-      cu_bytes.push_back(cu_bytes.back() + pos);
-      offsets.push_back(static_cast<std::int32_t>(starts.size()));
-    }
-  }
-  std::vector<std::int32_t> slots_cu(int k) const {
-    std::vector<std::int32_t> cu = {0};
-    for (const auto& seq : lengths) cu.push_back(cu.back() + static_cast<std::int32_t>(seq.size()) * k);
-    return cu;
-  }
-};
-
 // Random patch lengths of 1..max over sequences of the given byte counts.
 inline std::vector<std::vector<int>> random_lengths(const std::vector<int>& bytes, int max_len, std::uint64_t seed) {
   std::mt19937 rng(static_cast<std::uint32_t>(seed));
@@ -451,66 +399,39 @@ TEST_CASE("attention: q, k and v inside a fused QKV projection's output, gradien
       dq(n * H * D), dk(n * Hk * D), dv(n * Hk * D);
   DeviceBuffer<float> lse(H * n), lse_f(H * n);
   DeviceBuffer<std::int32_t> d_cu(cu);
+  // Row t of a fused [n, width] buffer, at column `at`, equals row t of a packed [n, w] one.
+  auto same_rows = [n](const auto& packed, int w, const auto& fused, int width, int at) {
+    for (std::int64_t t = 0; t < n; ++t) {
+      CAPTURE(t);
+      CHECK(std::memcmp(packed.data() + t * w, fused.data() + t * width + at, w * sizeof(T)) == 0);
+    }
+  };
+  const VarlenBatch batch = VarlenBatch::packed(d_cu.get(), 2, n);
   using Fwd = at::Forward<at::Causal, T, at::HeadDims<64>>;
-  Fwd::Arguments a;
-  a.q_batch = a.k_batch = VarlenBatch::packed(d_cu.get(), 2, n);
-  a.heads = H;
-  a.kv_heads = Hk;
-  a.head_dim = D;
-  a.q = q.get();
-  a.k = k.get();
-  a.v = v.get();
-  a.out = out.get();
-  a.lse = lse.get();
-  Testbed<Fwd>().run_ok(a);
-  Fwd::Arguments f = a;
-  f.q = qkv.get();
-  f.k = qkv.get() + H * D;
-  f.v = qkv.get() + (H + Hk) * D;
-  f.q_stride = f.k_stride = f.v_stride = f.out_stride = W;
-  f.out = out_f.get();
-  f.lse = lse_f.get();
-  Testbed<Fwd>().run_ok(f);
-  const auto o = out.download(), of = out_f.download();
-  for (std::int64_t t = 0; t < n; ++t) {
-    CHECK(std::memcmp(o.data() + t * H * D, of.data() + t * W, H * D * sizeof(T)) == 0);
-  }
+  Testbed<Fwd>().run_ok({.q = q.get(), .k = k.get(), .v = v.get(), .q_batch = batch, .k_batch = batch, .heads = H,
+                         .kv_heads = Hk, .head_dim = D, .out = out.get(), .lse = lse.get()});
+  const T* fq = qkv.get();
+  const T* fk = qkv.get() + H * D;
+  const T* fv = qkv.get() + (H + Hk) * D;
+  Testbed<Fwd>().run_ok({.q = fq, .k = fk, .v = fv, .q_batch = batch, .k_batch = batch, .heads = H, .kv_heads = Hk,
+                         .head_dim = D, .q_stride = W, .k_stride = W, .v_stride = W, .out_stride = W,
+                         .out = out_f.get(), .lse = lse_f.get()});
+  same_rows(out.download(), H * D, out_f.download(), W, 0);
   CHECK(lse.download() == lse_f.download());
 
   using Bwd = at::Backward<at::Causal, T, at::HeadDims<64>>;
-  Bwd::Arguments g;
-  g.q_batch = g.k_batch = a.q_batch;
-  g.heads = H;
-  g.kv_heads = Hk;
-  g.head_dim = D;
-  g.q = q.get();
-  g.k = k.get();
-  g.v = v.get();
-  g.out = out.get();
-  g.grad_out = go.get();
-  g.lse = lse.get();
-  g.grad_q = dq.get();
-  g.grad_k = dk.get();
-  g.grad_v = dv.get();
-  Testbed<Bwd>().run_ok(g);
-  Bwd::Arguments gf = g;
-  gf.q = f.q;
-  gf.k = f.k;
-  gf.v = f.v;
-  gf.q_stride = gf.k_stride = gf.v_stride = gf.out_stride = W;
-  gf.out = out_f.get();
-  gf.grad_q = dqkv.get();
-  gf.grad_k = dqkv.get() + H * D;
-  gf.grad_v = dqkv.get() + (H + Hk) * D;
-  gf.grad_q_stride = gf.grad_k_stride = gf.grad_v_stride = W;
-  Testbed<Bwd>().run_ok(gf);
-  const auto gq = dq.download(), gk = dk.download(), gv = dv.download(), fused = dqkv.download();
-  for (std::int64_t t = 0; t < n; ++t) {
-    CAPTURE(t);
-    CHECK(std::memcmp(gq.data() + t * H * D, fused.data() + t * W, H * D * sizeof(T)) == 0);
-    CHECK(std::memcmp(gk.data() + t * Hk * D, fused.data() + t * W + H * D, Hk * D * sizeof(T)) == 0);
-    CHECK(std::memcmp(gv.data() + t * Hk * D, fused.data() + t * W + (H + Hk) * D, Hk * D * sizeof(T)) == 0);
-  }
+  Testbed<Bwd>().run_ok({.q = q.get(), .k = k.get(), .v = v.get(), .out = out.get(), .grad_out = go.get(),
+                         .lse = lse.get(), .q_batch = batch, .k_batch = batch, .heads = H, .kv_heads = Hk,
+                         .head_dim = D, .grad_q = dq.get(), .grad_k = dk.get(), .grad_v = dv.get()});
+  Testbed<Bwd>().run_ok({.q = fq, .k = fk, .v = fv, .out = out_f.get(), .grad_out = go.get(), .lse = lse.get(),
+                         .q_batch = batch, .k_batch = batch, .heads = H, .kv_heads = Hk, .head_dim = D,
+                         .q_stride = W, .k_stride = W, .v_stride = W, .out_stride = W, .grad_q_stride = W,
+                         .grad_k_stride = W, .grad_v_stride = W, .grad_q = dqkv.get(), .grad_k = dqkv.get() + H * D,
+                         .grad_v = dqkv.get() + (H + Hk) * D});
+  const auto fused = dqkv.download();
+  same_rows(dq.download(), H * D, fused, W, 0);
+  same_rows(dk.download(), Hk * D, fused, W, H * D);
+  same_rows(dv.download(), Hk * D, fused, W, (H + Hk) * D);
 }
 
 TEST_CASE("attention: bad input gets a clear Status and writes nothing") {
@@ -524,17 +445,9 @@ TEST_CASE("attention: bad input gets a clear Status and writes nothing") {
   k.fill_bytes(0);
   v.fill_bytes(0);
   DeviceBuffer<float> lse(H * 30);
-  Fwd::Arguments a;
-  a.q = q.get();
-  a.k = k.get();
-  a.v = v.get();
-  a.q_batch = a.k_batch = VarlenBatch::packed(d_cu.get(), 2, 30);
-  a.heads = H;
-  a.kv_heads = Hk;
-  a.head_dim = D;
-  a.variant = {8};
-  a.out = out.get();
-  a.lse = lse.get();
+  const VarlenBatch batch = VarlenBatch::packed(d_cu.get(), 2, 30);
+  const Fwd::Arguments a{.q = q.get(), .k = k.get(), .v = v.get(), .q_batch = batch, .k_batch = batch, .heads = H,
+                         .kv_heads = Hk, .head_dim = D, .variant = {8}, .out = out.get(), .lse = lse.get()};
   using Bad = Testbed<Fwd>::Bad;
   using tokenless::StatusCode;
   Testbed<Fwd> bed;
@@ -567,16 +480,9 @@ TEST_CASE("attention: bad input gets a clear Status and writes nothing") {
   // The cross-attention variants: k and the window.
   using Enc = at::Forward<at::PatchesToBytes, T, at::HeadDims<64>>;
   DeviceBuffer<std::int32_t> ids(std::vector<std::int32_t>(30, 0));
-  Enc::Arguments e;
-  e.q = q.get();
-  e.k = k.get();
-  e.v = v.get();
-  e.q_batch = e.k_batch = VarlenBatch::packed(d_cu.get(), 2, 30);
-  e.heads = H;
-  e.kv_heads = Hk;
-  e.head_dim = D;
-  e.variant = {{nullptr, nullptr, nullptr, ids.get()}, 2, 1};
-  e.out = out.get();
+  const Enc::Arguments e{.q = q.get(), .k = k.get(), .v = v.get(), .q_batch = batch, .k_batch = batch, .heads = H,
+                         .kv_heads = Hk, .head_dim = D, .variant = {{nullptr, nullptr, nullptr, ids.get()}, 2, 1},
+                         .out = out.get()};
   Testbed<Enc> enc;
   enc.watch(out);
   using EBad = Testbed<Enc>::Bad;
@@ -591,16 +497,8 @@ TEST_CASE("attention: bad input gets a clear Status and writes nothing") {
 
   // Documents: their offsets are checked on the device too.
   using Doc = at::Forward<at::LocalBlockCausal, T, at::HeadDims<64>>;
-  Doc::Arguments dd;
-  dd.q = q.get();
-  dd.k = k.get();
-  dd.v = v.get();
-  dd.q_batch = dd.k_batch = VarlenBatch::packed(d_cu.get(), 2, 30);
-  dd.heads = H;
-  dd.kv_heads = Hk;
-  dd.head_dim = D;
-  dd.variant = {VarlenBatch::packed(d_cu.get(), 2, 30), {4}};
-  dd.out = out.get();
+  const Doc::Arguments dd{.q = q.get(), .k = k.get(), .v = v.get(), .q_batch = batch, .k_batch = batch, .heads = H,
+                          .kv_heads = Hk, .head_dim = D, .variant = {batch, {4}}, .out = out.get()};
   Testbed<Doc> doc;
   doc.watch(out);
   using DBad = Testbed<Doc>::Bad;
@@ -642,21 +540,9 @@ std::vector<T> check_decode(const std::vector<int>& lens, const std::vector<int>
   DeviceBuffer<float> lse(static_cast<std::size_t>(H * tq));
   DeviceBuffer<std::int32_t> d_cu(cu_q), d_len(std::vector<std::int32_t>(lens.begin(), lens.end()));
   using Op = at::Decode<V, T, HD>;
-  typename Op::Arguments a;
-  a.q = q.get();
-  a.q_batch = VarlenBatch::packed(d_cu.get(), B, tq);
-  a.k_cache = k.get();
-  a.v_cache = v.get();
-  a.cache_len = d_len.get();
-  a.capacity = cap;
-  a.heads = H;
-  a.kv_heads = Hk;
-  a.head_dim = D;
-  a.num_splits = num_splits;
-  a.variant = vp;
-  a.out = out.get();
-  a.lse = lse.get();
-  Testbed<Op>().run_ok(a);
+  Testbed<Op>().run_ok({.q = q.get(), .q_batch = VarlenBatch::packed(d_cu.get(), B, tq), .k_cache = k.get(),
+                        .v_cache = v.get(), .cache_len = d_len.get(), .capacity = cap, .heads = H, .kv_heads = Hk,
+                        .head_dim = D, .num_splits = num_splits, .variant = vp, .out = out.get(), .lse = lse.get()});
 
   // The reference over the packed cache rows.
   std::vector<double> kd, vd;
@@ -674,13 +560,8 @@ std::vector<T> check_decode(const std::vector<int>& lens, const std::vector<int>
   ref::forward(rs, mask, widen(qh), kd, vd, o_true, lse_true);
   ref::forward(rs, mask, widen(qh), kd, vd, o_naive, lse_naive, round_to<T>);
   const auto got = out.download();
-  check_accuracy(to_floats(got), rounded<T>(o_naive), o_true, 4.0, tokenless::dtype_traits<T>::unit_roundoff);
-  const auto lse_got = lse.download();
-  for (std::size_t i = 0; i < lse_true.size(); ++i) {
-    CAPTURE(i);
-    if (std::isinf(lse_true[i])) CHECK(lse_got[i] == -INFINITY);
-    else CHECK(std::fabs(lse_got[i] - lse_true[i]) <= 1e-4 * std::max(1.0, std::fabs(lse_true[i])));
-  }
+  check_output("decode output", got, o_naive, o_true);
+  check_lse(lse.download(), lse_true);
   if (q_out) *q_out = qh;
   if (kc_out) *kc_out = kc;
   if (vc_out) *vc_out = vc;
@@ -733,16 +614,9 @@ TEST_CASE("attention decode: the last rows of a prefill equal the decode results
                             vc.begin() + (static_cast<std::ptrdiff_t>(b) * cap + n) * Hk * D);
     DeviceBuffer<T> q(qf), k(kf), v(vf), out(static_cast<std::size_t>(n) * H * D);
     using Fwd = at::Forward<at::Causal, T, at::HeadDims<64>>;
-    Fwd::Arguments a;
-    a.q = q.get();
-    a.k = k.get();
-    a.v = v.get();
-    a.q_batch = a.k_batch = VarlenBatch::uniform(1, n);
-    a.heads = H;
-    a.kv_heads = Hk;
-    a.head_dim = D;
-    a.out = out.get();
-    Testbed<Fwd>().run_ok(a);
+    Testbed<Fwd>().run_ok({.q = q.get(), .k = k.get(), .v = v.get(), .q_batch = VarlenBatch::uniform(1, n),
+                           .k_batch = VarlenBatch::uniform(1, n), .heads = H, .kv_heads = Hk, .head_dim = D,
+                           .out = out.get()});
     const auto pre = out.download();
     for (int i = 0; i < n_new[b] * H * D; ++i) {
       const float x = tokenless::to_float(pre[static_cast<std::size_t>(n - n_new[b]) * H * D + i]);
@@ -775,17 +649,8 @@ TEST_CASE("attention KV cache: append, roll back rejected drafts, append again, 
     const auto vn = random_values<T>(static_cast<std::size_t>(cu.back()) * row, seed + 1);
     DeviceBuffer<T> dk(kn), dv(vn);
     DeviceBuffer<std::int32_t> dcu(cu);
-    Op::Arguments a;
-    a.k_new = dk.get();
-    a.v_new = dv.get();
-    a.added = VarlenBatch::packed(dcu.get(), B, cu.back());
-    a.k_cache = kc.get();
-    a.v_cache = vc.get();
-    a.cache_len = len.get();
-    a.capacity = cap;
-    a.kv_heads = Hk;
-    a.head_dim = D;
-    bed.run_ok(a);
+    bed.run_ok({dk.get(), dv.get(), VarlenBatch::packed(dcu.get(), B, cu.back()), kc.get(), vc.get(), len.get(), cap,
+                Hk, D});
     for (int b = 0; b < B; ++b) {
       host_k[b].resize(static_cast<std::size_t>(host_len[b]) * row);
       host_v[b].resize(static_cast<std::size_t>(host_len[b]) * row);
@@ -826,16 +691,7 @@ TEST_CASE("attention KV cache: append, roll back rejected drafts, append again, 
   const auto kn = random_values<T>(static_cast<std::size_t>(10) * row, 507);
   DeviceBuffer<T> dk(kn), dv(kn);
   DeviceBuffer<std::int32_t> dcu(std::vector<std::int32_t>{0, 0, 3, 10});
-  Op::Arguments a;
-  a.k_new = dk.get();
-  a.v_new = dv.get();
-  a.added = VarlenBatch::packed(dcu.get(), B, 10);
-  a.k_cache = kc.get();
-  a.v_cache = vc.get();
-  a.cache_len = len.get();
-  a.capacity = cap;
-  a.kv_heads = Hk;
-  a.head_dim = D;
+  Op::Arguments a{dk.get(), dv.get(), VarlenBatch::packed(dcu.get(), B, 10), kc.get(), vc.get(), len.get(), cap, Hk, D};
   const auto k_before = kc.download();
   const auto len_before = len.download();
   tokenless::Status s = bed.run(a);  // sequence 2: 18 + 7 > 24
@@ -863,17 +719,9 @@ TEST_CASE("attention decode: bad input gets a clear Status and writes nothing") 
   vc.fill_bytes(0);
   DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 3, 8}), len(std::vector<std::int32_t>{10, 20}),
       short_len(std::vector<std::int32_t>{10, 4}), long_len(std::vector<std::int32_t>{33, 20});
-  Op::Arguments a;
-  a.q = q.get();
-  a.q_batch = VarlenBatch::packed(cu.get(), 2, 8);
-  a.k_cache = kc.get();
-  a.v_cache = vc.get();
-  a.cache_len = len.get();
-  a.capacity = cap;
-  a.heads = H;
-  a.kv_heads = Hk;
-  a.head_dim = D;
-  a.out = out.get();
+  const Op::Arguments a{.q = q.get(), .q_batch = VarlenBatch::packed(cu.get(), 2, 8), .k_cache = kc.get(),
+                        .v_cache = vc.get(), .cache_len = len.get(), .capacity = cap, .heads = H, .kv_heads = Hk,
+                        .head_dim = D, .out = out.get()};
   using Bad = Testbed<Op>::Bad;
   using tokenless::StatusCode;
   Testbed<Op> bed;

@@ -92,6 +92,26 @@ inline Status check_rows(const char* name, const void* p, std::int64_t stride, i
   return Status::ok();
 }
 
+// The row checks of the query-shaped ([*, heads, head_dim]) and key-shaped
+// ([*, kv_heads, head_dim]) tensors of an operation; stride 0 is packed.
+struct RowChecks {
+  int heads, kv_heads, head_dim;
+  Status q(const char* name, const void* p, std::int64_t stride) const {
+    return check_rows(name, p, or_packed(stride, heads, head_dim), heads, head_dim);
+  }
+  Status kv(const char* name, const void* p, std::int64_t stride) const {
+    return check_rows(name, p, or_packed(stride, kv_heads, head_dim), kv_heads, head_dim);
+  }
+  // q, k, v and out, the tensors the forward and the backward share.
+  template <class A>
+  Status qkv_out(const A& a) const {
+    TL_RETURN_IF_ERROR(q("q", a.q, a.q_stride));
+    TL_RETURN_IF_ERROR(kv("k", a.k, a.k_stride));
+    TL_RETURN_IF_ERROR(kv("v", a.v, a.v_stride));
+    return q("out", a.out, a.out_stride);
+  }
+};
+
 template <class HD>
 inline Status check_shape(const VarlenBatch& qb, const VarlenBatch& kb, int heads, int kv_heads, int head_dim,
                           float scale) {
@@ -201,14 +221,7 @@ struct Forward {
 
   static Status can_implement(const Arguments& a) {
     TL_RETURN_IF_ERROR(detail::check_shape<HD>(a.q_batch, a.k_batch, a.heads, a.kv_heads, a.head_dim, a.scale));
-    TL_RETURN_IF_ERROR(detail::check_rows("q", a.q, detail::or_packed(a.q_stride, a.heads, a.head_dim), a.heads,
-                                          a.head_dim));
-    TL_RETURN_IF_ERROR(detail::check_rows("k", a.k, detail::or_packed(a.k_stride, a.kv_heads, a.head_dim), a.kv_heads,
-                                          a.head_dim));
-    TL_RETURN_IF_ERROR(detail::check_rows("v", a.v, detail::or_packed(a.v_stride, a.kv_heads, a.head_dim), a.kv_heads,
-                                          a.head_dim));
-    TL_RETURN_IF_ERROR(detail::check_rows("out", a.out, detail::or_packed(a.out_stride, a.heads, a.head_dim), a.heads,
-                                          a.head_dim));
+    TL_RETURN_IF_ERROR((detail::RowChecks{a.heads, a.kv_heads, a.head_dim}.qkv_out(a)));
     if (a.lse) TL_RETURN_IF_ERROR(check::aligned("lse", a.lse, alignof(float)));
     return detail::check_variant_batches<V>(a.variant, a.q_batch, a.k_batch);
   }
@@ -239,21 +252,13 @@ struct Backward {
 
   static Status can_implement(const Arguments& a) {
     TL_RETURN_IF_ERROR(detail::check_shape<HD>(a.q_batch, a.k_batch, a.heads, a.kv_heads, a.head_dim, a.scale));
-    const auto q_rows = [&](const char* name, const void* p, std::int64_t stride) {
-      return detail::check_rows(name, p, detail::or_packed(stride, a.heads, a.head_dim), a.heads, a.head_dim);
-    };
-    const auto kv_rows = [&](const char* name, const void* p, std::int64_t stride) {
-      return detail::check_rows(name, p, detail::or_packed(stride, a.kv_heads, a.head_dim), a.kv_heads, a.head_dim);
-    };
-    TL_RETURN_IF_ERROR(q_rows("q", a.q, a.q_stride));
-    TL_RETURN_IF_ERROR(kv_rows("k", a.k, a.k_stride));
-    TL_RETURN_IF_ERROR(kv_rows("v", a.v, a.v_stride));
-    TL_RETURN_IF_ERROR(q_rows("out", a.out, a.out_stride));
-    TL_RETURN_IF_ERROR(q_rows("grad_out", a.grad_out, a.grad_out_stride));
+    const detail::RowChecks rows{a.heads, a.kv_heads, a.head_dim};
+    TL_RETURN_IF_ERROR(rows.qkv_out(a));
+    TL_RETURN_IF_ERROR(rows.q("grad_out", a.grad_out, a.grad_out_stride));
     TL_RETURN_IF_ERROR(check::not_null("lse", a.lse));
-    TL_RETURN_IF_ERROR(q_rows("grad_q", a.grad_q, a.grad_q_stride));
-    TL_RETURN_IF_ERROR(kv_rows("grad_k", a.grad_k, a.grad_k_stride));
-    TL_RETURN_IF_ERROR(kv_rows("grad_v", a.grad_v, a.grad_v_stride));
+    TL_RETURN_IF_ERROR(rows.q("grad_q", a.grad_q, a.grad_q_stride));
+    TL_RETURN_IF_ERROR(rows.kv("grad_k", a.grad_k, a.grad_k_stride));
+    TL_RETURN_IF_ERROR(rows.kv("grad_v", a.grad_v, a.grad_v_stride));
     return detail::check_variant_batches<V>(a.variant, a.q_batch, a.k_batch);
   }
   // The status record, then D = rowsum(dO * O) for every query and head.

@@ -102,13 +102,11 @@ struct Decode {
     }
     if (a.num_splits < 0) return Status::argument(StatusCode::invalid_argument, "num_splits", ">= 0", "%d", a.num_splits);
     TL_RETURN_IF_ERROR(check::not_null("cache_len", a.cache_len));
-    TL_RETURN_IF_ERROR(detail::check_rows("q", a.q, detail::or_packed(a.q_stride, a.heads, a.head_dim), a.heads,
-                                          a.head_dim));
-    const std::int64_t cs = detail::or_packed(a.cache_stride, a.kv_heads, a.head_dim);
-    TL_RETURN_IF_ERROR(detail::check_rows("k_cache", a.k_cache, cs, a.kv_heads, a.head_dim));
-    TL_RETURN_IF_ERROR(detail::check_rows("v_cache", a.v_cache, cs, a.kv_heads, a.head_dim));
-    TL_RETURN_IF_ERROR(detail::check_rows("out", a.out, detail::or_packed(a.out_stride, a.heads, a.head_dim), a.heads,
-                                          a.head_dim));
+    const detail::RowChecks rows{a.heads, a.kv_heads, a.head_dim};
+    TL_RETURN_IF_ERROR(rows.q("q", a.q, a.q_stride));
+    TL_RETURN_IF_ERROR(rows.kv("k_cache", a.k_cache, a.cache_stride));
+    TL_RETURN_IF_ERROR(rows.kv("v_cache", a.v_cache, a.cache_stride));
+    TL_RETURN_IF_ERROR(rows.q("out", a.out, a.out_stride));
     if constexpr (detail::self_attention_only<V>()) {
       return Status::error(StatusCode::unsupported, "attention::Decode: the %s variant reads the query batch's own "
                            "positions; decode with Causal or SlidingWindow", V::kName);
@@ -337,13 +335,11 @@ struct KvCacheAppend {
     TL_RETURN_IF_ERROR(check::positive("head_dim", a.head_dim));
     TL_RETURN_IF_ERROR(check::product_fits_int32("num_seqs * capacity", a.added.num_seqs, a.capacity));
     TL_RETURN_IF_ERROR(check::not_null("cache_len", a.cache_len));
-    const auto rows = [&](const char* name, const void* p, std::int64_t stride) {
-      return detail::check_rows(name, p, detail::or_packed(stride, a.kv_heads, a.head_dim), a.kv_heads, a.head_dim);
-    };
-    TL_RETURN_IF_ERROR(rows("k_new", a.k_new, a.k_new_stride));
-    TL_RETURN_IF_ERROR(rows("v_new", a.v_new, a.v_new_stride));
-    TL_RETURN_IF_ERROR(rows("k_cache", a.k_cache, a.cache_stride));
-    return rows("v_cache", a.v_cache, a.cache_stride);
+    const detail::RowChecks rows{a.kv_heads, a.kv_heads, a.head_dim};
+    TL_RETURN_IF_ERROR(rows.kv("k_new", a.k_new, a.k_new_stride));
+    TL_RETURN_IF_ERROR(rows.kv("v_new", a.v_new, a.v_new_stride));
+    TL_RETURN_IF_ERROR(rows.kv("k_cache", a.k_cache, a.cache_stride));
+    return rows.kv("v_cache", a.v_cache, a.cache_stride);
   }
   static std::size_t workspace_size(const Arguments&) { return kStatusBytes; }
   static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {

@@ -197,6 +197,28 @@ TL_DEVICE TL_FORCEINLINE float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+// ------------------------------------------------------------------ query tiles
+// A block's query tile (blockIdx.x) and head (blockIdx.y), its rows' warp
+// layout, and the keys any of its queries may see.
+struct QueryTile {
+  SeqView s;
+  int h, hk, q_lo, q_hi;
+  Range keys;
+  int row0;  // the rows of this thread's x[0..1] and, 8 on, of x[2..3]
+};
+template <class V, class T>
+TL_DEVICE TL_FORCEINLINE bool query_tile(const Problem<V, T>& pr, int rows, QueryTile& t) {
+  std::int64_t b;
+  if (!find_tile(pr.q_batch, rows, blockIdx.x, b, t.q_lo)) return false;  // block-uniform
+  t.s = view_of(pr, b);
+  t.h = static_cast<int>(blockIdx.y);
+  t.hk = t.h / pr.group;
+  t.q_hi = imin(t.q_lo + rows, t.s.q_len);
+  t.keys = clip(V::key_range(pr.variant, t.s, t.q_lo, t.q_hi), t.s.k_len);
+  t.row0 = t.q_lo + static_cast<int>(threadIdx.x >> 5) * 16 + static_cast<int>((threadIdx.x & 31u) >> 2);
+  return true;
+}
+
 // ------------------------------------------------------------------ forward
 // A warp's 16 rows under the online softmax: running max (base 2), sum and
 // the unnormalised output, in the accumulator layout (x[0..1] row g, x[2..3]
@@ -280,14 +302,20 @@ TL_DEVICE TL_FORCEINLINE float row_lse(const RowState<D>& st, int r) {
   return st.l[r] > 0.0f ? (st.m[r] + log2f(st.l[r])) * kLn2 : -INFINITY;
 }
 
-// Row r of the warp's output, normalised, as 16-bit pairs.
+// Row r (0: g, 1: g + 8) of accumulator tiles times `scale`, as 16-bit
+// pairs from o (the lane's first column), 8 columns a tile.
+template <class T, int N>
+TL_DEVICE TL_FORCEINLINE void store_pairs(T* o, const mma::FragC (&acc)[N], int r, float scale) {
+TL_UNROLL
+  for (int j = 0; j < N; ++j) {
+    *reinterpret_cast<std::uint32_t*>(o + 8 * j) = mma::pack<T>(acc[j].x[2 * r] * scale, acc[j].x[2 * r + 1] * scale);
+  }
+}
+
+// Row r of the warp's output, normalised.
 template <class T, int D>
 TL_DEVICE TL_FORCEINLINE void store_row(T* o, const RowState<D>& st, int r) {
-  const float inv = row_inverse(st, r);
-TL_UNROLL
-  for (int j = 0; j < D / 8; ++j) {
-    *reinterpret_cast<std::uint32_t*>(o + 8 * j) = mma::pack<T>(st.acc[j].x[2 * r] * inv, st.acc[j].x[2 * r + 1] * inv);
-  }
+  store_pairs<T>(o, st.acc, r, row_inverse(st, r));
 }
 
 template <class V, class T, int D>
@@ -305,13 +333,9 @@ struct ForwardKernel {
 
   TL_DEVICE void operator()(const Params& p) const {
     const Problem<V, T>& pr = p.pr;
-    std::int64_t b;
-    int q_lo;
-    if (!find_tile(pr.q_batch, kBQ, blockIdx.x, b, q_lo)) return;  // block-uniform
-    const SeqView s = view_of(pr, b);
-    const int h = static_cast<int>(blockIdx.y), hk = h / pr.group;
-    const int q_hi = imin(q_lo + kBQ, s.q_len);
-    const Range keys = clip(V::key_range(pr.variant, s, q_lo, q_hi), s.k_len);
+    QueryTile t;
+    if (!query_tile(pr, kBQ, t)) return;
+    const auto& [s, h, hk, q_lo, q_hi, keys, row0] = t;
 
     T* sq = dynamic_smem<T>();
     T* sk = sq + kBQ * kS;
@@ -320,7 +344,6 @@ struct ForwardKernel {
     async::commit();
 
     const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31u);
-    const int row0 = q_lo + warp * 16 + (lane >> 2);  // the rows of x[0..1] and, 8 on, of x[2..3]
     const int q[2] = {row0, row0 + 8};
     const Range rows[2] = {row_range<V>(pr.variant, s, q[0]), row_range<V>(pr.variant, s, q[1])};
 
@@ -587,13 +610,9 @@ struct GradQKernel {
 
   TL_DEVICE void operator()(const Params& p) const {
     const Problem<V, T>& pr = p.pr;
-    std::int64_t b;
-    int q_lo;
-    if (!find_tile(pr.q_batch, kBQ, blockIdx.x, b, q_lo)) return;
-    const SeqView s = view_of(pr, b);
-    const int h = static_cast<int>(blockIdx.y), hk = h / pr.group;
-    const int q_hi = imin(q_lo + kBQ, s.q_len);
-    const Range keys = clip(V::key_range(pr.variant, s, q_lo, q_hi), s.k_len);
+    QueryTile t;
+    if (!query_tile(pr, kBQ, t)) return;
+    const auto& [s, h, hk, q_lo, q_hi, keys, row0] = t;
 
     T* sq = dynamic_smem<T>();
     T* sdo = sq + kBQ * kS;
@@ -603,8 +622,7 @@ struct GradQKernel {
     load_rows<D, kBQ>(sdo, p.grad_out + h * D, p.grad_out_stride, s.q_start + q_lo, q_hi - q_lo);
     async::commit();
 
-    const int warp = static_cast<int>(threadIdx.x >> 5), lane = static_cast<int>(threadIdx.x & 31u);
-    const int row0 = q_lo + warp * 16 + (lane >> 2), col = 2 * (lane & 3);
+    const int warp = static_cast<int>(threadIdx.x >> 5), col = 2 * static_cast<int>(threadIdx.x & 3u);
     const Range rows[2] = {row_range<V>(pr.variant, s, row0), row_range<V>(pr.variant, s, row0 + 8)};
     float lse2[2], dot[2];
 TL_UNROLL
@@ -649,11 +667,7 @@ TL_UNROLL
     for (int r = 0; r < 2; ++r) {
       const int row = row0 + 8 * r;
       if (row >= q_hi) continue;
-      T* o = p.grad + (s.q_start + row) * p.grad_stride + h * D + col;
-TL_UNROLL
-      for (int j = 0; j < D / 8; ++j) {
-        *reinterpret_cast<std::uint32_t*>(o + 8 * j) = mma::pack<T>(dq[j].x[2 * r], dq[j].x[2 * r + 1]);
-      }
+      store_pairs<T>(p.grad + (s.q_start + row) * p.grad_stride + h * D + col, dq, r, 1.0f);
     }
   }
 };
@@ -752,13 +766,8 @@ TL_UNROLL
     for (int r = 0; r < 2; ++r) {
       const int key = key0 + 8 * r;
       if (key >= k_lo + kn) continue;
-      T* gk = p.grad + (s.k_start + key) * p.grad_stride + hk * D + col;
-      T* gv = p.grad_v + (s.k_start + key) * p.grad_v_stride + hk * D + col;
-TL_UNROLL
-      for (int j = 0; j < D / 8; ++j) {
-        *reinterpret_cast<std::uint32_t*>(gk + 8 * j) = mma::pack<T>(dk[j].x[2 * r], dk[j].x[2 * r + 1]);
-        *reinterpret_cast<std::uint32_t*>(gv + 8 * j) = mma::pack<T>(dv[j].x[2 * r], dv[j].x[2 * r + 1]);
-      }
+      store_pairs<T>(p.grad + (s.k_start + key) * p.grad_stride + hk * D + col, dk, r, 1.0f);
+      store_pairs<T>(p.grad_v + (s.k_start + key) * p.grad_v_stride + hk * D + col, dv, r, 1.0f);
     }
   }
 };
