@@ -1,4 +1,4 @@
-// The attention core on the CPU executor, part 0 of 4 (tests/kernels/attention.hpp;
+// The attention core on the CPU executor, part 0 of 5 (tests/kernels/attention.hpp;
 // gpu tier: tests/gpu/test_attention.cu).
 #define TLT_ATTENTION_PART 0
 #include "../kernels/attention.hpp"

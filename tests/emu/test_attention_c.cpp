@@ -1,4 +1,4 @@
-// The attention core on the CPU executor, part 2 of 4 (tests/kernels/attention.hpp;
+// The attention core on the CPU executor, part 2 of 5 (tests/kernels/attention.hpp;
 // gpu tier: tests/gpu/test_attention.cu).
 #define TLT_ATTENTION_PART 2
 #include "../kernels/attention.hpp"

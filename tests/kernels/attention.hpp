@@ -5,8 +5,8 @@
 // dS to the storage type as the kernels do), bit-stable gradients, prefill
 // against decode-shaped calls, and bad input. Shared by the emu and gpu
 // tiers; TLT_ATTENTION_PART (0: primitives and core variants, 1: BLT and
-// DLCM variants, 2: head dims, GQA and bad input, 3: decoding and the KV
-// cache) splits it into units.
+// DLCM variants, 2: head dims, GQA and bad input, 3: decoding, 4: the race
+// detector's cases and the KV cache) splits it into units.
 #include "../support/testbed.hpp"
 
 #include <tokenless/attention/attention.cuh>
@@ -150,6 +150,60 @@ inline ref::Mask window_mask(const Shape& sh, int w) {
   };
 }
 
+// ------------------------------------------------------------------ decoding from a KV cache
+// A cache of capacity `cap` whose sequence b holds lens[b] tokens, the last
+// n_new[b] of them new; the queries are the new tokens'. Checks Decode
+// against the reference (the cache rows packed, the variant's rule bottom-
+// right aligned) and returns its output.
+template <class V, class T, class HD = at::HeadDims<64>>
+std::vector<T> check_decode(const std::vector<int>& lens, const std::vector<int>& n_new, int cap, int H, int Hk, int D,
+                            const typename V::Params& vp, std::function<bool(int, int, int, int)> rule,
+                            int num_splits, std::uint64_t seed, std::vector<T>* q_out = nullptr,
+                            std::vector<T>* kc_out = nullptr, std::vector<T>* vc_out = nullptr) {
+  const int B = static_cast<int>(lens.size());
+  std::vector<std::int32_t> cu_q = {0}, cu_k = {0};
+  for (int b = 0; b < B; ++b) {
+    cu_q.push_back(cu_q.back() + n_new[b]);
+    cu_k.push_back(cu_k.back() + lens[b]);
+  }
+  const std::int64_t tq = cu_q.back();
+  const auto qh = random_values<T>(static_cast<std::size_t>(tq * H * D), seed, -2.0f, 2.0f);
+  const auto kc = random_values<T>(static_cast<std::size_t>(B) * cap * Hk * D, seed + 1, -2.0f, 2.0f);
+  const auto vc = random_values<T>(static_cast<std::size_t>(B) * cap * Hk * D, seed + 2);
+  DeviceBuffer<T> q(qh), k(kc), v(vc), out(static_cast<std::size_t>(tq * H * D));
+  DeviceBuffer<float> lse(static_cast<std::size_t>(H * tq));
+  DeviceBuffer<std::int32_t> d_cu(cu_q), d_len(std::vector<std::int32_t>(lens.begin(), lens.end()));
+  using Op = at::Decode<V, T, HD>;
+  Testbed<Op>().run_ok({.q = q.get(), .q_batch = VarlenBatch::packed(d_cu.get(), B, tq), .k_cache = k.get(),
+                        .v_cache = v.get(), .cache_len = d_len.get(), .capacity = cap, .heads = H, .kv_heads = Hk,
+                        .head_dim = D, .num_splits = num_splits, .variant = vp, .out = out.get(), .lse = lse.get()});
+
+  // The reference over the packed cache rows.
+  std::vector<double> kd, vd;
+  for (int b = 0; b < B; ++b) {
+    for (int j = 0; j < lens[b]; ++j) {
+      for (int c = 0; c < Hk * D; ++c) {
+        kd.push_back(tokenless::to_float(kc[(static_cast<std::size_t>(b) * cap + j) * Hk * D + c]));
+        vd.push_back(tokenless::to_float(vc[(static_cast<std::size_t>(b) * cap + j) * Hk * D + c]));
+      }
+    }
+  }
+  ref::Shape rs{cu_q, cu_k, H, Hk, D};
+  auto mask = [&](std::int64_t b, int i, int j) { return rule(i, j, n_new[b], lens[b]); };
+  std::vector<double> o_true, lse_true, o_naive, lse_naive;
+  ref::forward(rs, mask, widen(qh), kd, vd, o_true, lse_true);
+  ref::forward(rs, mask, widen(qh), kd, vd, o_naive, lse_naive, round_to<T>);
+  const auto got = out.download();
+  check_output("decode output", got, o_naive, o_true);
+  check_lse(lse.download(), lse_true);
+  if (q_out) *q_out = qh;
+  if (kc_out) *kc_out = kc;
+  if (vc_out) *vc_out = vc;
+  return got;
+}
+
+inline bool causal_rule(int i, int j, int lq, int lk) { return ref::causal(i, j, lq, lk); }
+
 #if !defined(TLT_ATTENTION_PART) || TLT_ATTENTION_PART == 0
 // ------------------------------------------------------------------ primitives
 // One warp: C = A B through ldmatrix (A row-major, B from [n][k] and from
@@ -220,10 +274,6 @@ TEST_CASE("attention: mma.sync and ldmatrix follow the PTX fragment layouts") {
 }
 
 // ------------------------------------------------------------------ full, causal, window, documents
-// Small enough for thread mode under ThreadSanitizer (emu.tsan.attention):
-// every kernel, a query tile over two key tiles and a key tile over several
-// query steps, GQA.
-
 TEST_CASE("attention: full and causal, varlen with sequences of length 1, forward and backward") {
   Shape sh{{0, 70, 71, 200, 201}, {0, 70, 71, 200, 201}, 2, 1, 64};
   check_variant<at::Full, __nv_bfloat16>(sh, {}, [](std::int64_t, int, int) { return true; }, 101);
@@ -370,15 +420,16 @@ TEST_CASE("attention: DLCM token-to-concept, started and completed segments") {
 #if !defined(TLT_ATTENTION_PART) || TLT_ATTENTION_PART == 2
 // ------------------------------------------------------------------ head dims, GQA, bad input
 TEST_CASE("attention: head dims 96 and 128, GQA ratios 1, 4 and 8") {
-  using HD = at::SupportedHeadDims;
+  // Each call instantiates only its head dim (the compile tier builds every
+  // operation for all three), so the unit stays quick to build.
   Shape s96{{0, 40, 105}, {0, 40, 105}, 4, 1, 96};
-  check_variant<at::Causal, __nv_bfloat16, HD>(s96, {}, causal_mask(s96), 301);
+  check_variant<at::Causal, __nv_bfloat16, at::HeadDims<96>>(s96, {}, causal_mask(s96), 301);
   Shape s128{{0, 1, 77}, {0, 1, 77}, 8, 1, 128};
-  check_variant<at::Causal, __half, HD>(s128, {}, causal_mask(s128), 302);
+  check_variant<at::Causal, __half, at::HeadDims<128>>(s128, {}, causal_mask(s128), 302);
   Shape g1{{0, 33, 50}, {0, 33, 50}, 2, 2, 128};
-  check_variant<at::Full, __nv_bfloat16, HD>(g1, {}, [](std::int64_t, int, int) { return true; }, 303);
+  check_variant<at::Full, __nv_bfloat16, at::HeadDims<128>>(g1, {}, [](std::int64_t, int, int) { return true; }, 303);
   Shape g4{{0, 70}, {0, 70}, 4, 1, 64};
-  check_variant<at::SlidingWindow, __half, HD>(g4, {20}, window_mask(g4, 20), 304);
+  check_variant<at::SlidingWindow, __half, at::HeadDims<64>>(g4, {20}, window_mask(g4, 20), 304);
 }
 
 TEST_CASE("attention: q, k and v inside a fused QKV projection's output, gradients into a fused buffer") {
@@ -516,69 +567,7 @@ TEST_CASE("attention: bad input gets a clear Status and writes nothing") {
 
 
 #if !defined(TLT_ATTENTION_PART) || TLT_ATTENTION_PART == 3
-// ------------------------------------------------------------------ decoding from a KV cache
-// A cache of capacity `cap` whose sequence b holds lens[b] tokens, the last
-// n_new[b] of them new; the queries are the new tokens'. Checks Decode
-// against the reference (the cache rows packed, the variant's rule bottom-
-// right aligned) and returns its output.
-template <class V, class T, class HD = at::HeadDims<64>>
-std::vector<T> check_decode(const std::vector<int>& lens, const std::vector<int>& n_new, int cap, int H, int Hk, int D,
-                            const typename V::Params& vp, std::function<bool(int, int, int, int)> rule,
-                            int num_splits, std::uint64_t seed, std::vector<T>* q_out = nullptr,
-                            std::vector<T>* kc_out = nullptr, std::vector<T>* vc_out = nullptr) {
-  const int B = static_cast<int>(lens.size());
-  std::vector<std::int32_t> cu_q = {0}, cu_k = {0};
-  for (int b = 0; b < B; ++b) {
-    cu_q.push_back(cu_q.back() + n_new[b]);
-    cu_k.push_back(cu_k.back() + lens[b]);
-  }
-  const std::int64_t tq = cu_q.back();
-  const auto qh = random_values<T>(static_cast<std::size_t>(tq * H * D), seed, -2.0f, 2.0f);
-  const auto kc = random_values<T>(static_cast<std::size_t>(B) * cap * Hk * D, seed + 1, -2.0f, 2.0f);
-  const auto vc = random_values<T>(static_cast<std::size_t>(B) * cap * Hk * D, seed + 2);
-  DeviceBuffer<T> q(qh), k(kc), v(vc), out(static_cast<std::size_t>(tq * H * D));
-  DeviceBuffer<float> lse(static_cast<std::size_t>(H * tq));
-  DeviceBuffer<std::int32_t> d_cu(cu_q), d_len(std::vector<std::int32_t>(lens.begin(), lens.end()));
-  using Op = at::Decode<V, T, HD>;
-  Testbed<Op>().run_ok({.q = q.get(), .q_batch = VarlenBatch::packed(d_cu.get(), B, tq), .k_cache = k.get(),
-                        .v_cache = v.get(), .cache_len = d_len.get(), .capacity = cap, .heads = H, .kv_heads = Hk,
-                        .head_dim = D, .num_splits = num_splits, .variant = vp, .out = out.get(), .lse = lse.get()});
-
-  // The reference over the packed cache rows.
-  std::vector<double> kd, vd;
-  for (int b = 0; b < B; ++b) {
-    for (int j = 0; j < lens[b]; ++j) {
-      for (int c = 0; c < Hk * D; ++c) {
-        kd.push_back(tokenless::to_float(kc[(static_cast<std::size_t>(b) * cap + j) * Hk * D + c]));
-        vd.push_back(tokenless::to_float(vc[(static_cast<std::size_t>(b) * cap + j) * Hk * D + c]));
-      }
-    }
-  }
-  ref::Shape rs{cu_q, cu_k, H, Hk, D};
-  auto mask = [&](std::int64_t b, int i, int j) { return rule(i, j, n_new[b], lens[b]); };
-  std::vector<double> o_true, lse_true, o_naive, lse_naive;
-  ref::forward(rs, mask, widen(qh), kd, vd, o_true, lse_true);
-  ref::forward(rs, mask, widen(qh), kd, vd, o_naive, lse_naive, round_to<T>);
-  const auto got = out.download();
-  check_output("decode output", got, o_naive, o_true);
-  check_lse(lse.download(), lse_true);
-  if (q_out) *q_out = qh;
-  if (kc_out) *kc_out = kc;
-  if (vc_out) *vc_out = vc;
-  return got;
-}
-
-inline bool causal_rule(int i, int j, int lq, int lk) { return ref::causal(i, j, lq, lk); }
-
-// Small enough for thread mode under ThreadSanitizer (emu.tsan.attention):
-// every kernel of the core once, a query tile over two key tiles, a key tile
-// over several query steps, GQA, and a decode over two key splits.
-TEST_CASE("attention: one small causal problem, forward, backward and decode (the race detector's case)") {
-  Shape sh{{0, 70, 100}, {0, 70, 100}, 2, 1, 64};
-  check_variant<at::Causal, __nv_bfloat16>(sh, {}, causal_mask(sh), 100);
-  check_decode<at::Causal, __nv_bfloat16>({90}, {2}, 128, 2, 1, 64, {}, causal_rule, 2, 101);
-}
-
+// ------------------------------------------------------------------ decoding
 TEST_CASE("attention decode: 1 to 16 new queries, GQA 1, 4 and 8, split-KV, against the reference") {
   // Caches of 1, 100, 300 and 17 tokens (capacity 320), 1, 5, 16 and 3 new queries.
   const std::vector<int> lens = {1, 100, 300, 17}, n_new = {1, 5, 16, 3};
@@ -592,7 +581,7 @@ TEST_CASE("attention decode: 1 to 16 new queries, GQA 1, 4 and 8, split-KV, agai
   check_decode<at::SlidingWindow, __nv_bfloat16>(lens, n_new, 320, 4, 1, 64, {40},
                                                  [](int i, int j, int lq, int lk) { return ref::window(i, j, lq, lk, 40); },
                                                  0, 404);
-  check_decode<at::Causal, __half, at::SupportedHeadDims>({700}, {2}, 768, 4, 1, 128, {}, causal_rule, 0, 405);
+  check_decode<at::Causal, __half, at::HeadDims<128>>({700}, {2}, 768, 4, 1, 128, {}, causal_rule, 0, 405);
 }
 
 TEST_CASE("attention decode: the last rows of a prefill equal the decode results") {
@@ -629,6 +618,52 @@ TEST_CASE("attention decode: the last rows of a prefill equal the decode results
 #endif
     }
   }
+}
+
+TEST_CASE("attention decode: bad input gets a clear Status and writes nothing") {
+  using T = __nv_bfloat16;
+  using Op = at::Decode<at::Causal, T, at::HeadDims<64>>;
+  const int H = 4, Hk = 2, D = 64, cap = 32;
+  DeviceBuffer<T> q(8 * H * D), kc(2 * cap * Hk * D), vc(2 * cap * Hk * D), out(8 * H * D);
+  q.fill_bytes(0);
+  kc.fill_bytes(0);
+  vc.fill_bytes(0);
+  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 3, 8}), len(std::vector<std::int32_t>{10, 20}),
+      short_len(std::vector<std::int32_t>{10, 4}), long_len(std::vector<std::int32_t>{33, 20});
+  const Op::Arguments a{.q = q.get(), .q_batch = VarlenBatch::packed(cu.get(), 2, 8), .k_cache = kc.get(),
+                        .v_cache = vc.get(), .cache_len = len.get(), .capacity = cap, .heads = H, .kv_heads = Hk,
+                        .head_dim = D, .out = out.get()};
+  using Bad = Testbed<Op>::Bad;
+  using tokenless::StatusCode;
+  Testbed<Op> bed;
+  bed.watch(out);
+  bed.reject(a, {
+      Bad{"17 queries a sequence", [](auto& x) { x.max_queries = 17; }, StatusCode::unsupported, "max_queries"},
+      Bad{"more new queries than max_queries (device)", [](auto& x) { x.max_queries = 4; }, StatusCode::invalid_argument,
+          "sequence 1: 5 new queries, cache_len 20"},
+      Bad{"a cache shorter than its new queries (device)", [&](auto& x) { x.cache_len = short_len.get(); },
+          StatusCode::invalid_argument, "sequence 1: 5 new queries, cache_len 4"},
+      Bad{"a cache past its capacity (device)", [&](auto& x) { x.cache_len = long_len.get(); },
+          StatusCode::invalid_argument, "sequence 0: 3 new queries, cache_len 33"},
+      Bad{"null cache_len", [](auto& x) { x.cache_len = nullptr; }, StatusCode::null_pointer, "cache_len"},
+      Bad{"capacity 0", [](auto& x) { x.capacity = 0; }, StatusCode::empty, "capacity"},
+      Bad{"head dim 80", [](auto& x) { x.head_dim = 80; }, StatusCode::unsupported, "head_dim"},
+      Bad{"misaligned cache", [&](auto& x) { x.v_cache = vc.get() + 4; }, StatusCode::misaligned, "v_cache"},
+  });
+}
+#endif
+
+#if !defined(TLT_ATTENTION_PART) || TLT_ATTENTION_PART == 4
+// ------------------------------------------------------------------ the race detector's cases, the KV cache
+// The ThreadSanitizer build of the emu tier compiles this part alone (in
+// thread mode the other parts' cases take a minute or more each).
+// Small enough for thread mode under ThreadSanitizer (emu.tsan.attention):
+// every kernel of the core once, a query tile over two key tiles, a key tile
+// over several query steps, GQA, and a decode over two key splits.
+TEST_CASE("attention: one small causal problem, forward, backward and decode (the race detector's case)") {
+  Shape sh{{0, 70, 100}, {0, 70, 100}, 2, 1, 64};
+  check_variant<at::Causal, __nv_bfloat16>(sh, {}, causal_mask(sh), 100);
+  check_decode<at::Causal, __nv_bfloat16>({90}, {2}, 128, 2, 1, 64, {}, causal_rule, 2, 101);
 }
 
 TEST_CASE("attention KV cache: append, roll back rejected drafts, append again, and bad input") {
@@ -709,37 +744,6 @@ TEST_CASE("attention KV cache: append, roll back rejected drafts, append again, 
   CHECK(Op::can_implement(a).code() == StatusCode::empty);
 }
 
-TEST_CASE("attention decode: bad input gets a clear Status and writes nothing") {
-  using T = __nv_bfloat16;
-  using Op = at::Decode<at::Causal, T, at::HeadDims<64>>;
-  const int H = 4, Hk = 2, D = 64, cap = 32;
-  DeviceBuffer<T> q(8 * H * D), kc(2 * cap * Hk * D), vc(2 * cap * Hk * D), out(8 * H * D);
-  q.fill_bytes(0);
-  kc.fill_bytes(0);
-  vc.fill_bytes(0);
-  DeviceBuffer<std::int32_t> cu(std::vector<std::int32_t>{0, 3, 8}), len(std::vector<std::int32_t>{10, 20}),
-      short_len(std::vector<std::int32_t>{10, 4}), long_len(std::vector<std::int32_t>{33, 20});
-  const Op::Arguments a{.q = q.get(), .q_batch = VarlenBatch::packed(cu.get(), 2, 8), .k_cache = kc.get(),
-                        .v_cache = vc.get(), .cache_len = len.get(), .capacity = cap, .heads = H, .kv_heads = Hk,
-                        .head_dim = D, .out = out.get()};
-  using Bad = Testbed<Op>::Bad;
-  using tokenless::StatusCode;
-  Testbed<Op> bed;
-  bed.watch(out);
-  bed.reject(a, {
-      Bad{"17 queries a sequence", [](auto& x) { x.max_queries = 17; }, StatusCode::unsupported, "max_queries"},
-      Bad{"more new queries than max_queries (device)", [](auto& x) { x.max_queries = 4; }, StatusCode::invalid_argument,
-          "sequence 1: 5 new queries, cache_len 20"},
-      Bad{"a cache shorter than its new queries (device)", [&](auto& x) { x.cache_len = short_len.get(); },
-          StatusCode::invalid_argument, "sequence 1: 5 new queries, cache_len 4"},
-      Bad{"a cache past its capacity (device)", [&](auto& x) { x.cache_len = long_len.get(); },
-          StatusCode::invalid_argument, "sequence 0: 3 new queries, cache_len 33"},
-      Bad{"null cache_len", [](auto& x) { x.cache_len = nullptr; }, StatusCode::null_pointer, "cache_len"},
-      Bad{"capacity 0", [](auto& x) { x.capacity = 0; }, StatusCode::empty, "capacity"},
-      Bad{"head dim 80", [](auto& x) { x.head_dim = 80; }, StatusCode::unsupported, "head_dim"},
-      Bad{"misaligned cache", [&](auto& x) { x.v_cache = vc.get() + 4; }, StatusCode::misaligned, "v_cache"},
-  });
-}
 #endif
 
 }  // namespace tlt::attention_tests
