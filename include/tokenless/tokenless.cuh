@@ -21,3 +21,4 @@
 #include <tokenless/router/router.cuh>
 #include <tokenless/attention/attention.cuh>
 #include <tokenless/attention/decode.cuh>
+#include <tokenless/bottleneck/pool.cuh>

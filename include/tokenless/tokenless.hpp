@@ -2,12 +2,14 @@
 // Everything in tokenless that compiles without nvcc: policies, host
 // references and host-side math. Kernels and launch APIs: tokenless.cuh.
 #include <tokenless/attention/policy.hpp>
+#include <tokenless/bottleneck/policy.hpp>
 #include <tokenless/core/config.hpp>
 #include <tokenless/core/device.hpp>
 #include <tokenless/core/dtype.hpp>
 #include <tokenless/core/functional.hpp>
 #include <tokenless/core/operation.hpp>
 #include <tokenless/core/row_reduce/policy.hpp>
+#include <tokenless/core/segments.hpp>
 #include <tokenless/core/status.hpp>
 #include <tokenless/core/tensor.hpp>
 #include <tokenless/core/tuning.hpp>
@@ -20,6 +22,7 @@
 #include <tokenless/patcher/policy.hpp>
 #include <tokenless/router/policy.hpp>
 #include <tokenless/reference/attention.hpp>
+#include <tokenless/reference/bottleneck.hpp>
 #include <tokenless/reference/gemm.hpp>
 #include <tokenless/reference/hash_embedding.hpp>
 #include <tokenless/reference/patcher.hpp>

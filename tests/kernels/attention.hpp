@@ -27,24 +27,6 @@ template <class T>
 double round_to(double x) {
   return tokenless::to_float(tokenless::from_float<T>(static_cast<float>(x)));
 }
-template <class T>
-std::vector<double> widen(const std::vector<T>& v) {
-  std::vector<double> d(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) d[i] = tokenless::to_float(v[i]);
-  return d;
-}
-template <class T>
-std::vector<float> to_floats(const std::vector<T>& v) {
-  std::vector<float> f(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) f[i] = tokenless::to_float(v[i]);
-  return f;
-}
-template <class T>
-std::vector<float> rounded(const std::vector<double>& v) {
-  std::vector<float> f(v.size());
-  for (std::size_t i = 0; i < v.size(); ++i) f[i] = static_cast<float>(round_to<T>(v[i]));
-  return f;
-}
 
 // A kernel's output against the truth, at the tolerance rule's factor 4 of
 // the naive same-precision error (support.hpp).

@@ -75,6 +75,27 @@ std::vector<T> random_values(std::size_t n, std::uint64_t seed, float lo = -1.0f
   return v;
 }
 
+// Storage values to double and float, and a double result rounded through T
+// (the naive same-precision result of a computation that rounds only at the end).
+template <class T>
+std::vector<double> widen(const std::vector<T>& v) {
+  std::vector<double> d(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) d[i] = tokenless::to_float(v[i]);
+  return d;
+}
+template <class T>
+std::vector<float> to_floats(const std::vector<T>& v) {
+  std::vector<float> f(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) f[i] = tokenless::to_float(v[i]);
+  return f;
+}
+template <class T>
+std::vector<float> rounded(const std::vector<double>& v) {
+  std::vector<float> f(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) f[i] = tokenless::round_trip<T>(static_cast<float>(v[i]));
+  return f;
+}
+
 // The tolerance rule of the test tiers: the kernel's error against the
 // double-precision reference may be at most `factor` times the error of a
 // naive implementation at the same precision, plus a floor of a few units of

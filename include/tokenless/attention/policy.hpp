@@ -29,6 +29,7 @@
 // BLT's cross-attention, DLCM's concepts) need only give row_keys and derive
 // the rest from MonotoneRows<Self>.
 #include <tokenless/core/config.hpp>
+#include <tokenless/core/segments.hpp>
 #include <tokenless/core/status.hpp>
 #include <tokenless/core/validate.hpp>
 #include <tokenless/core/varlen.hpp>
@@ -185,58 +186,9 @@ struct Documents : MonotoneRows<Documents<Base>> {
 using LocalBlockCausal = Documents<SlidingWindow>;
 
 // ------------------------------------------------------------------ patches
-// The patcher's outputs as they come (patcher::PatchOutputs): either the CSR
-// arrays (offsets with starts and lengths) or the per-position patch ids.
-// Positions and patch indices are local to a sequence of `bytes` positions
-// starting at `first` in the batch.
-struct Patches {
-  const std::int32_t* offsets = nullptr;  // [num_seqs + 1]: sequence b owns patches [off[b], off[b+1])
-  const std::int32_t* starts = nullptr;   // start of each patch, within its sequence
-  const std::int32_t* lengths = nullptr;
-  const std::int32_t* ids = nullptr;      // or: [positions] global patch id of every position
-
-  TL_HOST_DEVICE bool csr() const { return starts != nullptr; }
-  // Patches of sequence b (ids: from its first and last position).
-  TL_HOST_DEVICE int count(std::int64_t b, std::int64_t first, int bytes) const {
-    if (csr()) return offsets[b + 1] - offsets[b];
-    return bytes > 0 && ids ? ids[first + bytes - 1] - ids[first] + 1 : 0;
-  }
-  // First position of local patch p (0 <= p < count).
-  TL_HOST_DEVICE int begin(std::int64_t b, std::int64_t first, int bytes, int p) const {
-    if (csr()) return starts[offsets[b] + p];
-    return ids ? search(first, bytes, ids[first] + p) : 0;
-  }
-  // One past its last position.
-  TL_HOST_DEVICE int end(std::int64_t b, std::int64_t first, int bytes, int p) const {
-    if (csr()) return starts[offsets[b] + p] + lengths[offsets[b] + p];
-    return ids ? search(first, bytes, ids[first] + p + 1) : 0;
-  }
-  // The local patch of local position j.
-  TL_HOST_DEVICE int id_of(std::int64_t b, std::int64_t first, int /*bytes*/, int j) const {
-    // (`ids &&`: neither form given is refused by check(); the test keeps
-    // GCC's -Warray-bounds from following a null ids into inlined host code.)
-    if (!csr()) return ids ? ids[first + j] - ids[first] : 0;
-    int lo = 0, hi = offsets[b + 1] - offsets[b];  // last patch starting at or before j
-    while (hi - lo > 1) {
-      const int mid = (lo + hi) / 2;
-      if (starts[offsets[b] + mid] <= j) lo = mid;
-      else hi = mid;
-    }
-    return lo;
-  }
-
- private:
-  // The first local position whose id is >= target (ids never decrease).
-  TL_HOST_DEVICE int search(std::int64_t first, int bytes, std::int32_t target) const {
-    int lo = 0, hi = ids ? bytes : 0;
-    while (lo < hi) {
-      const int mid = (lo + hi) / 2;
-      if (ids[first + mid] < target) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
-};
+// The patcher's outputs as they come (core/segments.hpp): the CSR arrays or
+// the per-position ids; positions and patch indices local to a sequence.
+using Patches = Segments;
 
 inline Status check_patches(const char* name, const Patches& p) {
   if (p.starts || p.lengths) {

@@ -1,0 +1,113 @@
+#pragma once
+// The concept bottleneck's semantics: how a segment (a patch, a DLCM/H-Net
+// chunk) pools its positions into one vector, and how the gradient of that
+// vector returns to them.
+//
+//   PoolSum    sum of the rows                     dx = g
+//   PoolMean   sum / length; an empty segment 0    dx = g / length
+//   PoolMax    elementwise max; an empty segment 0 (BLT: scatter_reduce amax,
+//              include_self=False, into zeros)     dx = g / ties where x = max
+//   PoolMin    elementwise min, likewise
+//   PoolFirst  the first row (H-Net's ChunkLayer)  dx = g at the first row
+//   PoolLast   the last row                        dx = g at the last row
+//
+// Ties (max, min): as PyTorch's scatter_reduce backward, the gradient is
+// split evenly between every row that equals the result. NaN propagates: a
+// NaN in a segment's column makes its max (min, sum, mean) NaN, and no
+// row equals a NaN result, so that column's gradient is 0 there.
+// Accumulation is in fp32 whatever the storage type.
+#include <tokenless/core/config.hpp>
+
+#include <cmath>
+#include <concepts>
+#include <cstdint>
+
+namespace tokenless::bottleneck {
+
+// Reductions (sum, mean, max, min): an fp32 accumulator over the rows.
+struct PoolSum {
+  static constexpr const char* kName = "sum";
+  static constexpr bool kReduces = true;
+  TL_HOST_DEVICE static float init() { return 0.0f; }
+  TL_HOST_DEVICE static float combine(float a, float x) { return a + x; }
+  TL_HOST_DEVICE static float finish(float a, int /*n*/) { return a; }
+};
+struct PoolMean {
+  static constexpr const char* kName = "mean";
+  static constexpr bool kReduces = true;
+  static constexpr bool kDividesByLength = true;
+  TL_HOST_DEVICE static float init() { return 0.0f; }
+  TL_HOST_DEVICE static float combine(float a, float x) { return a + x; }
+  // a * (1/n): one division a column chunk (ptxas spilled the W-fold IEEE
+  // division of a / n on sm_90), within an ulp of PyTorch's sum / n.
+  TL_HOST_DEVICE static float finish(float a, int n) { return n > 0 ? a * (1.0f / static_cast<float>(n)) : 0.0f; }
+};
+// Max and min: NaN wins (fmaxf would drop it); an empty segment gives 0.
+struct PoolMax {
+  static constexpr const char* kName = "max";
+  static constexpr bool kReduces = true;
+  static constexpr bool kRoutesToArg = true;
+  TL_HOST_DEVICE static float init() { return -INFINITY; }
+  TL_HOST_DEVICE static float combine(float a, float x) { return (x > a || x != x) && a == a ? x : a; }
+  TL_HOST_DEVICE static float finish(float a, int n) { return n > 0 ? a : 0.0f; }
+};
+struct PoolMin {
+  static constexpr const char* kName = "min";
+  static constexpr bool kReduces = true;
+  static constexpr bool kRoutesToArg = true;
+  TL_HOST_DEVICE static float init() { return INFINITY; }
+  TL_HOST_DEVICE static float combine(float a, float x) { return (x < a || x != x) && a == a ? x : a; }
+  TL_HOST_DEVICE static float finish(float a, int n) { return n > 0 ? a : 0.0f; }
+};
+// Selections: one row of the segment; an empty segment gives 0.
+struct PoolFirst {
+  static constexpr const char* kName = "first";
+  static constexpr bool kReduces = false;
+  TL_HOST_DEVICE static std::int64_t pick(std::int64_t lo, std::int64_t /*hi*/) { return lo; }
+};
+struct PoolLast {
+  static constexpr const char* kName = "last";
+  static constexpr bool kReduces = false;
+  TL_HOST_DEVICE static std::int64_t pick(std::int64_t /*lo*/, std::int64_t hi) { return hi - 1; }
+};
+
+template <class P>
+concept PoolPolicy = requires {
+  { P::kName } -> std::convertible_to<const char*>;
+  { P::kReduces } -> std::convertible_to<bool>;
+} && ((P::kReduces && requires(float a, int n) {
+        { P::init() } -> std::same_as<float>;
+        { P::combine(a, a) } -> std::same_as<float>;
+        { P::finish(a, n) } -> std::same_as<float>;
+      }) ||
+      (!P::kReduces && requires(std::int64_t i) {
+        { P::pick(i, i) } -> std::same_as<std::int64_t>;
+      }));
+
+// Whether the backward routes the gradient to the rows equal to the result.
+template <class P>
+constexpr bool routes_to_arg() {
+  if constexpr (requires { P::kRoutesToArg; }) return P::kRoutesToArg;
+  else return false;
+}
+
+// Whether the backward divides the gradient by the segment's length.
+template <class P>
+constexpr bool divides_by_length() {
+  if constexpr (requires { P::kDividesByLength; }) return P::kDividesByLength;
+  else return false;
+}
+
+// ------------------------------------------------------------------ tuning (values, not semantics)
+// A warp a segment (pooling) or a position (replication), 8 warps a block,
+// at most blocks_per_sm blocks per SM with the rest grid-strided. Untuned.
+struct Tuning {
+  int block_threads;
+  int blocks_per_sm;
+  friend constexpr bool operator==(const Tuning&, const Tuning&) = default;
+};
+inline constexpr Tuning kTuningSm80{256, 8};  // untuned
+inline constexpr Tuning kTuningSm90{256, 8};  // untuned
+constexpr Tuning tuning_for(int cc) { return cc >= 90 ? kTuningSm90 : kTuningSm80; }
+
+}  // namespace tokenless::bottleneck

@@ -1,0 +1,2 @@
+// The concept bottleneck on the CPU executor (gpu tier: tests/gpu/test_bottleneck.cu).
+#include "../kernels/bottleneck.hpp"

@@ -1,0 +1,217 @@
+#pragma once
+// The concept bottleneck: segment pooling (every mode) and replication
+// (shift 0 and 1), forward and backward, against the double-precision
+// reference, from the patcher's CSR outputs and from ids, on the vector and
+// the scalar paths; constant input; replication of length-1 pooling; the
+// adjoint property; ties; and bad input. Shared by the emu and gpu tiers.
+#include "../support/patch_set.hpp"
+#include "../support/testbed.hpp"
+
+#include <tokenless/bottleneck/pool.cuh>
+#include <tokenless/reference/bottleneck.hpp>
+
+namespace tlt::bottleneck_tests {
+
+namespace bn = tokenless::bottleneck;
+namespace ref = tokenless::reference::bottleneck;
+using tokenless::Segments;
+using tokenless::VarlenBatch;
+
+template <class P>
+constexpr ref::Pool mode_of() {
+  if constexpr (std::is_same_v<P, bn::PoolSum>) return ref::Pool::sum;
+  else if constexpr (std::is_same_v<P, bn::PoolMean>) return ref::Pool::mean;
+  else if constexpr (std::is_same_v<P, bn::PoolMax>) return ref::Pool::max;
+  else if constexpr (std::is_same_v<P, bn::PoolMin>) return ref::Pool::min;
+  else if constexpr (std::is_same_v<P, bn::PoolFirst>) return ref::Pool::first;
+  else return ref::Pool::last;
+}
+
+template <class T>
+void check_close(const char* what, const std::vector<T>& got, const std::vector<double>& truth, std::size_t n) {
+  INFO(what);
+  const std::vector<T> head(got.begin(), got.begin() + static_cast<std::ptrdiff_t>(n));
+  check_accuracy(to_floats(head), rounded<T>(truth), truth, 4.0, tokenless::dtype_traits<T>::unit_roundoff);
+}
+
+// A batch of sequences with their segments on the device, in both forms.
+struct Problem {
+  PatchSet ps;
+  std::vector<ref::Segment> segs;
+  DeviceBuffer<std::int32_t> cu, off, st, ln, ids;
+  explicit Problem(std::vector<std::vector<int>> lengths)
+      : ps(std::move(lengths)), segs(ref::segments_from_lengths(ps.lengths)), cu(ps.cu_bytes), off(ps.offsets),
+        st(ps.starts), ln(ps.lens), ids(ps.ids.empty() ? std::vector<std::int32_t>{0} : ps.ids) {}
+  VarlenBatch batch() const { return VarlenBatch::packed(cu.get(), static_cast<std::int64_t>(ps.lengths.size()), total()); }
+  std::int64_t total() const { return ps.cu_bytes.back(); }
+  std::int64_t count() const { return static_cast<std::int64_t>(segs.size()); }
+  Segments segments(bool csr) const {
+    return csr ? Segments{off.get(), st.get(), ln.get(), nullptr} : Segments{nullptr, nullptr, nullptr, ids.get()};
+  }
+};
+
+// Pools x (d columns) with P, forward and backward, against the reference;
+// `capacity` rows past the count stay untouched.
+template <class P, class T>
+void check_pool(const Problem& pr, int d, bool csr, std::uint64_t seed) {
+  const std::int64_t n = pr.total(), cap = pr.count() + 3;
+  // Coarse values make ties (max, min) common.
+  auto xh = random_values<T>(static_cast<std::size_t>(n * d), seed);
+  for (auto& v : xh) v = tokenless::from_float<T>(std::round(tokenless::to_float(v) * 4.0f) / 4.0f);
+  const auto gh = random_values<T>(static_cast<std::size_t>(cap * d), seed + 1);
+  DeviceBuffer<T> x(xh), out(static_cast<std::size_t>(cap * d)), g(gh), dx(static_cast<std::size_t>(n * d));
+  out.fill_bytes(0x7f);
+  using Fwd = bn::SegmentPool<P, T>;
+  Testbed<Fwd>().run_ok({.x = x.get(), .batch = pr.batch(), .segments = pr.segments(csr), .capacity = cap, .d = d,
+                         .out = out.get()});
+  const auto xd = widen(xh);
+  const auto want = ref::pool(mode_of<P>(), xd, d, pr.segs);
+  const auto got = out.download();
+  check_close("pool forward", got, want, want.size());
+  for (std::size_t i = want.size(); i < got.size(); ++i) {
+    std::uint16_t bits;  // rows past the count keep their sentinel bytes
+    std::memcpy(&bits, reinterpret_cast<const unsigned char*>(got.data() + i), 2);
+    CHECK(bits == 0x7f7f);
+  }
+  using Bwd = bn::SegmentPoolBackward<P, T>;
+  Testbed<Bwd>().run_ok({.x = x.get(), .grad_out = g.get(), .batch = pr.batch(), .segments = pr.segments(csr),
+                         .capacity = cap, .d = d, .grad_x = dx.get()});
+  const auto gd = widen(gh);
+  const auto want_dx = ref::pool_backward(mode_of<P>(), xd, std::vector<double>(gd.begin(), gd.begin() + pr.count() * d),
+                                          d, pr.segs);
+  check_close("pool backward", dx.download(), want_dx, want_dx.size());
+}
+
+template <class P>
+void check_pool_all(const Problem& pr, std::uint64_t seed) {
+  check_pool<P, float>(pr, 64, true, seed);        // vector path, CSR
+  check_pool<P, __nv_bfloat16>(pr, 24, false, seed + 10);  // vector path (8 bf16), ids
+  check_pool<P, __half>(pr, 7, true, seed + 20);   // scalar path
+}
+
+// Sequences: an empty one, one of one position, one-position segments and
+// long ones. (Empty segments, which only the CSR form can express, are in
+// the constant-input case.)
+inline Problem mixed() { return Problem({{3, 1, 1, 5}, {}, {1}, {2, 7, 1, 1, 1}, {9}}); }
+
+TEST_CASE("bottleneck: pooling, every mode, CSR and ids, vector and scalar paths, forward and backward") {
+  const Problem pr = mixed();
+  check_pool_all<bn::PoolSum>(pr, 11);
+  check_pool_all<bn::PoolMean>(pr, 12);
+  check_pool_all<bn::PoolMax>(pr, 13);
+  check_pool_all<bn::PoolMin>(pr, 14);
+  check_pool_all<bn::PoolFirst>(pr, 15);
+  check_pool_all<bn::PoolLast>(pr, 16);
+}
+
+TEST_CASE("bottleneck: pooling constant input; empty segments give 0; max ties split the gradient evenly") {
+  const Problem pr({{4, 0, 2}, {3}});
+  const int d = 8;
+  const std::int64_t n = pr.total(), cap = pr.count();
+  DeviceBuffer<float> x(std::vector<float>(n * d, 2.5f)), out(cap * d), g(std::vector<float>(cap * d, 1.0f)), dx(n * d);
+  // Every mode but sum gives the constant; an empty segment gives 0 (for max
+  // not -inf: BLT's scatter_reduce into zeros; for mean not NaN).
+  const auto pool = [&](auto policy) {
+    using P = decltype(policy);
+    CAPTURE(P::kName);
+    Testbed<bn::SegmentPool<P, float>>().run_ok(
+        {.x = x.get(), .batch = pr.batch(), .segments = pr.segments(true), .capacity = cap, .d = d, .out = out.get()});
+    const auto o = out.download();
+    for (std::int64_t p = 0; p < cap; ++p) {
+      for (int c = 0; c < d; ++c) CHECK(o[p * d + c] == (pr.segs[p].hi == pr.segs[p].lo ? 0.0f : 2.5f));
+    }
+  };
+  pool(bn::PoolMean{});
+  pool(bn::PoolMax{});
+  pool(bn::PoolMin{});
+  pool(bn::PoolFirst{});
+  pool(bn::PoolLast{});
+  // Every row ties for the max: each of a segment's L rows gets 1 / L.
+  Testbed<bn::SegmentPoolBackward<bn::PoolMax, float>>().run_ok({.x = x.get(), .grad_out = g.get(), .batch = pr.batch(),
+                                                                 .segments = pr.segments(true), .capacity = cap, .d = d,
+                                                                 .grad_x = dx.get()});
+  const auto gx = dx.download();
+  for (const auto& s : pr.segs) {
+    for (std::int64_t r = s.lo; r < s.hi; ++r) CHECK(gx[r * d] == doctest::Approx(1.0 / static_cast<double>(s.hi - s.lo)));
+  }
+}
+
+TEST_CASE("bottleneck: replication, shift 0 and 1, forward and backward; it inverts length-1 pooling") {
+  const Problem pr = mixed();
+  for (int shift : {0, 1}) {
+    for (bool csr : {true, false}) {
+      CAPTURE(shift);
+      CAPTURE(csr);
+      const int d = 16;
+      const std::int64_t n = pr.total(), cap = pr.count() + 2;
+      const auto sh = random_values<__nv_bfloat16>(static_cast<std::size_t>(cap * d), 31 + shift);
+      const auto gh = random_values<__nv_bfloat16>(static_cast<std::size_t>(n * d), 41 + shift);
+      DeviceBuffer<__nv_bfloat16> src(sh), out(n * d), g(gh), gs(cap * d);
+      Testbed<bn::Replicate<__nv_bfloat16>>().run_ok({.src = src.get(), .batch = pr.batch(), .segments = pr.segments(csr),
+                                                      .capacity = cap, .d = d, .shift = shift, .out = out.get()});
+      const auto want = ref::replicate(widen(sh), d, pr.segs, shift, n);
+      check_close("replicate", out.download(), want, want.size());
+      Testbed<bn::ReplicateBackward<__nv_bfloat16>>().run_ok({.grad_out = g.get(), .batch = pr.batch(),
+                                                              .segments = pr.segments(csr), .capacity = cap, .d = d,
+                                                              .shift = shift, .grad_src = gs.get()});
+      const auto want_g = ref::replicate_backward(widen(gh), d, pr.segs, shift);
+      check_close("replicate backward", gs.download(), want_g, want_g.size());
+    }
+  }
+  // Segments of one position: replicate(pool(x)) = x, exactly, in every mode.
+  const Problem ones({{1, 1, 1}, {1}, {1, 1}});
+  const auto xh = random_values<float>(6 * 5, 51);
+  DeviceBuffer<float> x(xh), pooled(6 * 5), back(6 * 5);
+  Testbed<bn::SegmentPool<bn::PoolMax, float>>().run_ok(
+      {.x = x.get(), .batch = ones.batch(), .segments = ones.segments(false), .capacity = 6, .d = 5, .out = pooled.get()});
+  Testbed<bn::Replicate<float>>().run_ok({.src = pooled.get(), .batch = ones.batch(), .segments = ones.segments(true),
+                                          .capacity = 6, .d = 5, .out = back.get()});
+  CHECK(back.download() == xh);
+}
+
+TEST_CASE("bottleneck: bad input gets a clear Status and writes nothing") {
+  using tokenless::StatusCode;
+  const Problem pr({{2, 3}, {4}});
+  const int d = 8;
+  DeviceBuffer<float> x(std::vector<float>(9 * d, 1.0f)), out(4 * d);
+  using Op = bn::SegmentPool<bn::PoolMean, float>;
+  const Op::Arguments good{.x = x.get(), .batch = pr.batch(), .segments = pr.segments(true), .capacity = 4, .d = d,
+                           .out = out.get()};
+  // Broken segment arrays (device-side checks).
+  DeviceBuffer<std::int32_t> gap_starts(std::vector<std::int32_t>{0, 3, 0}),     // a gap after the first
+      short_lens(std::vector<std::int32_t>{2, 2, 4}),                             // the sequence's end not reached
+      bad_off(std::vector<std::int32_t>{0, 3, 2}),                                // offsets going back
+      jump_ids(std::vector<std::int32_t>{0, 0, 2, 2, 2, 3, 3, 3, 3}),             // a step of 2
+      cross_ids(std::vector<std::int32_t>{0, 0, 1, 1, 1, 1, 1, 1, 1});            // no new segment at sequence 1
+  using Bad = Testbed<Op>::Bad;
+  Testbed<Op> bed;
+  bed.watch(out);
+  bed.reject(good, {
+      Bad{"d 0", [](auto& a) { a.d = 0; }, StatusCode::empty, "'d'"},
+      Bad{"capacity 0", [](auto& a) { a.capacity = 0; }, StatusCode::empty, "capacity"},
+      Bad{"empty batch", [](auto& a) { a.batch.num_seqs = 0; }, StatusCode::empty, "batch"},
+      Bad{"null x", [](auto& a) { a.x = nullptr; }, StatusCode::null_pointer, "'x'"},
+      Bad{"overlapping rows", [](auto& a) { a.out_stride = 4; }, StatusCode::invalid_argument, "'out'"},
+      Bad{"no segments", [](auto& a) { a.segments = {}; }, StatusCode::null_pointer, "segments"},
+      Bad{"starts without lengths", [&](auto& a) { a.segments.lengths = nullptr; }, StatusCode::null_pointer,
+          "segments.lengths"},
+      Bad{"a gap (device)", [&](auto& a) { a.segments.starts = gap_starts.get(); }, StatusCode::invalid_argument,
+          "segment 1: start 3, length 3"},
+      Bad{"a sequence not covered (device)", [&](auto& a) { a.segments.lengths = short_lens.get(); },
+          StatusCode::invalid_argument, "segment 1: start 2, length 2"},
+      Bad{"offsets going back (device)", [&](auto& a) { a.segments.offsets = bad_off.get(); },
+          StatusCode::invalid_argument, "segments.offsets"},
+      Bad{"too few rows (device)", [](auto& a) { a.capacity = 2; }, StatusCode::capacity_too_small,
+          "2 rows for 3 segments"},
+      Bad{"ids jumping (device)", [&](auto& a) { a.segments = {nullptr, nullptr, nullptr, jump_ids.get()}; },
+          StatusCode::invalid_argument, "ids[2] = 2"},
+      Bad{"ids across a sequence start (device)", [&](auto& a) { a.segments = {nullptr, nullptr, nullptr, cross_ids.get()}; },
+          StatusCode::invalid_argument, "ids[5] = 1"},
+  });
+  using Rep = bn::Replicate<float>;
+  CHECK(Rep::can_implement({.src = out.get(), .batch = pr.batch(), .segments = pr.segments(true), .capacity = 4,
+                            .d = d, .shift = 2, .out = x.get()})
+            .code() == StatusCode::invalid_argument);
+}
+
+}  // namespace tlt::bottleneck_tests
