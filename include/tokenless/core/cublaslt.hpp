@@ -9,7 +9,10 @@
 // and scaling in fp32.
 //
 // Available where the CUDA runtime is (nvcc, or a host compiler with the
-// toolkit); TOKENLESS_HAS_CUBLASLT says so.
+// toolkit); TOKENLESS_HAS_CUBLASLT says so. On the CPU executor the same Gemm
+// runs as a host loop (the executor's device memory is host memory), so that
+// operations built on it run on the CPU too: fp32 accumulation in k order,
+// GELU as the tanh approximation cuBLASLt's epilogue uses, synchronous.
 #include <tokenless/core/config.hpp>
 #include <tokenless/core/device.hpp>
 #include <tokenless/core/dtype.hpp>
@@ -86,8 +89,6 @@ class LtHandle {
   cublasLtHandle_t h_ = nullptr;
 };
 
-enum class Epilogue { none, bias, gelu, bias_gelu };
-
 // RAII for the descriptors of one matmul.
 namespace detail {
 struct MatmulDescs {
@@ -109,6 +110,36 @@ inline cudaDataType_t cuda_type(DType t) {
     default: return CUDA_R_32F;
   }
 }
+}  // namespace detail
+
+}  // namespace tokenless::blas
+#define TOKENLESS_HAS_BLAS 1
+#elif defined(TOKENLESS_BACKEND_EMU)
+#include <cmath>
+#include <cstdint>
+namespace tokenless::blas {
+// The executor's stand-in: no library to initialise.
+class LtHandle {
+ public:
+  static Status create(LtHandle& out) {
+    out.ok_ = true;
+    return Status::ok();
+  }
+  explicit operator bool() const { return ok_; }
+
+ private:
+  bool ok_ = false;
+};
+}  // namespace tokenless::blas
+#define TOKENLESS_HAS_BLAS 1
+#endif
+
+#if defined(TOKENLESS_HAS_BLAS)
+namespace tokenless::blas {
+
+enum class Epilogue { none, bias, gelu, bias_gelu };
+
+namespace detail {
 inline std::size_t dtype_bytes(DType t) { return t == DType::f32 ? 4 : 2; }
 }  // namespace detail
 
@@ -186,6 +217,7 @@ struct Gemm {
     if (ws.ptr && reinterpret_cast<std::uintptr_t>(ws.ptr) % kWorkspaceAlignment != 0) {
       return Status::argument(StatusCode::misaligned, "workspace", "256-byte alignment", "%p", ws.ptr);
     }
+#if defined(TOKENLESS_HAS_CUBLASLT)
     detail::MatmulDescs desc;
     TL_RETURN_IF_ERROR(describe(a, ws.ptr ? ws.bytes : 0, desc));
     cublasLtMatmulHeuristicResult_t heur{};
@@ -197,8 +229,45 @@ struct Gemm {
     TL_CUBLAS_TRY(cublasLtMatmul(a.handle->get(), desc.op, &a.alpha, a.b, desc.a, a.a, desc.b, &a.beta, a.d, desc.d,
                                  a.d, desc.d, &heur.algo, ws.ptr, ws.ptr ? ws.bytes : 0, stream));
     return Status::ok();
+#else
+    (void)stream;
+    switch (a.dtype) {
+      case DType::f16: host_gemm<__half>(a); break;
+      case DType::bf16: host_gemm<__nv_bfloat16>(a); break;
+      default: host_gemm<float>(a); break;
+    }
+    return Status::ok();
+#endif
   }
 
+#if !defined(TOKENLESS_HAS_CUBLASLT)
+  // The executor's GEMM: a host loop over the operands in place.
+  template <class T>
+  static void host_gemm(const Arguments& a) {
+    const T* A = static_cast<const T*>(a.a);
+    const T* B = static_cast<const T*>(a.b);
+    const T* bias = static_cast<const T*>(a.bias);
+    T* D = static_cast<T*>(a.d);
+    const bool with_bias = a.epilogue == Epilogue::bias || a.epilogue == Epilogue::bias_gelu;
+    const bool gelu = a.epilogue == Epilogue::gelu || a.epilogue == Epilogue::bias_gelu;
+    for (std::int64_t i = 0; i < a.m; ++i) {
+      for (std::int64_t j = 0; j < a.n; ++j) {
+        float acc = 0.0f;
+        for (std::int64_t k = 0; k < a.k; ++k) {
+          const float x = to_float(a.trans_a ? A[k * a.lda + i] : A[i * a.lda + k]);
+          const float y = to_float(a.trans_b ? B[j * a.ldb + k] : B[k * a.ldb + j]);
+          acc += x * y;
+        }
+        float v = a.alpha * acc + (a.beta != 0.0f ? a.beta * to_float(D[i * a.ldd + j]) : 0.0f);
+        if (with_bias) v += to_float(bias[j]);
+        if (gelu) v = 0.5f * v * (1.0f + std::tanh(0.7978845608f * (v + 0.044715f * v * v * v)));
+        D[i * a.ldd + j] = from_float<T>(v);
+      }
+    }
+  }
+#endif
+
+#if defined(TOKENLESS_HAS_CUBLASLT)
   // Builds the descriptors; needs no device, so it is testable anywhere.
   static Status describe(const Arguments& a, std::size_t workspace_bytes, detail::MatmulDescs& desc) {
     const cudaDataType_t t = detail::cuda_type(a.dtype);
@@ -234,6 +303,7 @@ struct Gemm {
                                                        &workspace_bytes, sizeof workspace_bytes));
     return Status::ok();
   }
+#endif
 };
 
 }  // namespace tokenless::blas
