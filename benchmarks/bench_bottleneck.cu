@@ -5,7 +5,16 @@
 // backward reads x twice more). Target: >= 85% of the measured copy
 // bandwidth, and >= 3x PyTorch's scatter_reduce / index_select
 // (benchmarks/torch/bottleneck_eager.py).
+//
+// H-Net's dechunk, forward (with the fp32 residual and the states the
+// backward needs) and backward, at the same shapes with chunks for patches.
+// Bytes are what it must move once: forward z, residual, out and states;
+// backward grad_out, z, states, grad_z, p and grad_p (it reads grad_out and
+// the states twice). Target: >= 80% of the copy bandwidth; PyTorch's
+// sequential loop and mamba_ssm's scan in benchmarks/torch/dechunk_eager.py.
 #include "harness.cuh"
+
+#include <tokenless/bottleneck/dechunk.cuh>
 
 #include <random>
 
@@ -93,6 +102,93 @@ void BM_Replicate(benchmark::State& state, bool backward) {
   }
 }
 
+// The router's p: 1 at a sequence start, (0.5, 1) at other chunk starts,
+// [0, 0.5] elsewhere.
+std::vector<float> router_probs(const Batch& bt, std::vector<std::int32_t>& chunk_start) {
+  std::vector<std::int32_t> cu(9), off(9), st(static_cast<std::size_t>(bt.segments));
+  TLB_CHECK_CUDA(cudaMemcpy(cu.data(), bt.cu.p, 9 * 4, cudaMemcpyDeviceToHost));
+  TLB_CHECK_CUDA(cudaMemcpy(off.data(), bt.offsets.p, 9 * 4, cudaMemcpyDeviceToHost));
+  TLB_CHECK_CUDA(cudaMemcpy(st.data(), bt.starts.p, st.size() * 4, cudaMemcpyDeviceToHost));
+  std::mt19937 rng(7);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  std::vector<float> p(static_cast<std::size_t>(bt.n));
+  for (auto& v : p) v = 0.5f * u(rng);
+  chunk_start.assign(st.size(), 0);
+  for (int b = 0; b < 8; ++b) {
+    for (std::int32_t c = off[b]; c < off[b + 1]; ++c) {
+      chunk_start[c] = cu[b] + st[c];
+      p[chunk_start[c]] = c == off[b] ? 1.0f : 0.5f + 0.49f * u(rng) + 1e-3f;
+    }
+  }
+  return p;
+}
+
+// The first sequence's first 512 positions against a sequential fp32 loop.
+const char* check_dechunk(const Batch& bt, const std::vector<float>& p, const std::vector<std::int32_t>& chunk_start,
+                          const B16* z, const float* residual, const B16* out) {
+  const std::size_t rows = 512;
+  std::vector<B16> zh(rows * kD), oh(rows * kD);
+  std::vector<float> rh(rows * kD);
+  TLB_CHECK_CUDA(cudaMemcpy(zh.data(), z, zh.size() * 2, cudaMemcpyDeviceToHost));
+  TLB_CHECK_CUDA(cudaMemcpy(oh.data(), out, oh.size() * 2, cudaMemcpyDeviceToHost));
+  TLB_CHECK_CUDA(cudaMemcpy(rh.data(), residual, rh.size() * 4, cudaMemcpyDeviceToHost));
+  std::vector<float> h(kD, 0.0f);
+  std::size_t c = 0;
+  for (std::size_t t = 0; t < rows; ++t) {
+    if (c < chunk_start.size() && chunk_start[c] == static_cast<std::int32_t>(t)) {
+      const float ph = std::min(std::max(p[t], 1e-4f), 1.0f - 1e-4f);
+      for (int j = 0; j < kD; ++j) h[j] = ph * tokenless::to_float(zh[c * kD + j]) + (1.0f - ph) * h[j];
+      ++c;
+    }
+    for (int j = 0; j < kD; ++j) {
+      const float want = h[j] + rh[t * kD + j], got = tokenless::to_float(oh[t * kD + j]);
+      if (!(std::fabs(got - want) <= 1e-2f * (1.0f + std::fabs(want)))) return "dechunk differs from a sequential loop";
+    }
+  }
+  return nullptr;
+}
+
+void BM_Dechunk(benchmark::State& state, bool backward) {
+  Batch bt(state.range(0));
+  std::vector<std::int32_t> chunk_start;
+  const std::vector<float> ph = router_probs(bt, chunk_start);
+  tlb::DeviceArray<B16> z(bt.segments * kD), out(bt.n * kD), dz(bt.segments * kD);
+  tlb::DeviceArray<float> prob(bt.n), residual(bt.n * kD), states(bt.segments * kD), dp(bt.n);
+  tlb::fill_random(z.p, z.n, 5);
+  tlb::fill_random(residual.p, residual.n, 6);
+  TLB_CHECK_CUDA(cudaMemcpy(prob.p, ph.data(), ph.size() * 4, cudaMemcpyHostToDevice));
+  using Fwd = bn::Dechunk<B16>;
+  using Bwd = bn::DechunkBackward<B16>;
+  const Fwd::Arguments a{.z = z.p, .prob = prob.p, .batch = bt.batch(), .segments = bt.segs(),
+                         .capacity = bt.segments, .d = kD, .residual = residual.p, .out = out.p, .states = states.p};
+  // The forward's output serves as the gradient: random enough, never zero.
+  const Bwd::Arguments g{.grad_out = out.p, .z = z.p, .prob = prob.p, .states = states.p, .batch = bt.batch(),
+                         .segments = bt.segs(), .capacity = bt.segments, .d = kD, .grad_z = dz.p, .grad_prob = dp.p};
+  tlb::DeviceArray<unsigned char> ws(std::max(Fwd::workspace_size(a), Bwd::workspace_size(g)));
+  const tokenless::Workspace w{ws.p, ws.n};
+  // Check once: no failure, the forward against a sequential loop, the backward finite.
+  if (auto s = Fwd::run(a, w); !s) return state.SkipWithError(s.message());
+  if (auto s = Fwd::read_status(a, w); !s) return state.SkipWithError(s.message());
+  if (const char* e = check_dechunk(bt, ph, chunk_start, z.p, residual.p, out.p)) return state.SkipWithError(e);
+  if (backward) {
+    if (auto s = Bwd::run(g, w); !s) return state.SkipWithError(s.message());
+    if (auto s = Bwd::read_status(g, w); !s) return state.SkipWithError(s.message());
+    std::vector<float> h(static_cast<std::size_t>(bt.n));
+    TLB_CHECK_CUDA(cudaMemcpy(h.data(), dp.p, h.size() * 4, cudaMemcpyDeviceToHost));
+    for (float x : h) {
+      if (!std::isfinite(x)) return state.SkipWithError("non-finite dL/dp");
+    }
+  }
+  const double n = static_cast<double>(bt.n) * kD, c = static_cast<double>(bt.segments) * kD;
+  if (!backward) {
+    const double t = tlb::time_iterations(state, [&] { (void)Fwd::run(a, w); });
+    tlb::report(state, t, 2.0 * c + 4.0 * n + 2.0 * n + 4.0 * c, 0);
+  } else {
+    const double t = tlb::time_iterations(state, [&] { (void)Bwd::run(g, w); });
+    tlb::report(state, t, 2.0 * n + 2.0 * c + 4.0 * c + 2.0 * c + 8.0 * static_cast<double>(bt.n), 0);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -106,5 +202,7 @@ int main(int argc, char** argv) {
   sizes(benchmark::RegisterBenchmark("bottleneck_pool_mean_bwd/bf16_d1024", BM_Pool<bn::PoolMean>, true));
   sizes(benchmark::RegisterBenchmark("bottleneck_replicate_fwd/bf16_d1024", BM_Replicate, false));
   sizes(benchmark::RegisterBenchmark("bottleneck_replicate_bwd/bf16_d1024", BM_Replicate, true));
+  sizes(benchmark::RegisterBenchmark("bottleneck_dechunk_fwd/bf16_d1024", BM_Dechunk, false));
+  sizes(benchmark::RegisterBenchmark("bottleneck_dechunk_bwd/bf16_d1024", BM_Dechunk, true));
   return tlb::run_main(argc, argv, "tokenless_bench_bottleneck.json");
 }

@@ -96,6 +96,7 @@ for step in $steps; do
         PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/patcher_eager.py --dtype bfloat16
         PYTHONUNBUFFERED=1 bounded 120 python3 benchmarks/torch/attention_sdpa.py
         PYTHONUNBUFFERED=1 bounded 60 python3 benchmarks/torch/bottleneck_eager.py
+        PYTHONUNBUFFERED=1 bounded 120 python3 benchmarks/torch/dechunk_eager.py
       } >"$out/torch.txt" 2>&1
       note "torch: rc=$?"
       ;;

@@ -44,3 +44,45 @@ TEST_CASE("row_reduce policies satisfy the concept and tuning is chosen by compu
   CHECK(rr::is_max_policy<rr::MaxPolicy>);
   CHECK_FALSE(rr::is_max_policy<rr::SumPolicy>);
 }
+
+// H-Net's dechunk: the reference's adjoint against central differences of
+// its forward, on a random batch (two sequences, an empty chunk), through z,
+// p and the clamp (p past 1 - 1e-4 gets no gradient). The STE term is not a
+// derivative of the forward, so the comparison runs without it.
+TEST_CASE("reference dechunk: the backward is the forward's derivative") {
+  namespace bnr = tokenless::reference::bottleneck;
+  const auto segs = bnr::segments_from_lengths({{2, 1, 0, 3}, {1, 2, 2}});
+  const int d = 3;
+  const std::int64_t n = 11;
+  std::vector<double> z(segs.size() * d), w(n * d);
+  for (std::size_t i = 0; i < z.size(); ++i) z[i] = std::sin(1.3 * static_cast<double>(i) + 0.2);
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = std::cos(0.7 * static_cast<double>(i));
+  std::vector<float> p = {1.0f, 0.3f, 0.7f, 0.625f, 0.1f, 0.2f, 1.0f, 0.99999f, 0.4f, 0.8125f, 0.2f};
+  const auto loss = [&](const std::vector<double>& zz, const std::vector<float>& pp) {
+    const auto out = bnr::dechunk<double>(zz, pp, d, segs, {}, n).out;
+    double l = 0;
+    for (std::size_t i = 0; i < out.size(); ++i) l += w[i] * out[i];
+    return l;
+  };
+  const auto g = bnr::dechunk_backward<double>(w, z, p, d, segs, n, false);
+  for (std::size_t i = 0; i < z.size(); ++i) {
+    auto hi = z, lo = z;
+    hi[i] += 1e-6;
+    lo[i] -= 1e-6;
+    CHECK(g.z[i] == doctest::Approx((loss(hi, p) - loss(lo, p)) / 2e-6).epsilon(1e-6));
+  }
+  for (std::int64_t t = 0; t < n; ++t) {
+    CAPTURE(t);
+    auto hi = p, lo = p;
+    // A step under 1e-4, so that a clamped p stays clamped on both sides.
+    const float h = 1.0f / 16384;
+    hi[t] += h;
+    lo[t] -= h;
+    const double fd = (loss(z, hi) - loss(z, lo)) / (static_cast<double>(hi[t]) - lo[t]);
+    // Chunk starts inside the clamp (positions 2, 3 and 9) get the EMA's
+    // derivative; the rest (no chunk starts there, or p is clamped) none.
+    const bool moves = t == 2 || t == 3 || t == 9;
+    CHECK(g.prob[t] == doctest::Approx(moves ? fd : 0.0).epsilon(1e-4).scale(1.0));
+    if (!moves) CHECK(fd == doctest::Approx(0.0).scale(1.0));
+  }
+}

@@ -4,7 +4,7 @@
 // reference, from the patcher's CSR outputs and from ids, on the vector and
 // the scalar paths; constant input; replication of length-1 pooling; the
 // adjoint property; ties; and bad input. Shared by the emu and gpu tiers.
-#include "../support/patch_set.hpp"
+#include "../support/segment_problem.hpp"
 #include "../support/testbed.hpp"
 
 #include <tokenless/bottleneck/pool.cuh>
@@ -34,21 +34,7 @@ void check_close(const char* what, const std::vector<T>& got, const std::vector<
   check_accuracy(to_floats(head), rounded<T>(truth), truth, 4.0, tokenless::dtype_traits<T>::unit_roundoff);
 }
 
-// A batch of sequences with their segments on the device, in both forms.
-struct Problem {
-  PatchSet ps;
-  std::vector<ref::Segment> segs;
-  DeviceBuffer<std::int32_t> cu, off, st, ln, ids;
-  explicit Problem(std::vector<std::vector<int>> lengths)
-      : ps(std::move(lengths)), segs(ref::segments_from_lengths(ps.lengths)), cu(ps.cu_bytes), off(ps.offsets),
-        st(ps.starts), ln(ps.lens), ids(ps.ids.empty() ? std::vector<std::int32_t>{0} : ps.ids) {}
-  VarlenBatch batch() const { return VarlenBatch::packed(cu.get(), static_cast<std::int64_t>(ps.lengths.size()), total()); }
-  std::int64_t total() const { return ps.cu_bytes.back(); }
-  std::int64_t count() const { return static_cast<std::int64_t>(segs.size()); }
-  Segments segments(bool csr) const {
-    return csr ? Segments{off.get(), st.get(), ln.get(), nullptr} : Segments{nullptr, nullptr, nullptr, ids.get()};
-  }
-};
+using Problem = SegmentProblem;
 
 // Pools x (d columns) with P, forward and backward, against the reference;
 // `capacity` rows past the count stay untouched.

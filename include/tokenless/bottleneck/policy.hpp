@@ -98,16 +98,53 @@ constexpr bool divides_by_length() {
   else return false;
 }
 
+// ------------------------------------------------------------------ H-Net's dechunk
+// (hnet/modules/dc.py, DeChunkLayer, and the confidence residual of
+// hnet/models/hnet.py). Over the chunks c of a sequence, from a zero state:
+//
+//   p̂_c = clamp(p at the chunk's first position, 1e-4, 1 - 1e-4)
+//   z̄_c = p̂_c z_c + (1 - p̂_c) z̄_{c-1}        (fp32, an fma: fma(1 - p̂, z̄, p̂ z))
+//   out_t = z̄_{chunk(t)} · STE(max(p_t, 1 - p_t)) + residual_t
+//
+// STE is 1 forward and the identity backward, so out_t = z̄ + residual, and
+// dL/dp_t gains sign_t · <g_t, z̄_{chunk(t)}> (sign +1 where p_t > 0.5, the
+// argmax of (1 - p, p), else -1). The clamp passes the gradient where
+// 1e-4 <= p <= 1 - 1e-4 (torch.clamp's rule; p = 1 at a sequence start gets
+// none through the EMA). The recurrence is affine, h = a h + b with
+// a = 1 - p̂ and b = p̂ z, and a sequence's first chunk resets it: its a is
+// kReset, which `advance` turns into h = b without multiplying, so neither
+// rounding nor a NaN or Inf of one sequence reaches the next. An empty chunk
+// (the CSR form allows one) is no event: a = 1, b = 0.
+namespace dechunk {
+inline constexpr float kMinP = 1e-4f;
+inline constexpr float kMaxP = 1.0f - 1e-4f;  // 0.9999f, as torch rounds the Python double
+inline constexpr float kReset = -1.0f;         // a decay that cuts the incoming state
+
+// NaN passes through (both comparisons fail), as torch.clamp does.
+TL_HOST_DEVICE inline float clamp_p(float p) { return p < kMinP ? kMinP : (p > kMaxP ? kMaxP : p); }
+TL_HOST_DEVICE inline bool clamp_passes(float p) { return p >= kMinP && p <= kMaxP; }
+// One step of the recurrence. The explicit fma makes the prefill's scan and
+// the generation step round identically on every backend.
+TL_HOST_DEVICE inline float advance(float a, float h, float b) { return a < 0.0f ? b : fmaf(a, h, b); }
+// The decay of two steps in a row (first a1, then a2).
+TL_HOST_DEVICE inline float chain(float a1, float a2) { return a1 < 0.0f || a2 < 0.0f ? kReset : a1 * a2; }
+// dL/dp_t's STE term sign: which of (1 - p, p) the argmax picked.
+TL_HOST_DEVICE inline float ste_sign(float p) { return p > 0.5f ? 1.0f : -1.0f; }
+}  // namespace dechunk
+
 // ------------------------------------------------------------------ tuning (values, not semantics)
 // A warp a segment (pooling) or a position (replication), 8 warps a block,
 // at most blocks_per_sm blocks per SM with the rest grid-strided. Untuned.
+// The dechunk's scan runs over tiles of at least tile_chunks chunks (more
+// when a batch would need more than kMaxScanTiles tiles).
 struct Tuning {
   int block_threads;
   int blocks_per_sm;
+  int tile_chunks;
   friend constexpr bool operator==(const Tuning&, const Tuning&) = default;
 };
-inline constexpr Tuning kTuningSm80{256, 8};  // untuned
-inline constexpr Tuning kTuningSm90{256, 8};  // untuned
+inline constexpr Tuning kTuningSm80{256, 8, 32};  // untuned
+inline constexpr Tuning kTuningSm90{256, 8, 32};  // untuned
 constexpr Tuning tuning_for(int cc) { return cc >= 90 ? kTuningSm90 : kTuningSm80; }
 
 }  // namespace tokenless::bottleneck

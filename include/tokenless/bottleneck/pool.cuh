@@ -148,7 +148,7 @@ inline Status read_layout_status(const char* op, const Layout& l, Workspace ws, 
 }
 
 // The protocol's shared half: Op gives kName, can_implement and
-// launch_kernel(a, layout, status, stream).
+// launch_kernel(a, layout, workspace, stream) (the status record first in it).
 template <class Op, class A>
 struct OverSegments {
   using Arguments = A;
@@ -158,7 +158,7 @@ struct OverSegments {
     TL_RETURN_IF_ERROR(check_run<Op>(a, ws));
     const Layout l = layout(a);
     TL_RETURN_IF_ERROR(check_on_device(l, status_of(ws), stream));
-    return Op::launch_kernel(a, l, status_of(ws), stream);
+    return Op::launch_kernel(a, l, ws, stream);
   }
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
     return read_layout_status(Op::kName, layout(a), ws, stream);
@@ -227,7 +227,8 @@ struct SegmentPool : detail::OverSegments<SegmentPool<P, T>, detail::PoolArgumen
     TL_RETURN_IF_ERROR(detail::check_layout(a.batch, a.segments, a.capacity, a.d));
     return detail::check_rows(a.d, {{"x", a.x, a.x_stride}, {"out", a.out, a.out_stride}});
   }
-  static Status launch_kernel(const Arguments& a, const detail::Layout& l, DeviceStatus* status, cudaStream_t stream) {
+  static Status launch_kernel(const Arguments& a, const detail::Layout& l, Workspace ws, cudaStream_t stream) {
+    DeviceStatus* status = status_of(ws);
     const std::int64_t xs = detail::or_packed(a.x_stride, a.d), os = detail::or_packed(a.out_stride, a.d);
     return detail::dispatch_width<T>(detail::vectorizable<T>(a.d, {{a.x, xs}, {a.out, os}}), [&](auto w) {
       using K = detail::PoolKernel<P, T, decltype(w)::value>;
@@ -245,7 +246,8 @@ struct SegmentPoolBackward : detail::OverSegments<SegmentPoolBackward<P, T>, det
     if (routes_to_arg<P>()) TL_RETURN_IF_ERROR(detail::check_rows(a.d, {{"x", a.x, a.x_stride}}));
     return detail::check_rows(a.d, {{"grad_out", a.grad_out, a.grad_out_stride}, {"grad_x", a.grad_x, a.grad_x_stride}});
   }
-  static Status launch_kernel(const Arguments& a, const detail::Layout& l, DeviceStatus* status, cudaStream_t stream) {
+  static Status launch_kernel(const Arguments& a, const detail::Layout& l, Workspace ws, cudaStream_t stream) {
+    DeviceStatus* status = status_of(ws);
     const std::int64_t xs = detail::or_packed(a.x_stride, a.d), gs = detail::or_packed(a.grad_out_stride, a.d),
                        dxs = detail::or_packed(a.grad_x_stride, a.d);
     const bool vec = detail::vectorizable<T>(a.d, {{routes_to_arg<P>() ? a.x : nullptr, xs}, {a.grad_out, gs},
@@ -266,7 +268,8 @@ struct Replicate : detail::OverSegments<Replicate<T>, detail::ReplicateArguments
     TL_RETURN_IF_ERROR(detail::check_shift(a.shift));
     return detail::check_rows(a.d, {{"src", a.src, a.src_stride}, {"out", a.out, a.out_stride}});
   }
-  static Status launch_kernel(const Arguments& a, const detail::Layout& l, DeviceStatus* status, cudaStream_t stream) {
+  static Status launch_kernel(const Arguments& a, const detail::Layout& l, Workspace ws, cudaStream_t stream) {
+    DeviceStatus* status = status_of(ws);
     const std::int64_t ss = detail::or_packed(a.src_stride, a.d), os = detail::or_packed(a.out_stride, a.d);
     return detail::dispatch_width<T>(detail::vectorizable<T>(a.d, {{a.src, ss}, {a.out, os}}), [&](auto w) {
       using K = detail::ReplicateKernel<T, decltype(w)::value>;
@@ -284,7 +287,8 @@ struct ReplicateBackward : detail::OverSegments<ReplicateBackward<T>, detail::Re
     TL_RETURN_IF_ERROR(detail::check_shift(a.shift));
     return detail::check_rows(a.d, {{"grad_out", a.grad_out, a.grad_out_stride}, {"grad_src", a.grad_src, a.grad_src_stride}});
   }
-  static Status launch_kernel(const Arguments& a, const detail::Layout& l, DeviceStatus* status, cudaStream_t stream) {
+  static Status launch_kernel(const Arguments& a, const detail::Layout& l, Workspace ws, cudaStream_t stream) {
+    DeviceStatus* status = status_of(ws);
     const std::int64_t gs = detail::or_packed(a.grad_out_stride, a.d), ss = detail::or_packed(a.grad_src_stride, a.d);
     return detail::dispatch_width<T>(detail::vectorizable<T>(a.d, {{a.grad_out, gs}, {a.grad_src, ss}}), [&](auto w) {
       using K = detail::ReplicateBackwardKernel<T, decltype(w)::value>;

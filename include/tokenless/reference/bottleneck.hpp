@@ -112,4 +112,86 @@ inline std::vector<double> replicate_backward(const std::vector<double>& g, int 
   return out;
 }
 
+// ------------------------------------------------------------------ H-Net's dechunk
+// Sequential over the chunks, from the float clamp of p (the kernels' p̂),
+// in R: double for the truth, float for the naive same-precision loop the
+// tolerance rule compares with. `segs` are the chunks; prob and the residual
+// are per position (an empty residual: none).
+inline float dechunk_p(float p) {
+  const float lo = 1e-4f, hi = 1.0f - 1e-4f;
+  return p < lo ? lo : (p > hi ? hi : p);  // NaN passes
+}
+
+template <class R>
+struct Dechunked {
+  std::vector<R> states;  // [chunks, d]: z̄
+  std::vector<R> out;     // [positions, d]
+};
+
+template <class R>
+Dechunked<R> dechunk(const std::vector<R>& z, const std::vector<float>& prob, int d, const std::vector<Segment>& segs,
+                     const std::vector<R>& residual, std::int64_t positions) {
+  Dechunked<R> r{std::vector<R>(segs.size() * static_cast<std::size_t>(d)),
+                 std::vector<R>(static_cast<std::size_t>(positions) * d, R(0))};
+  std::vector<R> h(d, R(0));
+  for (std::size_t c = 0; c < segs.size(); ++c) {
+    const Segment& s = segs[c];
+    if (s.opens) std::fill(h.begin(), h.end(), R(0));
+    if (s.hi > s.lo) {
+      const R p = dechunk_p(prob[s.lo]);
+      for (int j = 0; j < d; ++j) h[j] = p * z[c * d + j] + (R(1) - p) * h[j];
+    }
+    for (int j = 0; j < d; ++j) r.states[c * d + j] = h[j];
+    for (std::int64_t t = s.lo; t < s.hi; ++t) {
+      for (int j = 0; j < d; ++j) r.out[t * d + j] = h[j] + (residual.empty() ? R(0) : residual[t * d + j]);
+    }
+  }
+  return r;
+}
+
+template <class R>
+struct DechunkGrads {
+  std::vector<R> z;     // [chunks, d]
+  std::vector<R> prob;  // [positions]
+};
+
+// The adjoint, plainly: λ_c = G_c + (1 - p̂_{c+1}) λ_{c+1} within a sequence;
+// dz = p̂ λ; dp̂ = <λ, z - z̄_{c-1}> through the clamp; with `confidence`,
+// every position adds sign(p) <g, z̄> (the STE of max(p, 1 - p)).
+template <class R>
+DechunkGrads<R> dechunk_backward(const std::vector<R>& g, const std::vector<R>& z, const std::vector<float>& prob,
+                                 int d, const std::vector<Segment>& segs, std::int64_t positions, bool confidence) {
+  const std::vector<R> zbar = dechunk<R>(z, prob, d, segs, {}, positions).states;
+  DechunkGrads<R> r{std::vector<R>(segs.size() * static_cast<std::size_t>(d), R(0)),
+                    std::vector<R>(static_cast<std::size_t>(positions), R(0))};
+  std::vector<R> lam(d, R(0));
+  for (std::size_t c = segs.size(); c-- > 0;) {
+    const Segment& s = segs[c];
+    if (s.closes) {
+      std::fill(lam.begin(), lam.end(), R(0));
+    } else if (segs[c + 1].hi > segs[c + 1].lo) {
+      const R a = R(1) - R(dechunk_p(prob[segs[c + 1].lo]));
+      for (R& v : lam) v *= a;
+    }
+    for (std::int64_t t = s.lo; t < s.hi; ++t) {
+      R dot = 0;
+      for (int j = 0; j < d; ++j) {
+        lam[j] += g[t * d + j];
+        dot += g[t * d + j] * zbar[c * d + j];
+      }
+      if (confidence) r.prob[t] += (prob[t] > 0.5f ? R(1) : R(-1)) * dot;
+    }
+    if (s.hi == s.lo) continue;
+    const R p = dechunk_p(prob[s.lo]);
+    R dp = 0;
+    for (int j = 0; j < d; ++j) {
+      r.z[c * d + j] = p * lam[j];
+      dp += lam[j] * (z[c * d + j] - (s.opens ? R(0) : zbar[(c - 1) * d + j]));
+    }
+    const float pl = prob[s.lo];
+    if (pl >= 1e-4f && pl <= 1.0f - 1e-4f) r.prob[s.lo] += dp;
+  }
+  return r;
+}
+
 }  // namespace tokenless::reference::bottleneck
