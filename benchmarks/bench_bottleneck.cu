@@ -12,8 +12,18 @@
 // backward grad_out, z, states, grad_z, p and grad_p (it reads grad_out and
 // the states twice). Target: >= 80% of the copy bandwidth; PyTorch's
 // sequential loop and mamba_ssm's scan in benchmarks/torch/dechunk_eager.py.
+//
+// CoCoMix's concepts at GPT-2's d 768 and 2048, dictionary 32768, k 32, 4K
+// and 16K tokens: the top 32 of the concept logits (bytes: the logits once),
+// compression by gather with the de-normalisation (bytes: the codes, the k
+// gathered rows a token, the output), its backward (the same reads, plus the
+// dictionary's gradient runs), and the concept loss with its gradient
+// (bytes: the logits read, dL/dz written). Targets: compression >= 70% of
+// the copy bandwidth and >= 3x CoCoMix's dense GEMM over the masked logits
+// (benchmarks/torch/concepts_eager.py).
 #include "harness.cuh"
 
+#include <tokenless/bottleneck/concepts.cuh>
 #include <tokenless/bottleneck/dechunk.cuh>
 
 #include <random>
@@ -189,6 +199,133 @@ void BM_Dechunk(benchmark::State& state, bool backward) {
   }
 }
 
+constexpr std::int64_t kDict = 32768;
+constexpr int kTopK = 32;
+
+// Codes as the top 32 of random logits, on the device.
+struct Concepts {
+  std::int64_t t;
+  int d;
+  tlb::DeviceArray<B16> logits, dict, out, grad, dz;
+  tlb::DeviceArray<std::int32_t> idx;
+  tlb::DeviceArray<float> val, mean, std, gval, gmean, gstd, gdict;
+  Concepts(std::int64_t tokens, int width)
+      : t(tokens), d(width), logits(tokens * kDict), dict(kDict * width), out(tokens * width), grad(tokens * width),
+        dz(tokens * kDict), idx(tokens * kTopK), val(tokens * kTopK), mean(tokens), std(tokens),
+        gval(tokens * kTopK), gmean(tokens), gstd(tokens), gdict(kDict * width) {
+    tlb::fill_random(logits.p, logits.n, 11);
+    tlb::fill_random(dict.p, dict.n, 12);
+    tlb::fill_random(grad.p, grad.n, 13);
+    tlb::fill_random(mean.p, mean.n, 14);
+    tlb::fill_random(std.p, std.n, 15);
+  }
+};
+
+// The first row's top k against a host sort.
+const char* check_topk(const Concepts& c) {
+  std::vector<B16> row(kDict);
+  std::vector<std::int32_t> got(kTopK);
+  TLB_CHECK_CUDA(cudaMemcpy(row.data(), c.logits.p, kDict * 2, cudaMemcpyDeviceToHost));
+  TLB_CHECK_CUDA(cudaMemcpy(got.data(), c.idx.p, kTopK * 4, cudaMemcpyDeviceToHost));
+  std::vector<std::int32_t> order(kDict);
+  for (std::int32_t i = 0; i < kDict; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+    return tokenless::to_float(row[a]) > tokenless::to_float(row[b]);
+  });
+  for (int j = 0; j < kTopK; ++j) {
+    if (got[j] != order[j]) return "top k differs from a host sort";
+  }
+  return nullptr;
+}
+
+void BM_ConceptTopK(benchmark::State& state, int d) {
+  Concepts c(state.range(0), d);
+  using Op = bn::TopK<bn::TopKRaw, B16>;
+  const Op::Arguments a{.x = c.logits.p, .rows = c.t, .dictionary = kDict, .k = kTopK, .idx = c.idx.p, .val = c.val.p};
+  if (auto s = Op::run(a); !s) return state.SkipWithError(s.message());
+  if (const char* e = check_topk(c)) return state.SkipWithError(e);
+  const double t = tlb::time_iterations(state, [&] { (void)Op::run(a); });
+  tlb::report(state, t, 2.0 * static_cast<double>(c.t) * kDict + 8.0 * static_cast<double>(c.t) * kTopK, 0);
+}
+
+void BM_Compress(benchmark::State& state, int d, bool backward) {
+  Concepts c(state.range(0), d);
+  if (auto s = bn::TopK<bn::TopKRaw, B16>::run(
+          {.x = c.logits.p, .rows = c.t, .dictionary = kDict, .k = kTopK, .idx = c.idx.p, .val = c.val.p});
+      !s) {
+    return state.SkipWithError(s.message());
+  }
+  using Fwd = bn::SparseDecode<B16>;
+  using Bwd = bn::SparseDecodeBackward<B16>;
+  const Fwd::Arguments a{.idx = c.idx.p, .val = c.val.p, .rows = c.t, .k = kTopK, .dict = c.dict.p,
+                         .dictionary = kDict, .d = d, .mean = c.mean.p, .std = c.std.p, .out = c.out.p};
+  const Bwd::Arguments g{.idx = c.idx.p, .val = c.val.p, .rows = c.t, .k = kTopK, .dict = c.dict.p,
+                         .dictionary = kDict, .d = d, .std = c.std.p, .grad_out = c.grad.p, .grad_val = c.gval.p,
+                         .grad_mean = c.gmean.p, .grad_std = c.gstd.p, .grad_dict = c.gdict.p};
+  tlb::DeviceArray<unsigned char> ws(std::max(Fwd::workspace_size(a), Bwd::workspace_size(g)));
+  const tokenless::Workspace w{ws.p, ws.n};
+  if (auto s = Fwd::run(a, w); !s) return state.SkipWithError(s.message());
+  if (auto s = Fwd::read_status(a, w); !s) return state.SkipWithError(s.message());
+  {  // Check once: the first token against a host gather.
+    std::vector<std::int32_t> ih(kTopK);
+    std::vector<float> vh(kTopK), mh(1), sh(1);
+    std::vector<B16> oh(d), wrow(d);
+    TLB_CHECK_CUDA(cudaMemcpy(ih.data(), c.idx.p, kTopK * 4, cudaMemcpyDeviceToHost));
+    TLB_CHECK_CUDA(cudaMemcpy(vh.data(), c.val.p, kTopK * 4, cudaMemcpyDeviceToHost));
+    TLB_CHECK_CUDA(cudaMemcpy(mh.data(), c.mean.p, 4, cudaMemcpyDeviceToHost));
+    TLB_CHECK_CUDA(cudaMemcpy(sh.data(), c.std.p, 4, cudaMemcpyDeviceToHost));
+    TLB_CHECK_CUDA(cudaMemcpy(oh.data(), c.out.p, d * 2, cudaMemcpyDeviceToHost));
+    std::vector<float> want(d, 0.0f);
+    for (int j = 0; j < kTopK; ++j) {
+      TLB_CHECK_CUDA(cudaMemcpy(wrow.data(), c.dict.p + std::int64_t{ih[j]} * d, d * 2, cudaMemcpyDeviceToHost));
+      for (int x = 0; x < d; ++x) want[x] += vh[j] * tokenless::to_float(wrow[x]);
+    }
+    for (int x = 0; x < d; ++x) {
+      const float wv = want[x] * sh[0] + mh[0];
+      if (!(std::fabs(tokenless::to_float(oh[x]) - wv) <= 1e-2f * (1.0f + std::fabs(wv)))) {
+        return state.SkipWithError("compression differs from a host gather");
+      }
+    }
+  }
+  const double codes = 8.0 * static_cast<double>(c.t) * kTopK, rows = 2.0 * static_cast<double>(c.t) * kTopK * d,
+               io = 2.0 * static_cast<double>(c.t) * d;
+  if (!backward) {
+    const double t = tlb::time_iterations(state, [&] { (void)Fwd::run(a, w); });
+    tlb::report(state, t, codes + rows + io, 2.0 * static_cast<double>(c.t) * kTopK * d);
+  } else {
+    if (auto s = Bwd::run(g, w); !s) return state.SkipWithError(s.message());
+    if (auto s = Bwd::read_status(g, w); !s) return state.SkipWithError(s.message());
+    const double t = tlb::time_iterations(state, [&] { (void)Bwd::run(g, w); });
+    // dL/dv reads the rows and g; the dictionary's gradient writes it whole (fp32) and reads g per code.
+    tlb::report(state, t, codes + rows + io + 4.0 * kDict * d + 2.0 * static_cast<double>(c.t) * kTopK * d,
+                4.0 * static_cast<double>(c.t) * kTopK * d);
+  }
+}
+
+void BM_ConceptLoss(benchmark::State& state) {
+  Concepts c(state.range(0), 768);
+  tlb::DeviceArray<std::int32_t> labels(c.t * 4);
+  {
+    std::vector<std::int32_t> h(static_cast<std::size_t>(c.t * 4));
+    for (std::size_t i = 0; i < h.size(); ++i) h[i] = static_cast<std::int32_t>((i * 7919) % kDict);
+    TLB_CHECK_CUDA(cudaMemcpy(labels.p, h.data(), h.size() * 4, cudaMemcpyHostToDevice));
+  }
+  tlb::DeviceArray<float> loss(1);
+  using Op = bn::ConceptLoss<B16>;
+  const Op::Arguments a{.logits = c.logits.p, .rows = c.t, .dictionary = kDict, .labels = labels.p, .num_labels = 4,
+                        .weight = 0.1f, .loss = loss.p, .grad_logits = c.dz.p};
+  tlb::DeviceArray<unsigned char> ws(Op::workspace_size(a));
+  const tokenless::Workspace w{ws.p, ws.n};
+  if (auto s = Op::run(a, w); !s) return state.SkipWithError(s.message());
+  if (auto s = Op::read_status(a, w); !s) return state.SkipWithError(s.message());
+  float lh = 0;
+  TLB_CHECK_CUDA(cudaMemcpy(&lh, loss.p, 4, cudaMemcpyDeviceToHost));
+  // Logits in [-0.5, 0.5): the CE is within 0.5 of log(32768) (λ = 0.1).
+  if (!(std::fabs(lh / 0.1f - std::log(32768.0f)) < 0.6f)) return state.SkipWithError("implausible concept loss");
+  const double t = tlb::time_iterations(state, [&] { (void)Op::run(a, w); });
+  tlb::report(state, t, 4.0 * static_cast<double>(c.t) * kDict, 0);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -204,5 +341,15 @@ int main(int argc, char** argv) {
   sizes(benchmark::RegisterBenchmark("bottleneck_replicate_bwd/bf16_d1024", BM_Replicate, true));
   sizes(benchmark::RegisterBenchmark("bottleneck_dechunk_fwd/bf16_d1024", BM_Dechunk, false));
   sizes(benchmark::RegisterBenchmark("bottleneck_dechunk_bwd/bf16_d1024", BM_Dechunk, true));
+  auto tokens = [](benchmark::internal::Benchmark* b) {
+    b->Arg(4096)->Arg(16384)->UseManualTime()->Unit(benchmark::kMicrosecond);
+  };
+  tokens(benchmark::RegisterBenchmark("bottleneck_concept_topk/bf16_L32768_k32", BM_ConceptTopK, 768));
+  for (int d : {768, 2048}) {
+    const std::string shape = "/bf16_d" + std::to_string(d) + "_L32768_k32";
+    tokens(benchmark::RegisterBenchmark(("bottleneck_compress_fwd" + shape).c_str(), BM_Compress, d, false));
+    tokens(benchmark::RegisterBenchmark(("bottleneck_compress_bwd" + shape).c_str(), BM_Compress, d, true));
+  }
+  tokens(benchmark::RegisterBenchmark("bottleneck_concept_loss/bf16_L32768_K4", BM_ConceptLoss));
   return tlb::run_main(argc, argv, "tokenless_bench_bottleneck.json");
 }

@@ -21,5 +21,6 @@
 #include <tokenless/router/router.cuh>
 #include <tokenless/attention/attention.cuh>
 #include <tokenless/attention/decode.cuh>
+#include <tokenless/bottleneck/concepts.cuh>
 #include <tokenless/bottleneck/dechunk.cuh>
 #include <tokenless/bottleneck/pool.cuh>

@@ -132,6 +132,48 @@ TL_HOST_DEVICE inline float chain(float a1, float a2) { return a1 < 0.0f || a2 <
 TL_HOST_DEVICE inline float ste_sign(float p) { return p > 0.5f ? 1.0f : -1.0f; }
 }  // namespace dechunk
 
+// ------------------------------------------------------------------ CoCoMix's sparse concepts
+// (facebookresearch/RAM, projects/cocomix.) A row's top k of a dictionary
+// (SAE latents, concept logits) as (index, value) pairs, never the dense row.
+// Order: larger first; equal values by lower index (torch.topk leaves ties
+// unspecified); NaN above everything, as torch.topk ranks it. The
+// activation applies to the kept values only.
+struct TopKRaw {  // CoCoMix's concept logits: the raw values (a mask, no ReLU)
+  static constexpr const char* kName = "raw";
+  TL_HOST_DEVICE static float apply(float v) { return v; }
+  TL_HOST_DEVICE static float grad(float /*v*/, float g) { return g; }
+};
+struct TopKRelu {  // OpenAI's TopK SAE: ReLU on the kept values
+  static constexpr const char* kName = "relu";
+  TL_HOST_DEVICE static float apply(float v) { return v > 0.0f ? v : (v != v ? v : 0.0f); }
+  TL_HOST_DEVICE static float grad(float v, float g) { return v > 0.0f ? g : 0.0f; }
+};
+template <class A>
+concept TopKActivation = requires(float v) {
+  { A::kName } -> std::convertible_to<const char*>;
+  { A::apply(v) } -> std::same_as<float>;
+  { A::grad(v, v) } -> std::same_as<float>;
+};
+
+// Mixing the continuous concept c_t into the hidden states h_t.
+struct MixInterleave {  // CoCoMix: slot 2t is h_t, slot 2t+1 is c_t (2T rows, no new position ids)
+  static constexpr const char* kName = "interleave";
+  static constexpr int kRowsPerToken = 2;
+};
+struct MixAdd {  // h_t + c_t
+  static constexpr const char* kName = "add";
+  static constexpr int kRowsPerToken = 1;
+};
+template <class M>
+concept MixPolicy = requires {
+  { M::kName } -> std::convertible_to<const char*>;
+  { M::kRowsPerToken } -> std::convertible_to<int>;
+} && (M::kRowsPerToken == 1 || M::kRowsPerToken == 2);
+
+// The SAE's normalisation (sparse_autoencoder/model.py, LN): no affine, the
+// unbiased std, eps added to the std (not under the root).
+inline constexpr float kSaeEps = 1e-5f;
+
 // ------------------------------------------------------------------ tuning (values, not semantics)
 // A warp a segment (pooling) or a position (replication), 8 warps a block,
 // at most blocks_per_sm blocks per SM with the rest grid-strided. Untuned.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <utility>
 #include <vector>
 
 namespace tokenless::reference::bottleneck {
@@ -192,6 +193,157 @@ DechunkGrads<R> dechunk_backward(const std::vector<R>& g, const std::vector<R>& 
     if (pl >= 1e-4f && pl <= 1.0f - 1e-4f) r.prob[s.lo] += dp;
   }
   return r;
+}
+
+// ------------------------------------------------------------------ CoCoMix's sparse concepts
+// The SAE's LN: x̂ = (x - mean) / (std + 1e-5) - pre_bias, unbiased std.
+template <class R>
+struct Normalized {
+  std::vector<R> out, mean, std;
+};
+template <class R>
+Normalized<R> sae_normalize(const std::vector<R>& x, std::int64_t rows, int d, const std::vector<R>& pre_bias) {
+  Normalized<R> n{std::vector<R>(x.size()), std::vector<R>(rows), std::vector<R>(rows)};
+  for (std::int64_t r = 0; r < rows; ++r) {
+    R s = 0;
+    for (int c = 0; c < d; ++c) s += x[r * d + c];
+    const R mu = s / R(d);
+    R q = 0;
+    for (int c = 0; c < d; ++c) q += (x[r * d + c] - mu) * (x[r * d + c] - mu);
+    const R sd = std::sqrt(q / R(d - 1));
+    for (int c = 0; c < d; ++c) {
+      n.out[r * d + c] = (x[r * d + c] - mu) / (sd + R(1e-5f)) - (pre_bias.empty() ? R(0) : pre_bias[c]);
+    }
+    n.mean[r] = mu;
+    n.std[r] = sd;
+  }
+  return n;
+}
+// dL/dx from dL/dx̂ and, optionally (empty: none), dL/dmean and dL/dstd.
+template <class R>
+std::vector<R> sae_normalize_backward(const std::vector<R>& x, const std::vector<R>& g, std::int64_t rows, int d,
+                                      const std::vector<R>& gmean, const std::vector<R>& gstd) {
+  std::vector<R> dx(x.size());
+  for (std::int64_t r = 0; r < rows; ++r) {
+    R s = 0;
+    for (int c = 0; c < d; ++c) s += x[r * d + c];
+    const R mu = s / R(d);
+    R q = 0;
+    for (int c = 0; c < d; ++c) q += (x[r * d + c] - mu) * (x[r * d + c] - mu);
+    const R sd = std::sqrt(q / R(d - 1)), e = sd + R(1e-5f);
+    // Through c = x - mean: dL/dc, then dL/dx = dL/dc - mean(dL/dc) + dmean / d.
+    R gc = 0;
+    for (int c = 0; c < d; ++c) gc += g[r * d + c] * (x[r * d + c] - mu);
+    const R k = ((gstd.empty() ? R(0) : gstd[r]) - gc / (e * e)) / (R(d - 1) * sd);
+    std::vector<R> dc(d);
+    R mean_dc = 0;
+    for (int c = 0; c < d; ++c) {
+      dc[c] = g[r * d + c] / e + k * (x[r * d + c] - mu);
+      mean_dc += dc[c] / R(d);
+    }
+    for (int c = 0; c < d; ++c) dx[r * d + c] = dc[c] - mean_dc + (gmean.empty() ? R(0) : gmean[r] / R(d));
+  }
+  return dx;
+}
+
+// A row's top k: larger first, ties by lower index, NaN above everything;
+// `relu` on the kept values.
+struct Codes {
+  std::vector<std::int32_t> idx;
+  std::vector<float> val;
+};
+inline Codes topk(const std::vector<float>& x, std::int64_t rows, std::int64_t cols, int k, bool relu) {
+  Codes out;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::vector<std::int32_t> order(static_cast<std::size_t>(cols));
+    for (std::int64_t i = 0; i < cols; ++i) order[i] = static_cast<std::int32_t>(i);
+    std::stable_sort(order.begin(), order.end(), [&](std::int32_t a, std::int32_t b) {
+      const float va = x[r * cols + a], vb = x[r * cols + b];
+      if (std::isnan(va) != std::isnan(vb)) return std::isnan(va);
+      return va > vb;  // false for two NaN: they keep their index order
+    });
+    for (int j = 0; j < k; ++j) {
+      const float v = x[r * cols + order[j]];
+      out.idx.push_back(order[j]);
+      out.val.push_back(relu ? (std::isnan(v) ? v : std::max(v, 0.0f)) : v);
+    }
+  }
+  return out;
+}
+
+// out = (Σ_j v_j W[idx_j] + bias + pre_bias) · std + mean (empty vectors: absent).
+template <class R>
+std::vector<R> sparse_decode(const Codes& codes, std::int64_t rows, int k, const std::vector<R>& dict, int d,
+                             const std::vector<R>& bias, const std::vector<R>& pre_bias, const std::vector<R>& mean,
+                             const std::vector<R>& std) {
+  std::vector<R> out(static_cast<std::size_t>(rows) * d);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < d; ++c) {
+      R a = 0;
+      for (int j = 0; j < k; ++j) a += R(codes.val[r * k + j]) * dict[std::int64_t{codes.idx[r * k + j]} * d + c];
+      if (!bias.empty()) a += bias[c];
+      if (!pre_bias.empty()) a += pre_bias[c];
+      out[r * d + c] = std.empty() ? a : a * std[r] + mean[r];
+    }
+  }
+  return out;
+}
+
+template <class R>
+struct DecodeGrads {
+  std::vector<R> val, mean, std, dict, bias;
+};
+template <class R>
+DecodeGrads<R> sparse_decode_backward(const Codes& codes, std::int64_t rows, int k, const std::vector<R>& dict,
+                                      std::int64_t dictionary, int d, const std::vector<R>& bias,
+                                      const std::vector<R>& pre_bias, const std::vector<R>& std,
+                                      const std::vector<R>& g) {
+  DecodeGrads<R> o{std::vector<R>(static_cast<std::size_t>(rows) * k), std::vector<R>(rows), std::vector<R>(rows),
+                   std::vector<R>(static_cast<std::size_t>(dictionary) * d, R(0)), std::vector<R>(d, R(0))};
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const R sd = std.empty() ? R(1) : std[r];
+    R dstd = 0, dmean = 0;
+    for (int j = 0; j < k; ++j) {
+      const std::int64_t i = codes.idx[r * k + j];
+      R dot = 0;
+      for (int c = 0; c < d; ++c) dot += g[r * d + c] * dict[i * d + c];
+      o.val[r * k + j] = sd * dot;
+      dstd += R(codes.val[r * k + j]) * dot;
+      for (int c = 0; c < d; ++c) o.dict[i * d + c] += R(codes.val[r * k + j]) * sd * g[r * d + c];
+    }
+    for (int c = 0; c < d; ++c) {
+      dmean += g[r * d + c];
+      dstd += g[r * d + c] * ((bias.empty() ? R(0) : bias[c]) + (pre_bias.empty() ? R(0) : pre_bias[c]));
+      o.bias[c] += sd * g[r * d + c];
+    }
+    o.mean[r] = dmean;
+    o.std[r] = dstd;
+  }
+  return o;
+}
+
+// λ · mean over rows of mean_j CE(z_r, label_rj), and its gradient.
+template <class R>
+std::pair<R, std::vector<R>> concept_loss(const std::vector<R>& z, std::int64_t rows, std::int64_t cols,
+                                          const std::vector<std::int32_t>& labels, int num_labels, R weight) {
+  std::vector<R> dz(z.size());
+  R total = 0;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    R m = -std::numeric_limits<R>::infinity();
+    for (std::int64_t i = 0; i < cols; ++i) m = std::max(m, z[r * cols + i]);
+    R s = 0;
+    for (std::int64_t i = 0; i < cols; ++i) s += std::exp(z[r * cols + i] - m);
+    const R lse = m + std::log(s);
+    R picked = 0;
+    for (int j = 0; j < num_labels; ++j) picked += z[r * cols + labels[r * num_labels + j]];
+    total += lse - picked / R(num_labels);
+    for (std::int64_t i = 0; i < cols; ++i) {
+      R hit = 0;
+      for (int j = 0; j < num_labels; ++j) hit += labels[r * num_labels + j] == i ? R(1) / R(num_labels) : R(0);
+      dz[r * cols + i] = weight / R(rows) * (std::exp(z[r * cols + i] - lse) - hit);
+    }
+  }
+  return {weight * total / R(rows), dz};
 }
 
 }  // namespace tokenless::reference::bottleneck
