@@ -21,6 +21,11 @@
 // (bytes: the logits read, dL/dz written). Targets: compression >= 70% of
 // the copy bandwidth and >= 3x CoCoMix's dense GEMM over the masked logits
 // (benchmarks/torch/concepts_eager.py).
+//
+// The SAE encode fused with its GEMM (d 768, dictionary 32768, k 32): its
+// FLOPs and fraction of the matrix peak, and, as its own row, the encoder
+// GEMM alone through cuBLASLt (x̂ W_enc^T into a dense [T, 32768]): the
+// target is <= 1.15x the GEMM's time.
 #include "harness.cuh"
 
 #include <tokenless/bottleneck/concepts.cuh>
@@ -326,6 +331,59 @@ void BM_ConceptLoss(benchmark::State& state) {
   tlb::report(state, t, 4.0 * static_cast<double>(c.t) * kDict, 0);
 }
 
+void BM_SaeEncode(benchmark::State& state, bool gemm_only) {
+  const std::int64_t t = state.range(0);
+  const int d = 768;
+  tlb::DeviceArray<B16> x(t * d), w(kDict * d), dense(gemm_only ? t * kDict : 1);
+  tlb::DeviceArray<std::int32_t> idx(t * kTopK);
+  tlb::DeviceArray<float> val(t * kTopK), bias(kDict);
+  tlb::fill_random(x.p, x.n, 21);
+  tlb::fill_random(w.p, w.n, 22);
+  tlb::fill_random(bias.p, bias.n, 23);
+  const double flops = 2.0 * static_cast<double>(t) * kDict * d;
+  const double io = 2.0 * static_cast<double>(t) * d + 2.0 * static_cast<double>(kDict) * d;
+  if (gemm_only) {
+    tokenless::blas::LtHandle h;
+    if (auto s = tokenless::blas::LtHandle::create(h); !s) return state.SkipWithError(s.message());
+    using G = tokenless::blas::Gemm;
+    const G::Arguments a{.handle = &h, .dtype = tokenless::DType::bf16, .m = t, .n = kDict, .k = d, .a = x.p,
+                         .lda = d, .b = w.p, .ldb = d, .trans_b = true, .d = dense.p, .ldd = kDict};
+    tlb::DeviceArray<unsigned char> ws(G::workspace_size(a));
+    const tokenless::Workspace wsp{ws.p, ws.n};
+    if (auto s = G::run(a, wsp); !s) return state.SkipWithError(s.message());
+    const double sec = tlb::time_iterations(state, [&] { (void)G::run(a, wsp); });
+    tlb::report(state, sec, io + 2.0 * static_cast<double>(t) * kDict, flops);
+    return;
+  }
+  using Op = bn::SaeEncode<bn::TopKRelu, B16>;
+  const Op::Arguments a{.x = x.p, .rows = t, .d = d, .w_enc = w.p, .dictionary = kDict, .latent_bias = bias.p,
+                        .k = kTopK, .idx = idx.p, .val = val.p};
+  if (auto s = Op::run(a); !s) return state.SkipWithError(s.message());
+  {  // Check once: the first row's codes against a host GEMM row and sort.
+    std::vector<B16> xh(d), wh(static_cast<std::size_t>(kDict) * d);
+    std::vector<float> bh(kDict), vh(kTopK);
+    std::vector<std::int32_t> ih(kTopK);
+    TLB_CHECK_CUDA(cudaMemcpy(xh.data(), x.p, d * 2, cudaMemcpyDeviceToHost));
+    TLB_CHECK_CUDA(cudaMemcpy(wh.data(), w.p, wh.size() * 2, cudaMemcpyDeviceToHost));
+    TLB_CHECK_CUDA(cudaMemcpy(bh.data(), bias.p, kDict * 4, cudaMemcpyDeviceToHost));
+    TLB_CHECK_CUDA(cudaMemcpy(ih.data(), idx.p, kTopK * 4, cudaMemcpyDeviceToHost));
+    TLB_CHECK_CUDA(cudaMemcpy(vh.data(), val.p, kTopK * 4, cudaMemcpyDeviceToHost));
+    std::vector<float> pre(kDict);
+    for (std::int64_t i = 0; i < kDict; ++i) {
+      float a2 = bh[i];
+      for (int c = 0; c < d; ++c) a2 += tokenless::to_float(xh[c]) * tokenless::to_float(wh[i * d + c]);
+      pre[i] = a2;
+    }
+    std::vector<float> sorted = pre;
+    std::sort(sorted.begin(), sorted.end(), std::greater<>());
+    for (int j = 0; j < kTopK; ++j) {
+      if (pre[ih[j]] < sorted[kTopK - 1] - 1e-3f) return state.SkipWithError("SAE encode: not a top k of the row");
+    }
+  }
+  const double sec = tlb::time_iterations(state, [&] { (void)Op::run(a); });
+  tlb::report(state, sec, io + 8.0 * static_cast<double>(t) * kTopK, flops);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -351,5 +409,7 @@ int main(int argc, char** argv) {
     tokens(benchmark::RegisterBenchmark(("bottleneck_compress_bwd" + shape).c_str(), BM_Compress, d, true));
   }
   tokens(benchmark::RegisterBenchmark("bottleneck_concept_loss/bf16_L32768_K4", BM_ConceptLoss));
+  tokens(benchmark::RegisterBenchmark("bottleneck_concept_sae_encode/bf16_d768_L32768_k32", BM_SaeEncode, false));
+  tokens(benchmark::RegisterBenchmark("bottleneck_concept_sae_gemm_only/bf16_d768_L32768", BM_SaeEncode, true));
   return tlb::run_main(argc, argv, "tokenless_bench_bottleneck.json");
 }

@@ -8,7 +8,10 @@ as CoCoMix's model code computes them (projects/cocomix, modeling_gpt2_cocomix.p
   a dense [T, 32768] x [32768, d] GEMM over a mostly-zero matrix, forward and
   backward (to the logits and the weight);
 * loss: the mean over 4 labels of F.cross_entropy(concept_logit, labels),
-  forward and backward.
+  forward and backward;
+* sae_encode: OpenAI's TopK SAE as CoCoMix runs it (d 768): the dense
+  F.linear to 32768 latents, torch.topk(32), ReLU and the scatter into a
+  dense latent row; and the GEMM alone.
 
     python3 benchmarks/torch/concepts_eager.py [--tokens 4096,16384]
 """
@@ -60,6 +63,20 @@ def main():
         loss = loss_fn()
         bwd = timed(lambda: torch.autograd.grad(loss, z, retain_graph=True))
         print(json.dumps({"impl": "torch_eager", "op": "concept_loss", "tokens": t, "fwd_ms": fwd, "bwd_ms": bwd}),
+              flush=True)
+        with torch.no_grad():
+            x = torch.randn(t, 768, device="cuda", dtype=torch.bfloat16)
+            w_enc = torch.randn(L, 768, device="cuda", dtype=torch.bfloat16) * 0.03
+            b_lat = torch.zeros(L, device="cuda", dtype=torch.bfloat16)
+
+            def encode():
+                pre = F.linear(x, w_enc, b_lat)
+                top = torch.topk(pre, K, dim=-1)
+                return torch.zeros_like(pre).scatter_(-1, top.indices, F.relu(top.values))
+
+            enc = timed(encode)
+            gemm = timed(lambda: F.linear(x, w_enc, b_lat))
+        print(json.dumps({"impl": "torch_eager", "op": "sae_encode", "tokens": t, "ms": enc, "gemm_only_ms": gemm}),
               flush=True)
 
 

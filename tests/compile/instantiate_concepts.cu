@@ -22,6 +22,11 @@ void instantiate_concepts() {
   (void)&bn::MixBackward<bn::MixInterleave, T>::run;
   (void)&bn::MixBackward<bn::MixAdd, T>::run;
   (void)&bn::ColumnSum<T>::run;
+  (void)&bn::AttributionLabels<T>::run;
+  if constexpr (!std::is_same_v<T, float>) {  // the encode's GEMM is on tensor cores: fp16 and bf16
+    (void)&bn::SaeEncode<bn::TopKRelu, T>::run;
+    (void)&bn::SaeEncode<bn::TopKRaw, T>::run;
+  }
 }
 static_assert(bn::TopKActivation<bn::TopKRaw> && bn::TopKActivation<bn::TopKRelu>);
 static_assert(bn::MixPolicy<bn::MixInterleave> && bn::MixPolicy<bn::MixAdd>);

@@ -129,6 +129,113 @@ TEST_CASE("concepts: top k of a row; ties by lower index, NaN first, the ReLU on
   check_topk<bn::TopKRaw, float>(std::vector<float>(x.begin(), x.begin() + 2 * 64), 2, 64, 64);  // k = the whole row
 }
 
+// Values k/8 for small integers k: products and sums of them are exact in
+// fp32, so the fused encode must give TopK's codes exactly, ties included.
+template <class T>
+std::vector<T> eighths(std::size_t n, std::uint64_t seed, int span = 4) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int> v(-span, span);
+  std::vector<T> out(n);
+  for (auto& x : out) x = tokenless::from_float<T>(static_cast<float>(v(rng)) / 8.0f);
+  return out;
+}
+// The pre-activations x̂ W^T + b, in double (exact for eighths).
+template <class T>
+std::vector<float> pre_acts(const std::vector<T>& x, const std::vector<T>& w, const std::vector<float>& b,
+                            std::int64_t rows, std::int64_t L, int d) {
+  std::vector<float> pre(static_cast<std::size_t>(rows * L));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t i = 0; i < L; ++i) {
+      double a = b.empty() ? 0.0 : b[i];
+      for (int c = 0; c < d; ++c) a += static_cast<double>(tokenless::to_float(x[r * d + c])) * tokenless::to_float(w[i * d + c]);
+      pre[r * L + i] = static_cast<float>(a);
+    }
+  }
+  return pre;
+}
+
+template <class T>
+void check_encode(std::int64_t rows, std::int64_t L, int d, int k, bool exact, std::uint64_t seed) {
+  CAPTURE(rows);
+  CAPTURE(L);
+  CAPTURE(k);
+  CAPTURE(exact);
+  const auto xh = exact ? eighths<T>(static_cast<std::size_t>(rows * d), seed) : random_values<T>(rows * d, seed);
+  const auto wh = exact ? eighths<T>(static_cast<std::size_t>(L * d), seed + 1) : random_values<T>(L * d, seed + 1);
+  std::vector<float> bh(static_cast<std::size_t>(L));
+  for (std::int64_t i = 0; i < L; ++i) bh[i] = static_cast<float>(i % 5) / 8.0f - 0.25f;
+  DeviceBuffer<T> x(xh), w(wh);
+  DeviceBuffer<float> b(bh), val(rows * k);
+  DeviceBuffer<std::int32_t> idx(rows * k);
+  REQUIRE_OK((bn::SaeEncode<bn::TopKRelu, T>::run({.x = x.get(), .rows = rows, .d = d, .w_enc = w.get(),
+                                                   .dictionary = L, .latent_bias = b.get(), .k = k, .idx = idx.get(),
+                                                   .val = val.get()})));
+  const auto pre = pre_acts(xh, wh, bh, rows, L, d);
+  const auto want = ref::topk(pre, rows, L, k, true);
+  const auto gi = idx.download();
+  const auto gv = val.download();
+  if (exact) {
+    CHECK(gi == want.idx);
+    CHECK(gv == want.val);
+    return;
+  }
+  // Rounded values: a valid top k within the fp32 products' roundoff.
+  const double tol = 1e-5 * d;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::vector<float> sorted(pre.begin() + r * L, pre.begin() + (r + 1) * L);
+    std::sort(sorted.begin(), sorted.end(), std::greater<>());
+    for (int j = 0; j < k; ++j) {
+      const auto e = static_cast<std::size_t>(r * k + j);
+      CHECK(pre[r * L + gi[e]] >= sorted[k - 1] - tol);  // no unselected value is clearly larger
+      CHECK(gv[e] == doctest::Approx(std::max(pre[r * L + gi[e]], 0.0f)).epsilon(1e-5).scale(tol));
+      if (j > 0) CHECK(pre[r * L + gi[e]] <= pre[r * L + gi[e - 1]] + tol);
+    }
+  }
+}
+
+TEST_CASE("concepts: the SAE encode fused with its GEMM gives TopK's codes (ties, partial tiles, k up to 128)") {
+  check_encode<__nv_bfloat16>(70, 300, 128, 32, true, 81);  // two row blocks, a partial one; a partial latent tile
+  check_encode<__half>(17, 200, 64, 128, true, 82);          // k = 128
+  check_encode<__nv_bfloat16>(9, 150, 192, 8, false, 83);    // random values: a top k within roundoff
+}
+
+TEST_CASE("concepts: attribution labels over the dictionary, the inactive latents counting as zeros") {
+  const std::int64_t rows = 6, L = 40;
+  const int d = 16, k = 5, K = 4;
+  // Codes: distinct indices a row; row 2 has a single positive attribution,
+  // so zeros (active with value 0, or inactive) fill its labels.
+  std::mt19937_64 rng(91);
+  ref::Codes codes;
+  for (std::int64_t r = 0; r < rows; ++r) {
+    std::vector<std::int32_t> pool(L);
+    for (int i = 0; i < L; ++i) pool[i] = (i * 7 + static_cast<int>(r) * 3) % L;
+    for (int j = 0; j < k; ++j) {
+      codes.idx.push_back(pool[j + 1]);
+      codes.val.push_back(r == 2 ? (j == 0 ? 0.5f : 0.0f) : static_cast<float>(rng() % 5) / 4.0f);
+    }
+  }
+  const auto gh = eighths<float>(static_cast<std::size_t>(rows * d), 92);
+  const auto wh = eighths<float>(static_cast<std::size_t>(L * d), 93);
+  DeviceBuffer<std::int32_t> idx(codes.idx), labels(rows * K);
+  DeviceBuffer<float> val(codes.val), g(gh), w(wh), scores(rows * K);
+  Testbed<bn::AttributionLabels<float>>().run_ok({.idx = idx.get(), .val = val.get(), .rows = rows, .k = k,
+                                                  .grad = g.get(), .dict = w.get(), .dictionary = L, .d = d,
+                                                  .num_labels = K, .labels = labels.get(), .scores = scores.get()});
+  // The dense attribution row, then the reference top k.
+  std::vector<float> attr(static_cast<std::size_t>(rows * L), 0.0f);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (int j = 0; j < k; ++j) {
+      const std::int32_t i = codes.idx[r * k + j];
+      double dot = 0;
+      for (int c = 0; c < d; ++c) dot += static_cast<double>(gh[r * d + c]) * wh[i * d + c];
+      attr[r * L + i] = static_cast<float>(dot * codes.val[r * k + j]);
+    }
+  }
+  const auto want = ref::topk(attr, rows, L, K, false);
+  CHECK(labels.download() == want.idx);
+  CHECK(scores.download() == want.val);
+}
+
 TEST_CASE("concepts: top k's backward adds into a gradient, or writes its rows") {
   const std::int64_t rows = 3, cols = 300;
   const int k = 8;

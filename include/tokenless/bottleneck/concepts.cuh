@@ -202,7 +202,7 @@ struct TopKBackward {
   }
 };
 
-// ------------------------------------------------------------------ sparse decode
+// The sparse decode's arguments (and the checks the attribution shares).
 namespace detail {
 template <class T>
 struct SparseDecodeArguments {
@@ -254,6 +254,118 @@ inline Status check_decode(const A& a, const T* rows_ptr, const char* rows_name,
   return check_stride(rows_name, or_packed(rows_stride, a.d), a.d);
 }
 }  // namespace detail
+
+// ------------------------------------------------------------------ the SAE encode
+// latents = A(top k of x̂ W_enc^T + latent_bias) as codes, the GEMM and the
+// selection fused (concepts_kernel.cuh): the dense [rows, dictionary] row is
+// never written. x̂ is SaeNormalize's output. d a multiple of 64; rows of x̂
+// and W_enc 16-byte aligned (cp.async).
+template <TopKActivation A, mma::TensorCoreType T>
+struct SaeEncode {
+  static constexpr const char* kName = "bottleneck::SaeEncode";
+  struct Arguments {
+    const T* x = nullptr;  // [rows, d]: x̂
+    std::int64_t rows = 0;
+    int d = 0;
+    const T* w_enc = nullptr;  // [dictionary, d]: encoder.weight as nn.Linear stores it
+    std::int64_t dictionary = 0;
+    const float* latent_bias = nullptr;  // [dictionary], optional
+    int k = 0;
+    std::int64_t x_stride = 0, w_stride = 0, code_stride = 0;
+    std::int32_t* idx = nullptr;  // [rows, k], as TopK orders them
+    float* val = nullptr;
+  };
+  static Status can_implement(const Arguments& a) {
+    TL_RETURN_IF_ERROR(check::not_null({{"x", a.x}, {"w_enc", a.w_enc}, {"idx", a.idx}, {"val", a.val}}));
+    TL_RETURN_IF_ERROR(detail::check_dims(a.rows, a.d));
+    TL_RETURN_IF_ERROR(detail::check_dictionary(a.dictionary));
+    TL_RETURN_IF_ERROR(detail::check_k(a.k, a.dictionary, true));
+    if (a.d % detail::kEncodeDepth != 0) {
+      return Status::argument(StatusCode::unsupported, "d", "a multiple of 64 (the encode's k step)", "%d", a.d);
+    }
+    const std::int64_t xs = detail::or_packed(a.x_stride, a.d), ws = detail::or_packed(a.w_stride, a.d);
+    TL_RETURN_IF_ERROR(detail::check_stride("x_stride", xs, a.d));
+    TL_RETURN_IF_ERROR(detail::check_stride("w_stride", ws, a.d));
+    if (xs % 8 != 0 || ws % 8 != 0) {
+      return Status::argument(StatusCode::misaligned, "x_stride, w_stride", "multiples of 8 elements (16-byte rows)",
+                              "%lld, %lld", static_cast<long long>(xs), static_cast<long long>(ws));
+    }
+    TL_RETURN_IF_ERROR(check::aligned("x", a.x, 16));
+    TL_RETURN_IF_ERROR(check::aligned("w_enc", a.w_enc, 16));
+    return detail::check_stride("code_stride", detail::or_k(a.code_stride, a.k), a.k);
+  }
+  static std::size_t workspace_size(const Arguments&) { return 0; }
+  static Status run(const Arguments& a, Workspace = {}, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(can_implement(a));
+    using K = detail::SaeEncodeKernel<A, T>;
+    const std::size_t smem = detail::encode_smem_bytes(a.k);
+    TL_RETURN_IF_ERROR(set_max_dynamic_smem<K>(smem));
+    const std::int64_t blocks = (a.rows + detail::kEncodeRows - 1) / detail::kEncodeRows;
+    return launch<K>({a.x, detail::or_packed(a.x_stride, a.d), a.rows, a.d, a.w_enc, detail::or_packed(a.w_stride, a.d),
+                      a.dictionary, a.latent_bias, a.k, a.idx, a.val, detail::or_k(a.code_stride, a.k)},
+                     grid_for(blocks, 1, 2), stream, smem);
+  }
+};
+
+// ------------------------------------------------------------------ attribution labels
+// CoCoMix's training labels: the top num_labels (K_attr, 4 in CoCoMix) of
+// (g · W_dec) ⊙ latents over the dictionary, latents being the SAE's codes
+// (distinct indices a row, zero elsewhere): an inactive latent scores 0, so
+// when fewer than K_attr attributions are positive the lowest-index zeros
+// fill in (torch.topk's choice among them is unspecified). Labels in
+// TopK's order; their scores optional.
+template <StorageFloat T>
+struct AttributionLabels {
+  static constexpr const char* kName = "bottleneck::AttributionLabels";
+  struct Arguments {
+    const std::int32_t* idx = nullptr;  // the SAE's codes
+    const float* val = nullptr;
+    std::int64_t rows = 0;
+    int k = 0;
+    const T* grad = nullptr;  // [rows, d]: dL/dh at the SAE's input
+    const T* dict = nullptr;  // [dictionary, d]: W_dec^T
+    std::int64_t dictionary = 0;
+    int d = 0;
+    int num_labels = 4;
+    std::int64_t code_stride = 0, grad_stride = 0, dict_stride = 0, label_stride = 0;
+    std::int32_t* labels = nullptr;  // [rows, num_labels]
+    float* scores = nullptr;         // [rows, num_labels], optional
+  };
+  static Status can_implement(const Arguments& a) {
+    TL_RETURN_IF_ERROR(detail::check_decode<T>(a, a.grad, "grad", a.grad_stride));
+    TL_RETURN_IF_ERROR(check::not_null("labels", a.labels));
+    if (a.k > detail::kMaxTopK) return detail::check_k(a.k, a.dictionary, true);
+    if (a.num_labels < 1 || a.num_labels > detail::kMaxAttrLabels || a.num_labels > a.dictionary) {
+      return Status::argument(StatusCode::invalid_argument, "num_labels", "1 <= K_attr <= min(16, dictionary)", "%d",
+                              a.num_labels);
+    }
+    return detail::check_stride("label_stride", detail::or_k(a.label_stride, a.num_labels), a.num_labels);
+  }
+  static std::size_t workspace_size(const Arguments&) { return kStatusBytes; }
+  static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(check_run<AttributionLabels>(a, ws));
+    using detail::or_packed;
+    const std::int64_t cs = detail::or_k(a.code_stride, a.k), gs = or_packed(a.grad_stride, a.d),
+                       ds = or_packed(a.dict_stride, a.d);
+    DeviceStatus* status = status_of(ws);
+    TL_RETURN_IF_ERROR(reset_device_status(status, stream));
+    TL_RETURN_IF_ERROR(launch<detail::CheckIndexKernel>({a.idx, a.rows, cs, a.k, a.dictionary, status},
+                                                        grid_for(a.rows * a.k, 256, 8), stream));
+    return detail::dispatch_width<T>(detail::vectorizable<T>(a.d, {{a.grad, gs}, {a.dict, ds}}), [&](auto w) {
+      using K = detail::AttributionKernel<T, decltype(w)::value>;
+      return launch<K>({{a.idx, a.val, cs, a.k}, a.rows, a.grad, gs, a.dict, ds, a.dictionary, a.d, a.num_labels,
+                        a.labels, detail::or_k(a.label_stride, a.num_labels), a.scores, status},
+                       detail::segment_grid(a.rows), stream);
+    });
+  }
+  static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    DeviceFailure f;
+    TL_RETURN_IF_ERROR(read_device_status(status_of(ws), f, stream));
+    return detail::index_failure(kName, "idx", f, a.dictionary);
+  }
+};
+
+// ------------------------------------------------------------------ sparse decode
 
 template <StorageFloat T>
 struct SparseDecode {

@@ -6,8 +6,10 @@
 // then the dictionary's gradient by runs of a sort by index: no atomics),
 // the concept loss (a block a row: log-sum-exp and its gradient in one
 // kernel), mixing, and column sums. fp32 arithmetic throughout.
+#include <tokenless/attention/kernel.cuh>  // the tile loaders and mma.sync products the SAE encode shares
 #include <tokenless/bottleneck/kernel.cuh>
 #include <tokenless/bottleneck/policy.hpp>
+#include <tokenless/core/async_copy.cuh>
 #include <tokenless/core/block.cuh>
 #include <tokenless/core/config.hpp>
 #include <tokenless/core/device_status.cuh>
@@ -216,6 +218,240 @@ struct RowTopKKernel {
         p.val[r * p.out_stride + rank] = A::apply(s.vals[j]);
       }
       __syncthreads();  // smem is the next row's
+    });
+  }
+};
+
+TL_DEVICE TL_FORCEINLINE float from_topk_key(std::uint32_t k) {
+  if (k == 0xffffffffu) return __uint_as_float(0x7fc00000u);  // NaN
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// ------------------------------------------------------------------ the SAE encode, fused
+// pre = x̂ W_enc^T + latent_bias, its top k a row, never written densely: a
+// block of 4 warps owns 64 rows and walks the dictionary 64 latents at a
+// time, a GEMM main loop over d in steps of 64 on mma.sync (the attention
+// core's tile loaders), and an epilogue that offers each tile's values to
+// the rows' running top k in shared memory. A value enters a row's buffer
+// only above the row's current k-th largest key (the dictionary is walked in
+// index order, so an equal value loses its tie); when a buffer holds more
+// than k, its warp ranks it (key, then index) and keeps k. The result is
+// exactly TopK's: the same keys, order and ties.
+inline constexpr int kEncodeRows = 64, kEncodeCols = 64, kEncodeDepth = 64;
+inline constexpr int kEncodeSlack = kEncodeCols;  // a chunk adds at most 64 to a row
+inline constexpr int encode_capacity(int k) { return k + kEncodeSlack; }
+inline constexpr std::size_t encode_smem_bytes(int k) {
+  return 2 * std::size_t{kEncodeRows} * attention::detail::Traits<kEncodeDepth>::kStride * 2 +
+         std::size_t{kEncodeRows} * encode_capacity(k) * 8 + std::size_t{kEncodeRows} * 8;
+}
+
+template <class A, class T>
+struct SaeEncodeKernel {
+  using Tr = attention::detail::Traits<kEncodeDepth>;
+  static_assert(Tr::kThreads == 128 && kEncodeRows == 16 * (Tr::kThreads / 32), "a warp owns 16 rows");
+  struct Params {
+    const T* x;  // [rows, d]: x̂
+    std::int64_t x_stride;
+    std::int64_t rows;
+    int d;
+    const T* w;  // [dictionary, d]: W_enc
+    std::int64_t w_stride;
+    std::int64_t dictionary;
+    const float* latent_bias;  // optional
+    int k;
+    std::int32_t* idx;
+    float* val;
+    std::int64_t out_stride;
+  };
+  static constexpr int kThreads = Tr::kThreads;
+  static constexpr int kPerLane = (kMaxTopK + kEncodeSlack + 31) / 32;  // a buffer's entries a lane ranks
+
+  // The warp ranks row r's buffer (key, then index) and keeps the first
+  // `keep` in place, or writes them out.
+  TL_DEVICE static void rank_row(std::uint32_t* keys, std::int32_t* ids, int* count, std::uint32_t* tau, int keep,
+                                 const Params* out, std::int64_t out_row, int lane) {
+    const int n = *count;
+    std::uint32_t kk[kPerLane];
+    std::int32_t ii[kPerLane];
+    int rank[kPerLane];
+TL_UNROLL
+    for (int q = 0; q < kPerLane; ++q) {
+      const int e = lane + 32 * q;
+      kk[q] = e < n ? keys[e] : 0u;
+      ii[q] = e < n ? ids[e] : 0;
+      rank[q] = 0;
+      if (e < n) {
+        for (int m = 0; m < n; ++m) rank[q] += keys[m] > kk[q] || (keys[m] == kk[q] && ids[m] < ii[q]);
+      }
+    }
+    __syncwarp();
+TL_UNROLL
+    for (int q = 0; q < kPerLane; ++q) {
+      if (lane + 32 * q < n && rank[q] < keep) {
+        if (out) {
+          out->idx[out_row * out->out_stride + rank[q]] = ii[q];
+          out->val[out_row * out->out_stride + rank[q]] = A::apply(from_topk_key(kk[q]));
+        } else {
+          keys[rank[q]] = kk[q];
+          ids[rank[q]] = ii[q];
+        }
+      }
+    }
+    __syncwarp();
+    if (lane == 0 && !out) {
+      *count = keep;
+      *tau = keys[keep - 1];
+    }
+    __syncwarp();
+  }
+
+  TL_DEVICE void operator()(const Params& p) const {
+    constexpr int kS = Tr::kStride;
+    T* sa = dynamic_smem<T>();
+    T* sb = sa + kEncodeRows * kS;
+    const int cap = encode_capacity(p.k);
+    auto* keys = reinterpret_cast<std::uint32_t*>(sb + kEncodeRows * kS);
+    auto* ids = reinterpret_cast<std::int32_t*>(keys + kEncodeRows * cap);
+    int* count = reinterpret_cast<int*>(ids + kEncodeRows * cap);
+    auto* tau = reinterpret_cast<std::uint32_t*>(count + kEncodeRows);
+    const int tid = static_cast<int>(threadIdx.x), lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    work::block_items((p.rows + kEncodeRows - 1) / kEncodeRows, [&](std::int64_t blk) {
+      const std::int64_t r0 = blk * kEncodeRows;
+      const int valid = static_cast<int>(p.rows - r0 < kEncodeRows ? p.rows - r0 : kEncodeRows);
+      if (tid < kEncodeRows) {
+        count[tid] = 0;
+        tau[tid] = 0u;  // below every key: the first k values all enter
+      }
+      __syncthreads();
+      for (std::int64_t n0 = 0; n0 < p.dictionary; n0 += kEncodeCols) {
+        const int nvalid = static_cast<int>(p.dictionary - n0 < kEncodeCols ? p.dictionary - n0 : kEncodeCols);
+        mma::FragC acc[kEncodeCols / 8];
+TL_UNROLL
+        for (int j = 0; j < kEncodeCols / 8; ++j) acc[j] = {};
+        for (int k0 = 0; k0 < p.d; k0 += kEncodeDepth) {
+          attention::detail::load_rows<kEncodeDepth, kEncodeRows>(sa, p.x + k0, p.x_stride, r0, valid);
+          attention::detail::load_rows<kEncodeDepth, kEncodeCols>(sb, p.w + k0, p.w_stride, n0, nvalid);
+          async::commit();
+          async::wait<0>();
+          __syncthreads();
+          attention::detail::gemm_nk<kEncodeDepth, kEncodeCols, kEncodeDepth, T>(acc, sa, warp * 16, sb);
+          __syncthreads();
+        }
+        // Offer the tile's values to the rows' buffers.
+TL_UNROLL
+        for (int j = 0; j < kEncodeCols / 8; ++j) {
+TL_UNROLL
+          for (int i = 0; i < 4; ++i) {
+            const int row = warp * 16 + g + (i >= 2 ? 8 : 0), col = j * 8 + 2 * t + (i & 1);
+            if (row >= valid || col >= nvalid) continue;
+            const float v = acc[j].x[i] + (p.latent_bias ? p.latent_bias[n0 + col] : 0.0f);
+            const std::uint32_t key = topk_key(v);
+            if (key > tau[row]) {
+              const int slot = atomicAdd(&count[row], 1);
+              keys[row * cap + slot] = key;
+              ids[row * cap + slot] = static_cast<std::int32_t>(n0 + col);
+            }
+          }
+        }
+        __syncwarp();
+        for (int rr = 0; rr < 16; ++rr) {
+          const int row = warp * 16 + rr;
+          if (count[row] > p.k) rank_row(keys + row * cap, ids + row * cap, &count[row], &tau[row], p.k, nullptr, 0, lane);
+        }
+      }
+      for (int rr = 0; rr < 16; ++rr) {
+        const int row = warp * 16 + rr;
+        if (row < valid) rank_row(keys + row * cap, ids + row * cap, &count[row], &tau[row], p.k, &p, r0 + row, lane);
+      }
+      __syncthreads();  // the next block of rows resets the buffers
+    });
+  }
+};
+
+// ------------------------------------------------------------------ attribution labels
+// CoCoMix's labels: the top K_attr of (g · W_dec) ⊙ latents over the whole
+// dictionary, where the latents are the SAE's codes (zero elsewhere). A warp
+// a row: the k active attributions (a dot over d each), then the first
+// K_attr inactive latents (value 0, lowest indices: they are the only zeros
+// that can rank), ranked by value then index (NaN first), as TopK orders.
+inline constexpr int kMaxAttrLabels = 16;
+
+template <class T, int W>
+struct AttributionKernel {
+  struct Params {
+    SparseRows codes;  // distinct indices a row
+    std::int64_t rows;
+    const T* grad;  // [rows, d]: dL/dh at the SAE's input
+    std::int64_t grad_stride;
+    const T* dict;  // [dictionary, d]: W_dec^T
+    std::int64_t dict_stride;
+    std::int64_t dictionary;
+    int d;
+    int num_labels;
+    std::int32_t* labels;  // [rows, label_stride]
+    std::int64_t label_stride;
+    float* scores;  // optional: the labels' attributions
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  static constexpr int kCand = kMaxTopK + kMaxAttrLabels;
+  struct SharedStorage {
+    std::uint32_t key[kThreads / 32][kCand];
+    std::int32_t id[kThreads / 32][kCand];
+    float score[kThreads / 32][kCand];
+    int n[kThreads / 32];
+  };
+  TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
+    const int w = static_cast<int>(threadIdx.x) >> 5;
+    work::warp_items(p.rows, [&](std::int64_t r, int lane) {
+      const std::int64_t e0 = r * p.codes.stride;
+      const T* g = p.grad + r * p.grad_stride;
+      for (int j = 0; j < p.codes.k; ++j) {
+        const std::int32_t i = p.codes.idx[e0 + j];
+        float dot = 0.0f;
+        for (int c = lane * W; c < p.d; c += 32 * W) {
+          float gv[W], wv[W];
+          load<T, W>(g + c, gv);
+          load<T, W>(p.dict + i * p.dict_stride + c, wv);
+TL_UNROLL
+          for (int q = 0; q < W; ++q) dot = fmaf(gv[q], wv[q], dot);
+        }
+        dot = warp::reduce(dot, Sum{});
+        if (lane == 0) {
+          const float a = dot * p.codes.val[e0 + j];
+          s.key[w][j] = topk_key(a);
+          s.id[w][j] = i;
+          s.score[w][j] = a;
+        }
+      }
+      if (lane == 0) {  // the first inactive latents, as zeros
+        int added = 0;
+        for (std::int32_t i = 0; added < p.num_labels && i < p.dictionary; ++i) {
+          bool active = false;
+          for (int j = 0; j < p.codes.k; ++j) active |= p.codes.idx[e0 + j] == i;
+          if (!active) {
+            s.key[w][p.codes.k + added] = topk_key(0.0f);
+            s.id[w][p.codes.k + added] = i;
+            s.score[w][p.codes.k + added] = 0.0f;
+            ++added;
+          }
+        }
+        s.n[w] = p.codes.k + added;
+      }
+      __syncwarp();
+      const int n = s.n[w];
+      for (int e = lane; e < n; e += 32) {
+        int rank = 0;
+        for (int m = 0; m < n; ++m) {
+          rank += s.key[w][m] > s.key[w][e] || (s.key[w][m] == s.key[w][e] && s.id[w][m] < s.id[w][e]);
+        }
+        if (rank < p.num_labels) {
+          p.labels[r * p.label_stride + rank] = s.id[w][e];
+          if (p.scores) p.scores[r * p.label_stride + rank] = s.score[w][e];
+        }
+      }
+      __syncwarp();
     });
   }
 };
