@@ -26,10 +26,16 @@
 // FLOPs and fraction of the matrix peak, and, as its own row, the encoder
 // GEMM alone through cuBLASLt (x̂ W_enc^T into a dense [T, 32768]): the
 // target is <= 1.15x the GEMM's time.
+//
+// BLT's patch slots: amax pooling into the D -> 2D projection (BLT-1B's
+// encoder, k = 2), forward and backward, at the pooling's shapes: bytes and
+// FLOPs of the pooling and the GEMMs (side by side: scatter_reduce + linear
+// in benchmarks/torch/bottleneck_eager.py).
 #include "harness.cuh"
 
 #include <tokenless/bottleneck/concepts.cuh>
 #include <tokenless/bottleneck/dechunk.cuh>
+#include <tokenless/bottleneck/project.cuh>
 
 #include <random>
 
@@ -96,6 +102,44 @@ void BM_Pool(benchmark::State& state, bool backward) {
                                                      .segments = bt.segs(), .capacity = bt.segments, .d = kD,
                                                      .grad_x = dx.p},
                                              segs + rows + reads_x);
+  }
+}
+
+void BM_PatchSlots(benchmark::State& state, bool backward) {
+  Batch bt(state.range(0));
+  tokenless::blas::LtHandle h;
+  if (auto s = tokenless::blas::LtHandle::create(h); !s) return state.SkipWithError(s.message());
+  const std::int64_t out_f = 2 * kD;
+  tlb::DeviceArray<B16> x(bt.n * kD), w(out_f * kD), slots(bt.segments * out_f), dx(bt.n * kD), dw(out_f * kD);
+  tlb::fill_random(x.p, x.n, 31);
+  tlb::fill_random(w.p, w.n, 32);
+  using Fwd = bn::PoolProject<bn::PoolMax, B16>;
+  using Bwd = bn::PoolProjectBackward<bn::PoolMax, B16>;
+  const Fwd::Arguments a{.handle = &h, .x = x.p, .batch = bt.batch(), .segments = bt.segs(), .capacity = bt.segments,
+                         .d = kD, .weight = w.p, .out_features = out_f, .out = slots.p};
+  const Bwd::Arguments g{.handle = &h, .x = x.p, .grad_out = slots.p, .batch = bt.batch(), .segments = bt.segs(),
+                         .capacity = bt.segments, .d = kD, .weight = w.p, .out_features = out_f, .grad_x = dx.p,
+                         .grad_weight = dw.p};
+  tlb::DeviceArray<unsigned char> ws(std::max(Fwd::workspace_size(a), Bwd::workspace_size(g)));
+  const tokenless::Workspace wsp{ws.p, ws.n};
+  if (auto s = Fwd::run(a, wsp); !s) return state.SkipWithError(s.message());
+  if (auto s = Fwd::read_status(a, wsp); !s) return state.SkipWithError(s.message());
+  {  // Check once: finite slots.
+    std::vector<B16> hs(std::min<std::size_t>(slots.n, 1 << 20));
+    TLB_CHECK_CUDA(cudaMemcpy(hs.data(), slots.p, hs.size() * 2, cudaMemcpyDeviceToHost));
+    for (B16 v : hs) {
+      if (!std::isfinite(tokenless::to_float(v))) return state.SkipWithError("non-finite slots");
+    }
+  }
+  const double p = static_cast<double>(bt.segments), gemm = 2.0 * p * kD * out_f;
+  const double io = 2.0 * static_cast<double>(bt.n) * kD + 2.0 * p * out_f + 2.0 * kD * out_f;
+  if (!backward) {
+    const double t = tlb::time_iterations(state, [&] { (void)Fwd::run(a, wsp); });
+    tlb::report(state, t, io, gemm);
+  } else {
+    if (auto s = Bwd::run(g, wsp); !s) return state.SkipWithError(s.message());
+    const double t = tlb::time_iterations(state, [&] { (void)Bwd::run(g, wsp); });
+    tlb::report(state, t, 2.0 * io + 2.0 * static_cast<double>(bt.n) * kD, 2.0 * gemm);
   }
 }
 
@@ -397,6 +441,8 @@ int main(int argc, char** argv) {
   sizes(benchmark::RegisterBenchmark("bottleneck_pool_mean_bwd/bf16_d1024", BM_Pool<bn::PoolMean>, true));
   sizes(benchmark::RegisterBenchmark("bottleneck_replicate_fwd/bf16_d1024", BM_Replicate, false));
   sizes(benchmark::RegisterBenchmark("bottleneck_replicate_bwd/bf16_d1024", BM_Replicate, true));
+  sizes(benchmark::RegisterBenchmark("bottleneck_patch_slots_fwd/bf16_d1024_k2", BM_PatchSlots, false));
+  sizes(benchmark::RegisterBenchmark("bottleneck_patch_slots_bwd/bf16_d1024_k2", BM_PatchSlots, true));
   sizes(benchmark::RegisterBenchmark("bottleneck_dechunk_fwd/bf16_d1024", BM_Dechunk, false));
   sizes(benchmark::RegisterBenchmark("bottleneck_dechunk_bwd/bf16_d1024", BM_Dechunk, true));
   auto tokens = [](benchmark::internal::Benchmark* b) {

@@ -2,7 +2,8 @@
 """PyTorch side by side for bench_bottleneck.cu, on the GPU machine, same
 shapes (bf16, d 1024, 64K-4M positions in 8 sequences, patches of 1-8
 bytes): BLT's pooling (scatter_reduce amax, include_self=False, into zeros),
-mean pooling, and replication (index_select), forward and backward.
+mean pooling, replication (index_select), and BLT's patch slots (the amax
+pooling into Linear(1024, 2048, bias=False)), forward and backward.
 
     python3 benchmarks/torch/bottleneck_eager.py [--sizes 65536,...]
 """
@@ -51,7 +52,13 @@ def main():
         def replicate():
             return src.index_select(0, prev)
 
-        for name, fn in (("pool_max", pool_max), ("pool_mean", pool_mean), ("replicate", replicate)):
+        proj = torch.nn.Linear(d, 2 * d, bias=False, device="cuda", dtype=torch.bfloat16)
+
+        def patch_slots():
+            return proj(pool_max())
+
+        for name, fn in (("pool_max", pool_max), ("pool_mean", pool_mean), ("replicate", replicate),
+                         ("patch_slots", patch_slots)):
             fwd = timed(fn)
             out = fn()
             g = torch.randn_like(out)

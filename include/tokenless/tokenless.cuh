@@ -24,3 +24,4 @@
 #include <tokenless/bottleneck/concepts.cuh>
 #include <tokenless/bottleneck/dechunk.cuh>
 #include <tokenless/bottleneck/pool.cuh>
+#include <tokenless/bottleneck/project.cuh>

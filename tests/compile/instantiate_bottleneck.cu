@@ -1,6 +1,6 @@
 // Compile tier: the concept bottleneck's pooling (every policy) and
-// replication, forward and backward, every dtype (both vector widths are
-// instantiated behind each run()).
+// replication, forward and backward, and pooling into a projection, every
+// dtype (both vector widths are instantiated behind each run()).
 #include <tokenless/tokenless.cuh>
 
 namespace bn = tokenless::bottleneck;
@@ -12,6 +12,8 @@ void instantiate_pool() {
   static_assert(tokenless::Operation<bn::SegmentPool<P, T>> && tokenless::Operation<bn::SegmentPoolBackward<P, T>>);
   (void)&bn::SegmentPool<P, T>::run;
   (void)&bn::SegmentPoolBackward<P, T>::run;
+  (void)&bn::PoolProject<P, T>::run;
+  (void)&bn::PoolProjectBackward<P, T>::run;
 }
 template <class T>
 void instantiate_replicate() {

@@ -8,6 +8,7 @@
 #include "../support/testbed.hpp"
 
 #include <tokenless/bottleneck/pool.cuh>
+#include <tokenless/bottleneck/project.cuh>
 #include <tokenless/reference/bottleneck.hpp>
 
 namespace tlt::bottleneck_tests {
@@ -153,6 +154,133 @@ TEST_CASE("bottleneck: replication, shift 0 and 1, forward and backward; it inve
   Testbed<bn::Replicate<float>>().run_ok({.src = pooled.get(), .batch = ones.batch(), .segments = ones.segments(true),
                                           .capacity = 6, .d = 5, .out = back.get()});
   CHECK(back.download() == xh);
+}
+
+// Pooling into a projection: out = pool(x) W^T (+ bias), forward and
+// backward, against the reference with the pooled rows rounded to T (what a
+// same-precision implementation stores between the two).
+template <class P, class T>
+void check_project(const Problem& pr, int d, std::int64_t out_features, bool with_bias, bool csr, std::uint64_t seed) {
+  CAPTURE(P::kName);
+  CAPTURE(out_features);
+  tokenless::blas::LtHandle h;
+  REQUIRE_OK(tokenless::blas::LtHandle::create(h));
+  const std::int64_t n = pr.total(), cnt = pr.count(), cap = cnt + 2;
+  const auto xh = random_values<T>(static_cast<std::size_t>(n * d), seed);
+  const auto wh = random_values<T>(static_cast<std::size_t>(out_features * d), seed + 1);
+  const auto bh = random_values<T>(static_cast<std::size_t>(out_features), seed + 2);
+  auto gh = random_values<T>(static_cast<std::size_t>(cap * out_features), seed + 3);
+  DeviceBuffer<T> x(xh), w(wh), b(bh), out(cap * out_features), g(gh), dx(n * d), dw(out_features * d);
+  DeviceBuffer<float> db(out_features);
+  out.fill_bytes(0x7f);
+  Testbed<bn::PoolProject<P, T>>().run_ok({.handle = &h, .x = x.get(), .batch = pr.batch(), .segments = pr.segments(csr),
+                                           .capacity = cap, .d = d, .weight = w.get(), .out_features = out_features,
+                                           .bias = with_bias ? b.get() : nullptr, .out = out.get()});
+  const auto pooled = ref::pool(mode_of<P>(), widen(xh), d, pr.segs);
+  std::vector<double> pooled_t(pooled.size());
+  for (std::size_t i = 0; i < pooled.size(); ++i) pooled_t[i] = tokenless::round_trip<T>(static_cast<float>(pooled[i]));
+  const std::vector<double> bias = with_bias ? widen(bh) : std::vector<double>{};
+  const auto truth = ref::linear(pooled, cnt, d, widen(wh), out_features, bias);
+  const auto naive = ref::linear(pooled_t, cnt, d, widen(wh), out_features, bias);
+  const auto got = to_floats(out.download());
+  {
+    INFO("projection");
+    check_accuracy({got.begin(), got.begin() + cnt * out_features}, rounded<T>(naive), truth, 4.0,
+                   tokenless::dtype_traits<T>::unit_roundoff);
+  }
+  for (std::int64_t i = cnt * out_features; i < cap * out_features; ++i) CHECK(got[i] == 0.0f);  // rows past the count
+  // Backward; grad_out's rows past the count are the forward's zeros.
+  for (std::int64_t i = cnt * out_features; i < cap * out_features; ++i) gh[i] = tokenless::from_float<T>(0.0f);
+  g.upload(gh);
+  using Bwd = bn::PoolProjectBackward<P, T>;
+  typename Bwd::Arguments a{.handle = &h, .x = x.get(), .grad_out = g.get(), .batch = pr.batch(),
+                            .segments = pr.segments(csr), .capacity = cap, .d = d, .weight = w.get(),
+                            .out_features = out_features, .grad_x = dx.get(), .grad_weight = dw.get(),
+                            .grad_bias = db.get()};
+  Testbed<Bwd>().run_ok(a);
+  const auto gd = widen(gh);
+  std::vector<double> dpooled(static_cast<std::size_t>(cnt * d), 0.0);
+  for (std::int64_t r = 0; r < cnt; ++r) {
+    for (int c = 0; c < d; ++c) {
+      for (std::int64_t o = 0; o < out_features; ++o) dpooled[r * d + c] += gd[r * out_features + o] * widen(wh)[o * d + c];
+    }
+  }
+  std::vector<double> dpooled_t(dpooled.size());
+  for (std::size_t i = 0; i < dpooled.size(); ++i) dpooled_t[i] = tokenless::round_trip<T>(static_cast<float>(dpooled[i]));
+  const auto want_dx = ref::pool_backward(mode_of<P>(), widen(xh), dpooled, d, pr.segs);
+  const auto naive_dx = ref::pool_backward(mode_of<P>(), widen(xh), dpooled_t, d, pr.segs);
+  {
+    INFO("grad_x");
+    check_accuracy(to_floats(dx.download()), rounded<T>(naive_dx), want_dx, 4.0, tokenless::dtype_traits<T>::unit_roundoff);
+  }
+  std::vector<double> want_dw(static_cast<std::size_t>(out_features * d), 0.0), want_db(out_features, 0.0),
+      naive_dw = want_dw;
+  for (std::int64_t r = 0; r < cnt; ++r) {
+    for (std::int64_t o = 0; o < out_features; ++o) {
+      want_db[o] += gd[r * out_features + o];
+      for (int c = 0; c < d; ++c) {
+        want_dw[o * d + c] += gd[r * out_features + o] * pooled[r * d + c];
+        naive_dw[o * d + c] += gd[r * out_features + o] * pooled_t[r * d + c];
+      }
+    }
+  }
+  {
+    INFO("grad_weight");
+    check_accuracy(to_floats(dw.download()), rounded<T>(naive_dw), want_dw, 4.0, tokenless::dtype_traits<T>::unit_roundoff);
+  }
+  const auto got_db = db.download();
+  for (std::int64_t o = 0; o < out_features; ++o) CHECK(got_db[o] == doctest::Approx(want_db[o]).epsilon(1e-5).scale(1e-5));
+  // Accumulating: the weight's gradient doubles (up to T's rounding), the bias's too.
+  const auto dw1 = to_floats(dw.download());
+  a.accumulate_weight = true;
+  a.accumulate_bias = true;
+  Testbed<Bwd>().run_ok(a);
+  const auto dw2 = to_floats(dw.download()), db2 = db.download();
+  for (std::size_t i = 0; i < dw1.size(); ++i) {
+    CHECK(dw2[i] == doctest::Approx(2.0 * dw1[i]).epsilon(4.0 * tokenless::dtype_traits<T>::unit_roundoff).scale(1e-6));
+  }
+  for (std::int64_t o = 0; o < out_features; ++o) CHECK(db2[o] == doctest::Approx(2.0 * got_db[o]).epsilon(1e-6));
+}
+
+TEST_CASE("bottleneck: pooling into a projection, BLT's patch slots and DLCM's concepts, forward and backward") {
+  const Problem pr = mixed();
+  check_project<bn::PoolMax, __nv_bfloat16>(pr, 16, 32, false, true, 81);  // BLT: amax, D -> k·D (k = 2), no bias
+  check_project<bn::PoolMean, float>(pr, 24, 40, true, false, 82);          // DLCM: mean, up to the concept width
+  check_project<bn::PoolMean, __half>(pr, 8, 12, true, true, 83);
+}
+
+TEST_CASE("bottleneck: pooling into a projection refuses bad segments and writes nothing, GEMM included") {
+  using tokenless::StatusCode;
+  tokenless::blas::LtHandle h;
+  REQUIRE_OK(tokenless::blas::LtHandle::create(h));
+  const Problem pr({{2, 3}, {4}});
+  const int d = 8;
+  DeviceBuffer<float> x(std::vector<float>(9 * d, 1.0f)), w(std::vector<float>(16 * d, 0.5f)), out(4 * 16),
+      g(std::vector<float>(4 * 16, 1.0f)), dx(9 * d), dw(16 * d);
+  DeviceBuffer<std::int32_t> gap_starts(std::vector<std::int32_t>{0, 3, 0});
+  using Op = bn::PoolProject<bn::PoolMax, float>;
+  Testbed<Op> bed;
+  bed.watch(out);
+  using Bad = Testbed<Op>::Bad;
+  bed.reject({.handle = &h, .x = x.get(), .batch = pr.batch(), .segments = pr.segments(true), .capacity = 4, .d = d,
+              .weight = w.get(), .out_features = 16, .out = out.get()},
+             {
+                 Bad{"a gap (device)", [&](auto& a) { a.segments.starts = gap_starts.get(); },
+                     StatusCode::invalid_argument, "segment 1: start 3, length 3"},
+                 Bad{"no handle", [](auto& a) { a.handle = nullptr; }, StatusCode::null_pointer, "handle"},
+                 Bad{"null weight", [](auto& a) { a.weight = nullptr; }, StatusCode::null_pointer, "'weight'"},
+             });
+  using Back = bn::PoolProjectBackward<bn::PoolMax, float>;
+  Testbed<Back> back;
+  back.watch(dx).watch(dw);
+  using BadBack = Testbed<Back>::Bad;
+  back.reject({.handle = &h, .x = x.get(), .grad_out = g.get(), .batch = pr.batch(), .segments = pr.segments(true),
+               .capacity = 4, .d = d, .weight = w.get(), .out_features = 16, .grad_x = dx.get(),
+               .grad_weight = dw.get(), .accumulate_weight = true},
+              {
+                  BadBack{"a gap (device)", [&](auto& a) { a.segments.starts = gap_starts.get(); },
+                          StatusCode::invalid_argument, "segment 1: start 3, length 3"},
+              });
 }
 
 TEST_CASE("bottleneck: bad input gets a clear Status and writes nothing") {

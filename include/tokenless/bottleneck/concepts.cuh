@@ -526,8 +526,8 @@ struct ConceptLoss {
     DeviceStatus* status = status_of(ws);
     float* row_loss = ws.at<float>(kStatusBytes);
     TL_RETURN_IF_ERROR(reset_device_status(status, stream));
-    TL_RETURN_IF_ERROR(launch<detail::CheckLabelsKernel>({a.labels, a.rows, ls, a.num_labels, a.dictionary, status},
-                                                         grid_for(a.rows * a.num_labels, 256, 8), stream));
+    TL_RETURN_IF_ERROR(launch<detail::CheckIndexKernel>({a.labels, a.rows, ls, a.num_labels, a.dictionary, status},
+                                                        grid_for(a.rows * a.num_labels, 256, 8), stream));
     const float scale = a.weight / static_cast<float>(a.rows);
     TL_RETURN_IF_ERROR(launch<detail::ConceptLossKernel<T>>(
         {a.logits, a.logits_stride ? a.logits_stride : a.dictionary, a.rows, a.dictionary, a.labels, ls, a.num_labels,

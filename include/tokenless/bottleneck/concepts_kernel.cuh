@@ -490,7 +490,7 @@ struct RowTopKBackwardKernel {
 };
 
 // ------------------------------------------------------------------ sparse decode
-// Every code's index within [0, dictionary) (a thread an entry).
+// Every code's index (or label) within [0, dictionary) (a thread an entry).
 struct CheckIndexKernel {
   struct Params {
     const std::int32_t* idx;
@@ -708,6 +708,8 @@ struct ColumnSumKernel {
     bool accumulate;
     float* out;
     DeviceStatus* status;
+    bool count_rows = false;  // only the rows of `segments`' count (the device's)
+    Layout segments = {};
   };
   static constexpr int kThreads = 256;
   struct SharedStorage {
@@ -716,12 +718,13 @@ struct ColumnSumKernel {
   TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
     const int lane = static_cast<int>(threadIdx.x) & 31, w = static_cast<int>(threadIdx.x) >> 5;
     constexpr int kWarps = kThreads / 32;
-    const std::int64_t run = (p.rows + kWarps - 1) / kWarps;
+    const std::int64_t rows = p.count_rows ? p.segments.segs.total(p.segments.batch) : p.rows;
+    const std::int64_t run = (rows + kWarps - 1) / kWarps;
     for (int c0 = static_cast<int>(blockIdx.x) * 32; c0 < p.d; c0 += static_cast<int>(gridDim.x) * 32) {
       const int c = c0 + lane;
       float acc = 0.0f;
       if (c < p.d) {
-        const std::int64_t r1 = (w + 1) * run < p.rows ? (w + 1) * run : p.rows;
+        const std::int64_t r1 = (w + 1) * run < rows ? (w + 1) * run : rows;
         for (std::int64_t r = w * run; r < r1; ++r) {
           acc = fmaf(p.row_scale ? p.row_scale[r] : 1.0f, to_float(p.x[r * p.x_stride + c]), acc);
         }
@@ -808,26 +811,6 @@ struct LossTotalKernel {
     for (std::int64_t r = threadIdx.x; r < p.rows; r += kThreads) t += p.row_loss[r];
     t = Reduce::reduce(t, Sum{}, smem);
     if (threadIdx.x == 0) *p.loss = t * p.scale;
-  }
-};
-
-// Labels within [0, cols) (a thread a label).
-struct CheckLabelsKernel {
-  struct Params {
-    const std::int32_t* labels;
-    std::int64_t rows, stride;
-    int num_labels;
-    std::int64_t cols;
-    DeviceStatus* status;
-  };
-  static constexpr int kThreads = 256;
-  static constexpr bool kReportsStatus = true;
-  TL_DEVICE void operator()(const Params& p) const {
-    work::thread_items(p.rows * p.num_labels, [&](std::int64_t e) {
-      const std::int64_t r = e / p.num_labels;
-      const std::int32_t l = p.labels[r * p.stride + (e - r * p.num_labels)];
-      if (l < 0 || l >= p.cols) device_fail(p.status, kCheckIndex, e);
-    });
   }
 };
 

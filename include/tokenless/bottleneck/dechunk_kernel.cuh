@@ -58,6 +58,21 @@ TL_UNROLL
   }
 }
 
+template <int W>
+TL_DEVICE TL_FORCEINLINE void zero(float (&v)[W]) { fill(v, 0.0f); }
+
+// out = residual + h, or h alone (0 + h would turn -0 into +0): the prefill
+// and the step share it, so that they give the same bits.
+template <class T, int W>
+TL_DEVICE TL_FORCEINLINE void store_out(T* out, const float (&h)[W], const float* residual) {
+  float o[W];
+  if (residual) load_f32<W>(residual, o);
+  else zero(o);
+TL_UNROLL
+  for (int i = 0; i < W; ++i) o[i] = residual ? o[i] + h[i] : h[i];
+  store<T, W>(out, o);
+}
+
 // The scan's geometry: the layout, chunks per tile, and tiles for the capacity.
 struct ScanGrid {
   Layout l;
@@ -102,9 +117,6 @@ TL_DEVICE TL_FORCEINLINE void for_each_tile(const ScanGrid& g, F&& f) {
     f(t, first, end, static_cast<int>(i - tb * blocks) * 32 * W + lane * W, lane);
   });
 }
-
-template <int W>
-TL_DEVICE TL_FORCEINLINE void zero(float (&v)[W]) { fill(v, 0.0f); }
 
 // ------------------------------------------------------------------ phase 1
 // Forward: each tile from a zero state, chunk by chunk.
@@ -293,16 +305,7 @@ TL_UNROLL
           store_f32<W>(p.final_state + s * p.final_stride + col, h);
         }
         for (std::int64_t r = k.lo; r < k.hi; ++r) {
-          float o[W];
-          if (p.residual) {
-            load_f32<W>(p.residual + r * p.residual_stride + col, o);
-TL_UNROLL
-            for (int i = 0; i < W; ++i) o[i] += h[i];
-          } else {
-TL_UNROLL
-            for (int i = 0; i < W; ++i) o[i] = h[i];
-          }
-          store<T, W>(p.out + r * p.out_stride + col, o);
+          store_out<T, W>(p.out + r * p.out_stride + col, h, p.residual ? p.residual + r * p.residual_stride + col : nullptr);
         }
       }
     });
@@ -452,23 +455,14 @@ struct DechunkStepKernel {
       const float ph = at ? dechunk::clamp_p(pr) : 0.0f;
       const float a = opens ? dechunk::kReset : (at ? 1.0f - ph : 1.0f);
       for (int col = lane * W; col < p.d; col += 32 * W) {
-        float h[W], z[W], o[W];
+        float h[W], z[W];
         load_f32<W>(p.state + s * p.state_stride + col, h);
         if (at) load<T, W>(p.z + s * p.z_stride + col, z);
         else zero(z);
 TL_UNROLL
         for (int i = 0; i < W; ++i) h[i] = dechunk::advance(a, h[i], ph * z[i]);
         store_f32<W>(p.state + s * p.state_stride + col, h);
-        // As the prefill adds: r + h, or h alone (0 + h would turn -0 into +0).
-        if (p.residual) {
-          load_f32<W>(p.residual + s * p.residual_stride + col, o);
-TL_UNROLL
-          for (int i = 0; i < W; ++i) o[i] += h[i];
-        } else {
-TL_UNROLL
-          for (int i = 0; i < W; ++i) o[i] = h[i];
-        }
-        store<T, W>(p.out + s * p.out_stride + col, o);
+        store_out<T, W>(p.out + s * p.out_stride + col, h, p.residual ? p.residual + s * p.residual_stride + col : nullptr);
       }
     });
   }

@@ -222,6 +222,62 @@ struct ReplicateBackwardKernel {
   }
 };
 
+// ------------------------------------------------------------------ pooling into a projection
+// After the pooling into `pooled` (workspace): zero its rows past the count
+// (the GEMM runs on all `capacity` rows), and gate the GEMMs: scalars
+// {1, beta_ok} when the checks passed, {0, 1} when they failed, with the
+// whole of `pooled` zeroed so that 0 · (pooled · W) adds nothing, not NaN.
+// Reads the status, so it is not guarded.
+template <class T>
+struct GateKernel {
+  struct Params {
+    Layout l;
+    T* pooled;
+    std::int64_t pooled_stride;
+    float* scalars;  // {alpha, beta} pairs: [0, 1] for written outputs, [2, 3] for accumulated ones
+    bool accumulate;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  static constexpr bool kReportsStatus = true;
+  TL_DEVICE void operator()(const Params& p) const {
+    const bool ok = device_ok(p.status);
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
+      p.scalars[0] = ok ? 1.0f : 0.0f;
+      p.scalars[1] = ok ? 0.0f : 1.0f;
+      p.scalars[2] = ok ? 1.0f : 0.0f;
+      p.scalars[3] = ok && !p.accumulate ? 0.0f : 1.0f;
+    }
+    if (!p.pooled) return;
+    const std::int64_t n = ok ? p.l.segs.total(p.l.batch) : 0;
+    work::thread_items((p.l.capacity - n) * p.l.d, [&](std::int64_t e) {
+      const std::int64_t r = n + e / p.l.d;
+      p.pooled[r * p.pooled_stride + (e - (r - n) * p.l.d)] = from_float<T>(0.0f);
+    });
+  }
+};
+
+// out[r] += bias for the segments' rows (rows past the count stay zero).
+template <class T>
+struct RowBiasKernel {
+  struct Params {
+    Layout l;  // d: the output's width
+    const T* bias;
+    T* out;
+    std::int64_t out_stride;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    const std::int64_t n = p.l.segs.total(p.l.batch);
+    work::thread_items(n * p.l.d, [&](std::int64_t e) {
+      const std::int64_t r = e / p.l.d, c = e - r * p.l.d;
+      T* o = p.out + r * p.out_stride + c;
+      *o = from_float<T>(to_float(*o) + to_float(p.bias[c]));
+    });
+  }
+};
+
 // ------------------------------------------------------------------ device-side checks
 // CSR: 0 = off[0] <= off[1] <= ... (a thread a sequence), no more segments
 // than the capacity, and each sequence's segments tile it exactly: the first

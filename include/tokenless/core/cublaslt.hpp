@@ -161,6 +161,11 @@ struct Gemm {
     float alpha = 1.0f;
     float beta = 0.0f;              // beta != 0 accumulates into D
     bool allow_tf32 = false;        // fp32 only: let tensor cores round inputs to TF32
+    // Optional: {alpha, beta} in device memory, read when the GEMM runs (alpha
+    // and beta above are then ignored). An operation whose inputs are checked
+    // on the device gates its GEMMs this way: {0, 1} on a failed check leaves
+    // D as it was (the A operand zeroed, so that no NaN reaches it).
+    const float* device_scalars = nullptr;
   };
 
   // The workspace cuBLASLt may use: the one tuning value of a GEMM (cuBLASLt's
@@ -226,8 +231,10 @@ struct Gemm {
                                                  1, &heur, &found));
     if (found == 0) return Status::error(StatusCode::unsupported, "cuBLASLt found no algorithm for this GEMM");
     // Row-major D = A B is column-major D^T = B^T A^T: cuBLASLt's A is our B.
-    TL_CUBLAS_TRY(cublasLtMatmul(a.handle->get(), desc.op, &a.alpha, a.b, desc.a, a.a, desc.b, &a.beta, a.d, desc.d,
-                                 a.d, desc.d, &heur.algo, ws.ptr, ws.ptr ? ws.bytes : 0, stream));
+    const float* alpha = a.device_scalars ? a.device_scalars : &a.alpha;
+    const float* beta = a.device_scalars ? a.device_scalars + 1 : &a.beta;
+    TL_CUBLAS_TRY(cublasLtMatmul(a.handle->get(), desc.op, alpha, a.b, desc.a, a.a, desc.b, beta, a.d, desc.d, a.d,
+                                 desc.d, &heur.algo, ws.ptr, ws.ptr ? ws.bytes : 0, stream));
     return Status::ok();
 #else
     (void)stream;
@@ -250,6 +257,8 @@ struct Gemm {
     T* D = static_cast<T*>(a.d);
     const bool with_bias = a.epilogue == Epilogue::bias || a.epilogue == Epilogue::bias_gelu;
     const bool gelu = a.epilogue == Epilogue::gelu || a.epilogue == Epilogue::bias_gelu;
+    const float alpha = a.device_scalars ? a.device_scalars[0] : a.alpha;  // "device" memory is the host's here
+    const float beta = a.device_scalars ? a.device_scalars[1] : a.beta;
     for (std::int64_t i = 0; i < a.m; ++i) {
       for (std::int64_t j = 0; j < a.n; ++j) {
         float acc = 0.0f;
@@ -258,7 +267,7 @@ struct Gemm {
           const float y = to_float(a.trans_b ? B[j * a.ldb + k] : B[k * a.ldb + j]);
           acc += x * y;
         }
-        float v = a.alpha * acc + (a.beta != 0.0f ? a.beta * to_float(D[i * a.ldd + j]) : 0.0f);
+        float v = alpha * acc + (beta != 0.0f ? beta * to_float(D[i * a.ldd + j]) : 0.0f);
         if (with_bias) v += to_float(bias[j]);
         if (gelu) v = 0.5f * v * (1.0f + std::tanh(0.7978845608f * (v + 0.044715f * v * v * v)));
         D[i * a.ldd + j] = from_float<T>(v);
@@ -285,6 +294,10 @@ struct Gemm {
       case Epilogue::bias_gelu: epi = CUBLASLT_EPILOGUE_GELU_BIAS; break;
     }
     TL_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+    if (a.device_scalars) {
+      const cublasLtPointerMode_t mode = CUBLASLT_POINTER_MODE_DEVICE;
+      TL_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_POINTER_MODE, &mode, sizeof mode));
+    }
     if (a.bias) {
       TL_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &a.bias, sizeof a.bias));
       TL_CUBLAS_TRY(cublasLtMatmulDescSetAttribute(desc.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &t, sizeof t));

@@ -113,6 +113,20 @@ inline std::vector<double> replicate_backward(const std::vector<double>& g, int 
   return out;
 }
 
+// A row-major product with nn.Linear's weight: out[r][o] = Σ_c x[r][c] w[o][c] (+ bias[o]).
+inline std::vector<double> linear(const std::vector<double>& x, std::int64_t rows, int d, const std::vector<double>& w,
+                                  std::int64_t out_features, const std::vector<double>& bias) {
+  std::vector<double> out(static_cast<std::size_t>(rows * out_features));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t o = 0; o < out_features; ++o) {
+      double a = bias.empty() ? 0.0 : bias[o];
+      for (int c = 0; c < d; ++c) a += x[r * d + c] * w[o * d + c];
+      out[r * out_features + o] = a;
+    }
+  }
+  return out;
+}
+
 // ------------------------------------------------------------------ H-Net's dechunk
 // Sequential over the chunks, from the float clamp of p (the kernels' p̂),
 // in R: double for the truth, float for the naive same-precision loop the
@@ -201,16 +215,21 @@ template <class R>
 struct Normalized {
   std::vector<R> out, mean, std;
 };
+// A row's mean and unbiased std.
+template <class R>
+std::pair<R, R> row_stats(const std::vector<R>& x, std::int64_t r, int d) {
+  R s = 0;
+  for (int c = 0; c < d; ++c) s += x[r * d + c];
+  const R mu = s / R(d);
+  R q = 0;
+  for (int c = 0; c < d; ++c) q += (x[r * d + c] - mu) * (x[r * d + c] - mu);
+  return {mu, std::sqrt(q / R(d - 1))};
+}
 template <class R>
 Normalized<R> sae_normalize(const std::vector<R>& x, std::int64_t rows, int d, const std::vector<R>& pre_bias) {
   Normalized<R> n{std::vector<R>(x.size()), std::vector<R>(rows), std::vector<R>(rows)};
   for (std::int64_t r = 0; r < rows; ++r) {
-    R s = 0;
-    for (int c = 0; c < d; ++c) s += x[r * d + c];
-    const R mu = s / R(d);
-    R q = 0;
-    for (int c = 0; c < d; ++c) q += (x[r * d + c] - mu) * (x[r * d + c] - mu);
-    const R sd = std::sqrt(q / R(d - 1));
+    const auto [mu, sd] = row_stats(x, r, d);
     for (int c = 0; c < d; ++c) {
       n.out[r * d + c] = (x[r * d + c] - mu) / (sd + R(1e-5f)) - (pre_bias.empty() ? R(0) : pre_bias[c]);
     }
@@ -225,12 +244,8 @@ std::vector<R> sae_normalize_backward(const std::vector<R>& x, const std::vector
                                       const std::vector<R>& gmean, const std::vector<R>& gstd) {
   std::vector<R> dx(x.size());
   for (std::int64_t r = 0; r < rows; ++r) {
-    R s = 0;
-    for (int c = 0; c < d; ++c) s += x[r * d + c];
-    const R mu = s / R(d);
-    R q = 0;
-    for (int c = 0; c < d; ++c) q += (x[r * d + c] - mu) * (x[r * d + c] - mu);
-    const R sd = std::sqrt(q / R(d - 1)), e = sd + R(1e-5f);
+    const auto [mu, sd] = row_stats(x, r, d);
+    const R e = sd + R(1e-5f);
     // Through c = x - mean: dL/dc, then dL/dx = dL/dc - mean(dL/dc) + dmean / d.
     R gc = 0;
     for (int c = 0; c < d; ++c) gc += g[r * d + c] * (x[r * d + c] - mu);
