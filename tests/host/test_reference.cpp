@@ -86,3 +86,89 @@ TEST_CASE("reference dechunk: the backward is the forward's derivative") {
     if (!moves) CHECK(fd == doctest::Approx(0.0).scale(1.0));
   }
 }
+
+// The bottleneck's other references against central differences: pooling
+// (sum, mean, max without ties, first, last), the concept loss's gradient,
+// and sparse decode's (values, dictionary, std).
+TEST_CASE("reference bottleneck: pooling, the concept loss and sparse decode are their derivatives") {
+  namespace bnr = tokenless::reference::bottleneck;
+  const auto segs = bnr::segments_from_lengths({{3, 1}, {2}});
+  const int d = 2;
+  std::vector<double> x(12), w(6);
+  for (std::size_t i = 0; i < x.size(); ++i) x[i] = std::sin(2.1 * static_cast<double>(i) + 0.3);  // no ties
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = std::cos(1.7 * static_cast<double>(i));
+  for (auto mode : {bnr::Pool::sum, bnr::Pool::mean, bnr::Pool::max, bnr::Pool::min, bnr::Pool::first, bnr::Pool::last}) {
+    const auto g = bnr::pool_backward(mode, x, w, d, segs);
+    for (std::size_t i = 0; i < x.size(); ++i) {
+      auto hi = x, lo = x;
+      hi[i] += 1e-6;
+      lo[i] -= 1e-6;
+      const auto ph = bnr::pool(mode, hi, d, segs), pl = bnr::pool(mode, lo, d, segs);
+      double fd = 0;
+      for (std::size_t j = 0; j < ph.size(); ++j) fd += w[j] * (ph[j] - pl[j]) / 2e-6;
+      CHECK(g[i] == doctest::Approx(fd).epsilon(1e-6));
+    }
+  }
+  // The concept loss: dL/dz of λ · mean_r mean_j CE(z_r, label_rj).
+  const std::vector<double> z = {0.3, -1.1, 0.8, 2.0, -0.5, 0.1, 0.7, -0.2};
+  const std::vector<std::int32_t> labels = {2, 0, 3, 3};
+  const auto [l0, dz] = bnr::concept_loss<double>(z, 2, 4, labels, 2, 0.1);
+  for (std::size_t i = 0; i < z.size(); ++i) {
+    auto hi = z, lo = z;
+    hi[i] += 1e-6;
+    lo[i] -= 1e-6;
+    const double fd = (bnr::concept_loss<double>(hi, 2, 4, labels, 2, 0.1).first -
+                       bnr::concept_loss<double>(lo, 2, 4, labels, 2, 0.1).first) / 2e-6;
+    CHECK(dz[i] == doctest::Approx(fd).epsilon(1e-6));
+  }
+  (void)l0;
+  // Sparse decode with the de-normalisation: dL/dval, dL/dW, dL/dstd, dL/dmean, dL/dbias.
+  bnr::Codes codes{{1, 3, 0, 3}, {0.5f, -1.25f, 2.0f, 0.75f}};
+  const std::vector<double> dict = {0.2, -0.4, 1.1, 0.3, -0.7, 0.9, 0.05, 0.6}, bias = {0.1, -0.3}, mean = {0.4, -0.2},
+                            sd = {1.5, 0.8}, gw = {0.3, -0.6, 1.2, 0.5};
+  const auto loss = [&](const bnr::Codes& c, const std::vector<double>& dc, const std::vector<double>& b,
+                        const std::vector<double>& m, const std::vector<double>& s) {
+    const auto out = bnr::sparse_decode<double>(c, 2, 2, dc, 2, b, {}, m, s);
+    double l = 0;
+    for (std::size_t i = 0; i < out.size(); ++i) l += gw[i] * out[i];
+    return l;
+  };
+  const auto gr = bnr::sparse_decode_backward<double>(codes, 2, 2, dict, 4, 2, bias, {}, sd, gw);
+  const auto fd_of = [&](auto perturb) {
+    return (perturb(1e-6) - perturb(-1e-6)) / 2e-6;
+  };
+  for (std::size_t i = 0; i < dict.size(); ++i) {
+    CHECK(gr.dict[i] == doctest::Approx(fd_of([&](double h) {
+                          auto dc = dict;
+                          dc[i] += h;
+                          return loss(codes, dc, bias, mean, sd);
+                        })).epsilon(1e-6));
+  }
+  for (int r = 0; r < 2; ++r) {
+    CHECK(gr.std[r] == doctest::Approx(fd_of([&](double h) {
+                         auto s = sd;
+                         s[r] += h;
+                         return loss(codes, dict, bias, mean, s);
+                       })).epsilon(1e-6));
+    CHECK(gr.mean[r] == doctest::Approx(fd_of([&](double h) {
+                          auto m = mean;
+                          m[r] += h;
+                          return loss(codes, dict, bias, m, sd);
+                        })).epsilon(1e-6));
+  }
+  for (int c = 0; c < 2; ++c) {
+    CHECK(gr.bias[c] == doctest::Approx(fd_of([&](double h) {
+                          auto b = bias;
+                          b[c] += h;
+                          return loss(codes, dict, b, mean, sd);
+                        })).epsilon(1e-6));
+  }
+  for (std::size_t e = 0; e < codes.val.size(); ++e) {
+    // Values are float in the codes: a step of 2^-10, exact there.
+    auto hi = codes, lo = codes;
+    hi.val[e] += 1.0f / 1024;
+    lo.val[e] -= 1.0f / 1024;
+    const double fd = (loss(hi, dict, bias, mean, sd) - loss(lo, dict, bias, mean, sd)) / (2.0 / 1024);
+    CHECK(gr.val[e] == doctest::Approx(fd).epsilon(1e-6));
+  }
+}
