@@ -21,6 +21,7 @@
 #include <tokenless/router/router.cuh>
 #include <tokenless/attention/attention.cuh>
 #include <tokenless/attention/decode.cuh>
+#include <tokenless/blocks/rms_norm.cuh>
 #include <tokenless/bottleneck/concepts.cuh>
 #include <tokenless/bottleneck/dechunk.cuh>
 #include <tokenless/bottleneck/pool.cuh>

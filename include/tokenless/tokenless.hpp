@@ -2,6 +2,7 @@
 // Everything in tokenless that compiles without nvcc: policies, host
 // references and host-side math. Kernels and launch APIs: tokenless.cuh.
 #include <tokenless/attention/policy.hpp>
+#include <tokenless/blocks/policy.hpp>
 #include <tokenless/bottleneck/policy.hpp>
 #include <tokenless/core/config.hpp>
 #include <tokenless/core/device.hpp>
@@ -22,6 +23,7 @@
 #include <tokenless/patcher/policy.hpp>
 #include <tokenless/router/policy.hpp>
 #include <tokenless/reference/attention.hpp>
+#include <tokenless/reference/blocks.hpp>
 #include <tokenless/reference/bottleneck.hpp>
 #include <tokenless/reference/gemm.hpp>
 #include <tokenless/reference/hash_embedding.hpp>

@@ -236,7 +236,7 @@ struct DechunkCarryKernel {
         b = dechunk::advance(ta, b, on ? p.tile_b[t * d + col] : 0.0f);
         a = dechunk::chain(a, ta);
       }
-      smem.a[w] = a;
+      if (lane == 0) smem.a[w] = a;  // the same in every lane: one writer
       smem.b[w][lane] = b;
       __syncthreads();
       // The runs before it, in order, from a zero state.
