@@ -6,7 +6,7 @@
 // with the add, eager and torch.compile (benchmarks/torch/blocks_eager.py).
 #include "harness.cuh"
 
-#include <tokenless/blocks/rms_norm.cuh>
+#include <tokenless/blocks/norm.cuh>
 
 namespace bk = tokenless::blocks;
 

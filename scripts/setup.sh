@@ -9,9 +9,10 @@ command -v g++ >/dev/null || pkgs+=(g++)
 command -v python3 >/dev/null || pkgs+=(python3)
 command -v c++filt >/dev/null || pkgs+=(binutils)
 command -v ccache >/dev/null || pkgs+=(ccache)
-[ -f /usr/include/nlohmann/json.hpp ] || pkgs+=(nlohmann-json3-dev)  # the demo's JSON output
+[ -f /usr/include/nlohmann/json.hpp ] || pkgs+=(nlohmann-json3-dev)  # the demo's JSON output, the safetensors reader
 if [ "${1:-}" = "--tests" ]; then
   [ -f /usr/include/doctest/doctest.h ] || pkgs+=(doctest-dev)
+  command -v clang++ >/dev/null || pkgs+=(clang libclang-rt-dev)  # libFuzzer: the safetensors reader's fuzz test
 fi
 if [ "${1:-}" = "--tests" ] || [ "${1:-}" = "--benchmarks" ]; then
   [ -f /usr/include/benchmark/benchmark.h ] || pkgs+=(libbenchmark-dev)

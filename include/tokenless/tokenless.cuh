@@ -21,7 +21,10 @@
 #include <tokenless/router/router.cuh>
 #include <tokenless/attention/attention.cuh>
 #include <tokenless/attention/decode.cuh>
-#include <tokenless/blocks/rms_norm.cuh>
+#include <tokenless/blocks/activation.cuh>
+#include <tokenless/blocks/moe.cuh>
+#include <tokenless/blocks/norm.cuh>
+#include <tokenless/blocks/rope.cuh>
 #include <tokenless/bottleneck/concepts.cuh>
 #include <tokenless/bottleneck/dechunk.cuh>
 #include <tokenless/bottleneck/pool.cuh>

@@ -1,10 +1,13 @@
-// Compile tier: the backbone blocks (RMSNorm so far), every norm policy and
-// dtype (both vector widths are instantiated behind each run()).
+// Compile tier: the backbone blocks, every policy and dtype (both vector
+// widths are instantiated behind each run()): the norms, RoPE's layouts,
+// the activations gated and plain.
 #include <tokenless/tokenless.cuh>
 
 namespace bk = tokenless::blocks;
 static_assert(tokenless::TuningSelector<bk::tuning_for>);
 static_assert(bk::NormPolicy<bk::NormThenCast> && bk::NormPolicy<bk::ScaleInFp32>);
+static_assert(bk::RopeLayout<bk::RopeHalf> && bk::RopeLayout<bk::RopeInterleaved>);
+static_assert(bk::ActivationPolicy<bk::Silu> && bk::ActivationPolicy<bk::GeluTanh>);
 
 template <class P, class T>
 void instantiate_rms_norm() {
@@ -18,3 +21,52 @@ template void instantiate_rms_norm<bk::NormThenCast, __nv_bfloat16>();
 template void instantiate_rms_norm<bk::ScaleInFp32, float>();
 template void instantiate_rms_norm<bk::ScaleInFp32, __half>();
 template void instantiate_rms_norm<bk::ScaleInFp32, __nv_bfloat16>();
+
+template <class T>
+void instantiate_layer_norm() {
+  static_assert(tokenless::Operation<bk::LayerNorm<T>> && tokenless::Operation<bk::LayerNormBackward<T>>);
+  (void)&bk::LayerNorm<T>::run;
+  (void)&bk::LayerNormBackward<T>::run;
+}
+template void instantiate_layer_norm<float>();
+template void instantiate_layer_norm<__half>();
+template void instantiate_layer_norm<__nv_bfloat16>();
+
+template <class L, class T>
+void instantiate_rope() {
+  static_assert(tokenless::Operation<bk::Rope<L, T>>);
+  (void)&bk::Rope<L, T>::run;
+  (void)&bk::Rope<L, T>::run_backward;
+}
+template void instantiate_rope<bk::RopeHalf, float>();
+template void instantiate_rope<bk::RopeHalf, __half>();
+template void instantiate_rope<bk::RopeHalf, __nv_bfloat16>();
+template void instantiate_rope<bk::RopeInterleaved, float>();
+template void instantiate_rope<bk::RopeInterleaved, __nv_bfloat16>();
+
+template <class A, class T>
+void instantiate_activation() {
+  static_assert(tokenless::Operation<bk::Gated<A, T>> && tokenless::Operation<bk::GatedBackward<A, T>>);
+  static_assert(tokenless::Operation<bk::Activation<A, T>> && tokenless::Operation<bk::ActivationBackward<A, T>>);
+  (void)&bk::Gated<A, T>::run;
+  (void)&bk::GatedBackward<A, T>::run;
+  (void)&bk::Activation<A, T>::run;
+  (void)&bk::ActivationBackward<A, T>::run;
+}
+template void instantiate_activation<bk::Silu, float>();
+template void instantiate_activation<bk::Silu, __half>();
+template void instantiate_activation<bk::Silu, __nv_bfloat16>();
+template void instantiate_activation<bk::GeluTanh, float>();
+template void instantiate_activation<bk::GeluTanh, __nv_bfloat16>();
+
+template <class T>
+void instantiate_moe() {
+  static_assert(tokenless::Operation<bk::GroupedGemm<T>> && tokenless::Operation<bk::Moe<bk::Silu, T>> &&
+                tokenless::Operation<bk::MoeBalanceLoss<T>>);
+  (void)&bk::GroupedGemm<T>::run;
+  (void)&bk::Moe<bk::Silu, T>::run;
+  (void)&bk::MoeBalanceLoss<T>::run;
+}
+template void instantiate_moe<float>();
+template void instantiate_moe<__half>();
+template void instantiate_moe<__nv_bfloat16>();

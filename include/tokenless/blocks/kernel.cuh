@@ -1,9 +1,13 @@
 #pragma once
-// The blocks' schedule: RMSNorm a warp a row, its lanes across the features
-// in 16-byte vectors (scalar when the rows do not allow them), two passes
-// over the row (the sum of squares, then the output); the weight's gradient
-// a block per 32 columns, its warps over runs of rows, added in warp order
-// (no atomics: the same bits on every run).
+// The norms' schedule: a warp a row, its lanes across the features in
+// 16-byte vectors (scalar when the rows do not allow them), passes over the
+// row held in cache (LayerNorm: the mean, the centred sum of squares, the
+// output; RMSNorm: the sum of squares, the output). The weight's and bias's
+// gradients: a block per 32 columns, its warps over runs of rows, added in
+// warp order (no atomics: the same bits on every run).
+//
+// One kernel serves both norms: kCentered is LayerNorm (the mean taken out,
+// a bias), otherwise RMSNorm.
 #include <tokenless/blocks/policy.hpp>
 #include <tokenless/core/config.hpp>
 #include <tokenless/core/dtype.hpp>
@@ -32,18 +36,19 @@ TL_UNROLL
 
 // 1 / sqrt(mean + eps) with IEEE sqrt and division, so that the executor
 // and the GPU agree (rsqrtf is approximate).
-TL_DEVICE TL_FORCEINLINE float inv_rms(float sum_squares, int d, float eps) {
+TL_DEVICE TL_FORCEINLINE float inv_root(float sum_squares, int d, float eps) {
   return 1.0f / sqrtf(sum_squares / static_cast<float>(d) + eps);
 }
 
-template <class P, class T, int W>
-struct RmsNormKernel {
+template <bool kCentered, class P, class T, int W>
+struct NormKernel {
   struct Params {
     const T* x;
     std::int64_t x_stride;
     const T* residual;  // optional: h = residual + x
     std::int64_t residual_stride;
     const T* weight;
+    const T* bias;  // LayerNorm, optional
     std::int64_t rows;
     int d;
     float eps;
@@ -51,7 +56,8 @@ struct RmsNormKernel {
     std::int64_t out_stride;
     T* residual_out;  // optional: h
     std::int64_t residual_out_stride;
-    float* inv;  // optional: [rows]
+    float* inv;   // optional: [rows]
+    float* mean;  // LayerNorm, optional: [rows]
   };
   static constexpr int kThreads = 256;
   // h at columns [c, c + W) of row r: the add rounded to T, as the model's is.
@@ -63,40 +69,60 @@ struct RmsNormKernel {
 TL_UNROLL
     for (int i = 0; i < W; ++i) h[i] = round_trip<T>(a[i] + h[i]);
   }
+  // h again: from residual_out once written (it may alias the residual).
+  TL_DEVICE static void row_h_again(const Params& p, std::int64_t r, int c, float (&h)[W]) {
+    if (p.residual_out) load<T, W>(p.residual_out + r * p.residual_out_stride + c, h);
+    else row_h(p, r, c, h);
+  }
   TL_DEVICE void operator()(const Params& p) const {
     work::warp_items(p.rows, [&](std::int64_t r, int lane) {
-      float ss = 0.0f;
+      float sum = 0.0f;  // RMSNorm: of squares; LayerNorm: of values
       for (int c = lane * W; c < p.d; c += 32 * W) {
         float h[W];
         row_h(p, r, c, h);
 TL_UNROLL
-        for (int i = 0; i < W; ++i) ss = fmaf(h[i], h[i], ss);
+        for (int i = 0; i < W; ++i) sum = kCentered ? sum + h[i] : fmaf(h[i], h[i], sum);
         if (p.residual_out) store<T, W>(p.residual_out + r * p.residual_out_stride + c, h);
       }
-      const float inv = inv_rms(warp::reduce(ss, Sum{}), p.d, p.eps);
-      for (int c = lane * W; c < p.d; c += 32 * W) {
-        float h[W], w[W];
-        // h again: from residual_out when written (it may alias the residual).
-        if (p.residual_out) load<T, W>(p.residual_out + r * p.residual_out_stride + c, h);
-        else row_h(p, r, c, h);
-        load<T, W>(p.weight + c, w);
+      sum = warp::reduce(sum, Sum{});
+      float mu = 0.0f;
+      if constexpr (kCentered) {
+        mu = sum / static_cast<float>(p.d);
+        sum = 0.0f;
+        for (int c = lane * W; c < p.d; c += 32 * W) {
+          float h[W];
+          row_h_again(p, r, c, h);
 TL_UNROLL
-        for (int i = 0; i < W; ++i) h[i] = P::template apply<T>(h[i] * inv, w[i]);
+          for (int i = 0; i < W; ++i) sum = fmaf(h[i] - mu, h[i] - mu, sum);
+        }
+        sum = warp::reduce(sum, Sum{});
+      }
+      const float inv = inv_root(sum, p.d, p.eps);
+      for (int c = lane * W; c < p.d; c += 32 * W) {
+        float h[W], w[W], b[W] = {};
+        row_h_again(p, r, c, h);
+        load<T, W>(p.weight + c, w);
+        if (kCentered && p.bias) load<T, W>(p.bias + c, b);
+TL_UNROLL
+        for (int i = 0; i < W; ++i) h[i] = P::template apply<T>((h[i] - mu) * inv, w[i]) + b[i];
         store<T, W>(p.out + r * p.out_stride + c, h);
       }
       if (lane == 0 && p.inv) p.inv[r] = inv;
+      if (kCentered && lane == 0 && p.mean) p.mean[r] = mu;
     });
   }
 };
 
-// dL/dh = inv (dn - n <dn, n> / d) + dL/dh from the residual path, with
-// n = h · inv and dn = dy · w: the gradient of x and of the residual both.
-template <class P, class T, int W>
-struct RmsNormBackwardKernel {
+// dL/dh = inv (dn - [mean(dn)] - n mean(dn · n)) + dL/dh from the residual
+// path, with n = (h - [mu]) · inv and dn = dy · w (the bracketed terms
+// LayerNorm's): the gradient of x and of the residual both.
+template <bool kCentered, class P, class T, int W>
+struct NormBackwardKernel {
   struct Params {
     const T* h;
     std::int64_t h_stride;
     const float* inv;
+    const float* mean;  // LayerNorm
     const T* weight;
     const T* grad_out;
     std::int64_t grad_out_stride;
@@ -111,16 +137,21 @@ struct RmsNormBackwardKernel {
   TL_DEVICE void operator()(const Params& p) const {
     work::warp_items(p.rows, [&](std::int64_t r, int lane) {
       const float inv = p.inv[r];
-      float dot = 0.0f;
+      const float mu = kCentered ? p.mean[r] : 0.0f;
+      float dot = 0.0f, sum = 0.0f;
       for (int c = lane * W; c < p.d; c += 32 * W) {
         float h[W], g[W], w[W];
         load<T, W>(p.h + r * p.h_stride + c, h);
         load<T, W>(p.grad_out + r * p.grad_out_stride + c, g);
         load<T, W>(p.weight + c, w);
 TL_UNROLL
-        for (int i = 0; i < W; ++i) dot = fmaf(g[i] * w[i], h[i] * inv, dot);
+        for (int i = 0; i < W; ++i) {
+          dot = fmaf(g[i] * w[i], (h[i] - mu) * inv, dot);
+          if constexpr (kCentered) sum += g[i] * w[i];
+        }
       }
       const float mean_dot = warp::reduce(dot, Sum{}) / static_cast<float>(p.d);
+      const float mean_dn = kCentered ? warp::reduce(sum, Sum{}) / static_cast<float>(p.d) : 0.0f;
       for (int c = lane * W; c < p.d; c += 32 * W) {
         float h[W], g[W], w[W], gr[W];
         load<T, W>(p.h + r * p.h_stride + c, h);
@@ -129,7 +160,7 @@ TL_UNROLL
         if (p.grad_residual) load<T, W>(p.grad_residual + r * p.grad_residual_stride + c, gr);
 TL_UNROLL
         for (int i = 0; i < W; ++i) {
-          const float v = inv * (g[i] * w[i] - h[i] * inv * mean_dot);
+          const float v = inv * (g[i] * w[i] - mean_dn - (h[i] - mu) * inv * mean_dot);
           g[i] = p.grad_residual ? v + gr[i] : v;
         }
         store<T, W>(p.grad_h + r * p.grad_h_stride + c, g);
@@ -138,48 +169,71 @@ TL_UNROLL
   }
 };
 
-// dL/dw[c] (+)= Σ_r dy[r, c] · n[r, c] (n as the forward stored it), a block
-// per 32 columns, its warps over runs of rows, the runs added in warp order.
-template <class P, class T>
-struct RmsNormWeightGradKernel {
+// Column sums over rows, a block per 32 columns (grid-stride), its warps
+// over runs of rows, the runs added in warp order: deterministic. f(r, c)
+// gives the terms (up to two sums at once), done(c, s0, s1) takes the totals.
+template <int kWarps, class F, class Done>
+TL_DEVICE TL_FORCEINLINE void column_sums(std::int64_t rows, int d, float (&part)[2][kWarps][32], F&& f,
+                                          Done&& done) {
+  const int lane = static_cast<int>(threadIdx.x) & 31, w = static_cast<int>(threadIdx.x) >> 5;
+  const std::int64_t run = (rows + kWarps - 1) / kWarps;
+  const std::int64_t r0 = w * run, r1 = r0 + run < rows ? r0 + run : rows;
+  for (int c0 = static_cast<int>(blockIdx.x) * 32; c0 < d; c0 += static_cast<int>(gridDim.x) * 32) {
+    const int c = c0 + lane;
+    float a0 = 0.0f, a1 = 0.0f;
+    if (c < d) {
+      for (std::int64_t r = r0; r < r1; ++r) f(r, c, a0, a1);
+    }
+    part[0][w][lane] = a0;
+    part[1][w][lane] = a1;
+    __syncthreads();
+    if (w == 0 && c < d) {
+      float t0 = 0.0f, t1 = 0.0f;
+      for (int v = 0; v < kWarps; ++v) {
+        t0 += part[0][v][lane];
+        t1 += part[1][v][lane];
+      }
+      done(c, t0, t1);
+    }
+    __syncthreads();
+  }
+}
+
+// dL/dw[c] (+)= Σ_r dy[r, c] · n[r, c] (n as the forward stored it), and
+// LayerNorm's dL/db[c] (+)= Σ_r dy[r, c].
+template <bool kCentered, class P, class T>
+struct NormWeightGradKernel {
   struct Params {
     const T* h;
     std::int64_t h_stride;
     const float* inv;
+    const float* mean;  // LayerNorm
     const T* grad_out;
     std::int64_t grad_out_stride;
     std::int64_t rows;
     int d;
     bool accumulate;
-    float* grad_weight;
+    float* grad_weight;  // optional
+    float* grad_bias;    // LayerNorm, optional
   };
   static constexpr int kThreads = 256;
   static constexpr int kWarps = kThreads / 32;
   struct SharedStorage {
-    float part[kWarps][32];
+    float part[2][kWarps][32];
   };
   TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
-    const int lane = static_cast<int>(threadIdx.x) & 31, w = static_cast<int>(threadIdx.x) >> 5;
-    const std::int64_t run = (p.rows + kWarps - 1) / kWarps;
-    const std::int64_t r0 = w * run, r1 = r0 + run < p.rows ? r0 + run : p.rows;
-    for (int c0 = static_cast<int>(blockIdx.x) * 32; c0 < p.d; c0 += static_cast<int>(gridDim.x) * 32) {
-      const int c = c0 + lane;
-      float acc = 0.0f;
-      if (c < p.d) {
-        for (std::int64_t r = r0; r < r1; ++r) {
-          const float n = P::template normed_as_stored<T>(to_float(p.h[r * p.h_stride + c]) * p.inv[r]);
-          acc = fmaf(to_float(p.grad_out[r * p.grad_out_stride + c]), n, acc);
-        }
-      }
-      s.part[w][lane] = acc;
-      __syncthreads();
-      if (w == 0 && c < p.d) {
-        float t = 0.0f;
-        for (int v = 0; v < kWarps; ++v) t += s.part[v][lane];
-        p.grad_weight[c] = p.accumulate ? p.grad_weight[c] + t : t;
-      }
-      __syncthreads();
-    }
+    column_sums<kWarps>(
+        p.rows, p.d, s.part,
+        [&](std::int64_t r, int c, float& dw, float& db) {
+          const float mu = kCentered ? p.mean[r] : 0.0f;
+          const float g = to_float(p.grad_out[r * p.grad_out_stride + c]);
+          dw = fmaf(g, P::template normed_as_stored<T>((to_float(p.h[r * p.h_stride + c]) - mu) * p.inv[r]), dw);
+          db += g;
+        },
+        [&](int c, float dw, float db) {
+          if (p.grad_weight) p.grad_weight[c] = p.accumulate ? p.grad_weight[c] + dw : dw;
+          if (kCentered && p.grad_bias) p.grad_bias[c] = p.accumulate ? p.grad_bias[c] + db : db;
+        });
   }
 };
 

@@ -1,0 +1,447 @@
+#pragma once
+// Mixtral-style MoE's schedule.
+//
+// Grouped GEMM: the rows of A fall into groups (experts) by device-side
+// offsets, a VarlenBatch (offsets = cu_seqlens). A block computes a 64 x 64
+// tile of C = A · B[g]ᵀ for one group, B[g] the group's [n, k] weight (an
+// nn.Linear's layout). The grid has total / 64 + groups row tiles, at least
+// as many as the groups need whatever their sizes (attention's tile_count):
+// no count is read on the host. 16-bit types use mma.sync m16n8k16 (a warp
+// 16 rows, 64-wide k steps through padded shared tiles); fp32 uses a SIMT
+// tile (a thread 4 rows x 8 columns).
+//
+// Routing: a warp a token (softmax over the experts in fp32, top-k by value,
+// lower expert first on ties, renormalised); dispatch by a stable radix sort
+// of (expert, token·k + slot); combine a warp a token, reading its k rows.
+// No atomics anywhere: every run gives the same bits.
+#include <tokenless/attention/kernel.cuh>
+#include <tokenless/blocks/policy.hpp>
+#include <tokenless/core/async_copy.cuh>
+#include <tokenless/core/config.hpp>
+#include <tokenless/core/device_status.cuh>
+#include <tokenless/core/dtype.hpp>
+#include <tokenless/core/kernel.cuh>
+#include <tokenless/core/mma.cuh>
+#include <tokenless/core/varlen.hpp>
+#include <tokenless/core/warp.cuh>
+
+#include <cstdint>
+
+namespace tokenless::blocks::detail {
+
+inline constexpr int kGemmTile = 64;      // rows and columns of a block's C tile
+inline constexpr int kMoeMaxExperts = 256;
+inline constexpr int kMoeMaxTopK = 8;
+
+// A group's row tiles (attention's mapping): tile t of the grid belongs to
+// group g with rows [lo, lo + 64) of it, or to none (the block returns).
+TL_DEVICE TL_FORCEINLINE bool group_tile(const VarlenBatch& groups, std::int64_t t, std::int64_t& g, int& lo) {
+  return attention::detail::find_tile(groups, kGemmTile, t, g, lo);
+}
+
+template <class T>
+struct GemmParams {
+  const T* a;  // [m, k] rows lda apart
+  std::int64_t lda;
+  const T* b;  // groups x [n, k], rows ldb apart, groups b_stride apart
+  std::int64_t ldb, b_stride;
+  T* c;  // [m, n] rows ldc apart
+  std::int64_t ldc;
+  VarlenBatch groups;  // the row offsets (a single group: uniform(1, m))
+  int n, k;
+  DeviceStatus* status;  // optional: offsets checked on the device (null: made by the library)
+};
+
+// Tensor cores: a 64 x 64 tile, 4 warps of 16 rows, k in steps of 64.
+template <class T>
+struct GroupedGemmKernel {
+  using Tr = attention::detail::Traits<kGemmTile>;
+  static constexpr int kS = Tr::kStride;
+  struct Params : GemmParams<T> {};
+  static constexpr int kThreads = Tr::kThreads;
+  static_assert(kThreads == 128 && kGemmTile == 16 * (kThreads / 32), "a warp owns 16 rows");
+  struct SharedStorage {
+    T a[kGemmTile * kS];
+    T b[kGemmTile * kS];
+  };
+  // Rows [0, rows) x columns [k0, k0 + 64) of g into a padded tile; what
+  // lies past `rows` or past k is zero (k is a multiple of 8).
+  TL_DEVICE static void load(T* s, const T* g, std::int64_t ld, int rows, int k0, int k) {
+    for (int c = static_cast<int>(threadIdx.x); c < kGemmTile * (kGemmTile / 8); c += kThreads) {
+      const int r = c / (kGemmTile / 8), ch = (c % (kGemmTile / 8)) * 8;
+      T* dst = s + r * kS + ch;
+      if (r < rows && k0 + ch < k) async::copy16(dst, g + r * ld + k0 + ch);
+      else *reinterpret_cast<Vec<std::uint32_t, 4>*>(dst) = Vec<std::uint32_t, 4>{};
+    }
+  }
+  TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
+    std::int64_t g;
+    int lo;
+    if (!group_tile(p.groups, blockIdx.x, g, lo)) return;
+    const std::int64_t row0 = p.groups.start(g) + lo;
+    const int rows = attention::imin(kGemmTile, static_cast<int>(p.groups.length(g)) - lo);
+    const int n0 = static_cast<int>(blockIdx.y) * kGemmTile, cols = attention::imin(kGemmTile, p.n - n0);
+    const T* a = p.a + row0 * p.lda;
+    const T* b = p.b + g * p.b_stride + static_cast<std::int64_t>(n0) * p.ldb;
+    const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
+    mma::FragC acc[kGemmTile / 8];
+TL_UNROLL
+    for (int j = 0; j < kGemmTile / 8; ++j) acc[j] = {};
+    for (int k0 = 0; k0 < p.k; k0 += kGemmTile) {
+      load(s.a, a, p.lda, rows, k0, p.k);
+      load(s.b, b, p.ldb, cols, k0, p.k);
+      async::commit();
+      async::wait<0>();
+      __syncthreads();
+      attention::detail::gemm_nk<kGemmTile, kGemmTile, kGemmTile, T>(acc, s.a, warp * 16, s.b);
+      __syncthreads();
+    }
+    const int gr = lane >> 2, t = lane & 3;
+TL_UNROLL
+    for (int j = 0; j < kGemmTile / 8; ++j) {
+TL_UNROLL
+      for (int i = 0; i < 4; ++i) {
+        const int r = warp * 16 + gr + (i >= 2 ? 8 : 0), col = j * 8 + 2 * t + (i & 1);
+        if (r < rows && col < cols) p.c[(row0 + r) * p.ldc + n0 + col] = from_float<T>(acc[j].x[i]);
+      }
+    }
+  }
+};
+
+// fp32: the same tiles on the SIMT cores, k in steps of 32, a thread 4 rows
+// (16 row groups) by 8 columns (8 column groups, strided by 8), fmaf in k
+// order.
+struct GroupedGemmF32Kernel {
+  static constexpr int kK = 32;
+  struct Params : GemmParams<float> {};
+  static constexpr int kThreads = 128;
+  struct SharedStorage {
+    float a[kGemmTile][kK + 1];
+    float b[kGemmTile][kK + 1];
+  };
+  TL_DEVICE static void load(float (*s)[kK + 1], const float* g, std::int64_t ld, int rows, int k0, int k) {
+    for (int c = static_cast<int>(threadIdx.x); c < kGemmTile * kK; c += kThreads) {
+      const int r = c / kK, col = c % kK;
+      s[r][col] = r < rows && k0 + col < k ? g[r * ld + k0 + col] : 0.0f;
+    }
+  }
+  TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
+    std::int64_t g;
+    int lo;
+    if (!group_tile(p.groups, blockIdx.x, g, lo)) return;
+    const std::int64_t row0 = p.groups.start(g) + lo;
+    const int rows = attention::imin(kGemmTile, static_cast<int>(p.groups.length(g)) - lo);
+    const int n0 = static_cast<int>(blockIdx.y) * kGemmTile, cols = attention::imin(kGemmTile, p.n - n0);
+    const float* a = p.a + row0 * p.lda;
+    const float* b = p.b + g * p.b_stride + static_cast<std::int64_t>(n0) * p.ldb;
+    const int tr = static_cast<int>(threadIdx.x) / 8, tc = static_cast<int>(threadIdx.x) % 8;
+    float acc[4][8] = {};
+    for (int k0 = 0; k0 < p.k; k0 += kK) {
+      load(s.a, a, p.lda, rows, k0, p.k);
+      load(s.b, b, p.ldb, cols, k0, p.k);
+      __syncthreads();
+      for (int kk = 0; kk < kK; ++kk) {
+TL_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          const float av = s.a[tr * 4 + i][kk];
+TL_UNROLL
+          for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(av, s.b[tc + 8 * j][kk], acc[i][j]);
+        }
+      }
+      __syncthreads();
+    }
+TL_UNROLL
+    for (int i = 0; i < 4; ++i) {
+TL_UNROLL
+      for (int j = 0; j < 8; ++j) {
+        const int r = tr * 4 + i, col = tc + 8 * j;
+        if (r < rows && col < cols) p.c[(row0 + r) * p.ldc + n0 + col] = acc[i][j];
+      }
+    }
+  }
+};
+
+// ------------------------------------------------------------------ routing
+
+// A warp a token: p = softmax(logits) in fp32, the top k by value (lower
+// expert first on ties), renormalised: weight[t, s], expert[t, s]; the sort's
+// keys (the expert) and values (t·k + s).
+template <class T>
+struct RouteKernel {
+  struct Params {
+    const T* logits;  // [tokens, experts], rows `stride` apart
+    std::int64_t stride;
+    std::int64_t tokens;
+    int experts, k;
+    bool renormalize;
+    std::int32_t* expert;  // [tokens, k]
+    float* weight;         // [tokens, k]
+    std::uint32_t* keys;   // [tokens, k]
+    std::int32_t* slots;   // [tokens, k]
+  };
+  static constexpr int kThreads = 256;
+  static constexpr int kPerLane = kMoeMaxExperts / 32;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::warp_items(p.tokens, [&](std::int64_t t, int lane) {
+      float v[kPerLane];
+      float mx = -INFINITY;
+TL_UNROLL
+      for (int q = 0; q < kPerLane; ++q) {
+        const int e = lane + 32 * q;
+        v[q] = e < p.experts ? to_float(p.logits[t * p.stride + e]) : -INFINITY;
+        mx = fmaxf(mx, v[q]);
+      }
+      mx = warp::reduce(mx, Max{});
+      float sum = 0.0f;
+TL_UNROLL
+      for (int q = 0; q < kPerLane; ++q) {
+        const int e = lane + 32 * q;
+        v[q] = e < p.experts ? expf(v[q] - mx) : 0.0f;
+        sum += v[q];
+      }
+      sum = warp::reduce(sum, Sum{});
+      // k rounds of a warp argmax; a taken expert drops below every
+      // probability. Lane s keeps the s-th pick.
+      float mine = 0.0f, total = 0.0f;
+      int mine_e = 0;
+      for (int s = 0; s < p.k; ++s) {
+        float best = -1.0f;
+        int best_e = 0x7fffffff;
+TL_UNROLL
+        for (int q = 0; q < kPerLane; ++q) {
+          const int e = lane + 32 * q;
+          const float pe = e < p.experts ? v[q] / sum : -1.0f;
+          if (pe > best) {  // q ascending: the lower expert wins ties within a lane
+            best = pe;
+            best_e = e;
+          }
+        }
+TL_UNROLL
+        for (int o = 16; o > 0; o >>= 1) {
+          const float ob = warp::shfl_xor(best, o);
+          const int oe = warp::shfl_xor(best_e, o);
+          if (ob > best || (ob == best && oe < best_e)) {
+            best = ob;
+            best_e = oe;
+          }
+        }
+        if (lane == s) {
+          mine = best;
+          mine_e = best_e;
+        }
+        total += best;
+TL_UNROLL
+        for (int q = 0; q < kPerLane; ++q) {
+          if (lane + 32 * q == best_e) v[q] = -2.0f * sum;
+        }
+      }
+      if (lane < p.k) {
+        const std::int64_t i = t * p.k + lane;
+        p.expert[i] = mine_e;
+        p.weight[i] = p.renormalize ? mine / total : mine;
+        p.keys[i] = static_cast<std::uint32_t>(mine_e);
+        p.slots[i] = static_cast<std::int32_t>(i);
+      }
+    });
+  }
+};
+
+// After the sort: the expert offsets (offsets[e] = the first sorted entry
+// of expert e or later), where each (token, slot) went, and its row of x.
+struct DispatchKernel {
+  struct Params {
+    const std::uint32_t* keys;   // [n] sorted experts
+    const std::int32_t* slots;   // [n] t·k + s, in sorted order
+    std::int64_t n;
+    int experts;
+    std::int32_t* offsets;       // [experts + 1]
+    std::int32_t* position;      // [n]: position[t·k + s] = sorted index
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.n + 1, [&](std::int64_t i) {
+      // Experts in (prev, cur] start at i.
+      const int prev = i == 0 ? -1 : static_cast<int>(p.keys[i - 1]);
+      const int cur = i == p.n ? p.experts : static_cast<int>(p.keys[i]);
+      for (int e = prev + 1; e <= cur; ++e) p.offsets[e] = static_cast<std::int32_t>(i);
+      if (i < p.n) p.position[p.slots[i]] = static_cast<std::int32_t>(i);
+    });
+  }
+};
+
+// x_perm[i] = x[slots[i] / k]: a warp a sorted row, 16-byte vectors.
+template <class T, int W>
+struct GatherRowsKernel {
+  struct Params {
+    const T* x;
+    std::int64_t x_stride;
+    const std::int32_t* slots;
+    std::int64_t n;
+    int k, d;
+    T* out;  // [n, d] packed
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::warp_items(p.n, [&](std::int64_t i, int lane) {
+      const std::int64_t t = p.slots[i] / p.k;  // 32-bit operands: n < 2^31
+      for (int c = lane * W; c < p.d; c += 32 * W) {
+        *reinterpret_cast<Vec<T, W>*>(p.out + i * p.d + c) = *reinterpret_cast<const Vec<T, W>*>(p.x + t * p.x_stride + c);
+      }
+    });
+  }
+};
+
+// out[t] = Σ_s weight[t, s] · y[position[t·k + s]] in fp32, rounded once.
+template <class T, int W>
+struct CombineKernel {
+  struct Params {
+    const T* y;  // [n, d] packed, in sorted order
+    const float* weight;
+    const std::int32_t* position;
+    std::int64_t tokens;
+    int k, d;
+    T* out;
+    std::int64_t out_stride;
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::warp_items(p.tokens, [&](std::int64_t t, int lane) {
+      for (int c = lane * W; c < p.d; c += 32 * W) {
+        float acc[W] = {};
+        for (int s = 0; s < p.k; ++s) {
+          const float w = p.weight[t * p.k + s];
+          const Vec<T, W> y = *reinterpret_cast<const Vec<T, W>*>(p.y + p.position[t * p.k + s] * std::int64_t{p.d} + c);
+TL_UNROLL
+          for (int i = 0; i < W; ++i) acc[i] = fmaf(w, to_float(y.v[i]), acc[i]);
+        }
+        Vec<T, W> o;
+TL_UNROLL
+        for (int i = 0; i < W; ++i) o.v[i] = from_float<T>(acc[i]);
+        *reinterpret_cast<Vec<T, W>*>(p.out + t * p.out_stride + c) = o;
+      }
+    });
+  }
+};
+
+// ------------------------------------------------------------------ the load-balancing loss
+
+// Per block: Σ_rows p[r, e] and the count of rows that picked e, a warp's
+// rows in order, the warps added in order: partial[block][2][experts].
+template <class T>
+struct BalanceKernel {
+  struct Params {
+    const T* logits;
+    std::int64_t stride;
+    std::int64_t rows;
+    int experts, k;
+    std::int64_t per_block;  // rows a block takes
+    float* partial;          // [gridDim.x, 2, experts]
+  };
+  static constexpr int kThreads = 256;
+  static constexpr int kWarps = kThreads / 32;
+  static constexpr int kPerLane = kMoeMaxExperts / 32;
+  struct SharedStorage {
+    float part[kWarps][2][kMoeMaxExperts];
+  };
+  TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
+    const int lane = static_cast<int>(threadIdx.x) & 31, w = static_cast<int>(threadIdx.x) >> 5;
+    float prob[kPerLane] = {}, count[kPerLane] = {};
+    const std::int64_t b0 = blockIdx.x * p.per_block, b1 = b0 + p.per_block < p.rows ? b0 + p.per_block : p.rows;
+    for (std::int64_t r = b0 + w; r < b1; r += kWarps) {
+      float v[kPerLane], mx = -INFINITY;
+TL_UNROLL
+      for (int q = 0; q < kPerLane; ++q) {
+        const int e = lane + 32 * q;
+        v[q] = e < p.experts ? to_float(p.logits[r * p.stride + e]) : -INFINITY;
+        mx = fmaxf(mx, v[q]);
+      }
+      mx = warp::reduce(mx, Max{});
+      float sum = 0.0f;
+TL_UNROLL
+      for (int q = 0; q < kPerLane; ++q) {
+        v[q] = lane + 32 * q < p.experts ? expf(v[q] - mx) : 0.0f;
+        sum += v[q];
+      }
+      sum = warp::reduce(sum, Sum{});
+TL_UNROLL
+      for (int q = 0; q < kPerLane; ++q) {
+        v[q] /= sum;
+        prob[q] += v[q];
+      }
+      // The top k (lower expert first on ties), as the router picks them.
+      bool taken[kPerLane] = {};
+      for (int sel = 0; sel < p.k; ++sel) {
+        float best = -1.0f;
+        int best_e = 0x7fffffff;
+TL_UNROLL
+        for (int q = 0; q < kPerLane; ++q) {
+          const int e = lane + 32 * q;
+          if (e < p.experts && !taken[q] && v[q] > best) {
+            best = v[q];
+            best_e = e;
+          }
+        }
+TL_UNROLL
+        for (int o = 16; o > 0; o >>= 1) {
+          const float ob = warp::shfl_xor(best, o);
+          const int oe = warp::shfl_xor(best_e, o);
+          if (ob > best || (ob == best && oe < best_e)) {
+            best = ob;
+            best_e = oe;
+          }
+        }
+TL_UNROLL
+        for (int q = 0; q < kPerLane; ++q) {
+          if (lane + 32 * q == best_e) {
+            taken[q] = true;
+            count[q] += 1.0f;
+          }
+        }
+      }
+    }
+TL_UNROLL
+    for (int q = 0; q < kPerLane; ++q) {
+      const int e = lane + 32 * q;
+      if (e < p.experts) {
+        s.part[w][0][e] = prob[q];
+        s.part[w][1][e] = count[q];
+      }
+    }
+    __syncthreads();
+    for (int i = static_cast<int>(threadIdx.x); i < 2 * p.experts; i += kThreads) {
+      const int which = i / p.experts, e = i % p.experts;
+      float t = 0.0f;
+      for (int v = 0; v < kWarps; ++v) t += s.part[v][which][e];
+      p.partial[(static_cast<std::int64_t>(blockIdx.x) * 2 + which) * p.experts + e] = t;
+    }
+  }
+};
+
+// loss = experts · Σ_e (count_e / rows) · (Σ p_e / rows), the partials added
+// in block order; one warp.
+struct BalanceTotalKernel {
+  struct Params {
+    const float* partial;
+    int blocks, experts;
+    std::int64_t rows;
+    float* loss;
+  };
+  static constexpr int kThreads = 32;
+  TL_DEVICE void operator()(const Params& p) const {
+    const int lane = static_cast<int>(threadIdx.x);
+    float acc = 0.0f;
+    for (int e = lane; e < p.experts; e += 32) {
+      float prob = 0.0f, count = 0.0f;
+      for (int b = 0; b < p.blocks; ++b) {
+        prob += p.partial[(static_cast<std::int64_t>(b) * 2) * p.experts + e];
+        count += p.partial[(static_cast<std::int64_t>(b) * 2 + 1) * p.experts + e];
+      }
+      const float n = static_cast<float>(p.rows);
+      acc += (count / n) * (prob / n);
+    }
+    acc = warp::reduce(acc, Sum{});
+    if (lane == 0) *p.loss = acc * static_cast<float>(p.experts);
+  }
+};
+
+}  // namespace tokenless::blocks::detail
