@@ -62,9 +62,10 @@ template void instantiate_activation<bk::GeluTanh, __nv_bfloat16>();
 template <class T>
 void instantiate_moe() {
   static_assert(tokenless::Operation<bk::GroupedGemm<T>> && tokenless::Operation<bk::Moe<bk::Silu, T>> &&
-                tokenless::Operation<bk::MoeBalanceLoss<T>>);
+                tokenless::Operation<bk::MoeBackward<bk::Silu, T>> && tokenless::Operation<bk::MoeBalanceLoss<T>>);
   (void)&bk::GroupedGemm<T>::run;
   (void)&bk::Moe<bk::Silu, T>::run;
+  (void)&bk::MoeBackward<bk::Silu, T>::run;
   (void)&bk::MoeBalanceLoss<T>::run;
 }
 template void instantiate_moe<float>();

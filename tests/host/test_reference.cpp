@@ -172,3 +172,59 @@ TEST_CASE("reference bottleneck: pooling, the concept loss and sparse decode are
     CHECK(gr.val[e] == doctest::Approx(fd).epsilon(1e-6));
   }
 }
+
+TEST_CASE("reference MoE: the backward is the forward's derivative (experts, renormalised router, balance term)") {
+  namespace rb = tokenless::reference::blocks;
+  const std::int64_t T = 3;
+  const int d = 4, E = 3, k = 2, F = 2;
+  auto rnd = [](int n, double seed) {
+    std::vector<double> v(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) v[i] = std::sin(seed * (i + 1) * 1.7 + 0.3);
+    return v;
+  };
+  auto x = rnd(T * d, 1.1), router = rnd(E * d, 2.3), gu = rnd(E * 2 * F * d, 3.7), down = rnd(E * d * F, 4.1);
+  const auto g = rnd(T * d, 5.3), fraction = rnd(E, 6.7);
+  const double coef = 0.3;
+  const auto id = [](double v) { return v; };
+  const auto act = [](double v) { return rb::silu(v); };
+  const auto act_d = [](double v) { return rb::silu_derivative(v); };
+  const std::vector<std::int32_t> one{0, static_cast<std::int32_t>(T)};
+  // L = <out, g> + coef · Σ_t Σ_e fraction[e] · p[t, e] (the balance term with its fractions held).
+  auto loss = [&](const std::vector<double>& xx, const std::vector<double>& rr, const std::vector<double>& gg,
+                  const std::vector<double>& dd, const std::vector<int>& fixed) {
+    const auto logits = rb::grouped_gemm<double>(xx, rr, one, E, d, id);
+    std::vector<int> ids;
+    std::vector<double> w;
+    rb::moe_route<double>(logits, T, E, k, true, ids, w);
+    REQUIRE(ids == fixed);  // the step keeps the routing
+    const auto out = rb::moe_experts<double>(xx, T, d, gg, dd, F, ids, w, k, act, id);
+    double l = 0;
+    for (std::size_t i = 0; i < out.size(); ++i) l += out[i] * g[i];
+    for (std::int64_t t = 0; t < T; ++t) {
+      double mx = logits[t * E], s = 0;
+      for (int e = 1; e < E; ++e) mx = std::max(mx, logits[t * E + e]);
+      for (int e = 0; e < E; ++e) s += std::exp(logits[t * E + e] - mx);
+      for (int e = 0; e < E; ++e) l += coef * fraction[e] * std::exp(logits[t * E + e] - mx) / s;
+    }
+    return l;
+  };
+  const auto logits = rb::grouped_gemm<double>(x, router, one, E, d, id);
+  std::vector<int> ids;
+  std::vector<double> w;
+  rb::moe_route<double>(logits, T, E, k, true, ids, w);
+  const auto grads = rb::moe_backward<double>(x, T, d, logits, router, gu, down, E, F, ids, w, k, true, g, fraction,
+                                              coef, act, act_d, id);
+  auto fd = [&](std::vector<double>& v, std::size_t i) {
+    const double h = 1e-6, keep = v[i];
+    v[i] = keep + h;
+    const double up = loss(x, router, gu, down, ids);
+    v[i] = keep - h;
+    const double dn = loss(x, router, gu, down, ids);
+    v[i] = keep;
+    return (up - dn) / (2 * h);
+  };
+  for (std::size_t i = 0; i < x.size(); ++i) CHECK(grads.dx[i] == doctest::Approx(fd(x, i)).epsilon(1e-6));
+  for (std::size_t i = 0; i < router.size(); ++i) CHECK(grads.d_router[i] == doctest::Approx(fd(router, i)).epsilon(1e-6));
+  for (std::size_t i = 0; i < gu.size(); ++i) CHECK(grads.d_gate_up[i] == doctest::Approx(fd(gu, i)).epsilon(1e-6));
+  for (std::size_t i = 0; i < down.size(); ++i) CHECK(grads.d_down[i] == doctest::Approx(fd(down, i)).epsilon(1e-6));
+}

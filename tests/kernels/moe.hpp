@@ -7,6 +7,9 @@
 //     logits, so that a one-ulp difference cannot change a choice) the
 //     experts and the combine, top-1/2/3, more experts than a warp's lanes,
 //     renormalised or not; the same bits on a second run;
+//   * the backward (dL/dx and the fp32 weight gradients, the balance loss's
+//     term included) against the reference, itself checked against finite
+//     differences in the host tier; accumulation into the weight gradients;
 //   * the load-balancing loss against transformers' load_balancing_loss_func
 //     (golden values) and the reference;
 //   * bad input.
@@ -181,6 +184,89 @@ TEST_CASE("blocks: MoE's bad input gets a clear Status and writes nothing") {
       {"out over x", [&](auto& a) { a.out = x.get(); }, StatusCode::invalid_argument, "out"},
       {"no tokens", [](auto& a) { a.tokens = 0; }, StatusCode::empty, "tokens"},
   });
+}
+
+template <class T>
+void check_moe_backward(std::int64_t tokens, int d, int experts, int k, int ffn, bool renormalize, bool balance,
+                        std::uint64_t seed) {
+  CAPTURE(d);
+  CAPTURE(experts);
+  CAPTURE(k);
+  CAPTURE(renormalize);
+  CAPTURE(balance);
+  const auto xh = random_values<T>(static_cast<std::size_t>(tokens * d), seed, -1.0f, 1.0f);
+  const auto rh = random_values<T>(static_cast<std::size_t>(experts * d), seed + 1, -0.5f, 0.5f);
+  const auto guh = random_values<T>(static_cast<std::size_t>(experts) * 2 * ffn * d, seed + 2, -0.25f, 0.25f);
+  const auto dh = random_values<T>(static_cast<std::size_t>(experts) * d * ffn, seed + 3, -0.25f, 0.25f);
+  const auto gh = random_values<T>(static_cast<std::size_t>(tokens * d), seed + 4, -1.0f, 1.0f);
+  const auto frac = random_values<float>(static_cast<std::size_t>(experts), seed + 5, 0.0f, 0.5f);
+  DeviceBuffer<T> x(xh), router(rh), gu(guh), down(dh), out(tokens * d), logits(tokens * experts), g(gh), dx(tokens * d);
+  DeviceBuffer<float> fr(frac), d_router(static_cast<std::size_t>(experts * d)),
+      d_gu(static_cast<std::size_t>(experts) * 2 * ffn * d), d_down(static_cast<std::size_t>(experts) * d * ffn);
+  using Fwd = bk::Moe<bk::Silu, T>;
+  using Bwd = bk::MoeBackward<bk::Silu, T>;
+  const typename Fwd::Arguments fa{.x = x.get(), .tokens = tokens, .d = d, .router = router.get(), .gate_up = gu.get(),
+                                   .down = down.get(), .experts = experts, .top_k = k, .ffn = ffn,
+                                   .renormalize = renormalize, .out = out.get(), .router_logits = logits.get()};
+  const float scale = 0.7f;
+  const std::int64_t balance_rows = 3 * tokens;  // as if three layers were stacked
+  typename Bwd::Arguments ba{.forward = fa, .grad_out = g.get(), .grad_x = dx.get(), .grad_router = d_router.get(),
+                             .grad_gate_up = d_gu.get(), .grad_down = d_down.get(),
+                             .balance_fraction = balance ? fr.get() : nullptr, .balance_rows = balance_rows,
+                             .balance_scale = scale};
+  const std::size_t bytes = Bwd::workspace_size(ba);
+  DeviceBuffer<unsigned char> ws(bytes);
+  const tokenless::Workspace w{ws.get(), bytes};
+  REQUIRE_OK(Fwd::run(fa, w));
+  REQUIRE_OK(Bwd::run(ba, w));
+  const auto lk = to_floats(logits.download());
+  std::vector<int> ids;
+  std::vector<double> wt;
+  std::vector<float> wn;
+  ref::moe_route<double>(std::vector<double>(lk.begin(), lk.end()), tokens, experts, k, renormalize, ids, wt);
+  ref::moe_route<float>(lk, tokens, experts, k, renormalize, ids, wn);
+  const double coef = balance ? double(scale) * experts / double(balance_rows) : 0.0;
+  const std::vector<double> no;
+  const std::vector<float> nof;
+  const auto t = ref::moe_backward<double>(
+      widen(xh), tokens, d, std::vector<double>(lk.begin(), lk.end()), widen(rh), widen(guh), widen(dh), experts, ffn,
+      ids, wt, k, renormalize, widen(gh), balance ? widen(frac) : no, coef, [](double v) { return ref::silu(v); },
+      [](double v) { return ref::silu_derivative(v); }, [](double v) { return v; });
+  const auto n = ref::moe_backward<float>(
+      to_floats(xh), tokens, d, lk, to_floats(rh), to_floats(guh), to_floats(dh), experts, ffn, ids, wn, k,
+      renormalize, to_floats(gh), balance ? frac : nof, static_cast<float>(coef), [](float v) { return ref::silu(v); },
+      [](float v) { return ref::silu_derivative(v); }, round_f<T>());
+  const auto u = tokenless::dtype_traits<T>::unit_roundoff;
+  const auto uf = tokenless::dtype_traits<float>::unit_roundoff;
+  {
+    INFO("dL/dx");
+    check_accuracy(to_floats(dx.download()), n.dx, t.dx, 4.0, u);
+  }
+  {
+    INFO("dL/dW_router");
+    check_accuracy(d_router.download(), n.d_router, t.d_router, 4.0, uf);
+  }
+  {
+    INFO("dL/dW_gate_up");
+    check_accuracy(d_gu.download(), n.d_gate_up, t.d_gate_up, 4.0, uf);
+  }
+  {
+    INFO("dL/dW_down");
+    check_accuracy(d_down.download(), n.d_down, t.d_down, 4.0, uf);
+  }
+  // Accumulating: a second backward adds the same gradients again.
+  const auto once = d_down.download();
+  ba.accumulate_weights = true;
+  REQUIRE_OK(Bwd::run(ba, w));
+  const auto twice = d_down.download();
+  for (std::size_t i = 0; i < once.size(); ++i) CHECK(twice[i] == doctest::Approx(2.0 * once[i]).epsilon(1e-6));
+}
+
+TEST_CASE("blocks: Mixtral-style MoE backward (experts, router, balance loss)") {
+  check_moe_backward<__nv_bfloat16>(37, 64, 4, 2, 48, true, true, 31);
+  check_moe_backward<float>(29, 32, 8, 2, 40, true, false, 32);
+  check_moe_backward<__half>(20, 64, 40, 3, 16, false, true, 33);
+  check_moe_backward<__nv_bfloat16>(70, 128, 8, 2, 64, true, false, 34);  // a group over one tile
 }
 
 }  // namespace tlt::moe_tests

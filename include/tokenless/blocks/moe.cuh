@@ -35,6 +35,7 @@
 #include <tokenless/core/varlen.hpp>
 #include <tokenless/core/workspace.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <type_traits>
 
@@ -59,12 +60,22 @@ inline Status check_gemm_operand(const char* name, const void* p, std::int64_t l
   return Status::ok();
 }
 
-template <class T>
+// C = A · B[g]ᵀ (B [n, k], kBKN false) or A · B[g] (B [k, n], kBKN true).
+template <class T, bool kBKN = false>
 inline Status launch_grouped_gemm(const GemmParams<T>& g, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(attention::detail::tile_count(g.groups, kGemmTile)),
                   static_cast<unsigned>((g.n + kGemmTile - 1) / kGemmTile));
-  if constexpr (std::is_same_v<T, float>) return launch<GroupedGemmF32Kernel>({g}, grid, stream);
-  else return launch<GroupedGemmKernel<T>>({g}, grid, stream);
+  if constexpr (std::is_same_v<T, float>) return launch<GroupedGemmF32Kernel<kBKN>>({g}, grid, stream);
+  else return launch<GroupedGemmKernel<T, kBKN>>({g}, grid, stream);
+}
+// W[g] (+)= Y[rows of g]ᵀ · X[rows of g] in fp32.
+template <class T>
+inline Status launch_grouped_wgrad(WgradParams<T> w, cudaStream_t stream) {
+  w.tiles_n = (w.n + kGemmTile - 1) / kGemmTile;
+  const dim3 grid(static_cast<unsigned>(w.groups.num_seqs * w.tiles_n),
+                  static_cast<unsigned>((w.k + kGemmTile - 1) / kGemmTile));
+  if constexpr (std::is_same_v<T, float>) return launch<GroupedWgradF32Kernel>({w}, grid, stream);
+  else return launch<GroupedWgradKernel<T>>({w}, grid, stream);
 }
 
 }  // namespace detail
@@ -260,6 +271,7 @@ struct MoeBalanceLoss {
     int experts = 0, top_k = 0;
     std::int64_t stride = 0;    // 0: packed
     float* loss = nullptr;      // device scalar (unscaled: the model multiplies by router_aux_loss_coef)
+    float* fraction = nullptr;  // [experts], optional: slots routed to each expert / rows, for MoeBackward
   };
   static Status can_implement(const Arguments& a) {
     TL_RETURN_IF_ERROR(check::positive("rows", a.rows));
@@ -282,7 +294,148 @@ struct MoeBalanceLoss {
     TL_RETURN_IF_ERROR(launch<detail::BalanceKernel<T>>(
         {a.logits, a.stride ? a.stride : a.experts, a.rows, a.experts, a.top_k, (a.rows + blocks - 1) / blocks, partial},
         dim3(static_cast<unsigned>(blocks)), stream));
-    return launch<detail::BalanceTotalKernel>({partial, blocks, a.experts, a.rows, a.loss}, dim3(1), stream);
+    TL_RETURN_IF_ERROR(
+        launch<detail::BalanceTotalKernel>({partial, blocks, a.experts, a.rows, a.loss}, dim3(1), stream));
+    if (!a.fraction) return Status::ok();
+    return launch<detail::BalanceFractionKernel>({partial, blocks, a.experts, a.rows, a.fraction}, dim3(1), stream);
+  }
+};
+
+// The MoE block's backward. It reads the forward's state from the forward's
+// workspace: allocate MoeBackward::workspace_size() bytes once, pass them to
+// Moe::run (which uses the first Moe::workspace_size() of them) and then,
+// untouched, to MoeBackward::run.
+//
+//   dL/dy = w · dL/dout; dL/dw = <dL/dout, y>        (per routed slot)
+//   dL/dW_down[e] += dyᵀ · act; dL/dact = dy · W_down[e]
+//   dL/dgate, dL/dup (GatedBackward)
+//   dL/dW_gu[e] += dhᵀ · x; dL/dx_perm = dh · W_gu[e]
+//   dL/dlogits through the renormalisation and the softmax (+ the balance
+//   loss's gradient, given its fractions from MoeBalanceLoss)
+//   dL/dW_router += dlogitsᵀ · x
+//   dL/dx = Σ_slots dL/dx_perm + dlogits · W_router
+// Weight gradients are fp32, written or accumulated, in a fixed order.
+template <ActivationPolicy A, StorageFloat T>
+struct MoeBackward {
+  static constexpr const char* kName = "blocks::MoeBackward";
+  using Forward = Moe<A, T>;
+  struct Arguments {
+    typename Forward::Arguments forward;  // as given to Moe::run
+    const T* grad_out = nullptr;          // [tokens, d]
+    std::int64_t grad_out_stride = 0, grad_x_stride = 0;
+    T* grad_x = nullptr;                  // [tokens, d]
+    float* grad_router = nullptr;         // [experts, d], optional
+    float* grad_gate_up = nullptr;        // [experts, 2 ffn, d], optional
+    float* grad_down = nullptr;           // [experts, d, ffn], optional
+    bool accumulate_weights = false;
+    // The load-balancing loss's gradient, optional: its fractions (from
+    // MoeBalanceLoss), the rows it averaged over (layers · tokens) and its
+    // scale (router_aux_loss_coef · dL/dloss).
+    const float* balance_fraction = nullptr;
+    std::int64_t balance_rows = 0;
+    float balance_scale = 0.0f;
+  };
+  static std::int64_t logits_stride(int experts) { return (experts + 7) / 8 * 8; }
+  struct Layout {
+    std::size_t dlogits, dw, dy, dact, dh, dx_perm, bytes;
+  };
+  static Layout layout(const Arguments& a) {
+    const auto& f = a.forward;
+    const std::int64_t n = f.tokens * f.top_k;
+    WorkspaceLayout w;
+    w.add(Forward::layout(f).bytes);
+    Layout l{};
+    l.dlogits = w.add_array<T>(f.tokens * logits_stride(f.experts));
+    l.dw = w.add_array<float>(n);
+    l.dy = w.add_array<T>(n * f.d);
+    l.dact = w.add_array<T>(n * f.ffn);
+    l.dh = w.add_array<T>(n * 2 * std::int64_t{f.ffn});
+    l.dx_perm = w.add_array<T>(n * f.d);
+    l.bytes = w.bytes();
+    return l;
+  }
+  static Status can_implement(const Arguments& a) {
+    TL_RETURN_IF_ERROR(Forward::can_implement(a.forward));
+    const int d = a.forward.d;
+    TL_RETURN_IF_ERROR(detail::check_row("grad_out", a.grad_out, a.grad_out_stride, d));
+    TL_RETURN_IF_ERROR(detail::check_row("grad_x", a.grad_x, a.grad_x_stride, d));
+    if (a.balance_fraction && !(a.balance_rows > 0 && std::isfinite(a.balance_scale))) {
+      return Status::argument(StatusCode::invalid_argument, "balance_rows, balance_scale",
+                              "rows > 0 and a finite scale with balance_fraction", "rows %lld, scale %g",
+                              static_cast<long long>(a.balance_rows), static_cast<double>(a.balance_scale));
+    }
+    return Status::ok();
+  }
+  static std::size_t workspace_size(const Arguments& a) { return layout(a).bytes; }
+  static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(check_run<MoeBackward>(a, ws));
+    const auto& f = a.forward;
+    const auto fl = Forward::layout(f);
+    const Layout l = layout(a);
+    const std::int64_t n = f.tokens * f.top_k, xs = f.x_stride ? f.x_stride : f.d, f2 = 2 * std::int64_t{f.ffn},
+                       gs = a.grad_out_stride ? a.grad_out_stride : f.d, dxs = a.grad_x_stride ? a.grad_x_stride : f.d,
+                       ls = logits_stride(f.experts);
+    const T* logits = f.router_logits ? f.router_logits : ws.at<T>(fl.logits);
+    const auto* slots = ws.at<std::int32_t>(fl.slots_out);
+    const auto* weight = ws.at<float>(fl.weight);
+    const auto* offsets = ws.at<std::int32_t>(fl.offsets);
+    const T* x_perm = ws.at<T>(fl.x_perm);
+    const T* h = ws.at<T>(fl.h);
+    const T* act = ws.at<T>(fl.act);
+    const T* y = ws.at<T>(fl.y);
+    T* dy = ws.at<T>(l.dy);
+    T* dact = ws.at<T>(l.dact);
+    T* dh = ws.at<T>(l.dh);
+    T* dx_perm = ws.at<T>(l.dx_perm);
+    T* dlogits = ws.at<T>(l.dlogits);
+    auto* dw = ws.at<float>(l.dw);
+    const VarlenBatch groups = VarlenBatch::packed(offsets, f.experts, n);
+    // Through the combine.
+    TL_RETURN_IF_ERROR(launch<detail::ScatterGradKernel<T>>({a.grad_out, gs, y, weight, slots, n, f.top_k, f.d, dy, dw},
+                                                            detail::row_grid(n), stream));
+    // Through the down projection and the activation.
+    if (a.grad_down) {
+      TL_RETURN_IF_ERROR(detail::launch_grouped_wgrad<T>(
+          {dy, f.d, act, f.ffn, a.grad_down, groups, f.d, f.ffn, 0, a.accumulate_weights}, stream));
+    }
+    TL_RETURN_IF_ERROR((detail::launch_grouped_gemm<T, true>(
+        {dy, f.d, f.down, f.ffn, std::int64_t{f.d} * f.ffn, dact, f.ffn, groups, f.ffn, f.d, nullptr}, stream)));
+    TL_RETURN_IF_ERROR((GatedBackward<A, T>::run({.gate = h, .up = h + f.ffn, .grad_out = dact, .rows = n,
+                                                  .cols = f.ffn, .gate_stride = f2, .up_stride = f2,
+                                                  .grad_gate_stride = f2, .grad_up_stride = f2, .grad_gate = dh,
+                                                  .grad_up = dh + f.ffn},
+                                                 {}, stream)));
+    // Through the gate_up projection.
+    if (a.grad_gate_up) {
+      TL_RETURN_IF_ERROR(detail::launch_grouped_wgrad<T>(
+          {dh, f2, x_perm, f.d, a.grad_gate_up, groups, static_cast<int>(f2), f.d, 0, a.accumulate_weights}, stream));
+    }
+    TL_RETURN_IF_ERROR((detail::launch_grouped_gemm<T, true>(
+        {dh, f2, f.gate_up, f.d, f2 * f.d, dx_perm, f.d, groups, f.d, static_cast<int>(f2), nullptr}, stream)));
+    // Through the router.
+    const float coef = a.balance_fraction ? a.balance_scale * static_cast<float>(f.experts) /
+                                                static_cast<float>(a.balance_rows)
+                                          : 0.0f;
+    TL_RETURN_IF_ERROR(launch<detail::RouterBackwardKernel<T>>(
+        {logits, f.experts, f.tokens, f.experts, f.top_k, f.renormalize, ws.at<std::int32_t>(fl.expert), weight, dw,
+         a.balance_fraction, coef, dlogits, ls},
+        grid_for(f.tokens, detail::RouterBackwardKernel<T>::kThreads / 32, 8), stream));
+    const VarlenBatch all = VarlenBatch::uniform(1, f.tokens);
+    if (a.grad_router) {
+      TL_RETURN_IF_ERROR(detail::launch_grouped_wgrad<T>(
+          {dlogits, ls, f.x, xs, a.grad_router, all, f.experts, f.d, 0, a.accumulate_weights}, stream));
+    }
+    // dL/dx: the experts' rows summed per token, then the router's part added.
+    const auto* position = ws.at<std::int32_t>(fl.position);
+    const bool vec = detail::vectorizable<T>(f.d, {{a.grad_x, dxs}, {dx_perm, f.d}});
+    TL_RETURN_IF_ERROR(detail::dispatch_width<T>(vec, [&](auto w) {
+      using K = detail::CombineKernel<T, decltype(w)::value>;
+      return launch<K>({dx_perm, nullptr, position, f.tokens, f.top_k, f.d, a.grad_x, dxs}, detail::row_grid(f.tokens),
+                       stream);
+    }));
+    detail::GemmParams<T> g{dlogits, ls, f.router, f.d, 0, a.grad_x, dxs, all, f.d, f.experts, nullptr};
+    g.accumulate = true;
+    return detail::launch_grouped_gemm<T, true>(g, stream);
   }
 };
 

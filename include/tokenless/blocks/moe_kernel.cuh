@@ -43,17 +43,63 @@ template <class T>
 struct GemmParams {
   const T* a;  // [m, k] rows lda apart
   std::int64_t lda;
-  const T* b;  // groups x [n, k], rows ldb apart, groups b_stride apart
+  const T* b;  // groups x [n, k] (or [k, n] when B is k-major), rows ldb apart, groups b_stride apart
   std::int64_t ldb, b_stride;
   T* c;  // [m, n] rows ldc apart
   std::int64_t ldc;
   VarlenBatch groups;  // the row offsets (a single group: uniform(1, m))
   int n, k;
   DeviceStatus* status;  // optional: offsets checked on the device (null: made by the library)
+  bool accumulate = false;  // C = round(C + A·B) instead of round(A·B)
 };
 
-// Tensor cores: a 64 x 64 tile, 4 warps of 16 rows, k in steps of 64.
+// Tile loads: rows [0, rows) x columns [c0, c0 + 64) of g into a padded
+// 64 x 72 tile; what lies past `rows` or past `cols` is zero (cols is a
+// multiple of 8: whole 16-byte chunks).
 template <class T>
+TL_DEVICE TL_FORCEINLINE void load_tile(T* s, const T* g, std::int64_t ld, int rows, int c0, int cols) {
+  constexpr int kS = attention::detail::Traits<kGemmTile>::kStride;
+  for (int c = static_cast<int>(threadIdx.x); c < kGemmTile * (kGemmTile / 8); c += 128) {
+    const int r = c / (kGemmTile / 8), ch = (c % (kGemmTile / 8)) * 8;
+    T* dst = s + r * kS + ch;
+    if (r < rows && c0 + ch < cols) async::copy16(dst, g + r * ld + c0 + ch);
+    else *reinterpret_cast<Vec<std::uint32_t, 4>*>(dst) = Vec<std::uint32_t, 4>{};
+  }
+}
+
+// A (16 rows from m0, 16 k from k0) from a tile stored [k][m]: ldmatrix
+// .trans of the four 8 x 8 blocks in the A fragment's order (core/mma.cuh).
+template <class T>
+TL_DEVICE TL_FORCEINLINE mma::FragA load_a_km(const T* smem, int m0, int k0) {
+  constexpr int kS = attention::detail::Traits<kGemmTile>::kStride;
+  const int lane = static_cast<int>(threadIdx.x & 31u), i = lane >> 3;
+  mma::FragA a;
+  mma::ldmatrix_x4_trans(a.x, smem + (k0 + (i >> 1) * 8 + (lane & 7)) * kS + m0 + (i & 1) * 8);
+  return a;
+}
+
+// Stores a warp's 16 x 64 accumulator rows into C (optionally adding C).
+template <class C>
+TL_DEVICE TL_FORCEINLINE void store_tile(C* c, std::int64_t ldc, const mma::FragC (&acc)[kGemmTile / 8], int warp,
+                                         int rows, int cols, bool accumulate) {
+  const int lane = static_cast<int>(threadIdx.x & 31u), gr = lane >> 2, t = lane & 3;
+TL_UNROLL
+  for (int j = 0; j < kGemmTile / 8; ++j) {
+TL_UNROLL
+    for (int i = 0; i < 4; ++i) {
+      const int r = warp * 16 + gr + (i >= 2 ? 8 : 0), col = j * 8 + 2 * t + (i & 1);
+      if (r < rows && col < cols) {
+        C* o = c + r * ldc + col;
+        *o = from_float<C>(accumulate ? to_float(*o) + acc[j].x[i] : acc[j].x[i]);
+      }
+    }
+  }
+}
+
+// Tensor cores: a 64 x 64 tile of C = A · Bᵀ (B stored [n][k], kBKN false:
+// the forward) or C = A · B (B stored [k][n], kBKN true: the data gradient),
+// 4 warps of 16 rows, k in steps of 64.
+template <class T, bool kBKN>
 struct GroupedGemmKernel {
   using Tr = attention::detail::Traits<kGemmTile>;
   static constexpr int kS = Tr::kStride;
@@ -64,16 +110,6 @@ struct GroupedGemmKernel {
     T a[kGemmTile * kS];
     T b[kGemmTile * kS];
   };
-  // Rows [0, rows) x columns [k0, k0 + 64) of g into a padded tile; what
-  // lies past `rows` or past k is zero (k is a multiple of 8).
-  TL_DEVICE static void load(T* s, const T* g, std::int64_t ld, int rows, int k0, int k) {
-    for (int c = static_cast<int>(threadIdx.x); c < kGemmTile * (kGemmTile / 8); c += kThreads) {
-      const int r = c / (kGemmTile / 8), ch = (c % (kGemmTile / 8)) * 8;
-      T* dst = s + r * kS + ch;
-      if (r < rows && k0 + ch < k) async::copy16(dst, g + r * ld + k0 + ch);
-      else *reinterpret_cast<Vec<std::uint32_t, 4>*>(dst) = Vec<std::uint32_t, 4>{};
-    }
-  }
   TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
     std::int64_t g;
     int lo;
@@ -82,49 +118,113 @@ struct GroupedGemmKernel {
     const int rows = attention::imin(kGemmTile, static_cast<int>(p.groups.length(g)) - lo);
     const int n0 = static_cast<int>(blockIdx.y) * kGemmTile, cols = attention::imin(kGemmTile, p.n - n0);
     const T* a = p.a + row0 * p.lda;
-    const T* b = p.b + g * p.b_stride + static_cast<std::int64_t>(n0) * p.ldb;
-    const int warp = static_cast<int>(threadIdx.x) >> 5, lane = static_cast<int>(threadIdx.x) & 31;
+    const T* b = p.b + g * p.b_stride + (kBKN ? n0 : static_cast<std::int64_t>(n0) * p.ldb);
+    const int warp = static_cast<int>(threadIdx.x) >> 5;
     mma::FragC acc[kGemmTile / 8];
 TL_UNROLL
     for (int j = 0; j < kGemmTile / 8; ++j) acc[j] = {};
     for (int k0 = 0; k0 < p.k; k0 += kGemmTile) {
-      load(s.a, a, p.lda, rows, k0, p.k);
-      load(s.b, b, p.ldb, cols, k0, p.k);
+      load_tile(s.a, a, p.lda, rows, k0, p.k);
+      if constexpr (kBKN) load_tile(s.b, b + static_cast<std::int64_t>(k0) * p.ldb, p.ldb, p.k - k0, 0, cols);
+      else load_tile(s.b, b, p.ldb, cols, k0, p.k);
       async::commit();
       async::wait<0>();
       __syncthreads();
-      attention::detail::gemm_nk<kGemmTile, kGemmTile, kGemmTile, T>(acc, s.a, warp * 16, s.b);
+      if constexpr (kBKN) {
+TL_UNROLL
+        for (int ks = 0; ks < kGemmTile / 16; ++ks) {
+          const mma::FragA fa = attention::detail::load_a<kGemmTile>(s.a, warp * 16, ks * 16);
+TL_UNROLL
+          for (int np = 0; np < kGemmTile / 16; ++np) {
+            mma::FragB fb[2];
+            attention::detail::load_b_kn<kGemmTile>(s.b, ks * 16, np * 16, fb);
+            mma::mma_16816<T>(acc[2 * np], fa, fb[0]);
+            mma::mma_16816<T>(acc[2 * np + 1], fa, fb[1]);
+          }
+        }
+      } else {
+        attention::detail::gemm_nk<kGemmTile, kGemmTile, kGemmTile, T>(acc, s.a, warp * 16, s.b);
+      }
       __syncthreads();
     }
-    const int gr = lane >> 2, t = lane & 3;
+    store_tile(p.c + row0 * p.ldc + n0, p.ldc, acc, warp, rows, cols, p.accumulate);
+  }
+};
+
+template <class T>
+struct WgradParams {
+  const T* y;  // [m, n]
+  std::int64_t ldy;
+  const T* x;  // [m, k]
+  std::int64_t ldx;
+  float* w;    // groups x [n, k], groups n·k apart
+  VarlenBatch groups;
+  int n, k;
+  int tiles_n;  // row tiles of W a group
+  bool accumulate;
+};
+
+// The weight gradient of a grouped GEMM: W[g] (+)= Yᵀ · X over the group's
+// rows, Y [m, n] and X [m, k] both grouped, W[g] [n, k] in fp32. A block a
+// 64 x 64 tile of one group's W, the rows in steps of 64 (in order: the same
+// bits on every run).
+template <class T>
+struct GroupedWgradKernel {
+  using Tr = attention::detail::Traits<kGemmTile>;
+  static constexpr int kS = Tr::kStride;
+  struct Params : WgradParams<T> {};
+  static constexpr int kThreads = Tr::kThreads;
+  struct SharedStorage {
+    T y[kGemmTile * kS];
+    T x[kGemmTile * kS];
+  };
+  TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
+    const int g = static_cast<int>(blockIdx.x) / p.tiles_n;
+    const int n0 = (static_cast<int>(blockIdx.x) % p.tiles_n) * kGemmTile, k0 = static_cast<int>(blockIdx.y) * kGemmTile;
+    const int rows_n = attention::imin(kGemmTile, p.n - n0), cols_k = attention::imin(kGemmTile, p.k - k0);
+    const std::int64_t first = p.groups.start(g), count = p.groups.length(g);
+    const int warp = static_cast<int>(threadIdx.x) >> 5;
+    mma::FragC acc[kGemmTile / 8];
 TL_UNROLL
-    for (int j = 0; j < kGemmTile / 8; ++j) {
+    for (int j = 0; j < kGemmTile / 8; ++j) acc[j] = {};
+    for (std::int64_t r0 = 0; r0 < count; r0 += kGemmTile) {
+      const int rows = static_cast<int>(count - r0 < kGemmTile ? count - r0 : kGemmTile);
+      // Y's rows [r][n0..] and X's rows [r][k0..]: both k-major for this product.
+      load_tile(s.y, p.y + (first + r0) * p.ldy, p.ldy, rows, n0, p.n);
+      load_tile(s.x, p.x + (first + r0) * p.ldx, p.ldx, rows, k0, p.k);
+      async::commit();
+      async::wait<0>();
+      __syncthreads();
 TL_UNROLL
-      for (int i = 0; i < 4; ++i) {
-        const int r = warp * 16 + gr + (i >= 2 ? 8 : 0), col = j * 8 + 2 * t + (i & 1);
-        if (r < rows && col < cols) p.c[(row0 + r) * p.ldc + n0 + col] = from_float<T>(acc[j].x[i]);
+      for (int ks = 0; ks < kGemmTile / 16; ++ks) {
+        const mma::FragA fa = load_a_km(s.y, warp * 16, ks * 16);
+TL_UNROLL
+        for (int np = 0; np < kGemmTile / 16; ++np) {
+          mma::FragB fb[2];
+          attention::detail::load_b_kn<kGemmTile>(s.x, ks * 16, np * 16, fb);
+          mma::mma_16816<T>(acc[2 * np], fa, fb[0]);
+          mma::mma_16816<T>(acc[2 * np + 1], fa, fb[1]);
+        }
       }
+      __syncthreads();
     }
+    store_tile(p.w + (static_cast<std::int64_t>(g) * p.n + n0) * p.k + k0, p.k, acc, warp, rows_n, cols_k,
+               p.accumulate);
   }
 };
 
 // fp32: the same tiles on the SIMT cores, k in steps of 32, a thread 4 rows
 // (16 row groups) by 8 columns (8 column groups, strided by 8), fmaf in k
-// order.
+// order. kBKN as GroupedGemmKernel's.
+template <bool kBKN>
 struct GroupedGemmF32Kernel {
   static constexpr int kK = 32;
   struct Params : GemmParams<float> {};
   static constexpr int kThreads = 128;
   struct SharedStorage {
     float a[kGemmTile][kK + 1];
-    float b[kGemmTile][kK + 1];
+    float b[kGemmTile][kK + 1];  // [n][k] whatever B's layout
   };
-  TL_DEVICE static void load(float (*s)[kK + 1], const float* g, std::int64_t ld, int rows, int k0, int k) {
-    for (int c = static_cast<int>(threadIdx.x); c < kGemmTile * kK; c += kThreads) {
-      const int r = c / kK, col = c % kK;
-      s[r][col] = r < rows && k0 + col < k ? g[r * ld + k0 + col] : 0.0f;
-    }
-  }
   TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
     std::int64_t g;
     int lo;
@@ -133,12 +233,18 @@ struct GroupedGemmF32Kernel {
     const int rows = attention::imin(kGemmTile, static_cast<int>(p.groups.length(g)) - lo);
     const int n0 = static_cast<int>(blockIdx.y) * kGemmTile, cols = attention::imin(kGemmTile, p.n - n0);
     const float* a = p.a + row0 * p.lda;
-    const float* b = p.b + g * p.b_stride + static_cast<std::int64_t>(n0) * p.ldb;
+    const float* b = p.b + g * p.b_stride;
     const int tr = static_cast<int>(threadIdx.x) / 8, tc = static_cast<int>(threadIdx.x) % 8;
     float acc[4][8] = {};
     for (int k0 = 0; k0 < p.k; k0 += kK) {
-      load(s.a, a, p.lda, rows, k0, p.k);
-      load(s.b, b, p.ldb, cols, k0, p.k);
+      for (int c = static_cast<int>(threadIdx.x); c < kGemmTile * kK; c += kThreads) {
+        const int r = c / kK, kk = c % kK;
+        const bool kin = k0 + kk < p.k;
+        s.a[r][kk] = r < rows && kin ? a[r * p.lda + k0 + kk] : 0.0f;
+        const std::int64_t bi = kBKN ? static_cast<std::int64_t>(k0 + kk) * p.ldb + n0 + r
+                                     : static_cast<std::int64_t>(n0 + r) * p.ldb + k0 + kk;
+        s.b[r][kk] = r < cols && kin ? b[bi] : 0.0f;
+      }
       __syncthreads();
       for (int kk = 0; kk < kK; ++kk) {
 TL_UNROLL
@@ -155,7 +261,59 @@ TL_UNROLL
 TL_UNROLL
       for (int j = 0; j < 8; ++j) {
         const int r = tr * 4 + i, col = tc + 8 * j;
-        if (r < rows && col < cols) p.c[(row0 + r) * p.ldc + n0 + col] = acc[i][j];
+        if (r < rows && col < cols) {
+          float* o = p.c + (row0 + r) * p.ldc + n0 + col;
+          *o = p.accumulate ? *o + acc[i][j] : acc[i][j];
+        }
+      }
+    }
+  }
+};
+
+// fp32's weight gradient: GroupedWgradKernel's tiles on the SIMT cores,
+// the rows in steps of 32, a thread 4 x 8 of the tile.
+struct GroupedWgradF32Kernel {
+  static constexpr int kR = 32;
+  struct Params : WgradParams<float> {};
+  static constexpr int kThreads = 128;
+  struct SharedStorage {
+    float y[kR][kGemmTile + 1];
+    float x[kR][kGemmTile + 1];
+  };
+  TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
+    const int g = static_cast<int>(blockIdx.x) / p.tiles_n;
+    const int n0 = (static_cast<int>(blockIdx.x) % p.tiles_n) * kGemmTile, k0 = static_cast<int>(blockIdx.y) * kGemmTile;
+    const int rows_n = attention::imin(kGemmTile, p.n - n0), cols_k = attention::imin(kGemmTile, p.k - k0);
+    const std::int64_t first = p.groups.start(g), count = p.groups.length(g);
+    const int tr = static_cast<int>(threadIdx.x) / 8, tc = static_cast<int>(threadIdx.x) % 8;
+    float acc[4][8] = {};
+    for (std::int64_t r0 = 0; r0 < count; r0 += kR) {
+      for (int c = static_cast<int>(threadIdx.x); c < kR * kGemmTile; c += kThreads) {
+        const int r = c / kGemmTile, col = c % kGemmTile;
+        const bool rin = r0 + r < count;
+        s.y[r][col] = rin && col < rows_n ? p.y[(first + r0 + r) * p.ldy + n0 + col] : 0.0f;
+        s.x[r][col] = rin && col < cols_k ? p.x[(first + r0 + r) * p.ldx + k0 + col] : 0.0f;
+      }
+      __syncthreads();
+      for (int r = 0; r < kR; ++r) {
+TL_UNROLL
+        for (int i = 0; i < 4; ++i) {
+          const float yv = s.y[r][tr * 4 + i];
+TL_UNROLL
+          for (int j = 0; j < 8; ++j) acc[i][j] = fmaf(yv, s.x[r][tc + 8 * j], acc[i][j]);
+        }
+      }
+      __syncthreads();
+    }
+TL_UNROLL
+    for (int i = 0; i < 4; ++i) {
+TL_UNROLL
+      for (int j = 0; j < 8; ++j) {
+        const int r = tr * 4 + i, col = tc + 8 * j;
+        if (r < rows_n && col < cols_k) {
+          float* o = p.w + (static_cast<std::int64_t>(g) * p.n + n0 + r) * p.k + k0 + col;
+          *o = p.accumulate ? *o + acc[i][j] : acc[i][j];
+        }
       }
     }
   }
@@ -291,7 +449,8 @@ struct GatherRowsKernel {
   }
 };
 
-// out[t] = Σ_s weight[t, s] · y[position[t·k + s]] in fp32, rounded once.
+// out[t] = Σ_s weight[t, s] · y[position[t·k + s]] in fp32, rounded once
+// (no weights: a plain sum, the backward's dL/dx).
 template <class T, int W>
 struct CombineKernel {
   struct Params {
@@ -309,7 +468,7 @@ struct CombineKernel {
       for (int c = lane * W; c < p.d; c += 32 * W) {
         float acc[W] = {};
         for (int s = 0; s < p.k; ++s) {
-          const float w = p.weight[t * p.k + s];
+          const float w = p.weight ? p.weight[t * p.k + s] : 1.0f;
           const Vec<T, W> y = *reinterpret_cast<const Vec<T, W>*>(p.y + p.position[t * p.k + s] * std::int64_t{p.d} + c);
 TL_UNROLL
           for (int i = 0; i < W; ++i) acc[i] = fmaf(w, to_float(y.v[i]), acc[i]);
@@ -441,6 +600,143 @@ struct BalanceTotalKernel {
     }
     acc = warp::reduce(acc, Sum{});
     if (lane == 0) *p.loss = acc * static_cast<float>(p.experts);
+  }
+};
+
+// ------------------------------------------------------------------ the backward
+
+// A warp a sorted row i = (t, s): dL/dy[i] = w[t, s] · dL/dout[t] (rounded
+// to T), and dL/dw[t, s] = <dL/dout[t], y[i]> in fp32.
+template <class T>
+struct ScatterGradKernel {
+  struct Params {
+    const T* grad_out;
+    std::int64_t grad_out_stride;
+    const T* y;  // [n, d] sorted
+    const float* weight;
+    const std::int32_t* slots;
+    std::int64_t n;
+    int k, d;
+    T* grad_y;         // [n, d]
+    float* grad_weight;  // [tokens, k]
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::warp_items(p.n, [&](std::int64_t i, int lane) {
+      const std::int32_t slot = p.slots[i];
+      const std::int64_t t = slot / p.k;
+      const float w = p.weight[slot];
+      float dot = 0.0f;
+      for (int c = lane; c < p.d; c += 32) {
+        const float g = to_float(p.grad_out[t * p.grad_out_stride + c]);
+        dot = fmaf(g, to_float(p.y[i * p.d + c]), dot);
+        p.grad_y[i * p.d + c] = from_float<T>(w * g);
+      }
+      dot = warp::reduce(dot, Sum{});
+      if (lane == 0) p.grad_weight[slot] = dot;
+    });
+  }
+};
+
+// A warp a token: dL/dlogits through the renormalisation and the softmax,
+// plus the load-balancing loss's gradient when asked:
+//   dL/dp_j = (dw_j - Σ_s dw_s w_s) / Σ_s p_s   (j picked; renormalised)
+//           = dw_j                              (picked; not renormalised)
+//           + coef · f_j                        (the balance loss: f_j the
+//                                                fraction routed to j)
+//   dL/dlogit_e = p_e (dL/dp_e - Σ_j p_j dL/dp_j)
+// written as T into rows `out_stride` apart, the padding up to it zeroed.
+template <class T>
+struct RouterBackwardKernel {
+  struct Params {
+    const T* logits;
+    std::int64_t stride;
+    std::int64_t tokens;
+    int experts, k;
+    bool renormalize;
+    const std::int32_t* expert;
+    const float* weight;       // renormalised (or not) top-k weights
+    const float* grad_weight;  // dL/dw
+    const float* fraction;     // optional [experts]: f_e of the balance loss
+    float coef;                // scale · experts / rows of the balance loss
+    T* grad_logits;
+    std::int64_t out_stride;
+  };
+  static constexpr int kThreads = 256;
+  static constexpr int kMinBlocks = 2;  // ptxas's own choice (48 registers) spilled
+  static constexpr int kPerLane = kMoeMaxExperts / 32;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::warp_items(p.tokens, [&](std::int64_t t, int lane) {
+      float v[kPerLane], mx = -INFINITY;
+TL_UNROLL
+      for (int q = 0; q < kPerLane; ++q) {
+        const int e = lane + 32 * q;
+        v[q] = e < p.experts ? to_float(p.logits[t * p.stride + e]) : -INFINITY;
+        mx = fmaxf(mx, v[q]);
+      }
+      mx = warp::reduce(mx, Max{});
+      float sum = 0.0f;
+TL_UNROLL
+      for (int q = 0; q < kPerLane; ++q) {
+        v[q] = lane + 32 * q < p.experts ? expf(v[q] - mx) : 0.0f;
+        sum += v[q];
+      }
+      sum = warp::reduce(sum, Sum{});
+      // The picks (k <= 8, read by every lane): Σ dw · w.
+      float dww = 0.0f;
+      for (int s = 0; s < p.k; ++s) dww += p.grad_weight[t * p.k + s] * p.weight[t * p.k + s];
+      float dp[kPerLane], dot = 0.0f;
+TL_UNROLL
+      for (int q = 0; q < kPerLane; ++q) {
+        const int e = lane + 32 * q;
+        v[q] /= sum;
+        dp[q] = e < p.experts && p.fraction ? p.coef * p.fraction[e] : 0.0f;
+      }
+      // Σ_s p_s over the picks, from the probabilities (the weights are renormalised).
+      float psum = 0.0f;
+      for (int s = 0; s < p.k; ++s) {
+        const int e = p.expert[t * p.k + s];
+        float pe = 0.0f;
+TL_UNROLL
+        for (int q = 0; q < kPerLane; ++q) pe = lane + 32 * q == e ? v[q] : pe;
+        psum += warp::reduce(pe, Sum{});
+      }
+      for (int s = 0; s < p.k; ++s) {
+        const int e = p.expert[t * p.k + s];
+        const float dw = p.grad_weight[t * p.k + s];
+        const float g = p.renormalize ? (dw - dww) / psum : dw;
+TL_UNROLL
+        for (int q = 0; q < kPerLane; ++q) dp[q] += lane + 32 * q == e ? g : 0.0f;
+      }
+TL_UNROLL
+      for (int q = 0; q < kPerLane; ++q) dot = fmaf(v[q], dp[q], dot);
+      dot = warp::reduce(dot, Sum{});
+      for (int e = lane; e < p.out_stride; e += 32) {
+        float g = 0.0f;
+TL_UNROLL
+        for (int q = 0; q < kPerLane; ++q) g = lane + 32 * q == e ? v[q] * (dp[q] - dot) : g;
+        p.grad_logits[t * p.out_stride + e] = from_float<T>(e < p.experts ? g : 0.0f);
+      }
+    });
+  }
+};
+
+// The fraction of routed slots per expert, f_e = count_e / rows, from the
+// balance kernel's partials (for the loss's gradient).
+struct BalanceFractionKernel {
+  struct Params {
+    const float* partial;
+    int blocks, experts;
+    std::int64_t rows;
+    float* fraction;
+  };
+  static constexpr int kThreads = 32;
+  TL_DEVICE void operator()(const Params& p) const {
+    for (int e = static_cast<int>(threadIdx.x); e < p.experts; e += 32) {
+      float count = 0.0f;
+      for (int b = 0; b < p.blocks; ++b) count += p.partial[(static_cast<std::int64_t>(b) * 2 + 1) * p.experts + e];
+      p.fraction[e] = count / static_cast<float>(p.rows);
+    }
   }
 };
 

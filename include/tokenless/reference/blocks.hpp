@@ -270,4 +270,98 @@ R moe_balance_loss(const std::vector<R>& logits, std::int64_t rows, int experts,
   return loss * R(experts);
 }
 
+// The MoE block's backward given its routing (moe_route's experts and
+// weights from `logits`): dL/dx, and the fp32 gradients of the router,
+// gate_up and down. `round` is applied where the kernel stores in T (dy,
+// dact, dh, the per-slot dL/dx, dlogits, dL/dx); the balance loss adds
+// coef · fraction[e] to dL/dp (coef = scale · E / rows) when fraction is
+// not empty.
+template <class R>
+struct MoeGrads {
+  std::vector<R> dx, d_router, d_gate_up, d_down;
+};
+template <class R>
+MoeGrads<R> moe_backward(const std::vector<R>& x, std::int64_t tokens, int d, const std::vector<R>& logits,
+                         const std::vector<R>& router, const std::vector<R>& gate_up, const std::vector<R>& down,
+                         int experts, int ffn, const std::vector<int>& expert, const std::vector<R>& weight, int k,
+                         bool renormalize, const std::vector<R>& grad_out, const std::vector<R>& fraction, R coef,
+                         const std::function<R(R)>& act, const std::function<R(R)>& act_d,
+                         const std::function<R(R)>& round) {
+  MoeGrads<R> g{std::vector<R>(x.size(), R(0)), std::vector<R>(router.size(), R(0)),
+                std::vector<R>(gate_up.size(), R(0)), std::vector<R>(down.size(), R(0))};
+  std::vector<R> h(static_cast<std::size_t>(2 * ffn)), a(static_cast<std::size_t>(ffn)), y(static_cast<std::size_t>(d));
+  std::vector<R> dy(static_cast<std::size_t>(d)), da(static_cast<std::size_t>(ffn)), dh(static_cast<std::size_t>(2 * ffn));
+  std::vector<R> dxs(static_cast<std::size_t>(d)), dw(static_cast<std::size_t>(k));
+  for (std::int64_t t = 0; t < tokens; ++t) {
+    std::vector<R> dx_experts(static_cast<std::size_t>(d), R(0));
+    for (int s = 0; s < k; ++s) {
+      const std::int64_t e = expert[t * k + s];
+      for (int j = 0; j < 2 * ffn; ++j) {
+        R v = 0;
+        for (int i = 0; i < d; ++i) v += x[t * d + i] * gate_up[(e * 2 * ffn + j) * d + i];
+        h[j] = round(v);
+      }
+      for (int j = 0; j < ffn; ++j) a[j] = round(act(h[j]) * h[ffn + j]);
+      R dot = 0;
+      for (int j = 0; j < d; ++j) {
+        R v = 0;
+        for (int i = 0; i < ffn; ++i) v += a[i] * down[(e * d + j) * ffn + i];
+        y[j] = round(v);
+        dot += grad_out[t * d + j] * y[j];
+        dy[j] = round(weight[t * k + s] * grad_out[t * d + j]);
+      }
+      dw[s] = dot;
+      for (int i = 0; i < ffn; ++i) {
+        R v = 0;
+        for (int j = 0; j < d; ++j) {
+          v += dy[j] * down[(e * d + j) * ffn + i];
+          g.d_down[(e * d + j) * ffn + i] += dy[j] * a[i];
+        }
+        da[i] = round(v);
+      }
+      for (int i = 0; i < ffn; ++i) {
+        dh[i] = round(da[i] * h[ffn + i] * act_d(h[i]));
+        dh[ffn + i] = round(da[i] * act(h[i]));
+      }
+      for (int i = 0; i < d; ++i) {
+        R v = 0;
+        for (int j = 0; j < 2 * ffn; ++j) {
+          v += dh[j] * gate_up[(e * 2 * ffn + j) * d + i];
+          g.d_gate_up[(e * 2 * ffn + j) * d + i] += dh[j] * x[t * d + i];
+        }
+        dx_experts[i] += round(v);
+      }
+    }
+    // The router.
+    R mx = logits[t * experts];
+    for (int e = 1; e < experts; ++e) mx = std::max(mx, logits[t * experts + e]);
+    std::vector<R> p(static_cast<std::size_t>(experts)), dp(static_cast<std::size_t>(experts), R(0));
+    R sum = 0;
+    for (int e = 0; e < experts; ++e) sum += p[e] = std::exp(logits[t * experts + e] - mx);
+    for (int e = 0; e < experts; ++e) {
+      p[e] /= sum;
+      if (!fraction.empty()) dp[e] = coef * fraction[e];
+    }
+    R dww = 0, psum = 0;
+    for (int s = 0; s < k; ++s) {
+      dww += dw[s] * weight[t * k + s];
+      psum += p[expert[t * k + s]];
+    }
+    for (int s = 0; s < k; ++s) dp[expert[t * k + s]] += renormalize ? (dw[s] - dww) / psum : dw[s];
+    R pdp = 0;
+    for (int e = 0; e < experts; ++e) pdp += p[e] * dp[e];
+    std::vector<R> dl(static_cast<std::size_t>(experts));
+    for (int e = 0; e < experts; ++e) dl[e] = round(p[e] * (dp[e] - pdp));
+    for (int i = 0; i < d; ++i) {
+      R v = 0;
+      for (int e = 0; e < experts; ++e) {
+        v += dl[e] * router[e * d + i];
+        g.d_router[e * d + i] += dl[e] * x[t * d + i];
+      }
+      g.dx[t * d + i] = round(round(dx_experts[i]) + v);
+    }
+  }
+  return g;
+}
+
 }  // namespace tokenless::reference::blocks
