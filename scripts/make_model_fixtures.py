@@ -84,7 +84,9 @@ def main():
         out = os.path.join(out_root, name)
         os.makedirs(out, exist_ok=True)
         model.to(torch.bfloat16).save_pretrained(out, safe_serialization=True)
-        model.to(torch.float32)
+        # Reloaded as a user would: casting the model back would leave its RoPE
+        # buffers (inv_freq) rounded to bf16.
+        model = cls.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
         ids = PROMPT
         with torch.no_grad():
             logits32 = model(torch.tensor([ids])).logits[0].float().numpy()
@@ -95,9 +97,7 @@ def main():
         gen = greedy(model, ids, True)
         assert gen == greedy(model, ids, False), f"{name}: generation with the cache differs from without"
         m = margins(model, ids, gen)
-        bf = cls(config).eval()
-        bf.load_state_dict(model.state_dict())
-        bf = bf.to(torch.bfloat16)
+        bf = cls.from_pretrained(out, dtype=torch.bfloat16, attn_implementation="eager").eval()
         with torch.no_grad():
             logits16 = bf(torch.tensor([ids])).logits[0].float().numpy()
         np.save(os.path.join(out, "logits_fp32.npy"), logits32.astype(np.float32))

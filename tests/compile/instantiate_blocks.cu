@@ -1,7 +1,12 @@
 // Compile tier: the backbone blocks, every policy and dtype (both vector
 // widths are instantiated behind each run()): the norms, RoPE's layouts,
 // the activations gated and plain.
-#include <tokenless/tokenless.cuh>
+// The blocks alone: tokenless.cuh would compile every other component's kernels here too.
+#include <tokenless/blocks/activation.cuh>
+#include <tokenless/blocks/moe.cuh>
+#include <tokenless/blocks/norm.cuh>
+#include <tokenless/blocks/rope.cuh>
+#include <tokenless/core/tuning.hpp>
 
 namespace bk = tokenless::blocks;
 static_assert(tokenless::TuningSelector<bk::tuning_for>);

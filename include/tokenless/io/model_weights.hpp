@@ -1,0 +1,133 @@
+#pragma once
+// The weights of a checkpoint of one of io::Family's families, read into the
+// runner's packed layout (host memory, as T):
+//
+//   embed [V, D]; per layer: attn_norm [D], wqkv [(H + 2 KV) hd, D] (q, k, v
+//   rows stacked: Phi-3's qkv_proj, or Llama's three projections packed),
+//   wo [D, H hd], mlp_norm [D], and either w_gate_up [2F, D] (gate rows
+//   first: Phi-3's gate_up_proj, or Llama's gate_proj and up_proj packed) and
+//   w_down [D, F], or Mixtral's router [E, D], w_gate_up [E, 2F, D] and
+//   w_down [E, D, F]; norm [D]; lm_head [V, D] (the embedding when tied).
+//
+// Both Mixtral layouts are read: transformers 5's fused experts
+// (mlp.experts.gate_up_proj, mlp.experts.down_proj, mlp.gate) and the Hub's
+// per-expert w1 (gate), w3 (up), w2 (down) under block_sparse_moe. A
+// missing tensor or a wrong shape gets a message naming it.
+#include <tokenless/core/dtype.hpp>
+#include <tokenless/core/status.hpp>
+#include <tokenless/io/model_config.hpp>
+#include <tokenless/io/safetensors.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace tokenless::io {
+
+template <class T>
+struct LayerWeights {
+  std::vector<T> attn_norm, wqkv, wo, mlp_norm, w_gate_up, w_down, router;
+};
+
+template <class T>
+struct ModelWeights {
+  ModelConfig config;
+  std::vector<T> embed, norm, lm_head;
+  std::vector<LayerWeights<T>> layers;
+};
+
+namespace detail {
+
+// Converts `name` (of exactly `shape`) into dst[offset ...].
+template <class T>
+Status fetch(const Checkpoint& c, const std::string& name, std::initializer_list<std::int64_t> shape, std::vector<T>& dst,
+             std::size_t offset = 0) {
+  const TensorInfo* t = nullptr;
+  TL_RETURN_IF_ERROR(c.get(name, shape, &t));
+  if (offset + static_cast<std::size_t>(t->numel()) > dst.size()) {
+    return Status::error(StatusCode::internal, "load: '%s' does not fit its packed buffer", name.c_str());
+  }
+  return convert(*t, dst.data() + offset);
+}
+
+}  // namespace detail
+
+template <class T>
+Status load_weights(const std::string& dir, ModelWeights<T>* out) {
+  ModelWeights<T> m;
+  std::string text;
+  if (!Checkpoint::read_text(dir + "/config.json", &text)) {
+    return Status::error(StatusCode::invalid_argument, "%s/config.json: cannot read", dir.c_str());
+  }
+  TL_RETURN_IF_ERROR(ModelConfig::parse(text, &m.config));
+  const ModelConfig& c = m.config;
+  Checkpoint ck;
+  TL_RETURN_IF_ERROR(Checkpoint::open(dir, &ck));
+  const std::int64_t V = c.vocab, D = c.hidden, F = c.intermediate, Q = c.q_dim(), KV = c.kv_dim(), E = c.experts;
+  using detail::fetch;
+  m.embed.resize(static_cast<std::size_t>(V * D));
+  TL_RETURN_IF_ERROR(fetch(ck, "model.embed_tokens.weight", {V, D}, m.embed));
+  m.norm.resize(static_cast<std::size_t>(D));
+  TL_RETURN_IF_ERROR(fetch(ck, "model.norm.weight", {D}, m.norm));
+  if (c.tie_embeddings && !ck.find("lm_head.weight")) {
+    m.lm_head = m.embed;
+  } else {
+    m.lm_head.resize(static_cast<std::size_t>(V * D));
+    TL_RETURN_IF_ERROR(fetch(ck, "lm_head.weight", {V, D}, m.lm_head));
+  }
+  const bool hub_moe = c.family == Family::kMixtral && !ck.find("model.layers.0.mlp.experts.gate_up_proj");
+  for (int l = 0; l < c.layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LayerWeights<T> w;
+    w.attn_norm.resize(static_cast<std::size_t>(D));
+    w.mlp_norm.resize(static_cast<std::size_t>(D));
+    TL_RETURN_IF_ERROR(fetch(ck, p + "input_layernorm.weight", {D}, w.attn_norm));
+    TL_RETURN_IF_ERROR(fetch(ck, p + "post_attention_layernorm.weight", {D}, w.mlp_norm));
+    w.wqkv.resize(static_cast<std::size_t>((Q + 2 * KV) * D));
+    if (c.family == Family::kPhi3) {
+      TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.qkv_proj.weight", {Q + 2 * KV, D}, w.wqkv));
+    } else {
+      TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.q_proj.weight", {Q, D}, w.wqkv));
+      TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.k_proj.weight", {KV, D}, w.wqkv, static_cast<std::size_t>(Q * D)));
+      TL_RETURN_IF_ERROR(
+          fetch(ck, p + "self_attn.v_proj.weight", {KV, D}, w.wqkv, static_cast<std::size_t>((Q + KV) * D)));
+    }
+    w.wo.resize(static_cast<std::size_t>(D * Q));
+    TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.o_proj.weight", {D, Q}, w.wo));
+    if (c.family == Family::kMixtral) {
+      w.router.resize(static_cast<std::size_t>(E * D));
+      w.w_gate_up.resize(static_cast<std::size_t>(E * 2 * F * D));
+      w.w_down.resize(static_cast<std::size_t>(E * D * F));
+      if (!hub_moe) {
+        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.gate.weight", {E, D}, w.router));
+        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.experts.gate_up_proj", {E, 2 * F, D}, w.w_gate_up));
+        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.experts.down_proj", {E, D, F}, w.w_down));
+      } else {
+        const std::string b = p + "block_sparse_moe.";
+        TL_RETURN_IF_ERROR(fetch(ck, b + "gate.weight", {E, D}, w.router));
+        for (std::int64_t e = 0; e < E; ++e) {
+          const std::string x = b + "experts." + std::to_string(e) + ".";
+          const auto base = static_cast<std::size_t>(e * 2 * F * D);
+          TL_RETURN_IF_ERROR(fetch(ck, x + "w1.weight", {F, D}, w.w_gate_up, base));
+          TL_RETURN_IF_ERROR(fetch(ck, x + "w3.weight", {F, D}, w.w_gate_up, base + static_cast<std::size_t>(F * D)));
+          TL_RETURN_IF_ERROR(fetch(ck, x + "w2.weight", {D, F}, w.w_down, static_cast<std::size_t>(e * D * F)));
+        }
+      }
+    } else {
+      w.w_gate_up.resize(static_cast<std::size_t>(2 * F * D));
+      w.w_down.resize(static_cast<std::size_t>(D * F));
+      if (c.family == Family::kPhi3) {
+        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.gate_up_proj.weight", {2 * F, D}, w.w_gate_up));
+      } else {
+        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.gate_proj.weight", {F, D}, w.w_gate_up));
+        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.up_proj.weight", {F, D}, w.w_gate_up, static_cast<std::size_t>(F * D)));
+      }
+      TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.down_proj.weight", {D, F}, w.w_down));
+    }
+    m.layers.push_back(std::move(w));
+  }
+  *out = std::move(m);
+  return Status::ok();
+}
+
+}  // namespace tokenless::io

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# tokenless-run's command line: every family's greedy ids equal transformers'
+# (tests/fixtures/models/*/expected.json), --logits writes a float32 .npy of
+# [n_prompt, vocab] within tolerance of transformers' logits, --ids reads a
+# file, and bad input fails with a message that names it.
+#   bash check_run_cli.sh RUNNER FIXTURES_DIR WORK_DIR
+set -uo pipefail
+run="$1"
+fixtures="$2"
+work="$3"
+mkdir -p "$work"
+fails=0
+check() {  # check NAME CONDITION-EXIT-CODE
+  if [ "$2" -ne 0 ]; then
+    echo "FAIL: $1"
+    fails=$((fails + 1))
+  else
+    echo "ok: $1"
+  fi
+}
+field() { python3 -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))[sys.argv[2]])))" "$1" "$2"; }
+
+for f in llama mistral mixtral phi3; do
+  prompt=$(field "$fixtures/$f/expected.json" prompt)
+  want=$(field "$fixtures/$f/expected.json" generated)
+  out=$("$run" --model "$fixtures/$f" --ids-list "$prompt" --max-new-tokens 8 --ignore-eos --format json \
+        --logits "$work/$f.npy")
+  got=$(python3 -c "import json,sys; print(','.join(map(str, json.loads(sys.argv[1])['generated'])))" "$out")
+  [ "$got" = "$want" ]
+  check "$f: greedy ids $got" $?
+  python3 -c "import json,sys; j=json.loads(sys.argv[1]); assert j['tokens_per_second'] > 0 and j['prompt_tokens'] == 12" "$out"
+  check "$f: json fields" $?
+  # The .npy: its header and shape, and its values within 1e-4 of transformers' fp32 logits.
+  python3 - "$work/$f.npy" "$fixtures/$f/logits_fp32.npy" <<'PY'
+import struct, sys
+def load(p):
+    b = open(p, 'rb').read()
+    assert b[:6] == b'\x93NUMPY', 'magic'
+    n = struct.unpack('<H', b[8:10])[0]
+    h = b[10:10 + n].decode()
+    assert "'descr': '<f4'" in h and "'fortran_order': False" in h, h
+    shape = tuple(int(x) for x in h.split('(')[1].split(')')[0].split(',') if x.strip())
+    vals = struct.unpack('<%df' % (shape[0] * shape[1]), b[10 + n:])
+    return shape, vals
+(s1, a), (s2, b) = load(sys.argv[1]), load(sys.argv[2])
+assert s1 == s2, (s1, s2)
+assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
+PY
+  check "$f: --logits .npy" $?
+done
+
+# --ids FILE, one id a line, gives the same ids as --ids-list.
+prompt=$(field "$fixtures/llama/expected.json" prompt)
+echo "$prompt" | tr ',' '\n' > "$work/prompt.txt"
+a=$("$run" --model "$fixtures/llama" --ids "$work/prompt.txt" --max-new-tokens 4 2>/dev/null)
+b=$("$run" --model "$fixtures/llama" --ids-list "$prompt" --max-new-tokens 4 2>/dev/null)
+[ -n "$a" ] && [ "$a" = "$b" ]
+check "--ids FILE equals --ids-list" $?
+
+# Bad input: a message that names the problem, and a failing exit code.
+expect_fail() {  # expect_fail NAME NEEDLE ARGS...
+  local name="$1" needle="$2"
+  shift 2
+  local err
+  err=$("$run" "$@" 2>&1 >/dev/null)
+  local rc=$?
+  [ $rc -ne 0 ] && [[ "$err" == *"$needle"* ]]
+  check "$name (\"$needle\")" $?
+}
+expect_fail "no model folder" "config.json" --model "$work/missing" --ids-list 1,2
+expect_fail "an id outside the vocabulary" "id 99999" --model "$fixtures/llama" --ids-list 1,99999
+expect_fail "a prompt that is not ids" "'x7'" --model "$fixtures/llama" --ids-list 1,x7
+expect_fail "an unknown flag" "--frobnicate" --model "$fixtures/llama" --ids-list 1 --frobnicate
+expect_fail "an unknown dtype" "fp8" --model "$fixtures/llama" --ids-list 1 --dtype fp8
+mkdir -p "$work/gpt2"
+echo '{"architectures": ["GPT2LMHeadModel"]}' > "$work/gpt2/config.json"
+expect_fail "an unknown architecture" "GPT2LMHeadModel" --model "$work/gpt2" --ids-list 1
+exit $fails
