@@ -80,22 +80,23 @@ double time_iterations(benchmark::State& state, F&& fn, cudaStream_t stream = nu
   return state.iterations() ? total / static_cast<double>(state.iterations()) : 0.0;
 }
 
-// Fills a device array with uniform values in [-0.5, 0.5) from a hash of the
-// index: never time on zeros (they hide unwritten outputs and wrong indexing).
+// Fills a device array with uniform values in [-0.5, 0.5) · scale from a hash
+// of the index: never time on zeros (they hide unwritten outputs and wrong
+// indexing).
 template <class T>
-__global__ void fill_random_kernel(T* p, std::size_t n, std::uint32_t seed) {
+__global__ void fill_random_kernel(T* p, std::size_t n, std::uint32_t seed, float scale) {
   for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n; i += std::size_t{gridDim.x} * blockDim.x) {
     std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed ^ static_cast<std::uint32_t>(i >> 32);
     h ^= h >> 16;
     h *= 2246822519u;
     h ^= h >> 13;
-    p[i] = tokenless::from_float<T>(static_cast<float>(h >> 8) * (1.0f / 16777216.0f) - 0.5f);
+    p[i] = tokenless::from_float<T>((static_cast<float>(h >> 8) * (1.0f / 16777216.0f) - 0.5f) * scale);
   }
 }
 
 template <class T>
-void fill_random(T* p, std::size_t n, std::uint32_t seed) {
-  fill_random_kernel<T><<<1024, 256>>>(p, n, seed);
+void fill_random(T* p, std::size_t n, std::uint32_t seed, float scale = 1.0f) {
+  fill_random_kernel<T><<<1024, 256>>>(p, n, seed, scale);
   TLB_CHECK_CUDA(cudaGetLastError());
 }
 

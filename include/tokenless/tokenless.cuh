@@ -25,6 +25,7 @@
 #include <tokenless/blocks/moe.cuh>
 #include <tokenless/blocks/norm.cuh>
 #include <tokenless/blocks/rope.cuh>
+#include <tokenless/blocks/tokens.cuh>
 #include <tokenless/bottleneck/concepts.cuh>
 #include <tokenless/bottleneck/dechunk.cuh>
 #include <tokenless/bottleneck/pool.cuh>

@@ -6,6 +6,7 @@
 #include <tokenless/blocks/moe.cuh>
 #include <tokenless/blocks/norm.cuh>
 #include <tokenless/blocks/rope.cuh>
+#include <tokenless/blocks/tokens.cuh>
 #include <tokenless/core/tuning.hpp>
 
 namespace bk = tokenless::blocks;
@@ -76,3 +77,15 @@ void instantiate_moe() {
 template void instantiate_moe<float>();
 template void instantiate_moe<__half>();
 template void instantiate_moe<__nv_bfloat16>();
+
+template <class T>
+void instantiate_tokens() {
+  static_assert(tokenless::Operation<bk::Embedding<T>> && tokenless::Operation<bk::EmbeddingBackward<T>> &&
+                tokenless::Operation<bk::Argmax<T>>);
+  (void)&bk::Embedding<T>::run;
+  (void)&bk::EmbeddingBackward<T>::run;
+  (void)&bk::Argmax<T>::run;
+}
+template void instantiate_tokens<float>();
+template void instantiate_tokens<__half>();
+template void instantiate_tokens<__nv_bfloat16>();

@@ -3,6 +3,8 @@
 // races are caught by ASan and TSan; see planted.cpp.)
 #include "../support/support.hpp"
 
+#include <tokenless/tokenless.cuh>
+
 #include <set>
 
 namespace emu = tokenless::emu;

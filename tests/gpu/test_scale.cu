@@ -7,6 +7,8 @@
 #include "../support/patch_buffers.hpp"
 #include "../support/testbed.hpp"
 
+#include <tokenless/tokenless.cuh>
+
 #include <cstring>
 
 namespace {

@@ -12,12 +12,15 @@
 //     rotation), the rope_scaling frequency tables, bad input and a bad
 //     cu_seqlens reported with nothing rotated;
 //   * SwiGLU from two projections and from a fused gate_up row (in place),
-//     GPT-2's GELU with a bias, forward and backward with the bias's gradient.
+//     GPT-2's GELU with a bias, forward and backward with the bias's gradient;
+//   * the embedding (exact gather; ids outside the vocabulary reported with
+//     nothing written), its deterministic gradient, and argmax (ties, NaN).
 #include "../support/testbed.hpp"
 
 #include <tokenless/blocks/activation.cuh>
 #include <tokenless/blocks/norm.cuh>
 #include <tokenless/blocks/rope.cuh>
+#include <tokenless/blocks/tokens.cuh>
 #include <tokenless/reference/blocks.hpp>
 
 #include <cmath>
@@ -547,6 +550,101 @@ TEST_CASE("blocks: the activations' bad input gets a clear Status") {
   using Act = bk::Activation<bk::GeluTanh, float>;
   CHECK(Act::can_implement({.x = g.get(), .rows = -1, .cols = 16, .out = out.get()}).code() ==
         StatusCode::invalid_argument);
+}
+
+// ------------------------------------------------------------------ token ids
+
+template <class T>
+void check_embedding(std::int64_t vocab, int d, std::uint64_t seed) {
+  CAPTURE(d);
+  const std::vector<std::int32_t> ids{3, 0, 7, 3, 3, static_cast<std::int32_t>(vocab - 1), 7, 12, 0};
+  const auto n = static_cast<std::int64_t>(ids.size());
+  const auto th = random_values<T>(static_cast<std::size_t>(vocab * d), seed);
+  const auto gh = random_values<T>(static_cast<std::size_t>(n * d), seed + 1);
+  DeviceBuffer<T> table(th), out(n * d), g(gh);
+  DeviceBuffer<std::int32_t> id(ids);
+  Testbed<bk::Embedding<T>> bed;
+  bed.run_ok({.table = table.get(), .ids = id.get(), .n = n, .vocab = vocab, .d = d, .out = out.get()});
+  const auto o = out.download();
+  for (std::int64_t t = 0; t < n; ++t) {
+    for (int c = 0; c < d; ++c) {
+      CHECK(std::memcmp(&o[t * d + c], &th[ids[t] * d + c], sizeof(T)) == 0);  // a copy, bit for bit
+    }
+  }
+  // The gradient: added to what the table held, each id's rows in token order.
+  const std::vector<float> start(static_cast<std::size_t>(vocab * d), 0.25f);
+  DeviceBuffer<float> gt(start);
+  using Bwd = bk::EmbeddingBackward<T>;
+  const typename Bwd::Arguments ba{.ids = id.get(), .grad_out = g.get(), .n = n, .vocab = vocab, .d = d,
+                                   .grad_table = gt.get()};
+  Testbed<Bwd> bbed;
+  bbed.run_ok(ba);
+  std::vector<double> truth(start.begin(), start.end());
+  std::vector<float> naive(start);
+  for (std::int64_t t = 0; t < n; ++t) {
+    for (int c = 0; c < d; ++c) {
+      truth[ids[t] * d + c] += tokenless::to_float(gh[t * d + c]);
+      naive[ids[t] * d + c] += tokenless::to_float(gh[t * d + c]);
+    }
+  }
+  const auto first = gt.download();
+  check_accuracy(first, naive, truth, 4.0, tokenless::dtype_traits<float>::unit_roundoff);
+  // Deterministic: the same sums again from the same start.
+  gt.upload(start);
+  bbed.run_ok(ba);
+  CHECK(gt.download() == first);
+  // Written, not accumulated: touched rows hold the sums alone, the others keep their values.
+  auto wa = ba;
+  wa.accumulate = false;
+  gt.upload(start);
+  bbed.run_ok(wa);
+  const auto written = gt.download();
+  for (std::int64_t v = 0; v < vocab; ++v) {
+    const bool touched = std::find(ids.begin(), ids.end(), v) != ids.end();
+    CHECK(written[v * d] == doctest::Approx(touched ? first[v * d] - 0.25f : 0.25f).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("blocks: the embedding, its gradient, and bad ids") {
+  check_embedding<__nv_bfloat16>(16, 64, 51);  // vector path
+  check_embedding<float>(13, 30, 52);          // scalar path
+  using Op = bk::Embedding<float>;
+  DeviceBuffer<float> table(10 * 8), out(4 * 8);
+  DeviceBuffer<std::int32_t> good(std::vector<std::int32_t>{1, 2, 3, 4}), high(std::vector<std::int32_t>{1, 2, 10, 4}),
+      low(std::vector<std::int32_t>{1, -1, 3, 4});
+  const Op::Arguments a{.table = table.get(), .ids = good.get(), .n = 4, .vocab = 10, .d = 8, .out = out.get()};
+  Testbed<Op> bed;
+  bed.watch(out);
+  bed.reject(a, {
+      {"an id past the vocabulary", [&](auto& x) { x.ids = high.get(); }, StatusCode::invalid_argument, "ids[2] = 10"},
+      {"a negative id", [&](auto& x) { x.ids = low.get(); }, StatusCode::invalid_argument, "ids[1] = -1"},
+      {"no table", [](auto& x) { x.table = nullptr; }, StatusCode::null_pointer, "table"},
+      {"no tokens", [](auto& x) { x.n = 0; }, StatusCode::empty, "n"},
+  });
+}
+
+TEST_CASE("blocks: argmax takes the first of equal maxima and NaN as largest, as torch.argmax") {
+  const int cols = 1000;  // more than a block's threads
+  std::vector<float> x(5 * cols);
+  for (int i = 0; i < 5 * cols; ++i) x[i] = std::sin(0.37f * i);
+  x[0 * cols + 999] = 2.0f;  // row 0: the last column
+  x[1 * cols + 10] = 3.0f;   // row 1: a tie, the first wins
+  x[1 * cols + 700] = 3.0f;
+  x[2 * cols + 500] = NAN;   // row 2: NaN is largest
+  x[2 * cols + 600] = NAN;
+  for (int c = 0; c < cols; ++c) x[3 * cols + c] = -INFINITY;  // row 3: all -inf: index 0
+  x[4 * cols + 256] = 5.0f;
+  DeviceBuffer<float> xf(x);
+  std::vector<__nv_bfloat16> xb(x.size());
+  for (std::size_t i = 0; i < x.size(); ++i) xb[i] = tokenless::from_float<__nv_bfloat16>(x[i]);
+  DeviceBuffer<__nv_bfloat16> xbf(xb);
+  DeviceBuffer<std::int32_t> ids(std::vector<std::int32_t>(10, -7));
+  REQUIRE_OK((bk::Argmax<float>::run({.x = xf.get(), .rows = 5, .cols = cols, .out = ids.get(), .out_stride = 2})));
+  REQUIRE_OK((bk::Argmax<__nv_bfloat16>::run({.x = xbf.get(), .rows = 5, .cols = cols, .out = ids.get() + 1,
+                                               .out_stride = 2})));
+  const auto got = ids.download();
+  const std::vector<std::int32_t> want{999, 999, 10, 10, 500, 500, 0, 0, 256, 256};
+  CHECK(got == want);
 }
 
 }  // namespace tlt::blocks_tests

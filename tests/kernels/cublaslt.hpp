@@ -4,6 +4,8 @@
 // tier (tests/gpu/test_cublaslt.cu, tests/emu/test_cublaslt.cpp).
 #include "../support/testbed.hpp"
 
+#include <tokenless/tokenless.cuh>
+
 #include <tokenless/reference/gemm.hpp>
 
 namespace tlt::gemm_tests {

@@ -2,6 +2,8 @@
 // The device-wide facade (CUB on the GPU, host code on the executor).
 #include "../support/support.hpp"
 
+#include <tokenless/tokenless.cuh>
+
 namespace tlt::device_algorithms_tests {
 
 TEST_CASE("device facade: scans, reduce and stable pair sort") {

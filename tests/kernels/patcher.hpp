@@ -5,6 +5,8 @@
 #include "../support/blt_entropy_figure.hpp"
 #include "../support/testbed.hpp"
 
+#include <tokenless/tokenless.cuh>
+
 #include <cstring>
 
 namespace tlt::patcher_tests {
@@ -132,6 +134,7 @@ TEST_CASE("patcher: every mode on a varlen batch matches the BLT-style reference
   for (std::size_t i = 0; i < tok.size(); ++i) tok[i] = static_cast<unsigned char>(text[i % text.size()]) + 4;
   for (bool inc : {false, true}) {
     for (int cap : {0, 3}) {
+      if (cap == 0 && scale_down() > 1) continue;  // thread mode (TSan): the capped runs take every code path
       auto entropy_ref = [&](ref::EntropyMode m, float t, float ta) { return blt_entropy_reference(m, t, ta, inc, cap); };
       mode_case(pt::EntropyGlobal{1.5f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::global, 1.5f, 0));
       mode_case(pt::EntropyMonotonic{0.8f}, cu, e, tok, inc, cap, entropy_ref(ref::EntropyMode::monotonic, 0.8f, 0));

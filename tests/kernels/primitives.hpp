@@ -3,6 +3,8 @@
 // gpu tiers. Integer data makes the expected values exact.
 #include "../support/support.hpp"
 
+#include <tokenless/tokenless.cuh>
+
 namespace tlt::primitives {
 
 template <class T>

@@ -5,6 +5,8 @@
 // differences). Shared by the emu and gpu tiers.
 #include "../support/testbed.hpp"
 
+#include <tokenless/tokenless.cuh>
+
 namespace tlt::router_tests {
 
 namespace rt = tokenless::router;

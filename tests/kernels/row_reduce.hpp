@@ -3,6 +3,8 @@
 // policy and storage dtype the docs promise.
 #include "../support/testbed.hpp"
 
+#include <tokenless/tokenless.cuh>
+
 namespace tlt::row_reduce_tests {
 
 namespace rr = tokenless::row_reduce;

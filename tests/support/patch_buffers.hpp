@@ -3,6 +3,8 @@
 // sequences and `capacity` patches.
 #include "support.hpp"
 
+#include <tokenless/tokenless.cuh>
+
 namespace tlt {
 
 struct PatchBuffers {

@@ -2,7 +2,16 @@
 // Helpers shared by the emu and gpu tiers: the same test source runs on the
 // CPU executor (g++ with TOKENLESS_EMU) and on a GPU (nvcc).
 #include <doctest/doctest.h>
-#include <tokenless/tokenless.cuh>
+// The core only: a case file includes its component's headers, so that
+// nvcc compiles that component's kernels in its unit and not every other's
+// (the whole library in every gpu-tier unit cost CI a minute and more).
+#include <tokenless/core/config.hpp>
+#include <tokenless/core/device.hpp>
+#include <tokenless/core/device_buffer.cuh>
+#include <tokenless/core/dtype.hpp>
+#include <tokenless/core/operation.hpp>
+#include <tokenless/core/status.hpp>
+#include <tokenless/core/workspace.hpp>
 
 #include <algorithm>
 #include <functional>
