@@ -4,6 +4,7 @@
 // offsets outside the file, overflowing shapes) refused with a Status.
 // tests/fuzz/ fuzzes the same parser with libFuzzer.
 #include "../support/safetensors_writer.hpp"
+#include "require_ok.hpp"
 
 #include <tokenless/io/safetensors.hpp>
 
@@ -20,12 +21,6 @@
 namespace io = tokenless::io;
 using tokenless::StatusCode;
 
-#define REQUIRE_OK(expr)                  \
-  do {                                    \
-    const ::tokenless::Status s_ = (expr); \
-    INFO("status: " << s_.message());     \
-    REQUIRE(s_.is_ok());                  \
-  } while (0)
 
 namespace {
 

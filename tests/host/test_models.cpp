@@ -7,6 +7,7 @@
 // load-balancing loss, both Mixtral layouts, both config styles, and
 // messages that name what is wrong.
 #include "../support/safetensors_writer.hpp"
+#include "require_ok.hpp"
 
 #include <tokenless/io/model_config.hpp>
 #include <tokenless/io/model_weights.hpp>
@@ -29,12 +30,6 @@ namespace io = tokenless::io;
 namespace ref = tokenless::reference;
 using tokenless::StatusCode;
 
-#define REQUIRE_OK(expr)                   \
-  do {                                     \
-    const ::tokenless::Status s_ = (expr); \
-    INFO("status: " << s_.message());      \
-    REQUIRE(s_.is_ok());                   \
-  } while (0)
 
 namespace {
 

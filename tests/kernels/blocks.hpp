@@ -35,14 +35,6 @@ namespace bk = tokenless::blocks;
 namespace ref = tokenless::reference::blocks;
 using tokenless::StatusCode;
 
-template <class T>
-std::function<double(double)> round_d() {
-  return [](double v) { return static_cast<double>(tokenless::round_trip<T>(static_cast<float>(v))); };
-}
-template <class T>
-std::function<float(float)> round_f() {
-  return [](float v) { return tokenless::round_trip<T>(v); };
-}
 
 template <class P, class T>
 void check_rms_norm(std::int64_t rows, int d, bool with_residual, std::uint64_t seed) {

@@ -29,14 +29,6 @@ namespace ref = tokenless::reference::blocks;
 using tokenless::StatusCode;
 using tokenless::VarlenBatch;
 
-template <class T>
-std::function<double(double)> round_d() {
-  return [](double v) { return static_cast<double>(tokenless::round_trip<T>(static_cast<float>(v))); };
-}
-template <class T>
-std::function<float(float)> round_f() {
-  return [](float v) { return tokenless::round_trip<T>(v); };
-}
 
 template <class T>
 void check_grouped_gemm(const std::vector<std::int32_t>& offsets, int n, int k, std::uint64_t seed) {

@@ -105,6 +105,16 @@ std::vector<float> rounded(const std::vector<double>& v) {
   return f;
 }
 
+// Storing a value in T, as a function (for the references' `round` hooks).
+template <class T>
+std::function<double(double)> round_d() {
+  return [](double v) { return static_cast<double>(tokenless::round_trip<T>(static_cast<float>(v))); };
+}
+template <class T>
+std::function<float(float)> round_f() {
+  return [](float v) { return tokenless::round_trip<T>(v); };
+}
+
 // The tolerance rule of the test tiers: the kernel's error against the
 // double-precision reference may be at most `factor` times the error of a
 // naive implementation at the same precision, plus a floor of a few units of

@@ -321,6 +321,59 @@ TL_UNROLL
 
 // ------------------------------------------------------------------ routing
 
+inline constexpr int kMoePerLane = kMoeMaxExperts / 32;
+
+// A row's softmax over the experts in fp32, lane-strided: p[q] is expert
+// lane + 32q's probability (0 past the experts).
+template <class T>
+TL_DEVICE TL_FORCEINLINE void row_softmax(const T* row, int experts, int lane, float (&p)[kMoePerLane]) {
+  float mx = -INFINITY;
+TL_UNROLL
+  for (int q = 0; q < kMoePerLane; ++q) {
+    const int e = lane + 32 * q;
+    p[q] = e < experts ? to_float(row[e]) : -INFINITY;
+    mx = fmaxf(mx, p[q]);
+  }
+  mx = warp::reduce(mx, Max{});
+  float sum = 0.0f;
+TL_UNROLL
+  for (int q = 0; q < kMoePerLane; ++q) {
+    p[q] = lane + 32 * q < experts ? expf(p[q] - mx) : 0.0f;
+    sum += p[q];
+  }
+  sum = warp::reduce(sum, Sum{});
+TL_UNROLL
+  for (int q = 0; q < kMoePerLane; ++q) p[q] /= sum;
+}
+
+// The warp's next pick: the largest entry of p over the lanes (the lower
+// expert first on ties), then marked taken (below every probability).
+TL_DEVICE TL_FORCEINLINE void warp_pick(float (&p)[kMoePerLane], int experts, int lane, float& best, int& best_e) {
+  best = -1.0f;
+  best_e = 0x7fffffff;
+TL_UNROLL
+  for (int q = 0; q < kMoePerLane; ++q) {
+    const int e = lane + 32 * q;
+    if (e < experts && p[q] > best) {  // q ascending: the lower expert wins ties within a lane
+      best = p[q];
+      best_e = e;
+    }
+  }
+TL_UNROLL
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ob = warp::shfl_xor(best, o);
+    const int oe = warp::shfl_xor(best_e, o);
+    if (ob > best || (ob == best && oe < best_e)) {
+      best = ob;
+      best_e = oe;
+    }
+  }
+TL_UNROLL
+  for (int q = 0; q < kMoePerLane; ++q) {
+    if (lane + 32 * q == best_e) p[q] = -2.0f;
+  }
+}
+
 // A warp a token: p = softmax(logits) in fp32, the top k by value (lower
 // expert first on ties), renormalised: weight[t, s], expert[t, s]; the sort's
 // keys (the expert) and values (t·k + s).
@@ -338,60 +391,22 @@ struct RouteKernel {
     std::int32_t* slots;   // [tokens, k]
   };
   static constexpr int kThreads = 256;
-  static constexpr int kPerLane = kMoeMaxExperts / 32;
   TL_DEVICE void operator()(const Params& p) const {
     work::warp_items(p.tokens, [&](std::int64_t t, int lane) {
-      float v[kPerLane];
-      float mx = -INFINITY;
-TL_UNROLL
-      for (int q = 0; q < kPerLane; ++q) {
-        const int e = lane + 32 * q;
-        v[q] = e < p.experts ? to_float(p.logits[t * p.stride + e]) : -INFINITY;
-        mx = fmaxf(mx, v[q]);
-      }
-      mx = warp::reduce(mx, Max{});
-      float sum = 0.0f;
-TL_UNROLL
-      for (int q = 0; q < kPerLane; ++q) {
-        const int e = lane + 32 * q;
-        v[q] = e < p.experts ? expf(v[q] - mx) : 0.0f;
-        sum += v[q];
-      }
-      sum = warp::reduce(sum, Sum{});
-      // k rounds of a warp argmax; a taken expert drops below every
-      // probability. Lane s keeps the s-th pick.
+      float prob[kMoePerLane];
+      row_softmax(p.logits + t * p.stride, p.experts, lane, prob);
+      // k rounds of the warp's pick; lane s keeps the s-th.
       float mine = 0.0f, total = 0.0f;
       int mine_e = 0;
       for (int s = 0; s < p.k; ++s) {
-        float best = -1.0f;
-        int best_e = 0x7fffffff;
-TL_UNROLL
-        for (int q = 0; q < kPerLane; ++q) {
-          const int e = lane + 32 * q;
-          const float pe = e < p.experts ? v[q] / sum : -1.0f;
-          if (pe > best) {  // q ascending: the lower expert wins ties within a lane
-            best = pe;
-            best_e = e;
-          }
-        }
-TL_UNROLL
-        for (int o = 16; o > 0; o >>= 1) {
-          const float ob = warp::shfl_xor(best, o);
-          const int oe = warp::shfl_xor(best_e, o);
-          if (ob > best || (ob == best && oe < best_e)) {
-            best = ob;
-            best_e = oe;
-          }
-        }
+        float best;
+        int best_e;
+        warp_pick(prob, p.experts, lane, best, best_e);
         if (lane == s) {
           mine = best;
           mine_e = best_e;
         }
         total += best;
-TL_UNROLL
-        for (int q = 0; q < kPerLane; ++q) {
-          if (lane + 32 * q == best_e) v[q] = -2.0f * sum;
-        }
       }
       if (lane < p.k) {
         const std::int64_t i = t * p.k + lane;
@@ -498,68 +513,29 @@ struct BalanceKernel {
   };
   static constexpr int kThreads = 256;
   static constexpr int kWarps = kThreads / 32;
-  static constexpr int kPerLane = kMoeMaxExperts / 32;
   struct SharedStorage {
     float part[kWarps][2][kMoeMaxExperts];
   };
   TL_DEVICE void operator()(const Params& p, SharedStorage& s) const {
     const int lane = static_cast<int>(threadIdx.x) & 31, w = static_cast<int>(threadIdx.x) >> 5;
-    float prob[kPerLane] = {}, count[kPerLane] = {};
+    float prob[kMoePerLane] = {}, count[kMoePerLane] = {};
     const std::int64_t b0 = blockIdx.x * p.per_block, b1 = b0 + p.per_block < p.rows ? b0 + p.per_block : p.rows;
     for (std::int64_t r = b0 + w; r < b1; r += kWarps) {
-      float v[kPerLane], mx = -INFINITY;
+      float v[kMoePerLane];
+      row_softmax(p.logits + r * p.stride, p.experts, lane, v);
 TL_UNROLL
-      for (int q = 0; q < kPerLane; ++q) {
-        const int e = lane + 32 * q;
-        v[q] = e < p.experts ? to_float(p.logits[r * p.stride + e]) : -INFINITY;
-        mx = fmaxf(mx, v[q]);
-      }
-      mx = warp::reduce(mx, Max{});
-      float sum = 0.0f;
-TL_UNROLL
-      for (int q = 0; q < kPerLane; ++q) {
-        v[q] = lane + 32 * q < p.experts ? expf(v[q] - mx) : 0.0f;
-        sum += v[q];
-      }
-      sum = warp::reduce(sum, Sum{});
-TL_UNROLL
-      for (int q = 0; q < kPerLane; ++q) {
-        v[q] /= sum;
-        prob[q] += v[q];
-      }
-      // The top k (lower expert first on ties), as the router picks them.
-      bool taken[kPerLane] = {};
+      for (int q = 0; q < kMoePerLane; ++q) prob[q] += v[q];
+      // The top k, as the router picks them.
       for (int sel = 0; sel < p.k; ++sel) {
-        float best = -1.0f;
-        int best_e = 0x7fffffff;
+        float best;
+        int best_e;
+        warp_pick(v, p.experts, lane, best, best_e);
 TL_UNROLL
-        for (int q = 0; q < kPerLane; ++q) {
-          const int e = lane + 32 * q;
-          if (e < p.experts && !taken[q] && v[q] > best) {
-            best = v[q];
-            best_e = e;
-          }
-        }
-TL_UNROLL
-        for (int o = 16; o > 0; o >>= 1) {
-          const float ob = warp::shfl_xor(best, o);
-          const int oe = warp::shfl_xor(best_e, o);
-          if (ob > best || (ob == best && oe < best_e)) {
-            best = ob;
-            best_e = oe;
-          }
-        }
-TL_UNROLL
-        for (int q = 0; q < kPerLane; ++q) {
-          if (lane + 32 * q == best_e) {
-            taken[q] = true;
-            count[q] += 1.0f;
-          }
-        }
+        for (int q = 0; q < kMoePerLane; ++q) count[q] += lane + 32 * q == best_e ? 1.0f : 0.0f;
       }
     }
 TL_UNROLL
-    for (int q = 0; q < kPerLane; ++q) {
+    for (int q = 0; q < kMoePerLane; ++q) {
       const int e = lane + 32 * q;
       if (e < p.experts) {
         s.part[w][0][e] = prob[q];
@@ -664,32 +640,17 @@ struct RouterBackwardKernel {
   };
   static constexpr int kThreads = 256;
   static constexpr int kMinBlocks = 2;  // ptxas's own choice (48 registers) spilled
-  static constexpr int kPerLane = kMoeMaxExperts / 32;
   TL_DEVICE void operator()(const Params& p) const {
     work::warp_items(p.tokens, [&](std::int64_t t, int lane) {
-      float v[kPerLane], mx = -INFINITY;
-TL_UNROLL
-      for (int q = 0; q < kPerLane; ++q) {
-        const int e = lane + 32 * q;
-        v[q] = e < p.experts ? to_float(p.logits[t * p.stride + e]) : -INFINITY;
-        mx = fmaxf(mx, v[q]);
-      }
-      mx = warp::reduce(mx, Max{});
-      float sum = 0.0f;
-TL_UNROLL
-      for (int q = 0; q < kPerLane; ++q) {
-        v[q] = lane + 32 * q < p.experts ? expf(v[q] - mx) : 0.0f;
-        sum += v[q];
-      }
-      sum = warp::reduce(sum, Sum{});
+      float v[kMoePerLane];
+      row_softmax(p.logits + t * p.stride, p.experts, lane, v);
       // The picks (k <= 8, read by every lane): Σ dw · w.
       float dww = 0.0f;
       for (int s = 0; s < p.k; ++s) dww += p.grad_weight[t * p.k + s] * p.weight[t * p.k + s];
-      float dp[kPerLane], dot = 0.0f;
+      float dp[kMoePerLane], dot = 0.0f;
 TL_UNROLL
-      for (int q = 0; q < kPerLane; ++q) {
+      for (int q = 0; q < kMoePerLane; ++q) {
         const int e = lane + 32 * q;
-        v[q] /= sum;
         dp[q] = e < p.experts && p.fraction ? p.coef * p.fraction[e] : 0.0f;
       }
       // Σ_s p_s over the picks, from the probabilities (the weights are renormalised).
@@ -698,7 +659,7 @@ TL_UNROLL
         const int e = p.expert[t * p.k + s];
         float pe = 0.0f;
 TL_UNROLL
-        for (int q = 0; q < kPerLane; ++q) pe = lane + 32 * q == e ? v[q] : pe;
+        for (int q = 0; q < kMoePerLane; ++q) pe = lane + 32 * q == e ? v[q] : pe;
         psum += warp::reduce(pe, Sum{});
       }
       for (int s = 0; s < p.k; ++s) {
@@ -706,15 +667,15 @@ TL_UNROLL
         const float dw = p.grad_weight[t * p.k + s];
         const float g = p.renormalize ? (dw - dww) / psum : dw;
 TL_UNROLL
-        for (int q = 0; q < kPerLane; ++q) dp[q] += lane + 32 * q == e ? g : 0.0f;
+        for (int q = 0; q < kMoePerLane; ++q) dp[q] += lane + 32 * q == e ? g : 0.0f;
       }
 TL_UNROLL
-      for (int q = 0; q < kPerLane; ++q) dot = fmaf(v[q], dp[q], dot);
+      for (int q = 0; q < kMoePerLane; ++q) dot = fmaf(v[q], dp[q], dot);
       dot = warp::reduce(dot, Sum{});
       for (int e = lane; e < p.out_stride; e += 32) {
         float g = 0.0f;
 TL_UNROLL
-        for (int q = 0; q < kPerLane; ++q) g = lane + 32 * q == e ? v[q] * (dp[q] - dot) : g;
+        for (int q = 0; q < kMoePerLane; ++q) g = lane + 32 * q == e ? v[q] * (dp[q] - dot) : g;
         p.grad_logits[t * p.out_stride + e] = from_float<T>(e < p.experts ? g : 0.0f);
       }
     });

@@ -185,6 +185,18 @@ std::vector<R> grouped_gemm(const std::vector<R>& a, const std::vector<R>& b, co
   return c;
 }
 
+// The softmax of one row of E logits.
+template <class R>
+std::vector<R> softmax_row(const R* logits, int experts) {
+  R mx = logits[0];
+  for (int e = 1; e < experts; ++e) mx = std::max(mx, logits[e]);
+  std::vector<R> p(static_cast<std::size_t>(experts));
+  R sum = 0;
+  for (int e = 0; e < experts; ++e) sum += p[e] = std::exp(logits[e] - mx);
+  for (int e = 0; e < experts; ++e) p[e] /= sum;
+  return p;
+}
+
 // The router: softmax of each row of logits [tokens, E], the top k by
 // probability (the lower expert first on ties), renormalised when asked.
 template <class R>
@@ -193,12 +205,7 @@ void moe_route(const std::vector<R>& logits, std::int64_t tokens, int experts, i
   expert.assign(static_cast<std::size_t>(tokens * k), 0);
   weight.assign(static_cast<std::size_t>(tokens * k), R(0));
   for (std::int64_t t = 0; t < tokens; ++t) {
-    R mx = logits[t * experts];
-    for (int e = 1; e < experts; ++e) mx = std::max(mx, logits[t * experts + e]);
-    std::vector<R> p(static_cast<std::size_t>(experts));
-    R sum = 0;
-    for (int e = 0; e < experts; ++e) sum += p[e] = std::exp(logits[t * experts + e] - mx);
-    for (int e = 0; e < experts; ++e) p[e] /= sum;
+    const std::vector<R> p = softmax_row(logits.data() + t * experts, experts);
     std::vector<bool> taken(static_cast<std::size_t>(experts), false);
     R total = 0;
     for (int s = 0; s < k; ++s) {
@@ -258,11 +265,8 @@ R moe_balance_loss(const std::vector<R>& logits, std::int64_t rows, int experts,
   moe_route<R>(logits, rows, experts, k, false, expert, weight);
   std::vector<R> prob(static_cast<std::size_t>(experts), R(0)), count(static_cast<std::size_t>(experts), R(0));
   for (std::int64_t r = 0; r < rows; ++r) {
-    R mx = logits[r * experts];
-    for (int e = 1; e < experts; ++e) mx = std::max(mx, logits[r * experts + e]);
-    R sum = 0;
-    for (int e = 0; e < experts; ++e) sum += std::exp(logits[r * experts + e] - mx);
-    for (int e = 0; e < experts; ++e) prob[e] += std::exp(logits[r * experts + e] - mx) / sum;
+    const std::vector<R> p = softmax_row(logits.data() + r * experts, experts);
+    for (int e = 0; e < experts; ++e) prob[e] += p[e];
     for (int s = 0; s < k; ++s) count[expert[r * k + s]] += R(1);
   }
   R loss = 0;
@@ -333,13 +337,9 @@ MoeGrads<R> moe_backward(const std::vector<R>& x, std::int64_t tokens, int d, co
       }
     }
     // The router.
-    R mx = logits[t * experts];
-    for (int e = 1; e < experts; ++e) mx = std::max(mx, logits[t * experts + e]);
-    std::vector<R> p(static_cast<std::size_t>(experts)), dp(static_cast<std::size_t>(experts), R(0));
-    R sum = 0;
-    for (int e = 0; e < experts; ++e) sum += p[e] = std::exp(logits[t * experts + e] - mx);
+    const std::vector<R> p = softmax_row(logits.data() + t * experts, experts);
+    std::vector<R> dp(static_cast<std::size_t>(experts), R(0));
     for (int e = 0; e < experts; ++e) {
-      p[e] /= sum;
       if (!fraction.empty()) dp[e] = coef * fraction[e];
     }
     R dww = 0, psum = 0;
