@@ -12,7 +12,6 @@ command -v ccache >/dev/null || pkgs+=(ccache)
 [ -f /usr/include/nlohmann/json.hpp ] || pkgs+=(nlohmann-json3-dev)  # the demo's JSON output, the safetensors reader
 if [ "${1:-}" = "--tests" ]; then
   [ -f /usr/include/doctest/doctest.h ] || pkgs+=(doctest-dev)
-  command -v clang++ >/dev/null || pkgs+=(clang libclang-rt-dev)  # libFuzzer: the safetensors reader's fuzz test
 fi
 if [ "${1:-}" = "--tests" ] || [ "${1:-}" = "--benchmarks" ]; then
   [ -f /usr/include/benchmark/benchmark.h ] || pkgs+=(libbenchmark-dev)

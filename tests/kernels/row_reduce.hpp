@@ -5,6 +5,8 @@
 
 #include <tokenless/tokenless.cuh>
 
+#include <type_traits>
+
 namespace tlt::row_reduce_tests {
 
 namespace rr = tokenless::row_reduce;
@@ -76,6 +78,8 @@ void all_shapes() {
 }
 
 TEST_CASE_TEMPLATE("row_reduce: forward and backward match the reference", T, float, __half, __nv_bfloat16) {
+  // Thread mode (TSan): bf16 runs fp16's schedule (same element size and vector widths).
+  if (std::is_same_v<T, __nv_bfloat16> && scale_down() > 1) return;
   all_shapes<rr::SumPolicy, T>();
   all_shapes<rr::SumSquaresPolicy, T>();
   all_shapes<rr::MaxPolicy, T>();
