@@ -11,8 +11,10 @@ same values), and records for a fixed prompt:
   logits_bf16.npy   the same model run in bf16 (the naive same-precision run)
   expected.json     the greedy continuation (fp32, use_cache on and off must
                     agree), the top-1/top-2 margins of every greedy step (so
-                    a test knows the ids are well separated), Mixtral's
-                    load-balancing loss, the RoPE frequency table, versions
+                    a test knows the ids are well separated), the same two
+                    for the bf16 run (what the kernels' bf16 path is held
+                    to), Mixtral's load-balancing loss, the RoPE frequency
+                    table, versions
 
 Tests read only the committed files; this script needs torch and
 transformers from PyPI and is run by hand:
@@ -63,11 +65,11 @@ def greedy(model, ids, use_cache):
 
 
 def margins(model, ids, generated):
-    """top-1 minus top-2 logit at every greedy step (fp32)."""
+    """top-1 minus top-2 logit at every greedy step (in fp32, of the model's logits)."""
     seq = torch.tensor([ids + generated])
     with torch.no_grad():
         logits = model(seq).logits[0, len(ids) - 1:len(ids) - 1 + len(generated)]
-    top = torch.topk(logits, 2, dim=-1).values
+    top = torch.topk(logits.float(), 2, dim=-1).values
     return (top[:, 0] - top[:, 1]).tolist()
 
 
@@ -100,6 +102,9 @@ def main():
         bf = cls.from_pretrained(out, dtype=torch.bfloat16, attn_implementation="eager").eval()
         with torch.no_grad():
             logits16 = bf(torch.tensor([ids])).logits[0].float().numpy()
+        gen16 = greedy(bf, ids, True)
+        assert gen16 == greedy(bf, ids, False), f"{name}: bf16 generation with the cache differs from without"
+        m16 = margins(bf, ids, gen16)
         np.save(os.path.join(out, "logits_fp32.npy"), logits32.astype(np.float32))
         np.save(os.path.join(out, "logits_bf16.npy"), logits16.astype(np.float32))
         rotary = getattr(model.model, "rotary_emb", None)
@@ -108,6 +113,8 @@ def main():
             "prompt": ids,
             "generated": gen,
             "greedy_margins": m,
+            "generated_bf16": gen16,
+            "greedy_margins_bf16": m16,
             "inv_freq": rotary.inv_freq.float().tolist() if rotary is not None else None,
             "aux_loss": aux,
             "transformers": transformers.__version__,

@@ -10,14 +10,21 @@
 // It prints the generated ids (text: one line; json: one object with
 // "generated", "tokens_per_second" and more). --logits writes the prompt's
 // logits as a float32 .npy [n_prompt, vocab]. --device cpu runs the plain
-// C++ decoder (reference/transformer.hpp).
+// C++ decoder (reference/transformer.hpp); --device gpu the library's
+// kernels (device_model.hpp), and --device emu the same kernels on the CPU
+// SIMT executor (the tokenless-run-cpu build; tokenless-run hands over to it).
+#include "device_model.hpp"
+
 #include <tokenless/io/model_config.hpp>
 #include <tokenless/io/model_weights.hpp>
 #include <tokenless/reference/transformer.hpp>
 
 #include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <filesystem>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -36,10 +43,14 @@ inline const char* kUsage =
     "  Greedy continuation of a prompt of token ids with a Llama 3, Mistral, Mixtral or Phi-3\n"
     "  checkpoint (config.json and model.safetensors, or shards with their index). --logits\n"
     "  writes the prompt's logits as float32 .npy [n, vocab]. Generation stops after N new\n"
-    "  tokens (default 16) or at the config's eos_token_id (unless --ignore-eos).\n";
+    "  tokens (default 16) or at the config's eos_token_id (unless --ignore-eos).\n"
+    "  --device: gpu runs the library's kernels (bf16), cpu the plain C++ decoder (fp32 or\n"
+    "  bf16), emu the kernels on the CPU SIMT executor (slow; it checks the kernels without a\n"
+    "  GPU); auto is gpu where there is one, else cpu. --dtype defaults to bf16 on gpu and\n"
+    "  emu (the attention kernels store 16-bit values), fp32 on cpu.\n";
 
 struct Options {
-  std::string model, ids_file, ids_list, logits_file, device = "auto", dtype = "fp32", format = "text";
+  std::string model, ids_file, ids_list, logits_file, device = "auto", dtype = "auto", format = "text";
   int max_new_tokens = 16;
   bool ignore_eos = false;
 };
@@ -139,14 +150,112 @@ inline int parse_args(int argc, char** argv, Options& o) {
   if (o.device != "auto" && o.device != "gpu" && o.device != "cpu" && o.device != "emu") {
     return fail("--device is auto, gpu, cpu or emu, not '%s'", o.device.c_str());
   }
-  if (o.dtype != "fp32" && o.dtype != "bf16") return fail("--dtype is fp32 or bf16, not '%s'", o.dtype.c_str());
+  if (o.dtype != "auto" && o.dtype != "fp32" && o.dtype != "bf16") {
+    return fail("--dtype is fp32 or bf16, not '%s'", o.dtype.c_str());
+  }
   if (o.format != "text" && o.format != "json") return fail("--format is text or json, not '%s'", o.format.c_str());
   return 0;
 }
 
-inline int main(int argc, char** argv) {
+struct Result {
+  std::vector<float> logits;  // the prompt's [n, vocab]
+  std::vector<std::int32_t> generated;
+  double prefill_s = 0, decode_s = 0;
+};
+
+// --device cpu: the plain C++ decoder.
+inline int run_host(const Options& o, tokenless::io::ModelWeights<float>& w, const std::vector<std::int32_t>& prompt,
+                    Result& r) {
+  const auto& c = w.config;
+  std::function<float(float)> round = [](float v) { return v; };
+  if (o.dtype == "bf16") {
+    round = [](float v) { return tokenless::round_trip<__nv_bfloat16>(v); };
+    for (auto* t : {&w.embed, &w.norm, &w.lm_head}) for (auto& v : *t) v = round(v);
+    for (auto& l : w.layers)
+      for (auto* t : {&l.attn_norm, &l.wqkv, &l.wo, &l.mlp_norm, &l.w_gate_up, &l.w_down, &l.router})
+        for (auto& v : *t) v = round(v);
+  }
+  tokenless::reference::HostDecoder d(w, round);
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  r.logits = d.forward(prompt);
+  const auto t1 = clock::now();
+  std::int32_t next = argmax(r.logits.data() + (prompt.size() - 1) * static_cast<std::size_t>(c.vocab), c.vocab);
+  for (int i = 0; i < o.max_new_tokens; ++i) {
+    r.generated.push_back(next);
+    if ((!o.ignore_eos && next == c.eos) || i + 1 == o.max_new_tokens) break;
+    const std::vector<float> step = d.forward({next});
+    next = argmax(step.data(), c.vocab);
+  }
+  r.prefill_s = std::chrono::duration<double>(t1 - t0).count();
+  r.decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+  return 0;
+}
+
+// --device gpu or emu: the library's kernels (device_model.hpp), bf16. The
+// greedy ids stay on the device; the host reads each one only to stop at the
+// end-of-sequence id (with --ignore-eos, once at the end).
+inline int run_device(const Options& o, const tokenless::io::ModelWeights<float>& w,
+                      const std::vector<std::int32_t>& prompt, Result& r) {
+  using Model = DeviceModel<__nv_bfloat16>;
+  const auto n = static_cast<std::int64_t>(prompt.size());
+  std::unique_ptr<Model> m;
+  if (const auto s = Model::create(w, n, n + o.max_new_tokens + 1, &m); !s) return fail("%s", s.message());
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  if (const auto s = m->prefill(prompt); !s) return fail("%s", s.message());
+  if (const auto s = m->logits(n, r.logits); !s) return fail("%s", s.message());  // synchronises
+  const auto t1 = clock::now();
+  const int eos = w.config.eos;
+  int made = 0;
+  for (int i = 0; i < o.max_new_tokens; ++i) {
+    ++made;
+    if (!o.ignore_eos) {
+      std::vector<std::int32_t> id;
+      if (const auto s = m->ids(n + i, n + i + 1, id); !s) return fail("%s", s.message());
+      if (id[0] == eos) break;
+    }
+    if (i + 1 == o.max_new_tokens) break;
+    if (const auto s = m->decode(); !s) return fail("%s", s.message());
+  }
+  if (const auto s = m->ids(n, n + made, r.generated); !s) return fail("%s", s.message());
+  const auto t2 = clock::now();
+  if (const auto s = m->read_status(); !s) return fail("%s", s.message());
+  r.prefill_s = std::chrono::duration<double>(t1 - t0).count();
+  r.decode_s = std::chrono::duration<double>(t2 - t1).count();
+  return 0;
+}
+
+// This binary's path (argv[0] when /proc is missing).
+inline std::string self_path(const char* argv0) {
+  std::error_code ec;
+  const auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(argv0) : p.string();
+}
+
+// emu_sibling: in the GPU build, the executor build beside it (--device emu
+// runs that); null in the executor build itself.
+inline int main(int argc, char** argv, const char* emu_sibling) {
   Options o;
   if (const int r = parse_args(argc, argv, o)) return r < 0 ? 0 : r;
+  const bool executor_build = std::strcmp(tokenless::backend_name(), "emu") == 0;
+  if (o.device == "emu" && !executor_build) {
+    const std::string self = self_path(argv[0]);
+    const std::string sibling = self.substr(0, self.find_last_of('/') + 1) + (emu_sibling ? emu_sibling : "?");
+    execv(sibling.c_str(), argv);
+    return fail("--device emu runs the CPU executor build, but %s cannot run: %s", sibling.c_str(), std::strerror(errno));
+  }
+  if (o.device == "gpu" && (executor_build || !tokenless::device_available())) {
+    return fail("--device gpu, but %s",
+                executor_build ? "this build runs on the CPU; use tokenless-run" : "no CUDA device is available");
+  }
+  const bool on_device =
+      o.device == "emu" || o.device == "gpu" || (o.device == "auto" && !executor_build && tokenless::device_available());
+  if (o.dtype == "auto") o.dtype = on_device ? "bf16" : "fp32";
+  if (on_device && o.dtype != "bf16") {
+    return fail("--dtype %s: the kernels run bf16 (their attention stores 16-bit values); use --dtype bf16, or "
+                "--device cpu for fp32", o.dtype.c_str());
+  }
   std::string text = o.ids_list;
   if (!o.ids_file.empty()) {
     std::ifstream f(o.ids_file);
@@ -167,51 +276,28 @@ inline int main(int argc, char** argv) {
       return fail("the prompt holds id %s, outside the vocabulary", std::to_string(id).c_str());
     }
   }
-  if (o.device == "gpu" || o.device == "emu") {
-    return fail("--device %s: the kernel path of tokenless-run is not built yet (issue 13); use --device cpu",
-                o.device.c_str());
-  }
-  std::function<float(float)> round = [](float v) { return v; };
-  if (o.dtype == "bf16") round = [](float v) { return tokenless::round_trip<__nv_bfloat16>(v); };
-  if (o.dtype == "bf16") {
-    for (auto* t : {&w.embed, &w.norm, &w.lm_head}) for (auto& v : *t) v = round(v);
-    for (auto& l : w.layers)
-      for (auto* t : {&l.attn_norm, &l.wqkv, &l.wo, &l.mlp_norm, &l.w_gate_up, &l.w_down, &l.router})
-        for (auto& v : *t) v = round(v);
-  }
-  tokenless::reference::HostDecoder d(w, round);
-  using clock = std::chrono::steady_clock;
-  const auto t0 = clock::now();
-  const std::vector<float> logits = d.forward(prompt);
-  const auto t1 = clock::now();
+  Result r;
+  const int rc = on_device ? run_device(o, w, prompt, r) : run_host(o, w, prompt, r);
+  if (rc) return rc;
   if (!o.logits_file.empty() &&
-      !write_npy(o.logits_file, logits, static_cast<std::int64_t>(prompt.size()), c.vocab)) {
+      !write_npy(o.logits_file, r.logits, static_cast<std::int64_t>(prompt.size()), c.vocab)) {
     return fail("--logits %s: cannot write", o.logits_file.c_str());
   }
-  std::vector<std::int32_t> generated;
-  std::int32_t next = argmax(logits.data() + (prompt.size() - 1) * static_cast<std::size_t>(c.vocab), c.vocab);
-  for (int i = 0; i < o.max_new_tokens; ++i) {
-    generated.push_back(next);
-    if ((!o.ignore_eos && next == c.eos) || i + 1 == o.max_new_tokens) break;
-    const std::vector<float> step = d.forward({next});
-    next = argmax(step.data(), c.vocab);
-  }
-  const auto t2 = clock::now();
-  const double decode_s = std::chrono::duration<double>(t2 - t1).count();
-  const double tps = decode_s > 0 ? static_cast<double>(generated.size()) / decode_s : 0.0;
+  const double tps = r.decode_s > 0 ? static_cast<double>(r.generated.size()) / r.decode_s : 0.0;
+  const char* device = on_device ? (executor_build ? "emu" : "gpu") : "cpu";
   if (o.format == "json") {
     nlohmann::json j = {{"model", tokenless::io::to_string(c.family)},
-                        {"device", "cpu"},
+                        {"device", device},
                         {"dtype", o.dtype},
                         {"prompt_tokens", prompt.size()},
-                        {"generated", generated},
-                        {"prefill_ms", std::chrono::duration<double, std::milli>(t1 - t0).count()},
+                        {"generated", r.generated},
+                        {"prefill_ms", r.prefill_s * 1e3},
                         {"tokens_per_second", tps}};
     std::printf("%s\n", j.dump().c_str());
   } else {
-    for (std::size_t i = 0; i < generated.size(); ++i) std::printf("%s%d", i ? " " : "", generated[i]);
+    for (std::size_t i = 0; i < r.generated.size(); ++i) std::printf("%s%d", i ? " " : "", r.generated[i]);
     std::printf("\n");
-    std::fprintf(stderr, "%zu tokens, %.1f tokens/s (cpu, %s)\n", generated.size(), tps, o.dtype.c_str());
+    std::fprintf(stderr, "%zu tokens, %.1f tokens/s (%s, %s)\n", r.generated.size(), tps, device, o.dtype.c_str());
   }
   return 0;
 }

@@ -3,11 +3,16 @@
 # (tests/fixtures/models/*/expected.json), --logits writes a float32 .npy of
 # [n_prompt, vocab] within tolerance of transformers' logits, --ids reads a
 # file, and bad input fails with a message that names it.
-#   bash check_run_cli.sh RUNNER FIXTURES_DIR WORK_DIR
+#   bash check_run_cli.sh RUNNER FIXTURES_DIR WORK_DIR [cpu|emu|gpu]
+# With emu or gpu, the kernels' path (bf16): the JSON, the .npy within a bf16
+# tolerance of transformers' bf16 logits, the ids in the vocabulary (their
+# exact check against transformers is the emu and gpu tiers' test_models),
+# and the device's own refusals.
 set -uo pipefail
 run="$1"
 fixtures="$2"
 work="$3"
+device="${4:-cpu}"
 mkdir -p "$work"
 fails=0
 check() {  # check NAME CONDITION-EXIT-CODE
@@ -19,6 +24,39 @@ check() {  # check NAME CONDITION-EXIT-CODE
   fi
 }
 field() { python3 -c "import json,sys; print(','.join(map(str, json.load(open(sys.argv[1]))[sys.argv[2]])))" "$1" "$2"; }
+
+if [ "$device" != cpu ]; then
+  for f in llama mistral mixtral phi3; do
+    prompt=$(field "$fixtures/$f/expected.json" prompt)
+    out=$("$run" --model "$fixtures/$f" --ids-list "$prompt" --max-new-tokens 8 --ignore-eos --format json \
+          --device "$device" --logits "$work/$f.npy")
+    python3 -c "
+import json, sys
+j = json.loads(sys.argv[1])
+assert j['device'] == sys.argv[2] and j['dtype'] == 'bf16' and j['prompt_tokens'] == 12, j
+assert len(j['generated']) == 8 and all(0 <= t < 320 for t in j['generated']), j
+assert j['tokens_per_second'] > 0, j" "$out" "$device"
+    check "$f: --device $device json ($out)" $?
+    python3 - "$work/$f.npy" "$fixtures/$f/logits_bf16.npy" <<'PY'
+import struct, sys
+def load(p):
+    b = open(p, 'rb').read()
+    n = struct.unpack('<H', b[8:10])[0]
+    h = b[10:10 + n].decode()
+    shape = tuple(int(x) for x in h.split('(')[1].split(')')[0].split(',') if x.strip())
+    return shape, struct.unpack('<%df' % (shape[0] * shape[1]), b[10 + n:])
+(s1, a), (s2, b) = load(sys.argv[1]), load(sys.argv[2])
+assert s1 == s2, (s1, s2)
+# Two bf16 runs, each within ~0.08 of the truth on logits of magnitude ~6.
+assert max(abs(x - y) for x, y in zip(a, b)) < 0.3
+PY
+    check "$f: --device $device --logits .npy" $?
+  done
+  err=$("$run" --model "$fixtures/llama" --ids-list 1,2 --device "$device" --dtype fp32 2>&1 >/dev/null)
+  [ $? -ne 0 ] && [[ "$err" == *"--dtype fp32"* ]]
+  check "--device $device refuses fp32 by name" $?
+  exit $fails
+fi
 
 for f in llama mistral mixtral phi3; do
   prompt=$(field "$fixtures/$f/expected.json" prompt)

@@ -1,8 +1,11 @@
 // Compile tier: the backbone blocks, every policy and dtype (both vector
 // widths are instantiated behind each run()): the norms, RoPE's layouts,
-// the activations gated and plain.
+// the activations gated and plain; the decoder layer's own kernel (its
+// other kernels are the attention core's, instantiated in its units, and
+// the blocks' here).
 // The blocks alone: tokenless.cuh would compile every other component's kernels here too.
 #include <tokenless/blocks/activation.cuh>
+#include <tokenless/blocks/decoder.cuh>
 #include <tokenless/blocks/moe.cuh>
 #include <tokenless/blocks/norm.cuh>
 #include <tokenless/blocks/rope.cuh>
@@ -14,6 +17,10 @@ static_assert(tokenless::TuningSelector<bk::tuning_for>);
 static_assert(bk::NormPolicy<bk::NormThenCast> && bk::NormPolicy<bk::ScaleInFp32>);
 static_assert(bk::RopeLayout<bk::RopeHalf> && bk::RopeLayout<bk::RopeInterleaved>);
 static_assert(bk::ActivationPolicy<bk::Silu> && bk::ActivationPolicy<bk::GeluTanh>);
+static_assert(tokenless::Operation<bk::DecoderLayer<__nv_bfloat16>> &&
+              tokenless::Operation<bk::DecoderLayerBackward<__nv_bfloat16>> &&
+              tokenless::Operation<bk::DecoderLayer<__half>> && tokenless::Operation<bk::DecoderLayerBackward<__half>>);
+template __global__ void tokenless::kernel_entry<bk::detail::EmptyCacheKernel>(bk::detail::EmptyCacheKernel::Params);
 
 template <class P, class T>
 void instantiate_rms_norm() {

@@ -9,6 +9,7 @@
 #include "../support/safetensors_writer.hpp"
 #include "require_ok.hpp"
 
+#include <tokenless/blocks/openelm.hpp>
 #include <tokenless/io/model_config.hpp>
 #include <tokenless/io/model_weights.hpp>
 #include <tokenless/reference/transformer.hpp>
@@ -257,4 +258,64 @@ TEST_CASE("models: Mixtral's load-balancing loss on the prompt matches transform
   const auto rows = static_cast<std::int64_t>(logits.size() / w.config.experts);
   const double loss = ref::blocks::moe_balance_loss<double>(logits, rows, w.config.experts, w.config.top_k);
   CHECK(loss == doctest::Approx(expected["aux_loss"].get<double>()).epsilon(1e-5));
+}
+
+TEST_CASE("models: OpenELM's layer-wise scaling gives the published models' heads and FFN widths") {
+  namespace bk = tokenless::blocks;
+  struct Want {
+    const char* name;
+    std::vector<int> heads, kv, ffn;
+  };
+  // The numbers OpenELMConfig computes (the 270M's heads are those of
+  // apple/OpenELM-270M's config.json); 1_1B's FFN repeats 4608 (layers 13
+  // and 14: make_divisible rounds 2.25·2048 and 2.37·2048 alike).
+  const std::vector<Want> wants{
+      {"OpenELM-270M",
+       {12, 12, 12, 12, 12, 16, 16, 16, 16, 16, 16, 16, 20, 20, 20, 20},
+       {3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5},
+       {768, 1024, 1280, 1536, 1792, 2048, 2560, 2816, 3072, 3328, 3584, 3840, 4352, 4608, 4864, 5120}},
+      {"OpenELM-1_1B",
+       {16, 16, 16, 20, 20, 20, 20, 20, 20, 20, 24, 24, 24, 24, 24, 24, 24, 24, 28, 28, 28, 28, 28, 28, 32, 32, 32, 32},
+       {4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6, 6, 6, 7, 7, 7, 7, 7, 7, 8, 8, 8, 8},
+       {1024, 1280, 1536, 1792, 2048, 2304, 2560, 2816, 3072, 3328, 3584, 3840, 4096, 4608,
+        4608, 5120, 5376, 5632, 5888, 6144, 6400, 6656, 6912, 7168, 7424, 7680, 7936, 8192}},
+      {"OpenELM-3B",
+       {12, 12, 12, 12, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16, 16,
+        20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 20, 24, 24, 24, 24, 24, 24},
+       {3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6},
+       {1536, 1792, 2048, 2560, 2816, 3072, 3328, 3584, 4096, 4352, 4608, 4864, 5120, 5632, 5888, 6144, 6400, 6656,
+        7168, 7424, 7680, 7936, 8192, 8704, 8960, 9216, 9472, 9728, 10240, 10496, 10752, 11008, 11264, 11776, 12032,
+        12288}},
+  };
+  for (const Want& w : wants) {
+    CAPTURE(w.name);
+    bk::OpenElmConfig c;
+    REQUIRE(bk::OpenElmConfig::preset(w.name, &c));
+    std::vector<bk::DecoderShape> layers;
+    REQUIRE_OK(bk::openelm_layers(c, &layers));
+    REQUIRE(layers.size() == w.heads.size());
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      CAPTURE(l);
+      CHECK(layers[l].heads == w.heads[l]);
+      CHECK(layers[l].kv_heads == w.kv[l]);
+      CHECK(layers[l].ffn == w.ffn[l]);
+      CHECK(layers[l].hidden == c.model_dim);
+      CHECK(layers[l].head_dim == c.head_dim);
+    }
+  }
+  // Python's round(v, 2): from the exact binary value, ties to even.
+  CHECK(bk::detail::python_round2(0.735) == 0.73);
+  CHECK(bk::detail::python_round2(0.125) == 0.12);
+  CHECK(bk::detail::python_round2(0.7333333333) == 0.73);
+  // One multiplier: every layer alike; bad multipliers are named.
+  bk::OpenElmConfig u{4, 512, 64, 2, {1.0}, {2.0}};
+  std::vector<bk::DecoderShape> ul;
+  REQUIRE_OK(bk::openelm_layers(u, &ul));
+  for (const auto& s : ul) CHECK((s.heads == 8 && s.kv_heads == 4 && s.ffn == 1024));
+  u.qkv_multipliers = {0.5, 0.7, 1.0};
+  CHECK(std::string(bk::openelm_layers(u, &ul).message()).find("qkv_multipliers") != std::string::npos);
+  u.qkv_multipliers = {1.0};
+  u.ffn_multipliers = {-1.0};
+  CHECK(std::string(bk::openelm_layers(u, &ul).message()).find("ffn_multipliers") != std::string::npos);
+  CHECK(!bk::OpenElmConfig::preset("OpenELM-7B", &u));
 }

@@ -20,6 +20,7 @@
 
 #include <cmath>
 #include <concepts>
+#include <cstdint>
 #include <cstring>
 
 namespace tokenless::blocks {
@@ -199,6 +200,21 @@ concept ActivationPolicy = requires(float v) {
   { A::kName } -> std::convertible_to<const char*>;
   { A::value(v) } -> std::same_as<float>;
   { A::derivative(v) } -> std::same_as<float>;
+};
+
+// ------------------------------------------------------------------ the decoder layer
+// The layer's dimensions (io::ModelConfig gives them for a checkpoint).
+struct DecoderShape {
+  int hidden = 0, heads = 0, kv_heads = 0, head_dim = 0;
+  int rot_dim = 0;      // rotated features a head (0: all; Phi-3's partial_rotary_factor)
+  int ffn = 0;          // intermediate_size (of each expert for Mixtral)
+  int experts = 0;      // 0: a dense SwiGLU MLP; Mixtral: num_local_experts
+  int top_k = 0;        // Mixtral: num_experts_per_tok
+  int window = 0;       // Mistral's sliding_window (0: none)
+  float eps = 1e-5f;    // rms_norm_eps
+  std::int64_t q_dim() const { return std::int64_t{heads} * head_dim; }
+  std::int64_t kv_dim() const { return std::int64_t{kv_heads} * head_dim; }
+  std::int64_t qkv_dim() const { return q_dim() + 2 * kv_dim(); }
 };
 
 // ------------------------------------------------------------------ tuning (values, not semantics)

@@ -6,7 +6,9 @@
 //
 // All matrices are row-major. trans_b = true reads B stored as [n, k], the
 // layout of a Linear layer's weight. Storage fp32, fp16 or bf16; accumulation
-// and scaling in fp32.
+// and scaling in fp32. With d_fp32, D is fp32 whatever A's and B's storage: a
+// weight gradient accumulated (beta = 1) over chunks or layers in fp32, never
+// rounded to 16 bits between them.
 //
 // Available where the CUDA runtime is (nvcc, or a host compiler with the
 // toolkit); TOKENLESS_HAS_CUBLASLT says so. On the CPU executor the same Gemm
@@ -160,6 +162,7 @@ struct Gemm {
     Epilogue epilogue = Epilogue::none;
     float alpha = 1.0f;
     float beta = 0.0f;              // beta != 0 accumulates into D
+    bool d_fp32 = false;            // D (and the C it accumulates) in fp32, A and B in dtype
     bool allow_tf32 = false;        // fp32 only: let tensor cores round inputs to TF32
     // Optional: {alpha, beta} in device memory, read when the GEMM runs (alpha
     // and beta above are then ignored). An operation whose inputs are checked
@@ -183,7 +186,7 @@ struct Gemm {
     const std::size_t eb = detail::dtype_bytes(a.dtype);
     TL_RETURN_IF_ERROR(check::aligned("a", a.a, eb));
     TL_RETURN_IF_ERROR(check::aligned("b", a.b, eb));
-    TL_RETURN_IF_ERROR(check::aligned("d", a.d, eb));
+    TL_RETURN_IF_ERROR(check::aligned("d", a.d, a.d_fp32 ? sizeof(float) : eb));
     const std::int64_t a_cols = a.trans_a ? a.m : a.k;
     const std::int64_t b_cols = a.trans_b ? a.k : a.n;
     if (a.lda < a_cols) {
@@ -199,6 +202,9 @@ struct Gemm {
                               static_cast<long long>(a.ldd), static_cast<long long>(a.n));
     }
     const bool wants_bias = a.epilogue == Epilogue::bias || a.epilogue == Epilogue::bias_gelu;
+    if (a.d_fp32 && a.epilogue != Epilogue::none) {
+      return Status::argument(StatusCode::unsupported, "epilogue", "none with d_fp32 (a gradient's GEMM)", "an epilogue");
+    }
     if (wants_bias) {
       TL_RETURN_IF_ERROR(check::not_null("bias", a.bias));
       TL_RETURN_IF_ERROR(check::aligned("bias", a.bias, eb));
@@ -239,9 +245,9 @@ struct Gemm {
 #else
     (void)stream;
     switch (a.dtype) {
-      case DType::f16: host_gemm<__half>(a); break;
-      case DType::bf16: host_gemm<__nv_bfloat16>(a); break;
-      default: host_gemm<float>(a); break;
+      case DType::f16: a.d_fp32 ? host_gemm<__half, float>(a) : host_gemm<__half, __half>(a); break;
+      case DType::bf16: a.d_fp32 ? host_gemm<__nv_bfloat16, float>(a) : host_gemm<__nv_bfloat16, __nv_bfloat16>(a); break;
+      default: host_gemm<float, float>(a); break;
     }
     return Status::ok();
 #endif
@@ -249,12 +255,12 @@ struct Gemm {
 
 #if !defined(TOKENLESS_HAS_CUBLASLT)
   // The executor's GEMM: a host loop over the operands in place.
-  template <class T>
+  template <class T, class TD>
   static void host_gemm(const Arguments& a) {
     const T* A = static_cast<const T*>(a.a);
     const T* B = static_cast<const T*>(a.b);
     const T* bias = static_cast<const T*>(a.bias);
-    T* D = static_cast<T*>(a.d);
+    TD* D = static_cast<TD*>(a.d);
     const bool with_bias = a.epilogue == Epilogue::bias || a.epilogue == Epilogue::bias_gelu;
     const bool gelu = a.epilogue == Epilogue::gelu || a.epilogue == Epilogue::bias_gelu;
     const float alpha = a.device_scalars ? a.device_scalars[0] : a.alpha;  // "device" memory is the host's here
@@ -270,7 +276,7 @@ struct Gemm {
         float v = alpha * acc + (beta != 0.0f ? beta * to_float(D[i * a.ldd + j]) : 0.0f);
         if (with_bias) v += to_float(bias[j]);
         if (gelu) v = 0.5f * v * (1.0f + std::tanh(0.7978845608f * (v + 0.044715f * v * v * v)));
-        D[i * a.ldd + j] = from_float<T>(v);
+        D[i * a.ldd + j] = from_float<TD>(v);
       }
     }
   }
@@ -309,7 +315,7 @@ struct Gemm {
     const std::uint64_t lt_b_cols = static_cast<std::uint64_t>(a.trans_a ? a.k : a.m);
     TL_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&desc.a, t, lt_a_rows, lt_a_cols, a.ldb));
     TL_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&desc.b, t, lt_b_rows, lt_b_cols, a.lda));
-    TL_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&desc.d, t, static_cast<std::uint64_t>(a.n),
+    TL_CUBLAS_TRY(cublasLtMatrixLayoutCreate(&desc.d, a.d_fp32 ? CUDA_R_32F : t, static_cast<std::uint64_t>(a.n),
                                              static_cast<std::uint64_t>(a.m), a.ldd));
     TL_CUBLAS_TRY(cublasLtMatmulPreferenceCreate(&desc.pref));
     TL_CUBLAS_TRY(cublasLtMatmulPreferenceSetAttribute(desc.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,

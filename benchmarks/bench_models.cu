@@ -1,0 +1,275 @@
+// The assembled decoder's benchmarks, bf16:
+//   * one Llama-3-8B-shaped decoder layer (d 4096, 32 heads, 8 KV heads of
+//     128, FFN 14336), the prefill forward over 4K and 16K tokens of one
+//     sequence (blocks::DecoderLayer without a cache): FLOPs and the fraction
+//     of the measured bf16 GEMM peak;
+//   * one decode step at batch 1 of a Llama-3.2-1B-shaped random model (16
+//     layers, d 2048, 32 heads, 8 KV heads of 64, FFN 8192, vocab 128256)
+//     with 512 and 4096 positions in the cache: the embedding, 16 layers'
+//     DecoderLayer decode, the final norm, the LM head and the argmax; bytes
+//     = the weights and the KV cache read once, the fraction of the measured
+//     copy bandwidth, and tokens/s.
+// Each checks its result once: the layer's rows are finite and the decode
+// step's logits equal the last row of a prefill of the same tokens.
+// Side by side: benchmarks/torch/models_eager.py (transformers' layer eager
+// and torch.compile; transformers' generate, dynamic and static cache).
+#include "harness.cuh"
+
+#include <tokenless/blocks/decoder.cuh>
+#include <tokenless/blocks/norm.cuh>
+#include <tokenless/blocks/tokens.cuh>
+
+#include <cmath>
+#include <memory>
+#include <vector>
+
+namespace bk = tokenless::blocks;
+
+namespace {
+
+using B16 = __nv_bfloat16;
+using Layer = bk::DecoderLayer<B16>;
+
+struct LayerWeights {
+  std::unique_ptr<tlb::DeviceArray<B16>> attn_norm, wqkv, wo, mlp_norm, gate_up, down;
+  LayerWeights(const bk::DecoderShape& s, std::uint32_t seed) {
+    const std::int64_t d = s.hidden, f = s.ffn;
+    auto make = [&](std::int64_t n, float scale, std::uint32_t k) {
+      auto a = std::make_unique<tlb::DeviceArray<B16>>(static_cast<std::size_t>(n));
+      tlb::fill_random(a->p, a->n, seed * 16 + k, scale);
+      return a;
+    };
+    // Weights of a trained model's magnitude (std ~ 1/sqrt(d)), norms near 1.
+    const float w = 2.0f / std::sqrt(static_cast<float>(d));
+    attn_norm = make(d, 0.2f, 1);
+    wqkv = make(s.qkv_dim() * d, w, 2);
+    wo = make(d * s.q_dim(), w, 3);
+    mlp_norm = make(d, 0.2f, 4);
+    gate_up = make(2 * f * d, w, 5);
+    down = make(d * f, 2.0f / std::sqrt(static_cast<float>(f)), 6);
+  }
+  bk::DecoderWeights<B16> view() const {
+    return {attn_norm->p, wqkv->p, wo->p, mlp_norm->p, gate_up->p, down->p, nullptr};
+  }
+};
+
+// Norm weights of 1 + noise: add 1 on the host side once (fill_random is centred).
+__global__ void add_one_kernel(B16* p, int n) {
+  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+    p[i] = tokenless::from_float<B16>(tokenless::to_float(p[i]) + 1.0f);
+  }
+}
+void add_one(B16* p, int n) {
+  add_one_kernel<<<64, 256>>>(p, n);
+  TLB_CHECK_CUDA(cudaGetLastError());
+}
+
+std::vector<float> inv_freq_for(const bk::DecoderShape& s, float theta) {
+  std::vector<float> f(static_cast<std::size_t>(s.head_dim / 2));
+  (void)bk::rope_inv_freq({.theta = theta}, s.head_dim, f.data());
+  return f;
+}
+
+void BM_Llama8bLayer(benchmark::State& state) {
+  const std::int64_t t = state.range(0);
+  const bk::DecoderShape s{.hidden = 4096, .heads = 32, .kv_heads = 8, .head_dim = 128, .ffn = 14336};
+  LayerWeights w(s, 1);
+  add_one(w.attn_norm->p, s.hidden);
+  add_one(w.mlp_norm->p, s.hidden);
+  tlb::DeviceArray<B16> x0(t * s.hidden), x(t * s.hidden), delta(t * s.hidden);
+  tlb::fill_random(x0.p, x0.n, 11);
+  tlb::DeviceArray<float> freq(s.head_dim / 2);
+  const auto f = inv_freq_for(s, 500000.0f);
+  TLB_CHECK_CUDA(cudaMemcpy(freq.p, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
+  tokenless::blas::LtHandle h;
+  if (auto st = tokenless::blas::LtHandle::create(h); !st) return state.SkipWithError(st.message());
+  Layer::Arguments a;
+  a.handle = &h;
+  a.shape = s;
+  a.w = w.view();
+  a.inv_freq = freq.p;
+  a.batch = tokenless::VarlenBatch::uniform(1, t);
+  a.x = x.p;
+  a.delta = delta.p;
+  a.first = true;
+  tlb::DeviceArray<unsigned char> ws(Layer::workspace_size(a));
+  const tokenless::Workspace wsv{ws.p, ws.n};
+  // x is updated in place: each iteration starts from the same input (a
+  // device copy of t · 8 KiB, 1-2% of the layer's time, included).
+  auto step = [&] {
+    TLB_CHECK_CUDA(cudaMemcpyAsync(x.p, x0.p, x.n * sizeof(B16), cudaMemcpyDeviceToDevice));
+    (void)Layer::run(a, wsv);
+  };
+  step();
+  if (auto st = Layer::read_status(a, wsv); !st) return state.SkipWithError(st.message());
+  {  // Check once: the output pair is finite and not all zero.
+    std::vector<B16> out(static_cast<std::size_t>(s.hidden));
+    TLB_CHECK_CUDA(cudaMemcpy(out.data(), delta.p + (t - 1) * s.hidden, s.hidden * 2, cudaMemcpyDeviceToHost));
+    double sum = 0;
+    for (B16 v : out) {
+      const float fv = tokenless::to_float(v);
+      if (!std::isfinite(fv)) return state.SkipWithError("the layer's output is not finite");
+      sum += std::fabs(fv);
+    }
+    if (sum == 0) return state.SkipWithError("the layer's output is zero");
+  }
+  const double sec = tlb::time_iterations(state, step);
+  const double d = s.hidden, td = static_cast<double>(t);
+  const double gemm = 2.0 * td * d * (static_cast<double>(s.qkv_dim()) + static_cast<double>(s.q_dim())) +
+                      2.0 * td * d * 3.0 * s.ffn;
+  const double attn = 2.0 * td * td * s.heads * s.head_dim;  // causal: half of 4 t² H hd
+  const double weights = 2.0 * d * (static_cast<double>(s.qkv_dim()) + s.q_dim() + 3.0 * s.ffn);
+  tlb::report(state, sec, weights + 2.0 * 2.0 * td * d, gemm + attn);
+}
+
+// A Llama-3.2-1B-shaped model's decode step at batch 1.
+struct DecodeModel {
+  static constexpr int kLayers = 16, kVocab = 128256;
+  bk::DecoderShape s{.hidden = 2048, .heads = 32, .kv_heads = 8, .head_dim = 64, .ffn = 8192};
+  std::int64_t capacity;
+  std::vector<LayerWeights> layers;
+  tlb::DeviceArray<B16> embed, norm, lm_head, kc, vc, x, delta, h, logits;
+  tlb::DeviceArray<float> freq;
+  tlb::DeviceArray<std::int32_t> ids, len, len0;
+  tlb::DeviceArray<unsigned char> ws;
+  tokenless::blas::LtHandle handle;
+
+  explicit DecodeModel(std::int64_t cap, std::int64_t max_tokens)
+      : capacity(cap),
+        embed(std::size_t{kVocab} * 2048),
+        norm(2048),
+        lm_head(std::size_t{kVocab} * 2048),
+        kc(static_cast<std::size_t>(kLayers * cap * 512)),
+        vc(static_cast<std::size_t>(kLayers * cap * 512)),
+        x(static_cast<std::size_t>(max_tokens * 2048)),
+        delta(static_cast<std::size_t>(max_tokens * 2048)),
+        h(static_cast<std::size_t>(max_tokens * 2048)),
+        logits(static_cast<std::size_t>(max_tokens) * kVocab),
+        freq(32),
+        ids(static_cast<std::size_t>(cap + 1)),
+        len(kLayers),
+        len0(kLayers),
+        ws(1) {
+    for (int l = 0; l < kLayers; ++l) {
+      layers.emplace_back(s, 100 + l);
+      add_one(layers.back().attn_norm->p, s.hidden);
+      add_one(layers.back().mlp_norm->p, s.hidden);
+    }
+    tlb::fill_random(embed.p, embed.n, 3, 0.1f);
+    tlb::fill_random(norm.p, norm.n, 4, 0.2f);
+    add_one(norm.p, s.hidden);
+    tlb::fill_random(lm_head.p, lm_head.n, 5, 2.0f / std::sqrt(2048.0f));
+    const auto f = inv_freq_for(s, 500000.0f);
+    TLB_CHECK_CUDA(cudaMemcpy(freq.p, f.data(), f.size() * 4, cudaMemcpyHostToDevice));
+    std::vector<std::int32_t> hid(static_cast<std::size_t>(cap + 1));
+    for (std::size_t i = 0; i < hid.size(); ++i) hid[i] = static_cast<std::int32_t>((i * 7919) % kVocab);
+    TLB_CHECK_CUDA(cudaMemcpy(ids.p, hid.data(), hid.size() * 4, cudaMemcpyHostToDevice));
+    (void)tokenless::blas::LtHandle::create(handle);
+    std::size_t bytes = 0;
+    for (auto at : {bk::Attend::prefill, bk::Attend::decode}) {
+      bytes = std::max(bytes, Layer::workspace_size(args(0, at == bk::Attend::prefill ? max_tokens : 1, at)));
+    }
+    ws = tlb::DeviceArray<unsigned char>(tokenless::kStatusBytes + bytes);
+  }
+  Layer::Arguments args(int l, std::int64_t tokens, bk::Attend at) {
+    Layer::Arguments a;
+    a.handle = &handle;
+    a.shape = s;
+    a.w = layers[static_cast<std::size_t>(l)].view();
+    a.inv_freq = freq.p;
+    a.batch = tokenless::VarlenBatch::uniform(1, tokens);
+    a.x = x.p;
+    a.delta = delta.p;
+    a.first = l == 0;
+    a.attend = at;
+    a.k_cache = kc.p + static_cast<std::size_t>(l) * capacity * 512;
+    a.v_cache = vc.p + static_cast<std::size_t>(l) * capacity * 512;
+    a.cache_len = len.p + l;
+    a.capacity = capacity;
+    a.max_queries = 1;
+    return a;
+  }
+  // `tokens` ids from ids[at] through the model; the next id to ids[at + tokens].
+  tokenless::Status step(std::int64_t at, std::int64_t tokens, bk::Attend mode) {
+    const tokenless::Workspace status{ws.p, tokenless::kStatusBytes};
+    const tokenless::Workspace lw{ws.p + tokenless::kStatusBytes, ws.n - tokenless::kStatusBytes};
+    TL_RETURN_IF_ERROR(bk::Embedding<B16>::run({embed.p, ids.p + at, tokens, kVocab, s.hidden, x.p, 0}, status));
+    for (int l = 0; l < kLayers; ++l) TL_RETURN_IF_ERROR(Layer::run(args(l, tokens, mode), lw));
+    TL_RETURN_IF_ERROR((bk::RmsNorm<bk::NormThenCast, B16>::run(
+        {.x = delta.p, .residual = x.p, .weight = norm.p, .rows = tokens, .d = s.hidden, .eps = 1e-5f, .out = h.p})));
+    tokenless::blas::Gemm::Arguments g;
+    g.handle = &handle;
+    g.dtype = tokenless::DType::bf16;
+    g.m = tokens;
+    g.n = kVocab;
+    g.k = s.hidden;
+    g.a = h.p;
+    g.lda = s.hidden;
+    g.b = lm_head.p;
+    g.ldb = s.hidden;
+    g.trans_b = true;
+    g.d = logits.p;
+    g.ldd = kVocab;
+    TL_RETURN_IF_ERROR(tokenless::blas::Gemm::run(g, lw));
+    return bk::Argmax<B16>::run({logits.p + (tokens - 1) * std::int64_t{kVocab}, 1, kVocab, 0, ids.p + at + tokens, 1});
+  }
+  tokenless::Status reset_cache() { return len.fill_bytes(0); }
+  double bytes_per_token(std::int64_t ctx) const {
+    const double d = s.hidden;
+    const double layer = 2.0 * (2 * d + d * (static_cast<double>(s.qkv_dim()) + s.q_dim() + 3.0 * s.ffn));
+    const double cache = 2.0 * 2.0 * static_cast<double>(ctx + 1) * static_cast<double>(s.kv_dim());
+    return kLayers * (layer + cache) + 2.0 * kVocab * d + 2.0 * d;
+  }
+};
+
+void BM_Llama1bDecode(benchmark::State& state) {
+  const std::int64_t ctx = state.range(0);
+  DecodeModel m(ctx + 2, ctx + 1);
+  // Fill the caches with a prefill of ctx tokens, keep their lengths.
+  if (auto st = m.reset_cache(); !st) return state.SkipWithError(st.message());
+  if (auto st = m.step(0, ctx, bk::Attend::prefill); !st) return state.SkipWithError(st.message());
+  TLB_CHECK_CUDA(cudaMemcpy(m.len0.p, m.len.p, DecodeModel::kLayers * 4, cudaMemcpyDeviceToDevice));
+  auto decode = [&] {
+    TLB_CHECK_CUDA(cudaMemcpyAsync(m.len.p, m.len0.p, DecodeModel::kLayers * 4, cudaMemcpyDeviceToDevice));
+    (void)m.step(ctx, 1, bk::Attend::decode);
+  };
+  decode();
+  {  // Check once: the step's logits equal the last row of a prefill of ctx + 1 tokens.
+    std::vector<B16> got(DecodeModel::kVocab), want(DecodeModel::kVocab);
+    TLB_CHECK_CUDA(cudaMemcpy(got.data(), m.logits.p, got.size() * 2, cudaMemcpyDeviceToHost));
+    if (auto st = m.reset_cache(); !st) return state.SkipWithError(st.message());
+    if (auto st = m.step(0, ctx + 1, bk::Attend::prefill); !st) return state.SkipWithError(st.message());
+    TLB_CHECK_CUDA(cudaMemcpy(want.data(), m.logits.p + ctx * std::int64_t{DecodeModel::kVocab}, want.size() * 2,
+                              cudaMemcpyDeviceToHost));
+    double worst = 0, scale = 0;
+    for (std::size_t i = 0; i < got.size(); ++i) {
+      const double g = tokenless::to_float(got[i]), w = tokenless::to_float(want[i]);
+      if (!std::isfinite(g)) return state.SkipWithError("decode logits are not finite");
+      worst = std::max(worst, std::fabs(g - w));
+      scale = std::max(scale, std::fabs(w));
+    }
+    if (worst > 0.05 * (1.0 + scale)) return state.SkipWithError("decode differs from the prefill's last row");
+    // Back to a cache of ctx positions for the timed steps.
+    if (auto st = m.reset_cache(); !st) return state.SkipWithError(st.message());
+    if (auto st = m.step(0, ctx, bk::Attend::prefill); !st) return state.SkipWithError(st.message());
+  }
+  const double sec = tlb::time_iterations(state, decode);
+  tlb::report(state, sec, m.bytes_per_token(ctx), 0);
+  state.counters["tokens_per_s"] = sec > 0 ? 1.0 / sec : 0.0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  benchmark::RegisterBenchmark("models_llama3_8b_layer_fwd/bf16", BM_Llama8bLayer)
+      ->Arg(4096)
+      ->Arg(16384)
+      ->UseManualTime()
+      ->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("models_llama1b_decode/bf16_batch1", BM_Llama1bDecode)
+      ->Arg(512)
+      ->Arg(4096)
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+  return tlb::run_main(argc, argv, "tokenless_bench_models.json");
+}

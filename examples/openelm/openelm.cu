@@ -1,0 +1,3 @@
+// OpenELM's layer-wise scaling built from decoder layers, on a GPU.
+#include "openelm.hpp"
+int main(int argc, char** argv) { return openelm_example::main(argc, argv); }
