@@ -1,8 +1,9 @@
 // The assembled decoder's benchmarks, bf16:
 //   * one Llama-3-8B-shaped decoder layer (d 4096, 32 heads, 8 KV heads of
-//     128, FFN 14336), the prefill forward over 4K and 16K tokens of one
-//     sequence (blocks::DecoderLayer without a cache): FLOPs and the fraction
-//     of the measured bf16 GEMM peak;
+//     128, FFN 14336) over 4K and 16K tokens of one sequence: the forward
+//     (blocks::DecoderLayer without a cache), and the training forward (its
+//     saved state) with DecoderLayerBackward (fp32 weight gradients): FLOPs
+//     and the fraction of the measured bf16 GEMM peak;
 //   * one decode step at batch 1 of a Llama-3.2-1B-shaped random model (16
 //     layers, d 2048, 32 heads, 8 KV heads of 64, FFN 8192, vocab 128256)
 //     with 512 and 4096 positions in the cache: the embedding, 16 layers'
@@ -70,7 +71,7 @@ std::vector<float> inv_freq_for(const bk::DecoderShape& s, float theta) {
   return f;
 }
 
-void BM_Llama8bLayer(benchmark::State& state) {
+void BM_Llama8bLayer(benchmark::State& state, bool backward) {
   const std::int64_t t = state.range(0);
   const bk::DecoderShape s{.hidden = 4096, .heads = 32, .kv_heads = 8, .head_dim = 128, .ffn = 14336};
   LayerWeights w(s, 1);
@@ -113,13 +114,57 @@ void BM_Llama8bLayer(benchmark::State& state) {
     }
     if (sum == 0) return state.SkipWithError("the layer's output is zero");
   }
-  const double sec = tlb::time_iterations(state, step);
   const double d = s.hidden, td = static_cast<double>(t);
   const double gemm = 2.0 * td * d * (static_cast<double>(s.qkv_dim()) + static_cast<double>(s.q_dim())) +
                       2.0 * td * d * 3.0 * s.ffn;
   const double attn = 2.0 * td * td * s.heads * s.head_dim;  // causal: half of 4 t² H hd
   const double weights = 2.0 * d * (static_cast<double>(s.qkv_dim()) + s.q_dim() + 3.0 * s.ffn);
-  tlb::report(state, sec, weights + 2.0 * 2.0 * td * d, gemm + attn);
+  if (!backward) {
+    const double sec = tlb::time_iterations(state, step);
+    tlb::report(state, sec, weights + 2.0 * 2.0 * td * d, gemm + attn);
+    return;
+  }
+  // Training: the forward saving its state, then the backward into fp32 weight gradients.
+  const std::int64_t n = t, hd = s.hidden;
+  tlb::DeviceArray<B16> h1(n * hd), qkv(n * s.qkv_dim()), o(n * s.q_dim()), mid(n * hd), h2(n * hd), gu(n * 2 * s.ffn),
+      act(n * s.ffn), g(n * hd), grad_in(n * hd);
+  tlb::DeviceArray<float> inv1(n), inv2(n), lse(n * s.heads), d_attn_norm(hd), d_wqkv(s.qkv_dim() * hd),
+      d_wo(hd * s.q_dim()), d_mlp_norm(hd), d_gu(2 * s.ffn * hd), d_down(hd * s.ffn);
+  tlb::fill_random(g.p, g.n, 12, 0.01f);
+  Layer::Arguments ta = a;
+  ta.x = x0.p;  // read only when saving
+  ta.saved = {nullptr, inv1.p, h1.p, qkv.p, o.p, lse.p, mid.p, inv2.p, h2.p, gu.p, act.p, nullptr};
+  using Bwd = bk::DecoderLayerBackward<B16>;
+  Bwd::Arguments b;
+  b.forward = ta;
+  b.grad = g.p;
+  b.grad_in = grad_in.p;
+  b.grads = {d_attn_norm.p, d_wqkv.p, d_wo.p, d_mlp_norm.p, d_gu.p, d_down.p, nullptr};
+  b.accumulate = true;  // as over micro-batches
+  tlb::DeviceArray<unsigned char> bws(std::max(Layer::workspace_size(ta), Bwd::workspace_size(b)));
+  const tokenless::Workspace bw{bws.p, bws.n};
+  auto train = [&] {
+    (void)Layer::run(ta, bw);
+    (void)Bwd::run(b, bw);
+  };
+  train();
+  if (auto st = Bwd::read_status(b, bw); !st) return state.SkipWithError(st.message());
+  {  // Check once: dL/dx and a weight gradient are finite and not all zero.
+    std::vector<B16> gi(static_cast<std::size_t>(hd));
+    std::vector<float> gw(static_cast<std::size_t>(hd));
+    TLB_CHECK_CUDA(cudaMemcpy(gi.data(), grad_in.p, hd * 2, cudaMemcpyDeviceToHost));
+    TLB_CHECK_CUDA(cudaMemcpy(gw.data(), d_wqkv.p, hd * 4, cudaMemcpyDeviceToHost));
+    double sum = 0;
+    for (std::size_t i = 0; i < gi.size(); ++i) {
+      const double v = tokenless::to_float(gi[i]), w = gw[i];
+      if (!std::isfinite(v) || !std::isfinite(w)) return state.SkipWithError("a gradient is not finite");
+      sum += std::fabs(v) + std::fabs(w);
+    }
+    if (sum == 0) return state.SkipWithError("the gradients are zero");
+  }
+  const double sec = tlb::time_iterations(state, train);
+  // Forward, and the backward's two GEMMs per forward GEMM and 2.5x the attention's FLOPs.
+  tlb::report(state, sec, 3.0 * weights, 3.0 * gemm + 3.5 * attn);
 }
 
 // A Llama-3.2-1B-shaped model's decode step at batch 1.
@@ -261,11 +306,14 @@ void BM_Llama1bDecode(benchmark::State& state) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  benchmark::RegisterBenchmark("models_llama3_8b_layer_fwd/bf16", BM_Llama8bLayer)
-      ->Arg(4096)
-      ->Arg(16384)
-      ->UseManualTime()
-      ->Unit(benchmark::kMillisecond);
+  for (const bool bwd : {false, true}) {
+    benchmark::RegisterBenchmark(bwd ? "models_llama3_8b_layer_fwd_bwd/bf16" : "models_llama3_8b_layer_fwd/bf16",
+                                 BM_Llama8bLayer, bwd)
+        ->Arg(4096)
+        ->Arg(16384)
+        ->UseManualTime()
+        ->Unit(benchmark::kMillisecond);
+  }
   benchmark::RegisterBenchmark("models_llama1b_decode/bf16_batch1", BM_Llama1bDecode)
       ->Arg(512)
       ->Arg(4096)

@@ -31,10 +31,12 @@
 
 namespace run_cli {
 
-template <class T>
+// HD: the attention core's head dims to instantiate (all supported ones by default).
+template <class T, class HD = tokenless::attention::SupportedHeadDims>
 class DeviceModel {
  public:
-  using Layer = tokenless::blocks::DecoderLayer<T>;
+  using Layer = tokenless::blocks::DecoderLayer<T, tokenless::blocks::NormThenCast, tokenless::blocks::RopeHalf,
+                                                tokenless::blocks::Silu, HD>;
   using Norm = tokenless::blocks::RmsNorm<tokenless::blocks::NormThenCast, T>;
   using Embed = tokenless::blocks::Embedding<T>;
   using Argmax = tokenless::blocks::Argmax<T>;

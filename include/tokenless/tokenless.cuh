@@ -25,8 +25,11 @@
 #include <tokenless/blocks/moe.cuh>
 #include <tokenless/blocks/norm.cuh>
 #include <tokenless/blocks/rope.cuh>
+#include <tokenless/blocks/decoder.cuh>
 #include <tokenless/blocks/tokens.cuh>
 #include <tokenless/bottleneck/concepts.cuh>
 #include <tokenless/bottleneck/dechunk.cuh>
 #include <tokenless/bottleneck/pool.cuh>
 #include <tokenless/bottleneck/project.cuh>
+#include <tokenless/heads/dpo.cuh>
+#include <tokenless/heads/linear_cross_entropy.cuh>

@@ -2,6 +2,7 @@
 // Everything in tokenless that compiles without nvcc: policies, host
 // references and host-side math. Kernels and launch APIs: tokenless.cuh.
 #include <tokenless/attention/policy.hpp>
+#include <tokenless/blocks/openelm.hpp>
 #include <tokenless/blocks/policy.hpp>
 #include <tokenless/bottleneck/policy.hpp>
 #include <tokenless/core/config.hpp>
@@ -20,13 +21,16 @@
 #include <tokenless/core/workspace.hpp>
 #include <tokenless/encoder/policy.hpp>
 #include <tokenless/entropy_model/policy.hpp>
+#include <tokenless/heads/policy.hpp>
 #include <tokenless/patcher/policy.hpp>
 #include <tokenless/router/policy.hpp>
 #include <tokenless/reference/attention.hpp>
 #include <tokenless/reference/blocks.hpp>
 #include <tokenless/reference/bottleneck.hpp>
+#include <tokenless/reference/decoder.hpp>
 #include <tokenless/reference/gemm.hpp>
 #include <tokenless/reference/hash_embedding.hpp>
+#include <tokenless/reference/heads.hpp>
 #include <tokenless/reference/patcher.hpp>
 #include <tokenless/reference/router.hpp>
 #include <tokenless/reference/row_reduce.hpp>

@@ -50,6 +50,21 @@ inline int scale_down() {
   return s;
 }
 
+// Built with AddressSanitizer (GCC's macro; clang's feature test).
+inline constexpr bool under_asan() {
+#if defined(__SANITIZE_ADDRESS__)
+  return true;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+  return true;
+#else
+  return false;
+#endif
+#else
+  return false;
+#endif
+}
+
 // The library's DeviceBuffer, with every failure a test failure.
 template <class T>
 class DeviceBuffer : public tokenless::DeviceBuffer<T> {

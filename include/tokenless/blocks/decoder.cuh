@@ -120,7 +120,10 @@ struct DecoderGrads {
   float* router = nullptr;
 };
 
-template <mma::TensorCoreType T, NormPolicy N = NormThenCast, RopeLayout L = RopeHalf, ActivationPolicy A = Silu>
+// HD: the head dims the attention core is instantiated for (a model that
+// knows its own may name just that one: less to compile).
+template <mma::TensorCoreType T, NormPolicy N = NormThenCast, RopeLayout L = RopeHalf, ActivationPolicy A = Silu,
+          class HD = attention::SupportedHeadDims>
 struct DecoderLayer {
   static constexpr const char* kName = "blocks::DecoderLayer";
   using Norm = RmsNorm<N, T>;
@@ -327,8 +330,8 @@ struct DecoderLayer {
   static std::size_t attention_workspace(const Arguments& a) {
     std::size_t bytes = 0;
     (void)with_variant(a, [&]<class V>() {
-      bytes = a.attend == Attend::decode ? attention::Decode<V, T>::workspace_size(decode<V>(a, nullptr, nullptr))
-                                         : attention::Forward<V, T>::workspace_size(forward<V>(a, nullptr, nullptr));
+      bytes = a.attend == Attend::decode ? attention::Decode<V, T, HD>::workspace_size(decode<V>(a, nullptr, nullptr))
+                                         : attention::Forward<V, T, HD>::workspace_size(forward<V>(a, nullptr, nullptr));
       return Status::ok();
     });
     return bytes;
@@ -406,8 +409,8 @@ struct DecoderLayer {
     TL_RETURN_IF_ERROR(RopeOp::can_implement(rope(a, b.qkv)));
     if (cached(a)) TL_RETURN_IF_ERROR(Append::can_implement(append(a, b.qkv)));
     TL_RETURN_IF_ERROR(with_variant(a, [&]<class V>() {
-      return a.attend == Attend::decode ? attention::Decode<V, T>::can_implement(decode<V>(a, b.qkv, b.o))
-                                        : attention::Forward<V, T>::can_implement(forward<V>(a, b.qkv, b.o));
+      return a.attend == Attend::decode ? attention::Decode<V, T, HD>::can_implement(decode<V>(a, b.qkv, b.o))
+                                        : attention::Forward<V, T, HD>::can_implement(forward<V>(a, b.qkv, b.o));
     }));
     TL_RETURN_IF_ERROR(blas::Gemm::can_implement(linear(a, b.o, s.q_dim(), a.w.wo, s.hidden, s.q_dim(), a.delta,
                                                         s.hidden)));
@@ -441,8 +444,8 @@ struct DecoderLayer {
     if (cached(a)) TL_RETURN_IF_ERROR(Append::run(append(a, b.qkv), {ws.at<void>(l.append), kStatusBytes}, stream));
     const Workspace attn_ws{ws.at<void>(l.attn), attention_workspace(a)};
     TL_RETURN_IF_ERROR(with_variant(a, [&]<class V>() {
-      return a.attend == Attend::decode ? attention::Decode<V, T>::run(decode<V>(a, b.qkv, b.o), attn_ws, stream)
-                                        : attention::Forward<V, T>::run(forward<V>(a, b.qkv, b.o), attn_ws, stream);
+      return a.attend == Attend::decode ? attention::Decode<V, T, HD>::run(decode<V>(a, b.qkv, b.o), attn_ws, stream)
+                                        : attention::Forward<V, T, HD>::run(forward<V>(a, b.qkv, b.o), attn_ws, stream);
     }));
     TL_RETURN_IF_ERROR(gemm_run(linear(a, b.o, s.q_dim(), a.w.wo, s.hidden, s.q_dim(), a.delta, s.hidden)));
     // The MLP.
@@ -480,8 +483,8 @@ struct DecoderLayer {
     }
     const Workspace attn_ws{ws.at<void>(l.attn), attention_workspace(a)};
     return with_variant(a, [&]<class V>() {
-      return a.attend == Attend::decode ? attention::Decode<V, T>::read_status(decode<V>(a, b.qkv, b.o), attn_ws, stream)
-                                        : attention::Forward<V, T>::read_status(forward<V>(a, b.qkv, b.o), attn_ws,
+      return a.attend == Attend::decode ? attention::Decode<V, T, HD>::read_status(decode<V>(a, b.qkv, b.o), attn_ws, stream)
+                                        : attention::Forward<V, T, HD>::read_status(forward<V>(a, b.qkv, b.o), attn_ws,
                                                                                 stream);
     });
   }
@@ -529,10 +532,11 @@ struct DecoderLayer {
 // the previous layer's delta. Weight gradients are fp32 (the GEMMs write
 // fp32 from 16-bit operands; nothing is rounded to 16 bits across layers),
 // written or accumulated. No atomics: the same bits on every run.
-template <mma::TensorCoreType T, NormPolicy N = NormThenCast, RopeLayout L = RopeHalf, ActivationPolicy A = Silu>
+template <mma::TensorCoreType T, NormPolicy N = NormThenCast, RopeLayout L = RopeHalf, ActivationPolicy A = Silu,
+          class HD = attention::SupportedHeadDims>
 struct DecoderLayerBackward {
   static constexpr const char* kName = "blocks::DecoderLayerBackward";
-  using Forward = DecoderLayer<T, N, L, A>;
+  using Forward = DecoderLayer<T, N, L, A, HD>;
   using NormBwd = RmsNormBackward<N, T>;
   using MoeBwd = MoeBackward<A, T>;
   struct Arguments {
@@ -574,7 +578,7 @@ struct DecoderLayerBackward {
   static std::size_t attention_workspace(const Arguments& a) {
     std::size_t bytes = 0;
     (void)Forward::with_variant(a.forward, [&]<class V>() {
-      bytes = attention::Backward<V, T>::workspace_size(attention_backward<V>(a, nullptr, nullptr));
+      bytes = attention::Backward<V, T, HD>::workspace_size(attention_backward<V>(a, nullptr, nullptr));
       return Status::ok();
     });
     return bytes;
@@ -708,7 +712,7 @@ struct DecoderLayerBackward {
     if (a.grads.wo) TL_RETURN_IF_ERROR(gemm_run(weight_grad(a, d_mid, s.hidden, v.o, s.q_dim(), s.q_dim(), a.grads.wo)));
     const Workspace attn_ws{ws.at<void>(l.attn), attention_workspace(a)};
     TL_RETURN_IF_ERROR(Forward::with_variant(f, [&]<class V>() {
-      return attention::Backward<V, T>::run(attention_backward<V>(a, d_o, d_qkv), attn_ws, stream);
+      return attention::Backward<V, T, HD>::run(attention_backward<V>(a, d_o, d_qkv), attn_ws, stream);
     }));
     TL_RETURN_IF_ERROR(Forward::RopeOp::run_backward(Forward::rope(f, d_qkv), {ws.at<void>(l.rope), kStatusBytes}, stream));
     TL_RETURN_IF_ERROR(gemm_run(input_grad(a, d_qkv, s.qkv_dim(), f.w.wqkv, s.hidden, d_h)));
@@ -726,7 +730,7 @@ struct DecoderLayerBackward {
                                                     stream));
     const Workspace attn_ws{ws.at<void>(l.attn), attention_workspace(a)};
     return Forward::with_variant(f, [&]<class V>() {
-      return attention::Backward<V, T>::read_status(attention_backward<V>(a, ws.at<T>(l.d_o), ws.at<T>(l.d_qkv)),
+      return attention::Backward<V, T, HD>::read_status(attention_backward<V>(a, ws.at<T>(l.d_o), ws.at<T>(l.d_qkv)),
                                                     attn_ws, stream);
     });
   }

@@ -15,6 +15,7 @@
 #include <tokenless/reference/attention.hpp>
 #include <tokenless/reference/blocks.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>

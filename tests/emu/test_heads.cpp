@@ -1,0 +1,2 @@
+// The prediction heads on the CPU executor (gpu tier: tests/gpu/test_heads.cu).
+#include "../kernels/heads.hpp"

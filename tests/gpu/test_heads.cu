@@ -1,0 +1,2 @@
+// The prediction heads on a GPU (the emu tier runs them on the CPU: tests/emu/test_heads.cpp).
+#include "../kernels/heads.hpp"
