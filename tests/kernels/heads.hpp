@@ -22,6 +22,7 @@
 #include <cmath>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace tlt::heads_tests {
@@ -202,7 +203,11 @@ template <class T>
 void option_sweep() {
   const int s = scale_down();
   Case base;
-  check_case<T>(base);  // mean, one chunk
+  // Thread mode (TSan) and the sanitizer sizes: bf16 only, the chunked case
+  // alone (it has every kernel and option; the other storage types and
+  // reductions share its synchronisation). It took 55 s in thread mode.
+  if (s > 1 && !std::is_same_v<T, __nv_bfloat16>) return;
+  if (s == 1) check_case<T>(base);  // mean, one chunk
   Case chunked = base;  // rows and vocabulary split unevenly
   chunked.chunk_rows = 7;
   chunked.chunk_cols = 50;
