@@ -1,13 +1,16 @@
 // Compile tier: the prediction heads, every storage type: the fused linear
 // cross-entropy's forward and backward (their kernels, and the column sums
-// they share with the bottleneck), and DPO's loss.
+// they share with the bottleneck), DPO's loss, and the byte head (both norm
+// policies; the backward's norm and GEMM passes).
 // The heads alone: tokenless.cuh would compile every other component's kernels here too.
 #include <tokenless/core/tuning.hpp>
+#include <tokenless/heads/byte_head.cuh>
 #include <tokenless/heads/dpo.cuh>
 #include <tokenless/heads/linear_cross_entropy.cuh>
 
 namespace hd = tokenless::heads;
 static_assert(tokenless::TuningSelector<hd::tuning_for>);
+static_assert(tokenless::TuningSelector<hd::byte_head_tuning_for>);
 
 template <class T>
 void instantiate_linear_cross_entropy() {
@@ -21,3 +24,14 @@ template void instantiate_linear_cross_entropy<__half>();
 template void instantiate_linear_cross_entropy<__nv_bfloat16>();
 static_assert(tokenless::Operation<hd::DpoLoss>);
 [[maybe_unused]] static auto* const dpo_run = &hd::DpoLoss::run;
+
+template <class P, class T>
+void instantiate_byte_head() {
+  static_assert(tokenless::Operation<hd::ByteHead<P, T>> && tokenless::Operation<hd::ByteHeadBackward<P, T>>);
+  (void)&hd::ByteHead<P, T>::run;
+  (void)&hd::ByteHeadBackward<P, T>::run;
+}
+template void instantiate_byte_head<tokenless::blocks::NormThenCast, float>();
+template void instantiate_byte_head<tokenless::blocks::NormThenCast, __half>();
+template void instantiate_byte_head<tokenless::blocks::NormThenCast, __nv_bfloat16>();
+template void instantiate_byte_head<tokenless::blocks::ScaleInFp32, __nv_bfloat16>();

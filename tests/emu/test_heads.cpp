@@ -1,2 +1,3 @@
 // The prediction heads on the CPU executor (gpu tier: tests/gpu/test_heads.cu).
 #include "../kernels/heads.hpp"
+#include "../kernels/byte_head.hpp"

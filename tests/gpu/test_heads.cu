@@ -1,2 +1,3 @@
 // The prediction heads on a GPU (the emu tier runs them on the CPU: tests/emu/test_heads.cpp).
 #include "../kernels/heads.hpp"
+#include "../kernels/byte_head.hpp"

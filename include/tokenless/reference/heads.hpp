@@ -118,6 +118,110 @@ CrossEntropyGrads<R> linear_cross_entropy_backward(const std::vector<R>& h, cons
   return g;
 }
 
+// dz of a cross-entropy over given logits [n, vocab] (unrounded; 0 where
+// ignored): the linear cross-entropy's rule, which the byte head writes.
+template <class R>
+std::vector<R> cross_entropy_grad_logits(const std::vector<R>& z, const std::vector<std::int32_t>& labels,
+                                         const std::vector<R>& weights, std::int64_t n, std::int64_t vocab,
+                                         const CrossEntropyOptions& o, const std::vector<R>& grad) {
+  std::vector<R> dz(z.size(), R(0));
+  R weight_sum = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (labels[i] != o.ignore_index) weight_sum += weights.empty() ? R(1) : weights[i];
+  }
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (labels[i] == o.ignore_index) continue;
+    const R* row = z.data() + i * vocab;
+    R mx = -std::numeric_limits<R>::infinity();
+    for (std::int64_t j = 0; j < vocab; ++j) mx = std::max(mx, row[j]);
+    R s = 0;
+    for (std::int64_t j = 0; j < vocab; ++j) s += std::exp(row[j] - mx);
+    const R lse = mx + std::log(s);
+    R sc = (o.reduction == Reduction::none ? grad[i] : grad[0]) * (weights.empty() ? R(1) : weights[i]);
+    if (o.reduction == Reduction::mean) sc /= weight_sum;
+    for (std::int64_t j = 0; j < vocab; ++j) {
+      const R target = (j == labels[i] ? R(1) - R(o.label_smoothing) : R(0)) + R(o.label_smoothing) / R(vocab);
+      dz[i * vocab + j] = sc * (std::exp(row[j] - lse) * (R(1) + R(2) * R(o.z_loss) * lse) - target);
+    }
+  }
+  return dz;
+}
+
+// The entropy of a row of logits, in nats (the patcher's).
+template <class R>
+R entropy(const R* z, std::int64_t vocab) {
+  R mx = -std::numeric_limits<R>::infinity();
+  for (std::int64_t j = 0; j < vocab; ++j) mx = std::max(mx, z[j]);
+  R s = 0, t = 0;
+  for (std::int64_t j = 0; j < vocab; ++j) {
+    const R e = std::exp(z[j] - mx);
+    s += e;
+    t += e * (z[j] - mx);
+  }
+  return std::log(s) - t / s;
+}
+
+// heads::Sampling's rule over a row of logits. `margin` (optional): how far
+// the decision is from flipping, relative to the row's mass (greedy: the gap
+// between the two largest logits), for tests that compare a kernel's
+// rounding-perturbed choice with this one.
+template <class R>
+std::int32_t sample(const R* z, int vocab, const tokenless::heads::Sampling& sp, std::int64_t row,
+                    R* margin = nullptr) {
+  R mx = -std::numeric_limits<R>::infinity();
+  int arg = 0;
+  bool nan = false;
+  for (int j = 0; j < vocab; ++j) {
+    if (z[j] != z[j]) {
+      if (!nan) arg = j;
+      nan = true;
+    } else if (!nan && z[j] > mx) {
+      mx = z[j];
+      arg = j;
+    }
+  }
+  if (sp.temperature == 0.0f || nan || !std::isfinite(mx)) {
+    if (margin) {
+      R second = -std::numeric_limits<R>::infinity();
+      for (int j = 0; j < vocab; ++j) {
+        if (j != arg) second = std::max(second, z[j]);
+      }
+      *margin = mx - second;
+    }
+    return arg;
+  }
+  std::vector<R> e(static_cast<std::size_t>(vocab));
+  R total = 0;
+  for (int j = 0; j < vocab; ++j) total += e[j] = std::exp((z[j] - mx) / R(sp.temperature));
+  std::vector<char> kept(static_cast<std::size_t>(vocab), 1);
+  R m = std::numeric_limits<R>::infinity();
+  if (sp.top_p < 1.0f) {
+    const R bound = R(sp.top_p) * total;
+    for (int j = 0; j < vocab; ++j) {
+      R ahead = 0;
+      for (int k = 0; k < vocab; ++k) {
+        if (e[k] > e[j] || (e[k] == e[j] && k < j)) ahead += e[k];
+      }
+      kept[j] = ahead < bound;
+      m = std::min(m, std::fabs(ahead - bound) / total);
+    }
+  }
+  R kept_total = 0;
+  for (int j = 0; j < vocab; ++j) kept_total += kept[j] ? e[j] : R(0);
+  const R target = R(tokenless::heads::sample_uniform(sp.seed, sp.offset, row)) * kept_total;
+  R run = 0;
+  std::int32_t chosen = -1, last = -1;
+  for (int j = 0; j < vocab; ++j) {
+    if (!kept[j]) continue;
+    run += e[j];
+    last = j;
+    m = std::min(m, std::fabs(run - target) / total);
+    if (chosen < 0 && run > target) chosen = j;
+  }
+  if (margin) *margin = m;
+  return chosen >= 0 ? chosen : last;
+}
+
 // DPO over per-token log-probs: sequences by cu, pairs (chosen, rejected).
 template <class R>
 struct DpoResult {
