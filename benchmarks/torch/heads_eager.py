@@ -9,7 +9,13 @@ peak memory, for 4K to 32K tokens:
     linear_cross_entropy, when they import (pip install liger-kernel
     cut-cross-entropy); skipped otherwise.
 
-    python3 benchmarks/torch/heads_eager.py [--tokens 4096,8192,16384,32768]
+Then the byte head at BLT-1B's decoder width (d 1024, V 260), bf16, for 16K
+and 64K bytes, as bench_heads.cu times it: RMSNorm + linear + the entropy
+(the patcher's feed), + argmax (the greedy next byte), and the training
+forward (entropy, cross-entropy and dz = d loss / d logits), eager and
+torch.compile.
+
+    python3 benchmarks/torch/heads_eager.py [--tokens 4096,8192,16384,32768] [--bytes 16384,65536]
 """
 import argparse
 import json
@@ -41,10 +47,52 @@ def candidates():
     return out
 
 
+DB, VB = 1024, 260
+
+
+def byte_logits(h, g, w):
+    # transformers' BLT/Llama RMSNorm: normalise in fp32, cast, then scale.
+    hf = h.float()
+    y = (hf * torch.rsqrt(hf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(h.dtype) * g
+    return F.linear(y, w).float()
+
+
+def byte_entropy(h, g, w):
+    logp = F.log_softmax(byte_logits(h, g, w), dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def byte_greedy(h, g, w):
+    return byte_logits(h, g, w).argmax(-1)
+
+
+def byte_train(h, g, w, y):
+    z = byte_logits(h, g, w).detach().requires_grad_()
+    logp = F.log_softmax(z, dim=-1)
+    ent = -(logp.exp() * logp).sum(-1)
+    loss = F.nll_loss(logp, y)
+    (dz,) = torch.autograd.grad(loss, z)
+    return ent, loss, dz.to(h.dtype)
+
+
+def byte_head(sizes):
+    g = torch.rand(DB, device="cuda", dtype=torch.bfloat16) + 0.5
+    w = torch.randn(VB, DB, device="cuda", dtype=torch.bfloat16) * 3 * DB ** -0.5
+    for n in sizes:
+        h = torch.randn(n, DB, device="cuda", dtype=torch.bfloat16) * 2
+        y = torch.randint(0, VB, (n,), device="cuda")
+        for op, fn in [("byte_entropy", lambda: byte_entropy(h, g, w)), ("byte_greedy", lambda: byte_greedy(h, g, w)),
+                       ("byte_train_fwd", lambda: byte_train(h, g, w, y))]:
+            for name, f in [("torch_eager", fn), ("torch_compile", torch.compile(fn))]:
+                print(json.dumps({"impl": name, "op": op, "bytes": n, "ms": timed(f, reps=20)}), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--tokens", default="4096,8192,16384,32768")
+    ap.add_argument("--bytes", default="16384,65536")
     args = ap.parse_args()
+    byte_head([int(s) for s in args.bytes.split(",") if s])
     w = (torch.randn(V, D, device="cuda", dtype=torch.bfloat16) * D ** -0.5).requires_grad_()
     for n in [int(s) for s in args.tokens.split(",") if s]:
         h = torch.randn(n, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)

@@ -31,5 +31,6 @@
 #include <tokenless/bottleneck/dechunk.cuh>
 #include <tokenless/bottleneck/pool.cuh>
 #include <tokenless/bottleneck/project.cuh>
+#include <tokenless/heads/byte_head.cuh>
 #include <tokenless/heads/dpo.cuh>
 #include <tokenless/heads/linear_cross_entropy.cuh>

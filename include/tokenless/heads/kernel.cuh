@@ -18,10 +18,12 @@
 #include <tokenless/core/functional.hpp>
 #include <tokenless/core/kernel.cuh>
 #include <tokenless/core/varlen.hpp>
+#include <tokenless/core/workspace.hpp>
 #include <tokenless/core/warp.cuh>
 #include <tokenless/heads/policy.hpp>
 
 #include <cstdint>
+#include <cstdio>
 
 namespace tokenless::heads::detail {
 
@@ -434,5 +436,23 @@ struct MeanKernel {
     p.out[0] = t / static_cast<float>(p.n);
   }
 };
+
+// After a run: a failed label check named with the label that failed it.
+inline Status read_labels_status(const char* op, const std::int32_t* labels, std::int64_t vocab, std::int32_t ignore,
+                                 Workspace ws, cudaStream_t stream) {
+  DeviceFailure f;
+  TL_RETURN_IF_ERROR(read_device_status(status_of(ws), f, stream));
+  if (f.check == 0) return Status::ok();
+  if (f.check != kCheckLabels) return Status::error(StatusCode::internal, "%s: unknown device check %d", op, f.check);
+  std::int32_t y = 0;
+  TL_CUDA_TRY(cudaMemcpyAsync(&y, labels + f.index, sizeof y, cudaMemcpyDeviceToHost, stream));
+  TL_CUDA_TRY(cudaStreamSynchronize(stream));
+  char expected[96];
+  std::snprintf(expected, sizeof expected, "labels in [0, %lld) or ignore_index (%d) (nothing was written)",
+                static_cast<long long>(vocab), ignore);
+  return device_failure(op, StatusCode::invalid_argument, "labels", expected, "labels[%lld] = %d",
+                        static_cast<long long>(f.index), y);
+}
+
 
 }  // namespace tokenless::heads::detail

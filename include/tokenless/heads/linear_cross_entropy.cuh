@@ -135,22 +135,6 @@ Status for_each_chunk(std::int64_t n, std::int64_t vocab, std::int64_t cr, std::
   return Status::ok();
 }
 
-inline Status read_labels_status(const char* op, const std::int32_t* labels, std::int64_t vocab, std::int32_t ignore,
-                                 Workspace ws, cudaStream_t stream) {
-  DeviceFailure f;
-  TL_RETURN_IF_ERROR(read_device_status(status_of(ws), f, stream));
-  if (f.check == 0) return Status::ok();
-  if (f.check != kCheckLabels) return Status::error(StatusCode::internal, "%s: unknown device check %d", op, f.check);
-  std::int32_t y = 0;
-  TL_CUDA_TRY(cudaMemcpyAsync(&y, labels + f.index, sizeof y, cudaMemcpyDeviceToHost, stream));
-  TL_CUDA_TRY(cudaStreamSynchronize(stream));
-  char expected[96];
-  std::snprintf(expected, sizeof expected, "labels in [0, %lld) or ignore_index (%d) (nothing was written)",
-                static_cast<long long>(vocab), ignore);
-  return device_failure(op, StatusCode::invalid_argument, "labels", expected, "labels[%lld] = %d",
-                        static_cast<long long>(f.index), y);
-}
-
 }  // namespace detail
 
 template <StorageFloat T>
