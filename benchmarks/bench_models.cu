@@ -10,11 +10,23 @@
 //     DecoderLayer decode, the final norm, the LM head and the argmax; bytes
 //     = the weights and the KV cache read once, the fraction of the measured
 //     copy bandwidth, and tokens/s.
+//   * self-speculative decoding at batch 1 on the same shape with one
+//     DeepSeek-V3-style module (examples/models/device_model.hpp, random
+//     weights, 512 positions): a plain greedy step, the verification of K
+//     drafts (K + 1 tokens through the few-query decode, the acceptance and
+//     the caches' rollback; drafts that all fail, so the cache grows one a
+//     step as plain decoding's) against it (target: 1.2x at K = 4), and
+//     tokens/s over acceptance rates p (each draft forced to agree with the
+//     greedy id with probability p, drafted by the module all the same, so
+//     the step costs what it would), against plain greedy's.
 // Each checks its result once: the layer's rows are finite and the decode
-// step's logits equal the last row of a prefill of the same tokens.
+// step's logits equal the last row of a prefill of the same tokens; the
+// speculative ids equal the greedy ones.
 // Side by side: benchmarks/torch/models_eager.py (transformers' layer eager
 // and torch.compile; transformers' generate, dynamic and static cache).
 #include "harness.cuh"
+
+#include "../examples/models/device_model.hpp"
 
 #include <tokenless/blocks/decoder.cuh>
 #include <tokenless/blocks/norm.cuh>
@@ -22,6 +34,7 @@
 
 #include <cmath>
 #include <memory>
+#include <random>
 #include <vector>
 
 namespace bk = tokenless::blocks;
@@ -303,6 +316,182 @@ void BM_Llama1bDecode(benchmark::State& state) {
   state.counters["tokens_per_s"] = sec > 0 ? 1.0 / sec : 0.0;
 }
 
+// ------------------------------------------------------------------ self-speculative decoding
+using SpecModel = run_cli::DeviceModel<B16, tokenless::attention::HeadDims<64>>;
+constexpr int kSpecPrompt = 512, kSpecTokens = 256, kSpecMaxDraft = 8;
+
+// Host weights of the 1B shape (the model converts and uploads them), one
+// module; norms near 1, projections of std ~ 1/sqrt(fan-in).
+tokenless::io::ModelWeights<float> spec_weights() {
+  tokenless::io::ModelWeights<float> w;
+  auto& c = w.config;
+  c.family = tokenless::io::Family::kLlama;
+  c.vocab = DecodeModel::kVocab;
+  c.hidden = 2048;
+  c.layers = DecodeModel::kLayers;
+  c.heads = 32;
+  c.kv_heads = 8;
+  c.head_dim = 64;
+  c.rot_dim = 64;
+  c.intermediate = 8192;
+  c.rms_eps = 1e-5f;
+  c.rope.theta = 500000.0f;
+  c.mtp_modules = 1;
+  std::mt19937 rng(7);
+  auto fill = [&](std::vector<float>& v, std::size_t n, float scale, float base = 0.0f) {
+    v.resize(n);
+    std::uint32_t h = rng();
+    for (auto& x : v) {  // a cheap hash stream: a billion values
+      h = h * 1664525u + 1013904223u;
+      x = base + scale * (static_cast<float>(h >> 8) * (1.0f / 16777216.0f) - 0.5f);
+    }
+  };
+  const std::size_t d = 2048, f = 8192, V = DecodeModel::kVocab, qkv = 2048 + 2 * 512;
+  const float s = 2.0f / std::sqrt(2048.0f);
+  fill(w.embed, V * d, 0.1f);
+  fill(w.norm, d, 0.2f, 1.0f);
+  fill(w.lm_head, V * d, s);
+  auto layer = [&](tokenless::io::LayerWeights<float>& l) {
+    fill(l.attn_norm, d, 0.2f, 1.0f);
+    fill(l.wqkv, qkv * d, s);
+    fill(l.wo, d * d, s);
+    fill(l.mlp_norm, d, 0.2f, 1.0f);
+    fill(l.w_gate_up, 2 * f * d, s);
+    fill(l.w_down, d * f, 2.0f / std::sqrt(8192.0f));
+  };
+  w.layers.resize(DecodeModel::kLayers);
+  for (auto& l : w.layers) layer(l);
+  w.mtp.resize(1);
+  auto& m = w.mtp[0];
+  fill(m.enorm, d, 0.2f, 1.0f);
+  fill(m.hnorm, d, 0.2f, 1.0f);
+  fill(m.shared_norm, d, 0.2f, 1.0f);
+  fill(m.eh_proj, d * 2 * d, 2.0f / std::sqrt(4096.0f));
+  layer(m.layer);
+  return w;
+}
+
+// The model, built once, and its greedy continuation of a fixed prompt.
+struct Spec {
+  std::unique_ptr<SpecModel> m;
+  std::vector<std::int32_t> prompt, greedy;  // greedy: kSpecTokens ids after the prompt
+  tokenless::Status status;
+  static Spec& get() {
+    static Spec s = [] {
+      Spec x;
+      const auto w = spec_weights();
+      x.status = SpecModel::create(w, kSpecPrompt, kSpecPrompt + kSpecTokens + kSpecMaxDraft + 2, &x.m, kSpecMaxDraft);
+      if (!x.status) return x;
+      for (int i = 0; i < kSpecPrompt; ++i) x.prompt.push_back((i * 7919) % DecodeModel::kVocab);
+      if (!(x.status = x.m->prefill(x.prompt))) return x;
+      for (int i = 1; i < kSpecTokens && x.status; ++i) x.status = x.m->decode();
+      if (x.status) x.status = x.m->ids(kSpecPrompt, kSpecPrompt + kSpecTokens, x.greedy);
+      return x;
+    }();
+    return s;
+  }
+};
+
+// Times `step` (which returns the tokens it made, or -1 when the greedy
+// continuation runs out) a step an iteration; re-prefills untimed.
+template <class F>
+double time_steps(benchmark::State& state, Spec& sp, F&& step, double* tokens) {
+  cudaEvent_t start, stop;
+  TLB_CHECK_CUDA(cudaEventCreate(&start));
+  TLB_CHECK_CUDA(cudaEventCreate(&stop));
+  double total = 0;
+  *tokens = 0;
+  for (auto _ : state) {
+    TLB_CHECK_CUDA(cudaEventRecord(start));
+    int made = step();
+    TLB_CHECK_CUDA(cudaEventRecord(stop));
+    TLB_CHECK_CUDA(cudaEventSynchronize(stop));
+    if (made < 0) {  // out of greedy ids: start again (the step did nothing)
+      if (auto s = sp.m->prefill(sp.prompt); !s) state.SkipWithError(s.message());
+      made = 0;
+    }
+    float ms = 0;
+    TLB_CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
+    state.SetIterationTime(ms * 1e-3);
+    total += ms * 1e-3;
+    *tokens += made;
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  return total;
+}
+
+// A plain greedy step, reading its id back as tokenless-run does.
+void BM_SpecGreedy(benchmark::State& state) {
+  Spec& sp = Spec::get();
+  if (!sp.status) return state.SkipWithError(sp.status.message());
+  if (auto s = sp.m->prefill(sp.prompt); !s) return state.SkipWithError(s.message());
+  double tokens = 0;
+  const double sec = time_steps(state, sp, [&] {
+    if (sp.m->length() + 1 >= kSpecPrompt + kSpecTokens) return -1;
+    std::vector<std::int32_t> id;
+    if (!sp.m->decode() || !sp.m->ids(sp.m->length(), sp.m->length() + 1, id)) return -1;
+    return 1;
+  }, &tokens);
+  state.counters["tokens_per_s"] = sec > 0 ? tokens / sec : 0.0;
+}
+
+// Verifying K drafts that all fail: one token a step, the cost of the
+// verification itself (the few-query decode of K + 1 tokens, every row's
+// argmax, the acceptance, the rollback, the read of a).
+void BM_SpecVerify(benchmark::State& state) {
+  const int K = static_cast<int>(state.range(0));
+  Spec& sp = Spec::get();
+  if (!sp.status) return state.SkipWithError(sp.status.message());
+  if (auto s = sp.m->prefill(sp.prompt); !s) return state.SkipWithError(s.message());
+  double tokens = 0;
+  const double sec = time_steps(state, sp, [&] {
+    const std::int64_t have = sp.m->length() - kSpecPrompt + 1;
+    if (have + K >= kSpecTokens) return -1;
+    std::vector<std::int32_t> drafts(sp.greedy.begin() + have, sp.greedy.begin() + have + K);
+    drafts[0] = (drafts[0] + 1) % DecodeModel::kVocab;
+    int made = 0;
+    if (!sp.m->speculate(K, &made, &drafts) || made != 1) return -1;
+    return made;
+  }, &tokens);
+  state.counters["tokens_per_s"] = sec > 0 ? tokens / sec : 0.0;
+}
+
+// Tokens/s at acceptance rate p (percent): drafts by the module, replaced by
+// the greedy ids, each wrong with probability 1 - p. Checked: the ids are
+// the greedy ones.
+void BM_SpecTokens(benchmark::State& state) {
+  const int K = static_cast<int>(state.range(0));
+  const double p = static_cast<double>(state.range(1)) / 100.0;
+  Spec& sp = Spec::get();
+  if (!sp.status) return state.SkipWithError(sp.status.message());
+  if (auto s = sp.m->prefill(sp.prompt); !s) return state.SkipWithError(s.message());
+  std::mt19937 rng(11);
+  std::bernoulli_distribution agree(p);
+  double tokens = 0, steps = 0;
+  bool wrong_ids = false;
+  const double sec = time_steps(state, sp, [&] {
+    const std::int64_t have = sp.m->length() - kSpecPrompt + 1;
+    if (have + K >= kSpecTokens) {
+      std::vector<std::int32_t> got;
+      wrong_ids |= !sp.m->ids(kSpecPrompt, kSpecPrompt + have, got) ||
+                   got != std::vector<std::int32_t>(sp.greedy.begin(), sp.greedy.begin() + have);
+      return -1;
+    }
+    std::vector<std::int32_t> drafts(sp.greedy.begin() + have, sp.greedy.begin() + have + K);
+    for (auto& d : drafts) {
+      if (!agree(rng)) d = (d + 1) % DecodeModel::kVocab;
+    }
+    int made = 0;
+    if (!sp.m->speculate(K, &made, &drafts, /*module_too=*/true)) return -1;
+    steps += 1;
+    return made;
+  }, &tokens);
+  if (wrong_ids) return state.SkipWithError("the speculative ids differ from the greedy ones");
+  state.counters["tokens_per_s"] = sec > 0 ? tokens / sec : 0.0;
+  state.counters["tokens_per_step"] = steps > 0 ? tokens / steps : 0.0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -319,5 +508,17 @@ int main(int argc, char** argv) {
       ->Arg(4096)
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("models_spec_greedy_step/bf16_llama1b", BM_SpecGreedy)
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+  benchmark::RegisterBenchmark("models_spec_verify/bf16_llama1b", BM_SpecVerify)
+      ->Arg(1)
+      ->Arg(4)
+      ->Arg(8)
+      ->UseManualTime()
+      ->Unit(benchmark::kMicrosecond);
+  auto* tok = benchmark::RegisterBenchmark("models_spec_tokens/bf16_llama1b", BM_SpecTokens);
+  for (const int p : {0, 50, 70, 80, 90, 100}) tok->Args({4, p});
+  tok->ArgNames({"K", "p"})->UseManualTime()->Unit(benchmark::kMicrosecond);
   return tlb::run_main(argc, argv, "tokenless_bench_models.json");
 }

@@ -5,7 +5,7 @@
 //
 //   tokenless-run --model DIR (--ids FILE | --ids-list 1,2,3) [--max-new-tokens N]
 //                 [--logits OUT.npy] [--device auto|gpu|cpu|emu] [--dtype fp32|bf16]
-//                 [--format text|json] [--ignore-eos]
+//                 [--format text|json] [--ignore-eos] [--speculative K]
 //
 // It prints the generated ids (text: one line; json: one object with
 // "generated", "tokens_per_second" and more). --logits writes the prompt's
@@ -13,6 +13,10 @@
 // C++ decoder (reference/transformer.hpp); --device gpu the library's
 // kernels (device_model.hpp), and --device emu the same kernels on the CPU
 // SIMT executor (the tokenless-run-cpu build; tokenless-run hands over to it).
+// --speculative K (the kernels' path, a checkpoint with DeepSeek-V3-style
+// multi-token modules, num_nextn_predict_layers): the first module drafts K
+// tokens a step and the model verifies them in one forward; the ids are the
+// greedy ones, and the acceptance counts are reported.
 #include "device_model.hpp"
 
 #include <tokenless/io/model_config.hpp>
@@ -39,7 +43,7 @@ namespace run_cli {
 inline const char* kUsage =
     "usage: tokenless-run --model DIR (--ids FILE | --ids-list 1,2,3) [--max-new-tokens N]\n"
     "                     [--logits OUT.npy] [--device auto|gpu|cpu|emu] [--dtype fp32|bf16]\n"
-    "                     [--format text|json] [--ignore-eos]\n"
+    "                     [--format text|json] [--ignore-eos] [--speculative K]\n"
     "  Greedy continuation of a prompt of token ids with a Llama 3, Mistral, Mixtral or Phi-3\n"
     "  checkpoint (config.json and model.safetensors, or shards with their index). --logits\n"
     "  writes the prompt's logits as float32 .npy [n, vocab]. Generation stops after N new\n"
@@ -47,11 +51,14 @@ inline const char* kUsage =
     "  --device: gpu runs the library's kernels (bf16), cpu the plain C++ decoder (fp32 or\n"
     "  bf16), emu the kernels on the CPU SIMT executor (slow; it checks the kernels without a\n"
     "  GPU); auto is gpu where there is one, else cpu. --dtype defaults to bf16 on gpu and\n"
-    "  emu (the attention kernels store 16-bit values), fp32 on cpu.\n";
+    "  emu (the attention kernels store 16-bit values), fp32 on cpu. --speculative K (1-15, gpu\n"
+    "  or emu): self-speculative decoding with the checkpoint's multi-token module drafting K\n"
+    "  tokens a step (num_nextn_predict_layers); the same ids, with acceptance counts.\n";
 
 struct Options {
   std::string model, ids_file, ids_list, logits_file, device = "auto", dtype = "auto", format = "text";
   int max_new_tokens = 16;
+  int speculative = 0;  // drafts a step (0: plain greedy decoding)
   bool ignore_eos = false;
 };
 
@@ -125,7 +132,7 @@ inline int parse_args(int argc, char** argv, Options& o) {
     } else if (a == "--ignore-eos") {
       o.ignore_eos = true;
     } else if (a == "--model" || a == "--ids" || a == "--ids-list" || a == "--logits" || a == "--device" ||
-               a == "--dtype" || a == "--format" || a == "--max-new-tokens") {
+               a == "--dtype" || a == "--format" || a == "--max-new-tokens" || a == "--speculative") {
       if (!value(v)) return fail("%s needs a value", a.c_str());
       if (a == "--model") o.model = v;
       else if (a == "--ids") o.ids_file = v;
@@ -134,7 +141,14 @@ inline int parse_args(int argc, char** argv, Options& o) {
       else if (a == "--device") o.device = v;
       else if (a == "--dtype") o.dtype = v;
       else if (a == "--format") o.format = v;
-      else {
+      else if (a == "--speculative") {
+        char* end = nullptr;
+        const long k = std::strtol(v.c_str(), &end, 10);
+        if (*end != '\0' || k < 1 || k > tokenless::heads::kMaxDraft) {
+          return fail("--speculative takes 1 to 15 drafts a step, not '%s'", v.c_str());
+        }
+        o.speculative = static_cast<int>(k);
+      } else {
         char* end = nullptr;
         const long n = std::strtol(v.c_str(), &end, 10);
         if (*end != '\0' || n < 0 || n > 1 << 20) return fail("--max-new-tokens takes a count >= 0, not '%s'", v.c_str());
@@ -161,6 +175,7 @@ struct Result {
   std::vector<float> logits;  // the prompt's [n, vocab]
   std::vector<std::int32_t> generated;
   double prefill_s = 0, decode_s = 0;
+  std::vector<unsigned long long> acceptance;  // --speculative: steps that accepted a drafts, by a
 };
 
 // --device cpu: the plain C++ decoder.
@@ -192,6 +207,50 @@ inline int run_host(const Options& o, tokenless::io::ModelWeights<float>& w, con
   return 0;
 }
 
+// --speculative K: a step drafts K ids and keeps a + 1 of them (the greedy
+// ones); the host reads the accepted count each step, and the new ids only
+// to stop at the end-of-sequence id.
+template <class Model>
+int run_speculative(const Options& o, const tokenless::io::ModelWeights<float>& w,
+                    const std::vector<std::int32_t>& prompt, Model& m, Result& r) {
+  const auto n = static_cast<std::int64_t>(prompt.size());
+  using clock = std::chrono::steady_clock;
+  std::vector<unsigned long long> before;
+  if (const auto s = m.acceptance(before); !s) return fail("%s", s.message());
+  const auto t0 = clock::now();
+  if (const auto s = m.prefill(prompt); !s) return fail("%s", s.message());
+  if (const auto s = m.logits(n, r.logits); !s) return fail("%s", s.message());  // synchronises
+  const auto t1 = clock::now();
+  int have = 1;  // ids[n], the prefill's
+  bool eos = !o.ignore_eos && [&] {
+    std::vector<std::int32_t> id;
+    return m.ids(n, n + 1, id) && id[0] == w.config.eos;
+  }();
+  while (have < o.max_new_tokens && !eos) {
+    int made = 0;
+    if (const auto s = m.speculate(o.speculative, &made); !s) return fail("%s", s.message());
+    if (!o.ignore_eos) {
+      std::vector<std::int32_t> ids;
+      if (const auto s = m.ids(n + have, n + have + made, ids); !s) return fail("%s", s.message());
+      for (int j = 0; j < made && !eos; ++j) {
+        if (ids[j] == w.config.eos) {
+          eos = true;
+          made = j + 1;
+        }
+      }
+    }
+    have += made;
+  }
+  have = std::min(have, o.max_new_tokens);
+  if (const auto s = m.ids(n, n + have, r.generated); !s) return fail("%s", s.message());
+  const auto t2 = clock::now();
+  if (const auto s = m.read_status(); !s) return fail("%s", s.message());
+  if (const auto s = m.acceptance(r.acceptance); !s) return fail("%s", s.message());
+  r.prefill_s = std::chrono::duration<double>(t1 - t0).count();
+  r.decode_s = std::chrono::duration<double>(t2 - t1).count();
+  return 0;
+}
+
 // --device gpu or emu: the library's kernels (device_model.hpp), bf16. The
 // greedy ids stay on the device; the host reads each one only to stop at the
 // end-of-sequence id (with --ignore-eos, once at the end).
@@ -200,7 +259,12 @@ inline int run_device(const Options& o, const tokenless::io::ModelWeights<float>
   using Model = DeviceModel<__nv_bfloat16>;
   const auto n = static_cast<std::int64_t>(prompt.size());
   std::unique_ptr<Model> m;
-  if (const auto s = Model::create(w, n, n + o.max_new_tokens + 1, &m); !s) return fail("%s", s.message());
+  const int K = o.speculative;
+  if (K > 0 && w.mtp.empty()) {
+    return fail("--speculative: the checkpoint has no multi-token module (num_nextn_predict_layers in config.json)");
+  }
+  if (const auto s = Model::create(w, n, n + o.max_new_tokens + K + 2, &m, K); !s) return fail("%s", s.message());
+  if (K > 0) return run_speculative(o, w, prompt, *m, r);
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();
   if (const auto s = m->prefill(prompt); !s) return fail("%s", s.message());
@@ -276,6 +340,9 @@ inline int main(int argc, char** argv, const char* emu_sibling) {
       return fail("the prompt holds id %s, outside the vocabulary", std::to_string(id).c_str());
     }
   }
+  if (o.speculative > 0 && !on_device) {
+    return fail("--speculative runs on the kernels' path: --device gpu or emu");
+  }
   Result r;
   const int rc = on_device ? run_device(o, w, prompt, r) : run_host(o, w, prompt, r);
   if (rc) return rc;
@@ -293,11 +360,24 @@ inline int main(int argc, char** argv, const char* emu_sibling) {
                         {"generated", r.generated},
                         {"prefill_ms", r.prefill_s * 1e3},
                         {"tokens_per_second", tps}};
+    if (o.speculative > 0) {
+      j["speculative"] = o.speculative;
+      j["acceptance"] = r.acceptance;  // steps by accepted drafts, 0..K
+    }
     std::printf("%s\n", j.dump().c_str());
   } else {
     for (std::size_t i = 0; i < r.generated.size(); ++i) std::printf("%s%d", i ? " " : "", r.generated[i]);
     std::printf("\n");
     std::fprintf(stderr, "%zu tokens, %.1f tokens/s (%s, %s)\n", r.generated.size(), tps, device, o.dtype.c_str());
+    if (o.speculative > 0) {
+      unsigned long long steps = 0, accepted = 0;
+      for (std::size_t a = 0; a < r.acceptance.size(); ++a) {
+        steps += r.acceptance[a];
+        accepted += a * r.acceptance[a];
+      }
+      std::fprintf(stderr, "speculative: %llu steps of %d drafts, %.2f accepted a step\n", steps, o.speculative,
+                   steps ? static_cast<double>(accepted) / static_cast<double>(steps) : 0.0);
+    }
   }
   return 0;
 }

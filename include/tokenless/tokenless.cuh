@@ -34,3 +34,6 @@
 #include <tokenless/heads/byte_head.cuh>
 #include <tokenless/heads/dpo.cuh>
 #include <tokenless/heads/linear_cross_entropy.cuh>
+#include <tokenless/heads/mtp.cuh>
+#include <tokenless/heads/multi_token.cuh>
+#include <tokenless/heads/speculative.cuh>

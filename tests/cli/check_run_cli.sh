@@ -7,7 +7,8 @@
 # With emu or gpu, the kernels' path (bf16): the JSON, the .npy within a bf16
 # tolerance of transformers' bf16 logits, the ids in the vocabulary (their
 # exact check against transformers is the emu and gpu tiers' test_models),
-# and the device's own refusals.
+# and the device's own refusals, and --speculative (llama_mtp: a model with a multi-token
+# module, scripts/make_mtp_fixture.py) giving the plain greedy ids.
 set -uo pipefail
 run="$1"
 fixtures="$2"
@@ -55,6 +56,23 @@ PY
   err=$("$run" --model "$fixtures/llama" --ids-list 1,2 --device "$device" --dtype fp32 2>&1 >/dev/null)
   [ $? -ne 0 ] && [[ "$err" == *"--dtype fp32"* ]]
   check "--device $device refuses fp32 by name" $?
+  # --speculative on the model with a multi-token module: the plain greedy ids, and the counts.
+  mtp="$fixtures/llama_mtp"
+  plain=$("$run" --model "$mtp" --ids-list 5,6,7,8,9 --max-new-tokens 12 --ignore-eos --device "$device" 2>/dev/null)
+  spec=$("$run" --model "$mtp" --ids-list 5,6,7,8,9 --max-new-tokens 12 --ignore-eos --device "$device" \
+         --speculative 3 --format json)
+  python3 -c "
+import json, sys
+j = json.loads(sys.argv[1])
+assert ' '.join(map(str, j['generated'])) == sys.argv[2], (j['generated'], sys.argv[2])
+assert j['speculative'] == 3 and len(j['acceptance']) == 4 and sum(j['acceptance']) >= 3, j" "$spec" "$plain"
+  check "--speculative 3 gives the greedy ids ($plain)" $?
+  err=$("$run" --model "$fixtures/llama" --ids-list 1,2 --device "$device" --speculative 2 2>&1 >/dev/null)
+  [ $? -ne 0 ] && [[ "$err" == *"no multi-token module"* ]]
+  check "--speculative refuses a model without a module" $?
+  err=$("$run" --model "$mtp" --ids-list 1,2 --device "$device" --speculative 16 2>&1 >/dev/null)
+  [ $? -ne 0 ] && [[ "$err" == *"1 to 15"* ]]
+  check "--speculative refuses 16 drafts" $?
   exit $fails
 fi
 
@@ -110,6 +128,8 @@ expect_fail "an id outside the vocabulary" "id 99999" --model "$fixtures/llama" 
 expect_fail "a prompt that is not ids" "'x7'" --model "$fixtures/llama" --ids-list 1,x7
 expect_fail "an unknown flag" "--frobnicate" --model "$fixtures/llama" --ids-list 1 --frobnicate
 expect_fail "an unknown dtype" "fp8" --model "$fixtures/llama" --ids-list 1 --dtype fp8
+expect_fail "--speculative on the plain C++ decoder" "--device gpu or emu" --model "$fixtures/llama_mtp" --ids-list 1 \
+  --device cpu --speculative 2
 mkdir -p "$work/gpt2"
 echo '{"architectures": ["GPT2LMHeadModel"]}' > "$work/gpt2/config.json"
 expect_fail "an unknown architecture" "GPT2LMHeadModel" --model "$work/gpt2" --ids-list 1

@@ -1,11 +1,17 @@
 // Compile tier: the prediction heads, every storage type: the fused linear
 // cross-entropy's forward and backward (their kernels, and the column sums
-// they share with the bottleneck), DPO's loss, and the byte head (both norm
-// policies; the backward's norm and GEMM passes).
+// they share with the bottleneck), DPO's loss, the byte head (both norm
+// policies; the backward's norm and GEMM passes), DeepSeek-V3's module
+// inputs (forward and backward), the speculative acceptance, and Meta's
+// multi-token heads (their kernels; the blocks' own are the blocks unit's:
+// head dim 64 only here).
 // The heads alone: tokenless.cuh would compile every other component's kernels here too.
 #include <tokenless/core/tuning.hpp>
 #include <tokenless/heads/byte_head.cuh>
 #include <tokenless/heads/dpo.cuh>
+#include <tokenless/heads/mtp.cuh>
+#include <tokenless/heads/multi_token.cuh>
+#include <tokenless/heads/speculative.cuh>
 #include <tokenless/heads/linear_cross_entropy.cuh>
 
 namespace hd = tokenless::heads;
@@ -35,3 +41,20 @@ template void instantiate_byte_head<tokenless::blocks::NormThenCast, float>();
 template void instantiate_byte_head<tokenless::blocks::NormThenCast, __half>();
 template void instantiate_byte_head<tokenless::blocks::NormThenCast, __nv_bfloat16>();
 template void instantiate_byte_head<tokenless::blocks::ScaleInFp32, __nv_bfloat16>();
+
+template <class P, class T>
+void instantiate_mtp() {
+  static_assert(tokenless::Operation<hd::MtpInputs<P, T>> && tokenless::Operation<hd::MtpInputsBackward<P, T>>);
+  (void)&hd::MtpInputs<P, T>::run;
+  (void)&hd::MtpInputsBackward<P, T>::run;
+}
+template void instantiate_mtp<tokenless::blocks::NormThenCast, float>();
+template void instantiate_mtp<tokenless::blocks::NormThenCast, __half>();
+template void instantiate_mtp<tokenless::blocks::NormThenCast, __nv_bfloat16>();
+template void instantiate_mtp<tokenless::blocks::ScaleInFp32, __nv_bfloat16>();
+static_assert(tokenless::Operation<hd::SpeculativeAccept>);
+[[maybe_unused]] static auto* const accept_run = &hd::SpeculativeAccept::run;
+using MultiTokenOp = hd::MultiTokenHeads<__nv_bfloat16, tokenless::blocks::NormThenCast, tokenless::blocks::RopeHalf,
+                                          tokenless::blocks::Silu, tokenless::attention::HeadDims<64>>;
+static_assert(tokenless::Operation<MultiTokenOp>);
+[[maybe_unused]] static auto* const multi_token_run = &MultiTokenOp::run;

@@ -246,6 +246,34 @@ TEST_CASE("models: an unknown architecture, a missing tensor and a wrong shape a
   std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("models: DeepSeek-V3-style multi-token modules load after the layers; a missing one is named") {
+  const std::string src = kFixtures + "llama_mtp";
+  io::ModelWeights<float> w;
+  REQUIRE_OK(io::load_weights(src, &w));
+  const auto& c = w.config;
+  CHECK(c.mtp_modules == 1);
+  REQUIRE(w.mtp.size() == 1);
+  const std::size_t d = static_cast<std::size_t>(c.hidden);
+  CHECK(w.mtp[0].eh_proj.size() == d * 2 * d);
+  CHECK(w.mtp[0].enorm.size() == d);
+  CHECK(w.mtp[0].shared_norm.size() == d);
+  CHECK(w.mtp[0].head.empty());  // the model's lm_head
+  CHECK(w.mtp[0].layer.wqkv.size() == w.layers[0].wqkv.size());
+  CHECK(w.mtp[0].layer.wqkv != w.layers.back().wqkv);  // its own block, not a layer's
+  // Two modules asked for, one stored: the missing one named.
+  auto cfg = nlohmann::json::parse(slurp(src + "/config.json"));
+  cfg["num_nextn_predict_layers"] = 2;
+  const std::string dir = temp_dir("llama_mtp_broken");
+  std::filesystem::copy_file(src + "/model.safetensors", dir + "/model.safetensors");
+  tlt::write_file(dir + "/config.json", cfg.dump());
+  const auto s = io::load_weights(dir, &w);
+  CHECK(std::string(s.message()).find("missing tensor 'model.layers.3.enorm.weight'") != std::string::npos);
+  cfg["num_nextn_predict_layers"] = -1;
+  io::ModelConfig c2;
+  CHECK(io::ModelConfig::parse(cfg.dump(), &c2).code() == StatusCode::invalid_argument);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("models: Mixtral's load-balancing loss on the prompt matches transformers' aux_loss") {
   const std::string dir = kFixtures + "mixtral";
   const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));

@@ -28,7 +28,9 @@
 #include <tokenless/blocks/policy.hpp>
 #include <tokenless/io/model_config.hpp>
 #include <tokenless/io/model_weights.hpp>
+#include <tokenless/heads/multi_token.cuh>
 #include <tokenless/reference/decoder.hpp>
+#include <tokenless/reference/multi_token.hpp>
 #include <tokenless/reference/transformer.hpp>
 
 #include <nlohmann/json.hpp>
@@ -37,6 +39,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -475,6 +478,241 @@ inline void check_moe_layer_backward() {
   const tokenless::Status st = Bwd::can_implement(bad);
   CHECK(st.code() == StatusCode::invalid_argument);
   CHECK(std::string(st.message()).find("saved") != std::string::npos);
+}
+
+// Meta's parallel multi-token heads against the reference: the loss over the
+// heads, each head's, dL/dz, every block's weight gradients, the shared norm's
+// and head's; the workspace the same for one head as for three; bad input.
+inline void check_multi_token_heads() {
+  namespace rd = tokenless::reference::decoder;
+  namespace hd = tokenless::heads;
+  using T = Bf16;
+  using Op = hd::MultiTokenHeads<T, bk::NormThenCast, bk::RopeHalf, bk::Silu, FixtureDims>;
+  const bk::DecoderShape shape{.hidden = 128, .heads = 4, .kv_heads = 2, .head_dim = 64, .ffn = 128};
+  const std::vector<std::int32_t> cu{0, 5, 12};
+  const std::int64_t n = 12, V = 97;
+  const int d = 128, F = 128, H = 3;
+  const auto sz = [](std::int64_t v) { return static_cast<std::size_t>(v); };
+  const float ws = 1.0f / std::sqrt(static_cast<float>(d));
+  std::vector<float> inv_freq(32);
+  REQUIRE_OK(bk::rope_inv_freq({.theta = 10000.0f}, 64, inv_freq.data()));
+  struct HeadBufs {
+    std::vector<T> an, wqkv, wo, mn, wgu, wd;
+    DeviceBuffer<T> d_an, d_wqkv, d_wo, d_mn, d_wgu, d_wd;
+    std::vector<DeviceBuffer<float>> g;
+    HeadBufs(const bk::DecoderShape& sh, std::uint64_t k, float ws)
+        : an(random_values<T>(static_cast<std::size_t>(sh.hidden), k, 0.8f, 1.2f)),
+          wqkv(random_values<T>(static_cast<std::size_t>(sh.qkv_dim() * sh.hidden), k + 1, -2 * ws, 2 * ws)),
+          wo(random_values<T>(static_cast<std::size_t>(sh.hidden * sh.q_dim()), k + 2, -ws, ws)),
+          mn(random_values<T>(static_cast<std::size_t>(sh.hidden), k + 3, 0.8f, 1.2f)),
+          wgu(random_values<T>(static_cast<std::size_t>(2 * sh.ffn * sh.hidden), k + 4, -2 * ws, 2 * ws)),
+          wd(random_values<T>(static_cast<std::size_t>(sh.hidden * sh.ffn), k + 5, -ws, ws)),
+          d_an(an), d_wqkv(wqkv), d_wo(wo), d_mn(mn), d_wgu(wgu), d_wd(wd) {
+      for (std::int64_t len : {std::int64_t{sh.hidden}, sh.qkv_dim() * sh.hidden, sh.hidden * sh.q_dim(),
+                               std::int64_t{sh.hidden}, 2 * std::int64_t{sh.ffn} * sh.hidden,
+                               std::int64_t{sh.hidden} * sh.ffn}) {
+        g.emplace_back(std::vector<float>(static_cast<std::size_t>(len), 0.0f));
+      }
+    }
+  };
+  std::vector<std::unique_ptr<HeadBufs>> hb;
+  for (int i = 0; i < H; ++i) hb.push_back(std::make_unique<HeadBufs>(shape, 40 + 10 * i, ws));
+  const auto h_z = random_values<T>(sz(n * d), 31);
+  const auto h_norm = random_values<T>(sz(d), 32, 0.8f, 1.2f);
+  const auto h_lm = random_values<T>(sz(V * d), 33, -2 * ws, 2 * ws);
+  std::vector<std::int32_t> toks(sz(n));
+  for (std::int64_t i = 0; i < n; ++i) toks[i] = static_cast<std::int32_t>((i * 37 + 11) % V);
+  DeviceBuffer<T> z(h_z), norm(h_norm), lm(h_lm), grad_z(sz(n * d));
+  DeviceBuffer<std::int32_t> cu_d(cu), tok_d(toks);
+  DeviceBuffer<float> freq(inv_freq), loss(1), head_loss(sz(H)), g_norm(sz(d)), g_lm(sz(V * d));
+  tokenless::blas::LtHandle handle;
+  REQUIRE_OK(tokenless::blas::LtHandle::create(handle));
+  Op::Arguments a;
+  a.handle = &handle;
+  a.shape = shape;
+  a.n_heads = H;
+  for (int i = 0; i < H; ++i) {
+    const auto& b = *hb[static_cast<std::size_t>(i)];
+    a.heads[i] = {b.d_an.get(), b.d_wqkv.get(), b.d_wo.get(), b.d_mn.get(), b.d_wgu.get(), b.d_wd.get(), nullptr};
+    a.head_grads[i] = {b.g[0].get(), b.g[1].get(), b.g[2].get(), b.g[3].get(), b.g[4].get(), b.g[5].get(), nullptr};
+  }
+  a.inv_freq = freq.get();
+  a.batch = tokenless::VarlenBatch::packed(cu_d.get(), 2, n);
+  a.z = z.get();
+  a.tokens = tok_d.get();
+  a.norm = norm.get();
+  a.lm_head = lm.get();
+  a.vocab = V;
+  a.loss = loss.get();
+  a.head_loss = head_loss.get();
+  a.grad_z = grad_z.get();
+  a.grad_norm = g_norm.get();
+  a.grad_lm_head = g_lm.get();
+  {
+    auto one = a;
+    one.n_heads = 1;
+    CHECK(Op::workspace_size(one) == Op::workspace_size(a));  // memory does not grow with the heads
+  }
+  Testbed<Op>().run_ok(a);
+
+  rd::Shape rs{cu, d, shape.heads, shape.kv_heads, shape.head_dim, shape.rot_dim, F, shape.window, shape.eps};
+  std::vector<rd::Weights> rw;
+  for (const auto& b : hb) rw.push_back({widen(b->an), widen(b->wqkv), widen(b->wo), widen(b->mn), widen(b->wgu), widen(b->wd)});
+  const hd::CrossEntropyOptions o{};
+  const auto identity = [](double v) { return v; };
+  namespace rm = tokenless::reference::multi_token;
+  const auto t = rm::multi_token_heads(rs, rw, inv_freq, widen(h_z), toks, widen(h_norm), widen(h_lm), V, o, identity);
+  const auto nv = rm::multi_token_heads(rs, rw, inv_freq, widen(h_z), toks, widen(h_norm), widen(h_lm), V, o, round_d<T>());
+  const float u = tokenless::dtype_traits<T>::unit_roundoff;
+  auto floats = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  {
+    INFO("the loss over the heads, and each head's");
+    check_accuracy(loss.download(), {static_cast<float>(nv.loss)}, {t.loss}, 4.0, u);
+    check_accuracy(head_loss.download(), floats(nv.head_loss), t.head_loss, 4.0, u);
+  }
+  {
+    INFO("dL/dz");
+    check_accuracy(to_floats(grad_z.download()), floats(nv.grad_z), t.grad_z, 4.0, u);
+  }
+  {
+    INFO("the shared norm's and head's gradients");
+    check_accuracy(g_norm.download(), floats(nv.grad_norm), t.grad_norm, 4.0, u);
+    check_accuracy(g_lm.download(), floats(nv.grad_lm_head), t.grad_lm_head, 4.0, u);
+  }
+  for (int i = 0; i < H; ++i) {
+    CAPTURE(i);
+    const auto& tg = t.head_grads[static_cast<std::size_t>(i)];
+    const auto& ng = nv.head_grads[static_cast<std::size_t>(i)];
+    const std::vector<const std::vector<double>*> tw{&tg.attn_norm, &tg.wqkv, &tg.wo, &tg.mlp_norm, &tg.w_gate_up, &tg.w_down};
+    const std::vector<const std::vector<double>*> nw{&ng.attn_norm, &ng.wqkv, &ng.wo, &ng.mlp_norm, &ng.w_gate_up, &ng.w_down};
+    for (std::size_t k = 0; k < tw.size(); ++k) {
+      CAPTURE(k);
+      check_accuracy(hb[static_cast<std::size_t>(i)]->g[k].download(), floats(*nw[k]), *tw[k], 4.0, u);
+    }
+  }
+  // Bad input: refused with nothing written; a bad token named.
+  Testbed<Op> bad;
+  bad.watch(loss).watch(grad_z);
+  bad.reject(a, {
+      {"no heads", [](Op::Arguments& x) { x.n_heads = 0; }, StatusCode::invalid_argument, "n_heads"},
+      {"nine heads", [](Op::Arguments& x) { x.n_heads = 9; }, StatusCode::unsupported, "1 to 8"},
+      {"no per-token reduction", [](Op::Arguments& x) { x.options.reduction = hd::Reduction::none; },
+       StatusCode::invalid_argument, "reduction"},
+      {"a head without weights", [](Op::Arguments& x) { x.heads[1].wqkv = nullptr; }, StatusCode::null_pointer,
+       "heads[1].wqkv"},
+      {"no tokens", [](Op::Arguments& x) { x.tokens = nullptr; }, StatusCode::null_pointer, "tokens"},
+  });
+  std::vector<std::int32_t> bad_toks = toks;
+  bad_toks[7] = static_cast<std::int32_t>(V);
+  DeviceBuffer<std::int32_t> bad_d(bad_toks);
+  a.tokens = bad_d.get();
+  DeviceBuffer<unsigned char> wsb(Op::workspace_size(a));
+  REQUIRE_OK(Op::run(a, {wsb.get(), wsb.size()}));
+  const auto st = Op::read_status(a, {wsb.get(), wsb.size()});
+  CHECK(st.code() == StatusCode::invalid_argument);
+  CHECK(std::string(st.message()).find("tokens[7] = 97") != std::string::npos);
+}
+
+TEST_CASE("models: Meta's multi-token heads (memory-efficient order) match the reference") { check_multi_token_heads(); }
+
+// A DeepSeek-V3-style module for a fixture model that has none: random input
+// norms and projection, the model's last layer as its block. Its drafts
+// seldom agree with the model; forced drafts give every acceptance length.
+inline void add_random_module(io::ModelWeights<float>& w, std::uint64_t seed) {
+  const int d = w.config.hidden;
+  io::MtpWeights<float> m;
+  m.enorm = random_values<float>(static_cast<std::size_t>(d), seed, 0.5f, 1.5f);
+  m.hnorm = random_values<float>(static_cast<std::size_t>(d), seed + 1, 0.5f, 1.5f);
+  m.shared_norm = random_values<float>(static_cast<std::size_t>(d), seed + 2, 0.5f, 1.5f);
+  const float s = 1.0f / std::sqrt(2.0f * static_cast<float>(d));
+  m.eh_proj = random_values<float>(static_cast<std::size_t>(2 * d * d), seed + 3, -s, s);
+  m.layer = w.layers.back();
+  w.mtp.push_back(std::move(m));
+  w.config.mtp_modules = 1;
+}
+
+// Self-speculative decoding gives exactly the greedy ids: with the module's
+// drafts, and with forced drafts whose first wrong one sits at every place.
+inline void check_speculative(const std::string& name) {
+  using tokenless::StatusCode;
+  CAPTURE(name);
+  Family f = load(name);
+  add_random_module(f.w, 17);
+  const auto n = static_cast<std::int64_t>(f.prompt.size());
+  const int steps = 14, K = 3;
+  std::unique_ptr<Model> m;
+  REQUIRE_OK(Model::create(f.w, n, n + steps + K + 2, &m, K));
+  REQUIRE(m->has_mtp());
+  REQUIRE_OK(m->prefill(f.prompt));
+  for (int i = 1; i < steps; ++i) REQUIRE_OK(m->decode());
+  std::vector<std::int32_t> greedy;
+  REQUIRE_OK(m->ids(n, n + steps, greedy));
+
+  std::vector<unsigned long long> before, after;
+  REQUIRE_OK(m->acceptance(before));
+  REQUIRE_OK(m->prefill(f.prompt));
+  int have = 1, calls = 0;  // ids[n] came with the prefill
+  while (have < steps) {
+    int made = 0;
+    REQUIRE_OK(m->speculate(K, &made));
+    CHECK(made >= 1);
+    CHECK(made <= K + 1);
+    have += made;
+    ++calls;
+  }
+  REQUIRE_OK(m->read_status());
+  std::vector<std::int32_t> spec;
+  REQUIRE_OK(m->ids(n, n + steps, spec));
+  CHECK(spec == greedy);
+  REQUIRE_OK(m->acceptance(after));
+  unsigned long long counted = 0;
+  for (std::size_t a = 0; a < after.size(); ++a) counted += after[a] - before[a];
+  CHECK(counted == static_cast<unsigned long long>(calls));
+
+  // Forced drafts: the first wrong one at w (w = K: all right); a = w.
+  const int V = f.w.config.vocab;
+  REQUIRE_OK(m->acceptance(before));
+  REQUIRE_OK(m->prefill(f.prompt));
+  have = 1;
+  std::vector<unsigned long long> want(static_cast<std::size_t>(K + 1), 0ull);
+  for (int s = 0; have + K < steps; ++s) {
+    const int wrong = s % (K + 1);
+    std::vector<std::int32_t> drafts(greedy.begin() + have, greedy.begin() + have + K);
+    if (wrong < K) drafts[wrong] = (drafts[wrong] + 1) % V;
+    int made = 0;
+    REQUIRE_OK(m->speculate(K, &made, &drafts));
+    CHECK(made == wrong + 1);
+    ++want[wrong];
+    have += made;
+  }
+  std::vector<std::int32_t> forced;
+  REQUIRE_OK(m->ids(n, n + have, forced));
+  CHECK(forced == std::vector<std::int32_t>(greedy.begin(), greedy.begin() + have));
+  REQUIRE_OK(m->acceptance(after));
+  for (int a = 0; a <= K; ++a) CHECK(after[a] - before[a] == want[a]);
+
+  // Bad input: refused, nothing run.
+  const auto code = [&](int k, const std::vector<std::int32_t>* fd = nullptr) {
+    int made = 0;
+    return m->speculate(k, &made, fd).code();
+  };
+  CHECK(code(0) == StatusCode::invalid_argument);
+  CHECK(code(K + 1) == StatusCode::invalid_argument);
+  const std::vector<std::int32_t> two{1, 2};
+  CHECK(code(K, &two) == StatusCode::shape_mismatch);
+  REQUIRE_OK(m->prefill(f.prompt));
+  REQUIRE_OK(m->decode());
+  CHECK(code(K) == StatusCode::invalid_argument);  // the module's cache is behind after a plain decode
+  std::unique_ptr<Model> small;
+  REQUIRE_OK(Model::create(f.w, n, n + K, &small, K));  // K + 1 more do not fit
+  REQUIRE_OK(small->prefill(f.prompt));
+  int made = 0;
+  CHECK(small->speculate(K, &made).code() == StatusCode::capacity_too_small);
+}
+
+TEST_CASE("models: self-speculative decoding gives the greedy ids (a module's drafts, forced drafts)") {
+  check_speculative("llama");
+  if (scale_down() == 1 && !under_asan()) check_speculative("mistral");  // a window (Mixtral: 16 s here)
 }
 
 TEST_CASE("models: Mixtral's decoder layer trains through the MoE (training forward = inference, a deterministic backward)") {

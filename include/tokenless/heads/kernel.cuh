@@ -308,6 +308,112 @@ struct CastRowsKernel {
   }
 };
 
+// Rows whose position is 0 set to zero (DeepSeek-V3's multi-token module
+// masks the embedding there); a warp a row.
+template <class T>
+struct ZeroFirstRowsKernel {
+  struct Params {
+    const std::int32_t* positions;  // [rows]
+    std::int64_t rows;
+    int d;
+    T* x;                           // rows, `ld` apart
+    std::int64_t ld;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::warp_items(p.rows, [&](std::int64_t r, int lane) {
+      if (p.positions[r] != 0) return;
+      for (int c = lane; c < p.d; c += 32) p.x[r * p.ld + c] = from_float<T>(0.0f);
+    });
+  }
+};
+
+// ------------------------------------------------------------------ multi-token heads
+inline constexpr int kCheckTokens = kFirstOperationCheck + 2;
+
+// Head `ahead`'s targets from the tokens: row t of a sequence takes the token
+// `ahead` positions on, or ignore_index past the sequence's end. A token
+// outside the vocabulary is named (the trunk's embedding refuses it first)
+// and its rows are ignored.
+struct ShiftLabelsKernel {
+  struct Params {
+    const std::int32_t* tokens;  // [batch.total]
+    VarlenBatch batch;
+    int ahead;                   // 1: the next token
+    std::int64_t vocab;
+    std::int32_t ignore_index;
+    std::int32_t* labels;        // [batch.total]
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  static constexpr bool kReportsStatus = true;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.batch.total, [&](std::int64_t t) {
+      const std::int64_t e = p.batch.start(p.batch.seq_of(t) + 1);
+      std::int32_t y = p.ignore_index;
+      if (t + p.ahead < e) {
+        y = p.tokens[t + p.ahead];
+        if (y < 0 || y >= p.vocab) {
+          device_fail(p.status, kCheckTokens, t + p.ahead);
+          y = p.ignore_index;
+        }
+      }
+      p.labels[t] = y;
+    });
+  }
+};
+
+// dst = src, elementwise, unless a check failed.
+template <class U>
+struct CopyKernel {
+  struct Params {
+    const U* src;
+    std::int64_t n;
+    U* dst;
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.n, [&](std::int64_t i) { p.dst[i] = p.src[i]; });
+  }
+};
+
+// acc (+)= x, elementwise (x in T, acc fp32).
+template <class T>
+struct AccumulateKernel {
+  struct Params {
+    const T* x;
+    std::int64_t n;
+    bool first;  // write instead of add
+    float* acc;
+  };
+  static constexpr int kThreads = 256;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.n, [&](std::int64_t i) {
+      const float v = to_float(p.x[i]);
+      p.acc[i] = p.first ? v : p.acc[i] + v;
+    });
+  }
+};
+
+// out[0] = scale · Σ x[0 .. n), in order.
+struct ScaledSumKernel {
+  struct Params {
+    const float* x;
+    int n;
+    float scale;
+    float* out;
+  };
+  static constexpr int kThreads = 32;
+  TL_DEVICE void operator()(const Params& p) const {
+    if (blockIdx.x != 0 || threadIdx.x != 0) return;
+    float s = 0.0f;
+    for (int i = 0; i < p.n; ++i) s += p.x[i];
+    p.out[0] = s * p.scale;
+  }
+};
+
 // ------------------------------------------------------------------ DPO
 inline constexpr int kCheckPairs = kFirstOperationCheck + 1;
 
@@ -434,6 +540,41 @@ struct MeanKernel {
     float t = 0.0f;
     for (int i = 0; i < kThreads / 32; ++i) t += sh.part[i];
     p.out[0] = t / static_cast<float>(p.n);
+  }
+};
+
+// Self-speculative decoding's acceptance, a thread a sequence: the longest
+// prefix of the drafts that the verifier's greedy ids agree with, the
+// accepted tokens and the bonus one, the cache positions to drop. Counts are
+// integers: the histogram is the same whatever the atomics' order.
+struct AcceptKernel {
+  struct Params {
+    const std::int32_t* draft;     // [batch, k], draft_stride apart
+    std::int64_t draft_stride;
+    const std::int32_t* verified;  // [batch, k + 1], verified_stride apart
+    std::int64_t verified_stride;
+    std::int64_t batch;
+    int k;
+    std::int32_t* accepted;        // [batch], optional
+    std::int32_t* out;             // [batch, ...], out_stride apart: accepted + 1 tokens
+    std::int64_t out_stride;
+    std::int32_t* drop;            // [batch], optional: k - accepted
+    unsigned long long* histogram;  // [k + 1], optional, added to
+  };
+  static constexpr int kThreads = 128;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.batch, [&](std::int64_t b) {
+      const std::int32_t* d = p.draft + b * p.draft_stride;
+      const std::int32_t* v = p.verified + b * p.verified_stride;
+      int a = 0;
+      while (a < p.k && d[a] == v[a]) ++a;
+      std::int32_t* o = p.out + b * p.out_stride;
+      for (int j = 0; j < a; ++j) o[j] = d[j];
+      o[a] = v[a];  // the verifier's own next token after the accepted ones
+      if (p.accepted) p.accepted[b] = a;
+      if (p.drop) p.drop[b] = p.k - a;
+      if (p.histogram) atomicAdd(p.histogram + a, 1ull);
+    });
   }
 };
 

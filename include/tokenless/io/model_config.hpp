@@ -39,6 +39,7 @@ struct ModelConfig {
   int rot_dim = 0;          // head_dim · partial_rotary_factor
   int sliding_window = 0;   // 0: none (Mistral: keys j with i - j < window)
   int experts = 0, top_k = 0;  // Mixtral
+  int mtp_modules = 0;         // DeepSeek-V3-style multi-token modules (num_nextn_predict_layers)
   bool tie_embeddings = false;
   int max_positions = 0;
   int bos = -1, eos = -1;
@@ -99,6 +100,11 @@ struct ModelConfig {
     TL_RETURN_IF_ERROR(get_int(j, "max_position_embeddings", &c.max_positions, /*required=*/false));
     TL_RETURN_IF_ERROR(get_int(j, "bos_token_id", &c.bos, /*required=*/false));
     TL_RETURN_IF_ERROR(get_int(j, "eos_token_id", &c.eos, /*required=*/false));
+    TL_RETURN_IF_ERROR(get_int(j, "num_nextn_predict_layers", &c.mtp_modules, /*required=*/false));
+    if (c.mtp_modules < 0) {
+      return Status::error(StatusCode::invalid_argument, "config.json: num_nextn_predict_layers %d is negative",
+                           c.mtp_modules);
+    }
     if (const auto t = j.find("tie_word_embeddings"); t != j.end() && t->is_boolean()) c.tie_embeddings = t->get<bool>();
     // What the library's blocks implement.
     if (const auto act = j.find("hidden_act"); act != j.end() && act->is_string() && act->get_ref<const std::string&>() != "silu") {

@@ -29,11 +29,21 @@ struct LayerWeights {
   std::vector<T> attn_norm, wqkv, wo, mlp_norm, w_gate_up, w_down, router;
 };
 
+// A DeepSeek-V3-style multi-token module (heads/mtp.cuh): its input norms
+// and projection, one decoder block, and its shared head's norm; the head
+// itself is the model's lm_head unless the checkpoint carries its own.
+template <class T>
+struct MtpWeights {
+  std::vector<T> enorm, hnorm, eh_proj, shared_norm, head;  // head: empty for lm_head
+  LayerWeights<T> layer;
+};
+
 template <class T>
 struct ModelWeights {
   ModelConfig config;
   std::vector<T> embed, norm, lm_head;
   std::vector<LayerWeights<T>> layers;
+  std::vector<MtpWeights<T>> mtp;  // config.mtp_modules of them, after the layers
 };
 
 namespace detail {
@@ -50,6 +60,58 @@ Status fetch(const Checkpoint& c, const std::string& name, std::initializer_list
   return convert(*t, dst.data() + offset);
 }
 
+// One decoder layer's tensors under `p` ("model.layers.N.").
+template <class T>
+Status load_layer(const Checkpoint& ck, const ModelConfig& c, const std::string& p, bool hub_moe, LayerWeights<T>& w) {
+  const std::int64_t D = c.hidden, F = c.intermediate, Q = c.q_dim(), KV = c.kv_dim(), E = c.experts;
+  w.attn_norm.resize(static_cast<std::size_t>(D));
+  w.mlp_norm.resize(static_cast<std::size_t>(D));
+  TL_RETURN_IF_ERROR(fetch(ck, p + "input_layernorm.weight", {D}, w.attn_norm));
+  TL_RETURN_IF_ERROR(fetch(ck, p + "post_attention_layernorm.weight", {D}, w.mlp_norm));
+  w.wqkv.resize(static_cast<std::size_t>((Q + 2 * KV) * D));
+  if (c.family == Family::kPhi3) {
+    TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.qkv_proj.weight", {Q + 2 * KV, D}, w.wqkv));
+  } else {
+    TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.q_proj.weight", {Q, D}, w.wqkv));
+    TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.k_proj.weight", {KV, D}, w.wqkv, static_cast<std::size_t>(Q * D)));
+    TL_RETURN_IF_ERROR(
+        fetch(ck, p + "self_attn.v_proj.weight", {KV, D}, w.wqkv, static_cast<std::size_t>((Q + KV) * D)));
+  }
+  w.wo.resize(static_cast<std::size_t>(D * Q));
+  TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.o_proj.weight", {D, Q}, w.wo));
+  if (c.family == Family::kMixtral) {
+    w.router.resize(static_cast<std::size_t>(E * D));
+    w.w_gate_up.resize(static_cast<std::size_t>(E * 2 * F * D));
+    w.w_down.resize(static_cast<std::size_t>(E * D * F));
+    if (!hub_moe) {
+      TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.gate.weight", {E, D}, w.router));
+      TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.experts.gate_up_proj", {E, 2 * F, D}, w.w_gate_up));
+      TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.experts.down_proj", {E, D, F}, w.w_down));
+    } else {
+      const std::string b = p + "block_sparse_moe.";
+      TL_RETURN_IF_ERROR(fetch(ck, b + "gate.weight", {E, D}, w.router));
+      for (std::int64_t e = 0; e < E; ++e) {
+        const std::string x = b + "experts." + std::to_string(e) + ".";
+        const auto base = static_cast<std::size_t>(e * 2 * F * D);
+        TL_RETURN_IF_ERROR(fetch(ck, x + "w1.weight", {F, D}, w.w_gate_up, base));
+        TL_RETURN_IF_ERROR(fetch(ck, x + "w3.weight", {F, D}, w.w_gate_up, base + static_cast<std::size_t>(F * D)));
+        TL_RETURN_IF_ERROR(fetch(ck, x + "w2.weight", {D, F}, w.w_down, static_cast<std::size_t>(e * D * F)));
+      }
+    }
+  } else {
+    w.w_gate_up.resize(static_cast<std::size_t>(2 * F * D));
+    w.w_down.resize(static_cast<std::size_t>(D * F));
+    if (c.family == Family::kPhi3) {
+      TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.gate_up_proj.weight", {2 * F, D}, w.w_gate_up));
+    } else {
+      TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.gate_proj.weight", {F, D}, w.w_gate_up));
+      TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.up_proj.weight", {F, D}, w.w_gate_up, static_cast<std::size_t>(F * D)));
+    }
+    TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.down_proj.weight", {D, F}, w.w_down));
+  }
+  return Status::ok();
+}
+
 }  // namespace detail
 
 template <class T>
@@ -63,7 +125,7 @@ Status load_weights(const std::string& dir, ModelWeights<T>* out) {
   const ModelConfig& c = m.config;
   Checkpoint ck;
   TL_RETURN_IF_ERROR(Checkpoint::open(dir, &ck));
-  const std::int64_t V = c.vocab, D = c.hidden, F = c.intermediate, Q = c.q_dim(), KV = c.kv_dim(), E = c.experts;
+  const std::int64_t V = c.vocab, D = c.hidden;
   using detail::fetch;
   m.embed.resize(static_cast<std::size_t>(V * D));
   TL_RETURN_IF_ERROR(fetch(ck, "model.embed_tokens.weight", {V, D}, m.embed));
@@ -77,54 +139,29 @@ Status load_weights(const std::string& dir, ModelWeights<T>* out) {
   }
   const bool hub_moe = c.family == Family::kMixtral && !ck.find("model.layers.0.mlp.experts.gate_up_proj");
   for (int l = 0; l < c.layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
     LayerWeights<T> w;
-    w.attn_norm.resize(static_cast<std::size_t>(D));
-    w.mlp_norm.resize(static_cast<std::size_t>(D));
-    TL_RETURN_IF_ERROR(fetch(ck, p + "input_layernorm.weight", {D}, w.attn_norm));
-    TL_RETURN_IF_ERROR(fetch(ck, p + "post_attention_layernorm.weight", {D}, w.mlp_norm));
-    w.wqkv.resize(static_cast<std::size_t>((Q + 2 * KV) * D));
-    if (c.family == Family::kPhi3) {
-      TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.qkv_proj.weight", {Q + 2 * KV, D}, w.wqkv));
-    } else {
-      TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.q_proj.weight", {Q, D}, w.wqkv));
-      TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.k_proj.weight", {KV, D}, w.wqkv, static_cast<std::size_t>(Q * D)));
-      TL_RETURN_IF_ERROR(
-          fetch(ck, p + "self_attn.v_proj.weight", {KV, D}, w.wqkv, static_cast<std::size_t>((Q + KV) * D)));
-    }
-    w.wo.resize(static_cast<std::size_t>(D * Q));
-    TL_RETURN_IF_ERROR(fetch(ck, p + "self_attn.o_proj.weight", {D, Q}, w.wo));
-    if (c.family == Family::kMixtral) {
-      w.router.resize(static_cast<std::size_t>(E * D));
-      w.w_gate_up.resize(static_cast<std::size_t>(E * 2 * F * D));
-      w.w_down.resize(static_cast<std::size_t>(E * D * F));
-      if (!hub_moe) {
-        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.gate.weight", {E, D}, w.router));
-        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.experts.gate_up_proj", {E, 2 * F, D}, w.w_gate_up));
-        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.experts.down_proj", {E, D, F}, w.w_down));
-      } else {
-        const std::string b = p + "block_sparse_moe.";
-        TL_RETURN_IF_ERROR(fetch(ck, b + "gate.weight", {E, D}, w.router));
-        for (std::int64_t e = 0; e < E; ++e) {
-          const std::string x = b + "experts." + std::to_string(e) + ".";
-          const auto base = static_cast<std::size_t>(e * 2 * F * D);
-          TL_RETURN_IF_ERROR(fetch(ck, x + "w1.weight", {F, D}, w.w_gate_up, base));
-          TL_RETURN_IF_ERROR(fetch(ck, x + "w3.weight", {F, D}, w.w_gate_up, base + static_cast<std::size_t>(F * D)));
-          TL_RETURN_IF_ERROR(fetch(ck, x + "w2.weight", {D, F}, w.w_down, static_cast<std::size_t>(e * D * F)));
-        }
-      }
-    } else {
-      w.w_gate_up.resize(static_cast<std::size_t>(2 * F * D));
-      w.w_down.resize(static_cast<std::size_t>(D * F));
-      if (c.family == Family::kPhi3) {
-        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.gate_up_proj.weight", {2 * F, D}, w.w_gate_up));
-      } else {
-        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.gate_proj.weight", {F, D}, w.w_gate_up));
-        TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.up_proj.weight", {F, D}, w.w_gate_up, static_cast<std::size_t>(F * D)));
-      }
-      TL_RETURN_IF_ERROR(fetch(ck, p + "mlp.down_proj.weight", {D, F}, w.w_down));
-    }
+    TL_RETURN_IF_ERROR(detail::load_layer(ck, c, "model.layers." + std::to_string(l) + ".", hub_moe, w));
     m.layers.push_back(std::move(w));
+  }
+  // DeepSeek-V3's naming: module i is model.layers.(layers + i), its block's
+  // tensors beside enorm, hnorm, eh_proj and shared_head.
+  for (int i = 0; i < c.mtp_modules; ++i) {
+    const std::string p = "model.layers." + std::to_string(c.layers + i) + ".";
+    MtpWeights<T> w;
+    w.enorm.resize(static_cast<std::size_t>(D));
+    w.hnorm.resize(static_cast<std::size_t>(D));
+    w.shared_norm.resize(static_cast<std::size_t>(D));
+    w.eh_proj.resize(static_cast<std::size_t>(D * 2 * D));
+    TL_RETURN_IF_ERROR(fetch(ck, p + "enorm.weight", {D}, w.enorm));
+    TL_RETURN_IF_ERROR(fetch(ck, p + "hnorm.weight", {D}, w.hnorm));
+    TL_RETURN_IF_ERROR(fetch(ck, p + "eh_proj.weight", {D, 2 * D}, w.eh_proj));
+    TL_RETURN_IF_ERROR(fetch(ck, p + "shared_head.norm.weight", {D}, w.shared_norm));
+    if (ck.find(p + "shared_head.head.weight")) {
+      w.head.resize(static_cast<std::size_t>(V * D));
+      TL_RETURN_IF_ERROR(fetch(ck, p + "shared_head.head.weight", {V, D}, w.head));
+    }
+    TL_RETURN_IF_ERROR(detail::load_layer(ck, c, p, hub_moe, w.layer));
+    m.mtp.push_back(std::move(w));
   }
   *out = std::move(m);
   return Status::ok();

@@ -222,6 +222,16 @@ std::int32_t sample(const R* z, int vocab, const tokenless::heads::Sampling& sp,
   return chosen >= 0 ? chosen : last;
 }
 
+// Self-speculative acceptance of one sequence: a, and the a + 1 new tokens.
+inline std::int32_t speculative_accept(const std::int32_t* draft, const std::int32_t* verified, int k,
+                                       std::vector<std::int32_t>& out) {
+  int a = 0;
+  while (a < k && draft[a] == verified[a]) ++a;
+  out.assign(draft, draft + a);
+  out.push_back(verified[a]);
+  return a;
+}
+
 // DPO over per-token log-probs: sequences by cu, pairs (chosen, rejected).
 template <class R>
 struct DpoResult {

@@ -1,0 +1,319 @@
+#pragma once
+// Meta's multi-token prediction (Gloeckle et al., 2024): n heads, each one
+// decoder block on the shared trunk's output stream z, then the shared final
+// norm and unembedding; head i (0-based) predicts the token i + 1 ahead
+// (head 0 is the ordinary next-token head: the trunk's last block in Meta's
+// layout). The loss is normalised over the heads:
+//
+//   L = (1/n) Σ_i CE(lm_head(norm(block_i(z))), x_(t+i+1))
+//
+// each CE the linear cross-entropy's (its options; mean or sum over the
+// tokens a head has a target for).
+//
+//   MultiTokenHeads<T, ...>   the training step's head side, in the
+//                             memory-efficient order: for each head in turn,
+//                             its block's training forward, the final norm,
+//                             the fused cross-entropy's forward and backward
+//                             (no [N, V] logits), the norm's and the block's
+//                             backward into dL/dz, added in fp32; the next
+//                             head reuses the same buffers. The trunk's
+//                             backward is the caller's, from grad_z.
+//
+// Peak memory beyond the inputs and outputs (the workspace) does not grow
+// with n: one head's saved activations (blocks::DecoderSaved: N·(4d + qkv +
+// q + 3·ffn)·sizeof(T) + N·(2 + heads)·4 bytes dense), five [N, d] tensors
+// in T (the block's delta, the head's stream, its norm, their gradients) and
+// the fp32 dL/dz, the targets (4N), the cross-entropy's chunk workspace
+// (linear_cross_entropy.cuh) and the block's backward workspace.
+//
+// Device-side checks: the tokens (each head's targets come from them,
+// shifted within each sequence) in [0, vocab): the trunk's embedding refuses
+// a bad id first; here it is named by read_status() and its rows are
+// ignored. The blocks' own checks are theirs.
+#include <tokenless/blocks/decoder.cuh>
+#include <tokenless/blocks/norm.cuh>
+#include <tokenless/core/cublaslt.hpp>
+#include <tokenless/core/device_status.cuh>
+#include <tokenless/core/kernel.cuh>
+#include <tokenless/core/operation.hpp>
+#include <tokenless/core/validate.hpp>
+#include <tokenless/core/workspace.hpp>
+#include <tokenless/heads/kernel.cuh>
+#include <tokenless/heads/linear_cross_entropy.cuh>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+
+namespace tokenless::heads {
+
+// Up to 8 heads (Meta trained 2 to 8).
+inline constexpr int kMaxHeads = 8;
+
+template <mma::TensorCoreType T, blocks::NormPolicy N = blocks::NormThenCast, blocks::RopeLayout L = blocks::RopeHalf,
+          blocks::ActivationPolicy A = blocks::Silu, class HD = attention::SupportedHeadDims>
+struct MultiTokenHeads {
+  static constexpr const char* kName = "heads::MultiTokenHeads";
+  using Layer = blocks::DecoderLayer<T, N, L, A, HD>;
+  using LayerBwd = blocks::DecoderLayerBackward<T, N, L, A, HD>;
+  using Norm = blocks::RmsNorm<N, T>;
+  using NormBwd = blocks::RmsNormBackward<N, T>;
+  using Ce = LinearCrossEntropy<T>;
+  using CeBwd = LinearCrossEntropyBackward<T>;
+
+  struct Arguments {
+    const blas::LtHandle* handle = nullptr;
+    blocks::DecoderShape shape;
+    int n_heads = 0;
+    blocks::DecoderWeights<T> heads[kMaxHeads];  // head i's block
+    const float* inv_freq = nullptr;             // [rot_dim / 2], device
+    VarlenBatch batch;                           // the trunk's tokens, per sequence
+    const T* z = nullptr;                        // [batch.total, hidden]: the trunk's output stream
+    const std::int32_t* tokens = nullptr;        // [batch.total]: the sequence's ids (targets: shifted)
+    const T* norm = nullptr;                     // [hidden]: the shared final norm
+    const T* lm_head = nullptr;                  // [vocab, hidden]: the shared unembedding
+    std::int64_t vocab = 0;
+    CrossEntropyOptions options{};               // mean or sum (each head's CE)
+    float* loss = nullptr;                       // [1]: (1/n) Σ_i CE_i
+    float* head_loss = nullptr;                  // [n_heads], optional: each CE_i
+    T* grad_z = nullptr;                         // [batch.total, hidden], optional: dL/dz
+    blocks::DecoderGrads head_grads[kMaxHeads]{};  // fp32, each optional
+    float* grad_norm = nullptr;                  // [hidden] fp32, optional (summed over the heads)
+    float* grad_lm_head = nullptr;               // [vocab, hidden] fp32, optional (summed over the heads)
+    bool accumulate = false;                     // add into the fp32 weight gradients
+  };
+
+  static std::int64_t tokens(const Arguments& a) { return std::max<std::int64_t>(a.batch.total, 0); }
+  static bool backward(const Arguments& a) {
+    if (a.grad_z || a.grad_norm || a.grad_lm_head) return true;
+    for (int i = 0; i < a.n_heads && i < kMaxHeads; ++i) {
+      const auto& g = a.head_grads[i];
+      if (g.attn_norm || g.wqkv || g.wo || g.mlp_norm || g.w_gate_up || g.w_down || g.router) return true;
+    }
+    return false;
+  }
+
+  struct Layout {
+    std::size_t status, labels, scalars, head_loss, inv1, h1, qkv, o, lse, mid, inv2, h2, gu, act, moe, delta, stream,
+        y, inv_f, ce_lse, dy, d_stream, d_z, acc, sub, bytes;
+  };
+
+  // Head i's block over z (its training forward; buffers at `l` in `ws`).
+  static typename Layer::Arguments layer_args(const Arguments& a, int i, const Layout& l, Workspace ws) {
+    typename Layer::Arguments f;
+    f.handle = a.handle;
+    f.shape = a.shape;
+    f.w = a.heads[i];
+    f.inv_freq = a.inv_freq;
+    f.batch = a.batch;
+    f.x = const_cast<T*>(a.z);  // read only: a training forward reads x without updating it
+    f.delta = ws.at<T>(l.delta);
+    f.first = true;             // z is a whole stream: nothing to add
+    f.attend = blocks::Attend::prefill;
+    auto& s = f.saved;
+    s.inv_rms1 = ws.at<float>(l.inv1);
+    s.h1 = ws.at<T>(l.h1);
+    s.qkv = ws.at<T>(l.qkv);
+    s.o = ws.at<T>(l.o);
+    s.lse = ws.at<float>(l.lse);
+    s.mid = ws.at<T>(l.mid);
+    s.inv_rms2 = ws.at<float>(l.inv2);
+    s.h2 = ws.at<T>(l.h2);
+    if (a.shape.experts > 0) {
+      s.moe = ws.at<void>(l.moe);
+    } else {
+      s.gu = ws.at<T>(l.gu);
+      s.act = ws.at<T>(l.act);
+    }
+    return f;
+  }
+  static typename Ce::Arguments ce_args(const Arguments& a, const Layout& l, Workspace ws, int i) {
+    typename Ce::Arguments c;
+    c.handle = a.handle;
+    c.h = ws.at<T>(l.y);
+    c.weight = a.lm_head;
+    c.labels = ws.at<std::int32_t>(l.labels);
+    c.n = tokens(a);
+    c.vocab = a.vocab;
+    c.d = a.shape.hidden;
+    c.options = a.options;
+    c.loss = ws.at<float>(l.head_loss) + i;
+    c.lse = ws.at<float>(l.ce_lse);
+    return c;
+  }
+  static typename CeBwd::Arguments ce_bwd_args(const Arguments& a, const Layout& l, Workspace ws, int i) {
+    typename CeBwd::Arguments b;
+    b.forward = ce_args(a, l, ws, i);
+    b.grad_loss = ws.at<float>(l.scalars);  // 1/n
+    b.grad_h = ws.at<T>(l.dy);
+    b.grad_weight = a.grad_lm_head;
+    b.accumulate = a.accumulate || i > 0;
+    return b;
+  }
+  static typename LayerBwd::Arguments layer_bwd_args(const Arguments& a, int i, const Layout& l, Workspace ws) {
+    typename LayerBwd::Arguments b;
+    b.forward = layer_args(a, i, l, ws);
+    b.grad = ws.at<T>(l.d_stream);
+    b.grad_in = ws.at<T>(l.d_z);
+    b.grads = a.head_grads[i];
+    b.accumulate = a.accumulate;
+    return b;
+  }
+
+  static Layout layout(const Arguments& a) {
+    const std::int64_t n = tokens(a), d = std::max(a.shape.hidden, 0);
+    const blocks::DecoderShape& s = a.shape;
+    const bool bwd = backward(a);
+    WorkspaceLayout w;
+    Layout l{};
+    l.status = w.add(kStatusBytes);
+    l.labels = w.add_array<std::int32_t>(n);
+    l.scalars = w.add_array<float>(4);
+    l.head_loss = w.add_array<float>(kMaxHeads);
+    l.inv1 = w.add_array<float>(n);
+    l.h1 = w.add_array<T>(n * d);
+    l.qkv = w.add_array<T>(n * std::max<std::int64_t>(s.qkv_dim(), 0));
+    l.o = w.add_array<T>(n * std::max<std::int64_t>(s.q_dim(), 0));
+    l.lse = w.add_array<float>(n * std::max(s.heads, 0));
+    l.mid = w.add_array<T>(n * d);
+    l.inv2 = w.add_array<float>(n);
+    l.h2 = w.add_array<T>(n * d);
+    const bool moe = s.experts > 0;
+    l.gu = w.add_array<T>(moe ? 0 : n * 2 * std::int64_t{std::max(s.ffn, 0)});
+    l.act = w.add_array<T>(moe ? 0 : n * std::max(s.ffn, 0));
+    l.delta = w.add_array<T>(n * d);
+    l.stream = w.add_array<T>(n * d);
+    l.y = w.add_array<T>(n * d);
+    l.inv_f = w.add_array<float>(n);
+    l.ce_lse = w.add_array<float>(n);
+    l.dy = w.add_array<T>(bwd ? n * d : 0);
+    l.d_stream = w.add_array<T>(bwd ? n * d : 0);
+    l.d_z = w.add_array<T>(bwd ? n * d : 0);
+    l.acc = w.add_array<float>(a.grad_z ? n * d : 0);
+    // The MoE's saved state after the rest (its size needs the arguments at an address).
+    const Workspace fake{reinterpret_cast<void*>(std::uintptr_t{kWorkspaceAlignment}), ~std::size_t{0} >> 4};
+    std::size_t moe_bytes = 0, sub = 0;
+    if (a.n_heads > 0 && n > 0 && d > 0) {
+      const auto f = layer_args(a, 0, l, fake);
+      moe_bytes = Layer::moe_saved_bytes(f);
+      sub = std::max(Layer::workspace_size(f), Ce::workspace_size(ce_args(a, l, fake, 0)));
+      if (bwd) {
+        sub = std::max(sub, CeBwd::workspace_size(ce_bwd_args(a, l, fake, 0)));
+        sub = std::max(sub, LayerBwd::workspace_size(layer_bwd_args(a, 0, l, fake)));
+      }
+    }
+    l.moe = w.add(moe_bytes);
+    l.sub = w.add(sub);
+    l.bytes = w.bytes();
+    return l;
+  }
+
+  static Status can_implement(const Arguments& a) {
+    if (a.n_heads < 1 || a.n_heads > kMaxHeads) {
+      return Status::argument(a.n_heads < 1 ? StatusCode::invalid_argument : StatusCode::unsupported, "n_heads",
+                              "1 to 8 heads", "%d", a.n_heads);
+    }
+    TL_RETURN_IF_ERROR(check::batch("batch", a.batch));
+    TL_RETURN_IF_ERROR(check::positive("vocab", a.vocab));
+    TL_RETURN_IF_ERROR(check::not_null({{"z", a.z}, {"tokens", a.tokens}, {"norm", a.norm}, {"lm_head", a.lm_head},
+                                        {"loss", a.loss}}));
+    if (a.options.reduction == Reduction::none) {
+      return Status::argument(StatusCode::invalid_argument, "options.reduction", "mean or sum (a loss a head)", "none");
+    }
+    if (a.grad_z) TL_RETURN_IF_ERROR(check::aligned("grad_z", a.grad_z, 16));
+    const Layout l = layout(a);
+    const Workspace fake{reinterpret_cast<void*>(std::uintptr_t{kWorkspaceAlignment}), l.bytes};
+    for (int i = 0; i < a.n_heads; ++i) {
+      if (!a.heads[i].wqkv) {
+        char what[32];
+        std::snprintf(what, sizeof what, "heads[%d].wqkv", i);
+        return Status::argument(StatusCode::null_pointer, what, "every head's block weights", "none");
+      }
+      TL_RETURN_IF_ERROR(Layer::can_implement(layer_args(a, i, l, fake)));
+    }
+    TL_RETURN_IF_ERROR(Ce::can_implement(ce_args(a, l, fake, 0)));
+    if (backward(a)) TL_RETURN_IF_ERROR(CeBwd::can_implement(ce_bwd_args(a, l, fake, 0)));
+    return Status::ok();
+  }
+  static std::size_t workspace_size(const Arguments& a) { return layout(a).bytes; }
+
+  static Status run(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    TL_RETURN_IF_ERROR(check_run<MultiTokenHeads>(a, ws));
+    const Layout l = layout(a);
+    const std::int64_t n = tokens(a);
+    const int d = a.shape.hidden;
+    DeviceStatus* status = ws.at<DeviceStatus>(l.status);
+    const Workspace sub{ws.at<void>(l.sub), ws.bytes - l.sub};
+    const bool bwd = backward(a);
+    TL_RETURN_IF_ERROR(reset_device_status(status, stream));
+    const float inv_n = 1.0f / static_cast<float>(a.n_heads);
+    TL_CUDA_TRY(cudaMemcpyAsync(ws.at<float>(l.scalars), &inv_n, sizeof inv_n, cudaMemcpyHostToDevice, stream));
+    for (int i = 0; i < a.n_heads; ++i) {
+      // Head i's targets: the tokens i + 1 on.
+      TL_RETURN_IF_ERROR(launch<detail::ShiftLabelsKernel>(
+          {a.tokens, a.batch, i + 1, a.vocab, a.options.ignore_index, ws.at<std::int32_t>(l.labels), status},
+          grid_for(n, detail::ShiftLabelsKernel::kThreads, 4), stream));
+      const auto f = layer_args(a, i, l, ws);
+      TL_RETURN_IF_ERROR(Layer::run(f, {sub.ptr, Layer::workspace_size(f)}, stream));
+      // The head's stream (mid + delta) and its final norm.
+      TL_RETURN_IF_ERROR(Norm::run({.x = ws.at<T>(l.delta),
+                                    .residual = ws.at<T>(l.mid),
+                                    .weight = a.norm,
+                                    .rows = n,
+                                    .d = d,
+                                    .eps = a.shape.eps,
+                                    .out = ws.at<T>(l.y),
+                                    .residual_out = ws.at<T>(l.stream),
+                                    .inv_rms = ws.at<float>(l.inv_f)},
+                                   {}, stream));
+      const auto c = ce_args(a, l, ws, i);
+      TL_RETURN_IF_ERROR(Ce::run(c, {sub.ptr, Ce::workspace_size(c)}, stream));
+      if (!bwd) continue;
+      const auto cb = ce_bwd_args(a, l, ws, i);
+      TL_RETURN_IF_ERROR(CeBwd::run(cb, {sub.ptr, CeBwd::workspace_size(cb)}, stream));
+      TL_RETURN_IF_ERROR(NormBwd::run({.h = ws.at<T>(l.stream),
+                                       .inv_rms = ws.at<float>(l.inv_f),
+                                       .weight = a.norm,
+                                       .grad_out = ws.at<T>(l.dy),
+                                       .rows = n,
+                                       .d = d,
+                                       .grad_h = ws.at<T>(l.d_stream),
+                                       .grad_weight = a.grad_norm,
+                                       .accumulate_weight = a.accumulate || i > 0},
+                                      {}, stream));
+      const auto lb = layer_bwd_args(a, i, l, ws);
+      TL_RETURN_IF_ERROR(LayerBwd::run(lb, {sub.ptr, LayerBwd::workspace_size(lb)}, stream));
+      if (a.grad_z) {
+        using K = detail::AccumulateKernel<T>;
+        TL_RETURN_IF_ERROR(launch<K>({ws.at<T>(l.d_z), n * d, i == 0, ws.at<float>(l.acc)},
+                                     grid_for(n * d, K::kThreads, 4), stream));
+      }
+    }
+    TL_RETURN_IF_ERROR(launch<detail::ScaledSumKernel>({ws.at<float>(l.head_loss), a.n_heads, inv_n, a.loss}, dim3(1),
+                                                       stream));
+    if (a.head_loss) {
+      TL_CUDA_TRY(cudaMemcpyAsync(a.head_loss, ws.at<float>(l.head_loss), a.n_heads * sizeof(float),
+                                  cudaMemcpyDeviceToDevice, stream));
+    }
+    if (!a.grad_z) return Status::ok();
+    using C = detail::CastRowsKernel<T>;
+    return launch<C>({ws.at<float>(l.acc), n, d, a.grad_z, d, nullptr}, grid_for(n, C::kThreads / 32, 8), stream);
+  }
+
+  static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
+    const Layout l = layout(a);
+    DeviceFailure f;
+    TL_RETURN_IF_ERROR(read_device_status(ws.at<DeviceStatus>(l.status), f, stream));
+    if (f.check == 0) return Status::ok();
+    if (f.check != detail::kCheckTokens) return Status::error(StatusCode::internal, "%s: unknown device check %d", kName, f.check);
+    std::int32_t id = 0;
+    TL_CUDA_TRY(cudaMemcpyAsync(&id, a.tokens + f.index, sizeof id, cudaMemcpyDeviceToHost, stream));
+    TL_CUDA_TRY(cudaStreamSynchronize(stream));
+    char expected[96];
+    std::snprintf(expected, sizeof expected, "tokens in [0, %lld) (their rows were ignored)", static_cast<long long>(a.vocab));
+    return device_failure(kName, StatusCode::invalid_argument, "tokens", expected, "tokens[%lld] = %d",
+                          static_cast<long long>(f.index), id);
+  }
+};
+
+}  // namespace tokenless::heads
