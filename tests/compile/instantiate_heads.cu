@@ -3,7 +3,7 @@
 // they share with the bottleneck), DPO's loss, the byte head (both norm
 // policies; the backward's norm and GEMM passes), DeepSeek-V3's module
 // inputs (forward and backward), the speculative acceptance, and Meta's
-// multi-token heads (their kernels; the blocks' own are the blocks unit's:
+// multi-token heads and DeepSeek-V3's modules as training operations (their kernels; the blocks' own are the blocks unit's:
 // head dim 64 only here).
 // The heads alone: tokenless.cuh would compile every other component's kernels here too.
 #include <tokenless/core/tuning.hpp>
@@ -58,3 +58,7 @@ using MultiTokenOp = hd::MultiTokenHeads<__nv_bfloat16, tokenless::blocks::NormT
                                           tokenless::blocks::Silu, tokenless::attention::HeadDims<64>>;
 static_assert(tokenless::Operation<MultiTokenOp>);
 [[maybe_unused]] static auto* const multi_token_run = &MultiTokenOp::run;
+using MtpModulesOp = hd::MtpModules<__nv_bfloat16, tokenless::blocks::NormThenCast, tokenless::blocks::RopeHalf,
+                                    tokenless::blocks::Silu, tokenless::attention::HeadDims<64>>;
+static_assert(tokenless::Operation<MtpModulesOp>);
+[[maybe_unused]] static auto* const mtp_modules_run = &MtpModulesOp::run;

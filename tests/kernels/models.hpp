@@ -480,6 +480,28 @@ inline void check_moe_layer_backward() {
   CHECK(std::string(st.message()).find("saved") != std::string::npos);
 }
 
+// One dense block's weights (bf16, on the device) and fp32 gradient buffers.
+struct HeadBufs {
+  using T = Bf16;
+  std::vector<T> an, wqkv, wo, mn, wgu, wd;
+  DeviceBuffer<T> d_an, d_wqkv, d_wo, d_mn, d_wgu, d_wd;
+  std::vector<DeviceBuffer<float>> g;
+  HeadBufs(const bk::DecoderShape& sh, std::uint64_t k, float ws)
+      : an(random_values<T>(static_cast<std::size_t>(sh.hidden), k, 0.8f, 1.2f)),
+        wqkv(random_values<T>(static_cast<std::size_t>(sh.qkv_dim() * sh.hidden), k + 1, -2 * ws, 2 * ws)),
+        wo(random_values<T>(static_cast<std::size_t>(sh.hidden * sh.q_dim()), k + 2, -ws, ws)),
+        mn(random_values<T>(static_cast<std::size_t>(sh.hidden), k + 3, 0.8f, 1.2f)),
+        wgu(random_values<T>(static_cast<std::size_t>(2 * sh.ffn * sh.hidden), k + 4, -2 * ws, 2 * ws)),
+        wd(random_values<T>(static_cast<std::size_t>(sh.hidden * sh.ffn), k + 5, -ws, ws)),
+        d_an(an), d_wqkv(wqkv), d_wo(wo), d_mn(mn), d_wgu(wgu), d_wd(wd) {
+    for (std::int64_t len : {std::int64_t{sh.hidden}, sh.qkv_dim() * sh.hidden, sh.hidden * sh.q_dim(),
+                             std::int64_t{sh.hidden}, 2 * std::int64_t{sh.ffn} * sh.hidden,
+                             std::int64_t{sh.hidden} * sh.ffn}) {
+      g.emplace_back(std::vector<float>(static_cast<std::size_t>(len), 0.0f));
+    }
+  }
+};
+
 // Meta's parallel multi-token heads against the reference: the loss over the
 // heads, each head's, dL/dz, every block's weight gradients, the shared norm's
 // and head's; the workspace the same for one head as for three; bad input.
@@ -496,25 +518,6 @@ inline void check_multi_token_heads() {
   const float ws = 1.0f / std::sqrt(static_cast<float>(d));
   std::vector<float> inv_freq(32);
   REQUIRE_OK(bk::rope_inv_freq({.theta = 10000.0f}, 64, inv_freq.data()));
-  struct HeadBufs {
-    std::vector<T> an, wqkv, wo, mn, wgu, wd;
-    DeviceBuffer<T> d_an, d_wqkv, d_wo, d_mn, d_wgu, d_wd;
-    std::vector<DeviceBuffer<float>> g;
-    HeadBufs(const bk::DecoderShape& sh, std::uint64_t k, float ws)
-        : an(random_values<T>(static_cast<std::size_t>(sh.hidden), k, 0.8f, 1.2f)),
-          wqkv(random_values<T>(static_cast<std::size_t>(sh.qkv_dim() * sh.hidden), k + 1, -2 * ws, 2 * ws)),
-          wo(random_values<T>(static_cast<std::size_t>(sh.hidden * sh.q_dim()), k + 2, -ws, ws)),
-          mn(random_values<T>(static_cast<std::size_t>(sh.hidden), k + 3, 0.8f, 1.2f)),
-          wgu(random_values<T>(static_cast<std::size_t>(2 * sh.ffn * sh.hidden), k + 4, -2 * ws, 2 * ws)),
-          wd(random_values<T>(static_cast<std::size_t>(sh.hidden * sh.ffn), k + 5, -ws, ws)),
-          d_an(an), d_wqkv(wqkv), d_wo(wo), d_mn(mn), d_wgu(wgu), d_wd(wd) {
-      for (std::int64_t len : {std::int64_t{sh.hidden}, sh.qkv_dim() * sh.hidden, sh.hidden * sh.q_dim(),
-                               std::int64_t{sh.hidden}, 2 * std::int64_t{sh.ffn} * sh.hidden,
-                               std::int64_t{sh.hidden} * sh.ffn}) {
-        g.emplace_back(std::vector<float>(static_cast<std::size_t>(len), 0.0f));
-      }
-    }
-  };
   std::vector<std::unique_ptr<HeadBufs>> hb;
   for (int i = 0; i < H; ++i) hb.push_back(std::make_unique<HeadBufs>(shape, 40 + 10 * i, ws));
   const auto h_z = random_values<T>(sz(n * d), 31);
@@ -614,6 +617,143 @@ inline void check_multi_token_heads() {
 }
 
 TEST_CASE("models: Meta's multi-token heads (memory-efficient order) match the reference") { check_multi_token_heads(); }
+
+// DeepSeek-V3's two sequential modules against the reference: the loss over
+// the depths, each depth's, dL/dh^0 (through both modules' hnorm paths),
+// every module's gradients, the shared embedding's and head's; a bad token.
+inline void check_mtp_modules() {
+  namespace rd = tokenless::reference::decoder;
+  namespace rm = tokenless::reference::multi_token;
+  namespace hd = tokenless::heads;
+  using T = Bf16;
+  using Op = hd::MtpModules<T, bk::NormThenCast, bk::RopeHalf, bk::Silu, FixtureDims>;
+  const bk::DecoderShape shape{.hidden = 128, .heads = 4, .kv_heads = 2, .head_dim = 64, .ffn = 128, .eps = 1e-6f};
+  const std::vector<std::int32_t> cu{0, 6, 13};
+  const std::int64_t n = 13, V = 89;
+  const int d = 128, F = 128, D = 2;
+  const auto sz = [](std::int64_t v) { return static_cast<std::size_t>(v); };
+  const float ws = 1.0f / std::sqrt(static_cast<float>(d));
+  std::vector<float> inv_freq(32);
+  REQUIRE_OK(bk::rope_inv_freq({.theta = 10000.0f}, 64, inv_freq.data()));
+  struct ModBufs {
+    HeadBufs block;
+    std::vector<T> en, hn, sn, eh;
+    DeviceBuffer<T> d_en, d_hn, d_sn, d_eh;
+    DeviceBuffer<float> g_en, g_hn, g_sn, g_eh;
+    ModBufs(const bk::DecoderShape& sh, std::uint64_t k, float w)
+        : block(sh, k, w),
+          en(random_values<T>(static_cast<std::size_t>(sh.hidden), k + 6, 0.8f, 1.2f)),
+          hn(random_values<T>(static_cast<std::size_t>(sh.hidden), k + 7, 0.8f, 1.2f)),
+          sn(random_values<T>(static_cast<std::size_t>(sh.hidden), k + 8, 0.8f, 1.2f)),
+          eh(random_values<T>(static_cast<std::size_t>(2 * sh.hidden * sh.hidden), k + 9, -w, w)),
+          d_en(en), d_hn(hn), d_sn(sn), d_eh(eh),
+          g_en(std::vector<float>(static_cast<std::size_t>(sh.hidden), 0.0f)),
+          g_hn(std::vector<float>(static_cast<std::size_t>(sh.hidden), 0.0f)),
+          g_sn(std::vector<float>(static_cast<std::size_t>(sh.hidden), 0.0f)),
+          g_eh(std::vector<float>(static_cast<std::size_t>(2 * sh.hidden * sh.hidden), 0.0f)) {}
+  };
+  std::vector<std::unique_ptr<ModBufs>> mb;
+  for (int k = 0; k < D; ++k) mb.push_back(std::make_unique<ModBufs>(shape, 70 + 20 * k, ws));
+  const auto h_h0 = random_values<T>(sz(n * d), 61);
+  const auto h_emb = random_values<T>(sz(V * d), 62);
+  const auto h_lm = random_values<T>(sz(V * d), 63, -2 * ws, 2 * ws);
+  std::vector<std::int32_t> toks(sz(n));
+  for (std::int64_t i = 0; i < n; ++i) toks[i] = static_cast<std::int32_t>((i * 29 + 5) % V);
+  toks[9] = toks[2];  // an embedding row touched twice
+  DeviceBuffer<T> h0(h_h0), emb(h_emb), lm(h_lm), grad_h(sz(n * d));
+  DeviceBuffer<std::int32_t> cu_d(cu), tok_d(toks);
+  DeviceBuffer<float> freq(inv_freq), loss(1), mloss(sz(D)), g_emb(std::vector<float>(sz(V * d), 0.0f)), g_lm(sz(V * d));
+  tokenless::blas::LtHandle handle;
+  REQUIRE_OK(tokenless::blas::LtHandle::create(handle));
+  Op::Arguments a;
+  a.handle = &handle;
+  a.shape = shape;
+  a.depth = D;
+  for (int k = 0; k < D; ++k) {
+    auto& m = *mb[static_cast<std::size_t>(k)];
+    auto& b = m.block;
+    a.modules[k] = {m.d_en.get(), m.d_hn.get(), m.d_eh.get(), m.d_sn.get(),
+                    {b.d_an.get(), b.d_wqkv.get(), b.d_wo.get(), b.d_mn.get(), b.d_wgu.get(), b.d_wd.get(), nullptr}};
+    a.grads[k] = {m.g_en.get(), m.g_hn.get(), m.g_eh.get(), m.g_sn.get(),
+                  {b.g[0].get(), b.g[1].get(), b.g[2].get(), b.g[3].get(), b.g[4].get(), b.g[5].get(), nullptr}};
+  }
+  a.inv_freq = freq.get();
+  a.batch = tokenless::VarlenBatch::packed(cu_d.get(), 2, n);
+  a.tokens = tok_d.get();
+  a.hidden = h0.get();
+  a.embed = emb.get();
+  a.lm_head = lm.get();
+  a.vocab = V;
+  a.loss = loss.get();
+  a.module_loss = mloss.get();
+  a.grad_hidden = grad_h.get();
+  a.grad_embed = g_emb.get();
+  a.grad_lm_head = g_lm.get();
+  Testbed<Op>().run_ok(a);
+
+  rd::Shape rs{cu, d, shape.heads, shape.kv_heads, shape.head_dim, shape.rot_dim, F, shape.window, shape.eps};
+  std::vector<rm::Module> mods;
+  for (const auto& m : mb) {
+    const auto& b = m->block;
+    mods.push_back({widen(m->en), widen(m->hn), widen(m->eh), widen(m->sn),
+                    {widen(b.an), widen(b.wqkv), widen(b.wo), widen(b.mn), widen(b.wgu), widen(b.wd)}});
+  }
+  const hd::CrossEntropyOptions o{};
+  const auto identity = [](double v) { return v; };
+  const auto t = rm::mtp_modules(rs, mods, inv_freq, widen(h_h0), toks, widen(h_emb), widen(h_lm), V, o, identity);
+  const auto nv = rm::mtp_modules(rs, mods, inv_freq, widen(h_h0), toks, widen(h_emb), widen(h_lm), V, o, round_d<T>());
+  const float u = tokenless::dtype_traits<T>::unit_roundoff;
+  auto floats = [](const std::vector<double>& v) { return std::vector<float>(v.begin(), v.end()); };
+  {
+    INFO("the loss over the depths, and each depth's");
+    check_accuracy(loss.download(), {static_cast<float>(nv.loss)}, {t.loss}, 4.0, u);
+    check_accuracy(mloss.download(), floats(nv.module_loss), t.module_loss, 4.0, u);
+  }
+  {
+    INFO("dL/dh^0, the embedding's and the head's gradients");
+    check_accuracy(to_floats(grad_h.download()), floats(nv.grad_hidden), t.grad_hidden, 4.0, u);
+    check_accuracy(g_emb.download(), floats(nv.grad_embed), t.grad_embed, 4.0, u);
+    check_accuracy(g_lm.download(), floats(nv.grad_lm_head), t.grad_lm_head, 4.0, u);
+  }
+  for (int k = 0; k < D; ++k) {
+    CAPTURE(k);
+    const auto& tg = t.grads[static_cast<std::size_t>(k)];
+    const auto& ng = nv.grads[static_cast<std::size_t>(k)];
+    auto& m = *mb[static_cast<std::size_t>(k)];
+    check_accuracy(m.g_en.download(), floats(ng.enorm), tg.enorm, 4.0, u);
+    check_accuracy(m.g_hn.download(), floats(ng.hnorm), tg.hnorm, 4.0, u);
+    check_accuracy(m.g_eh.download(), floats(ng.eh_proj), tg.eh_proj, 4.0, u);
+    check_accuracy(m.g_sn.download(), floats(ng.shared_norm), tg.shared_norm, 4.0, u);
+    const std::vector<const std::vector<double>*> tw{&tg.block.attn_norm, &tg.block.wqkv, &tg.block.wo,
+                                                     &tg.block.mlp_norm, &tg.block.w_gate_up, &tg.block.w_down};
+    const std::vector<const std::vector<double>*> nw{&ng.block.attn_norm, &ng.block.wqkv, &ng.block.wo,
+                                                     &ng.block.mlp_norm, &ng.block.w_gate_up, &ng.block.w_down};
+    for (std::size_t w = 0; w < tw.size(); ++w) {
+      CAPTURE(w);
+      check_accuracy(m.block.g[w].download(), floats(*nw[w]), *tw[w], 4.0, u);
+    }
+  }
+  Testbed<Op> bad;
+  bad.watch(loss).watch(grad_h);
+  bad.reject(a, {
+      {"no modules", [](Op::Arguments& x) { x.depth = 0; }, StatusCode::invalid_argument, "depth"},
+      {"five modules", [](Op::Arguments& x) { x.depth = 5; }, StatusCode::unsupported, "1 to 4"},
+      {"a module without its norm", [](Op::Arguments& x) { x.modules[1].shared_norm = nullptr; },
+       StatusCode::null_pointer, "modules[1].shared_norm"},
+      {"no hidden states", [](Op::Arguments& x) { x.hidden = nullptr; }, StatusCode::null_pointer, "hidden"},
+  });
+  std::vector<std::int32_t> bad_toks = toks;
+  bad_toks[4] = -3;
+  DeviceBuffer<std::int32_t> bad_d(bad_toks);
+  a.tokens = bad_d.get();
+  DeviceBuffer<unsigned char> wsb(Op::workspace_size(a));
+  REQUIRE_OK(Op::run(a, {wsb.get(), wsb.size()}));
+  const auto st = Op::read_status(a, {wsb.get(), wsb.size()});
+  CHECK(st.code() == StatusCode::invalid_argument);
+  CHECK(std::string(st.message()).find("tokens[4] = -3") != std::string::npos);
+}
+
+TEST_CASE("models: DeepSeek-V3's sequential multi-token modules match the reference") { check_mtp_modules(); }
 
 // A DeepSeek-V3-style module for a fixture model that has none: random input
 // norms and projection, the model's last layer as its block. Its drafts

@@ -379,6 +379,44 @@ struct CopyKernel {
   }
 };
 
+// DeepSeek-V3's depth-k inputs from the tokens: row t's id is the token k
+// on and its target the token k + 1 on (within its sequence); a row with no
+// token k on gets position 0's masked embedding (id 0, position "0") and no
+// target. Positions are the rows' places in their sequences.
+struct ShiftModuleKernel {
+  struct Params {
+    const std::int32_t* tokens;  // [batch.total]
+    VarlenBatch batch;
+    int k;                       // depth (1: the first module)
+    std::int64_t vocab;
+    std::int32_t ignore_index;
+    std::int32_t* ids;           // [batch.total]
+    std::int32_t* positions;     // [batch.total]
+    std::int32_t* labels;        // [batch.total]
+    DeviceStatus* status;
+  };
+  static constexpr int kThreads = 256;
+  static constexpr bool kReportsStatus = true;
+  TL_DEVICE void operator()(const Params& p) const {
+    work::thread_items(p.batch.total, [&](std::int64_t t) {
+      const std::int64_t s = p.batch.seq_of(t), b = p.batch.start(s), e = p.batch.start(s + 1);
+      auto token = [&](std::int64_t at) {
+        const std::int32_t y = p.tokens[at];
+        if (y < 0 || y >= p.vocab) {
+          device_fail(p.status, kCheckTokens, at);
+          return -1;
+        }
+        return y;
+      };
+      const std::int32_t x = t + p.k < e ? token(t + p.k) : -1;
+      const std::int32_t y = t + p.k + 1 < e ? token(t + p.k + 1) : -1;
+      p.ids[t] = x < 0 ? 0 : x;
+      p.positions[t] = x < 0 ? 0 : static_cast<std::int32_t>(t - b);
+      p.labels[t] = y < 0 ? p.ignore_index : y;
+    });
+  }
+};
+
 // acc (+)= x, elementwise (x in T, acc fp32).
 template <class T>
 struct AccumulateKernel {
