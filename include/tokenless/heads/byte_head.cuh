@@ -72,18 +72,6 @@ Status check_byte_head_shape(std::int64_t n, int vocab, int d, const T* h, const
   return Status::ok();
 }
 
-inline Status check_options(const CrossEntropyOptions& o) {
-  if (!(o.label_smoothing >= 0.0f && o.label_smoothing <= 1.0f)) {
-    return Status::argument(StatusCode::invalid_argument, "options.label_smoothing", "a value in [0, 1]", "%g",
-                            static_cast<double>(o.label_smoothing));
-  }
-  if (!(o.z_loss >= 0.0f) || !std::isfinite(o.z_loss)) {
-    return Status::argument(StatusCode::invalid_argument, "options.z_loss", "a finite coefficient >= 0", "%g",
-                            static_cast<double>(o.z_loss));
-  }
-  return Status::ok();
-}
-
 inline Status check_sampling(const Sampling& s) {
   if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature)) {
     return Status::argument(StatusCode::invalid_argument, "sampling.temperature", "a finite value >= 0 (0: greedy)",

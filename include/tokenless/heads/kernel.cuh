@@ -22,6 +22,7 @@
 #include <tokenless/core/warp.cuh>
 #include <tokenless/heads/policy.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 
@@ -615,6 +616,19 @@ struct AcceptKernel {
     });
   }
 };
+
+// The cross-entropy options every head takes, checked on the host.
+inline Status check_options(const CrossEntropyOptions& o) {
+  if (!(o.label_smoothing >= 0.0f && o.label_smoothing <= 1.0f)) {
+    return Status::argument(StatusCode::invalid_argument, "options.label_smoothing", "a value in [0, 1]", "%g",
+                            static_cast<double>(o.label_smoothing));
+  }
+  if (!(o.z_loss >= 0.0f) || !std::isfinite(o.z_loss)) {
+    return Status::argument(StatusCode::invalid_argument, "options.z_loss", "a finite coefficient >= 0", "%g",
+                            static_cast<double>(o.z_loss));
+  }
+  return Status::ok();
+}
 
 // After a run: a failed label check named with the label that failed it.
 inline Status read_labels_status(const char* op, const std::int32_t* labels, std::int64_t vocab, std::int32_t ignore,

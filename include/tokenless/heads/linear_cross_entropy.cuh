@@ -83,15 +83,7 @@ Status check_arguments(const LinearCrossEntropyArguments<T>& a) {
   const std::size_t row_align = std::is_same_v<T, float> ? 4 : 2;
   TL_RETURN_IF_ERROR(check::aligned("h", a.h, row_align));
   TL_RETURN_IF_ERROR(check::aligned("weight", a.weight, row_align));
-  const CrossEntropyOptions& o = a.options;
-  if (!(o.label_smoothing >= 0.0f && o.label_smoothing <= 1.0f)) {
-    return Status::argument(StatusCode::invalid_argument, "options.label_smoothing", "a value in [0, 1]", "%g",
-                            static_cast<double>(o.label_smoothing));
-  }
-  if (!(o.z_loss >= 0.0f) || !std::isfinite(o.z_loss)) {
-    return Status::argument(StatusCode::invalid_argument, "options.z_loss", "a finite coefficient >= 0", "%g",
-                            static_cast<double>(o.z_loss));
-  }
+  TL_RETURN_IF_ERROR(check_options(a.options));
   if (a.chunk_rows < 0 || a.chunk_cols < 0) {
     return Status::argument(StatusCode::invalid_argument, "chunk_rows, chunk_cols", ">= 0 (0: the tuning's)",
                             "%d, %d", a.chunk_rows, a.chunk_cols);

@@ -57,6 +57,68 @@
 
 namespace tokenless::heads {
 
+namespace detail {
+
+// A block's training-forward state (blocks::DecoderSaved, first = true: no
+// h0) as offsets in a workspace layout; the MoE's state is placed apart.
+struct SavedAt {
+  std::size_t inv1, h1, qkv, o, lse, mid, inv2, h2, gu, act, moe;
+};
+template <class T>
+SavedAt add_saved(WorkspaceLayout& w, const blocks::DecoderShape& s, std::int64_t n) {
+  const std::int64_t d = std::max(s.hidden, 0);
+  const bool moe = s.experts > 0;
+  SavedAt p{};
+  p.inv1 = w.add_array<float>(n);
+  p.h1 = w.add_array<T>(n * d);
+  p.qkv = w.add_array<T>(n * std::max<std::int64_t>(s.qkv_dim(), 0));
+  p.o = w.add_array<T>(n * std::max<std::int64_t>(s.q_dim(), 0));
+  p.lse = w.add_array<float>(n * std::max(s.heads, 0));
+  p.mid = w.add_array<T>(n * d);
+  p.inv2 = w.add_array<float>(n);
+  p.h2 = w.add_array<T>(n * d);
+  p.gu = w.add_array<T>(moe ? 0 : n * 2 * std::int64_t{std::max(s.ffn, 0)});
+  p.act = w.add_array<T>(moe ? 0 : n * std::max(s.ffn, 0));
+  return p;
+}
+template <class T>
+blocks::DecoderSaved<T> saved_at(Workspace ws, const SavedAt& p, bool moe) {
+  blocks::DecoderSaved<T> s;
+  s.inv_rms1 = ws.at<float>(p.inv1);
+  s.h1 = ws.at<T>(p.h1);
+  s.qkv = ws.at<T>(p.qkv);
+  s.o = ws.at<T>(p.o);
+  s.lse = ws.at<float>(p.lse);
+  s.mid = ws.at<T>(p.mid);
+  s.inv_rms2 = ws.at<float>(p.inv2);
+  s.h2 = ws.at<T>(p.h2);
+  if (moe) {
+    s.moe = ws.at<void>(p.moe);
+  } else {
+    s.gu = ws.at<T>(p.gu);
+    s.act = ws.at<T>(p.act);
+  }
+  return s;
+}
+
+// The token check of both operations, named with the token that failed it.
+inline Status read_tokens_status(const char* op, const std::int32_t* tokens, std::int64_t vocab,
+                                 const DeviceStatus* status, cudaStream_t stream) {
+  DeviceFailure f;
+  TL_RETURN_IF_ERROR(read_device_status(status, f, stream));
+  if (f.check == 0) return Status::ok();
+  if (f.check != kCheckTokens) return Status::error(StatusCode::internal, "%s: unknown device check %d", op, f.check);
+  std::int32_t id = 0;
+  TL_CUDA_TRY(cudaMemcpyAsync(&id, tokens + f.index, sizeof id, cudaMemcpyDeviceToHost, stream));
+  TL_CUDA_TRY(cudaStreamSynchronize(stream));
+  char expected[96];
+  std::snprintf(expected, sizeof expected, "tokens in [0, %lld) (their rows were ignored)", static_cast<long long>(vocab));
+  return device_failure(op, StatusCode::invalid_argument, "tokens", expected, "tokens[%lld] = %d",
+                        static_cast<long long>(f.index), id);
+}
+
+}  // namespace detail
+
 // Up to 8 heads (Meta trained 2 to 8).
 inline constexpr int kMaxHeads = 8;
 
@@ -104,8 +166,8 @@ struct MultiTokenHeads {
   }
 
   struct Layout {
-    std::size_t status, labels, scalars, head_loss, inv1, h1, qkv, o, lse, mid, inv2, h2, gu, act, moe, delta, stream,
-        y, inv_f, ce_lse, dy, d_stream, d_z, acc, sub, bytes;
+    std::size_t status, labels, scalars, head_loss, delta, stream, y, inv_f, ce_lse, dy, d_stream, d_z, acc, sub, bytes;
+    detail::SavedAt saved;
   };
 
   // Head i's block over z (its training forward; buffers at `l` in `ws`).
@@ -120,21 +182,7 @@ struct MultiTokenHeads {
     f.delta = ws.at<T>(l.delta);
     f.first = true;             // z is a whole stream: nothing to add
     f.attend = blocks::Attend::prefill;
-    auto& s = f.saved;
-    s.inv_rms1 = ws.at<float>(l.inv1);
-    s.h1 = ws.at<T>(l.h1);
-    s.qkv = ws.at<T>(l.qkv);
-    s.o = ws.at<T>(l.o);
-    s.lse = ws.at<float>(l.lse);
-    s.mid = ws.at<T>(l.mid);
-    s.inv_rms2 = ws.at<float>(l.inv2);
-    s.h2 = ws.at<T>(l.h2);
-    if (a.shape.experts > 0) {
-      s.moe = ws.at<void>(l.moe);
-    } else {
-      s.gu = ws.at<T>(l.gu);
-      s.act = ws.at<T>(l.act);
-    }
+    f.saved = detail::saved_at<T>(ws, l.saved, a.shape.experts > 0);
     return f;
   }
   static typename Ce::Arguments ce_args(const Arguments& a, const Layout& l, Workspace ws, int i) {
@@ -180,17 +228,7 @@ struct MultiTokenHeads {
     l.labels = w.add_array<std::int32_t>(n);
     l.scalars = w.add_array<float>(4);
     l.head_loss = w.add_array<float>(kMaxHeads);
-    l.inv1 = w.add_array<float>(n);
-    l.h1 = w.add_array<T>(n * d);
-    l.qkv = w.add_array<T>(n * std::max<std::int64_t>(s.qkv_dim(), 0));
-    l.o = w.add_array<T>(n * std::max<std::int64_t>(s.q_dim(), 0));
-    l.lse = w.add_array<float>(n * std::max(s.heads, 0));
-    l.mid = w.add_array<T>(n * d);
-    l.inv2 = w.add_array<float>(n);
-    l.h2 = w.add_array<T>(n * d);
-    const bool moe = s.experts > 0;
-    l.gu = w.add_array<T>(moe ? 0 : n * 2 * std::int64_t{std::max(s.ffn, 0)});
-    l.act = w.add_array<T>(moe ? 0 : n * std::max(s.ffn, 0));
+    l.saved = detail::add_saved<T>(w, s, n);
     l.delta = w.add_array<T>(n * d);
     l.stream = w.add_array<T>(n * d);
     l.y = w.add_array<T>(n * d);
@@ -212,7 +250,7 @@ struct MultiTokenHeads {
         sub = std::max(sub, LayerBwd::workspace_size(layer_bwd_args(a, 0, l, fake)));
       }
     }
-    l.moe = w.add(moe_bytes);
+    l.saved.moe = w.add(moe_bytes);
     l.sub = w.add(sub);
     l.bytes = w.bytes();
     return l;
@@ -267,7 +305,7 @@ struct MultiTokenHeads {
       TL_RETURN_IF_ERROR(Layer::run(f, {sub.ptr, Layer::workspace_size(f)}, stream));
       // The head's stream (mid + delta) and its final norm.
       TL_RETURN_IF_ERROR(Norm::run({.x = ws.at<T>(l.delta),
-                                    .residual = ws.at<T>(l.mid),
+                                    .residual = ws.at<T>(l.saved.mid),
                                     .weight = a.norm,
                                     .rows = n,
                                     .d = d,
@@ -311,18 +349,7 @@ struct MultiTokenHeads {
   }
 
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    const Layout l = layout(a);
-    DeviceFailure f;
-    TL_RETURN_IF_ERROR(read_device_status(ws.at<DeviceStatus>(l.status), f, stream));
-    if (f.check == 0) return Status::ok();
-    if (f.check != detail::kCheckTokens) return Status::error(StatusCode::internal, "%s: unknown device check %d", kName, f.check);
-    std::int32_t id = 0;
-    TL_CUDA_TRY(cudaMemcpyAsync(&id, a.tokens + f.index, sizeof id, cudaMemcpyDeviceToHost, stream));
-    TL_CUDA_TRY(cudaStreamSynchronize(stream));
-    char expected[96];
-    std::snprintf(expected, sizeof expected, "tokens in [0, %lld) (their rows were ignored)", static_cast<long long>(a.vocab));
-    return device_failure(kName, StatusCode::invalid_argument, "tokens", expected, "tokens[%lld] = %d",
-                          static_cast<long long>(f.index), id);
+    return detail::read_tokens_status(kName, a.tokens, a.vocab, ws.at<DeviceStatus>(layout(a).status), stream);
   }
 };
 
@@ -396,8 +423,8 @@ struct MtpModules {
 
   // Per depth: what its backward reads (kept through the forward of the deeper ones).
   struct Depth {
-    std::size_t ids, pos, labels, x, concat, inv_e, inv_h, inv1, h1, qkv, o, lse, mid, inv2, h2, gu, act, moe, delta,
-        stream, y, inv_f, ce_lse;
+    std::size_t ids, pos, labels, x, concat, inv_e, inv_h, delta, stream, y, inv_f, ce_lse;
+    detail::SavedAt saved;
   };
   struct Layout {
     std::size_t status, scalars, module_loss, dy, d_stream, d_x, d_h[2], sub, bytes;
@@ -438,21 +465,7 @@ struct MtpModules {
     f.delta = ws.at<T>(p.delta);
     f.first = true;
     f.attend = blocks::Attend::prefill;
-    auto& s = f.saved;
-    s.inv_rms1 = ws.at<float>(p.inv1);
-    s.h1 = ws.at<T>(p.h1);
-    s.qkv = ws.at<T>(p.qkv);
-    s.o = ws.at<T>(p.o);
-    s.lse = ws.at<float>(p.lse);
-    s.mid = ws.at<T>(p.mid);
-    s.inv_rms2 = ws.at<float>(p.inv2);
-    s.h2 = ws.at<T>(p.h2);
-    if (a.shape.experts > 0) {
-      s.moe = ws.at<void>(p.moe);
-    } else {
-      s.gu = ws.at<T>(p.gu);
-      s.act = ws.at<T>(p.act);
-    }
+    f.saved = detail::saved_at<T>(ws, p.saved, a.shape.experts > 0);
     return f;
   }
   static typename Ce::Arguments ce_args(const Arguments& a, int k, const Layout& l, Workspace ws) {
@@ -517,7 +530,6 @@ struct MtpModules {
     l.status = w.add(kStatusBytes);
     l.scalars = w.add_array<float>(4);
     l.module_loss = w.add_array<float>(kMaxModules);
-    const bool moe = s.experts > 0;
     for (int k = 0; k < D; ++k) {
       Depth& p = l.dep[k];
       p.ids = w.add_array<std::int32_t>(n);
@@ -527,16 +539,7 @@ struct MtpModules {
       p.concat = w.add_array<T>(n * 2 * d);
       p.inv_e = w.add_array<float>(n);
       p.inv_h = w.add_array<float>(n);
-      p.inv1 = w.add_array<float>(n);
-      p.h1 = w.add_array<T>(n * d);
-      p.qkv = w.add_array<T>(n * std::max<std::int64_t>(s.qkv_dim(), 0));
-      p.o = w.add_array<T>(n * std::max<std::int64_t>(s.q_dim(), 0));
-      p.lse = w.add_array<float>(n * std::max(s.heads, 0));
-      p.mid = w.add_array<T>(n * d);
-      p.inv2 = w.add_array<float>(n);
-      p.h2 = w.add_array<T>(n * d);
-      p.gu = w.add_array<T>(moe ? 0 : n * 2 * std::int64_t{std::max(s.ffn, 0)});
-      p.act = w.add_array<T>(moe ? 0 : n * std::max(s.ffn, 0));
+      p.saved = detail::add_saved<T>(w, s, n);
       p.delta = w.add_array<T>(n * d);
       p.stream = w.add_array<T>(n * d);
       p.y = w.add_array<T>(n * d);
@@ -552,7 +555,7 @@ struct MtpModules {
     std::size_t sub = 0;
     if (D > 0 && n > 0 && d > 0) {
       const auto moe_bytes = Layer::moe_saved_bytes(layer_args(a, 0, l, fake));
-      for (int k = 0; k < D; ++k) l.dep[k].moe = w.add(moe_bytes);
+      for (int k = 0; k < D; ++k) l.dep[k].saved.moe = w.add(moe_bytes);
       sub = std::max({Layer::workspace_size(layer_args(a, 0, l, fake)), Ce::workspace_size(ce_args(a, 0, l, fake)),
                       In::workspace_size(in_args(a, 0, l, fake))});
       if (bwd) {
@@ -618,7 +621,7 @@ struct MtpModules {
       const auto f = layer_args(a, k, l, ws);
       TL_RETURN_IF_ERROR(Layer::run(f, {sub.ptr, Layer::workspace_size(f)}, stream));
       TL_RETURN_IF_ERROR(Norm::run({.x = ws.at<T>(p.delta),
-                                    .residual = ws.at<T>(p.mid),
+                                    .residual = ws.at<T>(p.saved.mid),
                                     .weight = a.modules[k].shared_norm,
                                     .rows = n,
                                     .d = d,
@@ -662,18 +665,7 @@ struct MtpModules {
   }
 
   static Status read_status(const Arguments& a, Workspace ws, cudaStream_t stream = nullptr) {
-    const Layout l = layout(a);
-    DeviceFailure f;
-    TL_RETURN_IF_ERROR(read_device_status(ws.at<DeviceStatus>(l.status), f, stream));
-    if (f.check == 0) return Status::ok();
-    if (f.check != detail::kCheckTokens) return Status::error(StatusCode::internal, "%s: unknown device check %d", kName, f.check);
-    std::int32_t id = 0;
-    TL_CUDA_TRY(cudaMemcpyAsync(&id, a.tokens + f.index, sizeof id, cudaMemcpyDeviceToHost, stream));
-    TL_CUDA_TRY(cudaStreamSynchronize(stream));
-    char expected[96];
-    std::snprintf(expected, sizeof expected, "tokens in [0, %lld) (their rows were ignored)", static_cast<long long>(a.vocab));
-    return device_failure(kName, StatusCode::invalid_argument, "tokens", expected, "tokens[%lld] = %d",
-                          static_cast<long long>(f.index), id);
+    return detail::read_tokens_status(kName, a.tokens, a.vocab, ws.at<DeviceStatus>(layout(a).status), stream);
   }
 };
 
