@@ -11,7 +11,7 @@
 //     = the weights and the KV cache read once, the fraction of the measured
 //     copy bandwidth, and tokens/s.
 //   * self-speculative decoding at batch 1 on the same shape with one
-//     DeepSeek-V3-style module (examples/models/device_model.hpp, random
+//     DeepSeek-V3-style module (include/tokenless/models/llama.cuh, random
 //     weights, 512 positions): a plain greedy step, the verification of K
 //     drafts (K + 1 tokens through the few-query decode, the acceptance and
 //     the caches' rollback; drafts that all fail, so the cache grows one a
@@ -26,7 +26,7 @@
 // and torch.compile; transformers' generate, dynamic and static cache).
 #include "harness.cuh"
 
-#include "../examples/models/device_model.hpp"
+#include <tokenless/models/llama.cuh>
 
 #include <tokenless/blocks/decoder.cuh>
 #include <tokenless/blocks/norm.cuh>
@@ -317,7 +317,7 @@ void BM_Llama1bDecode(benchmark::State& state) {
 }
 
 // ------------------------------------------------------------------ self-speculative decoding
-using SpecModel = run_cli::DeviceModel<B16, tokenless::attention::HeadDims<64>>;
+using SpecModel = tokenless::models::LlamaModel<B16, tokenless::attention::HeadDims<64>>;
 constexpr int kSpecPrompt = 512, kSpecTokens = 256, kSpecMaxDraft = 8;
 
 // Host weights of the 1B shape (the model converts and uploads them), one

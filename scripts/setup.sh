@@ -10,6 +10,7 @@ command -v python3 >/dev/null || pkgs+=(python3)
 command -v c++filt >/dev/null || pkgs+=(binutils)
 command -v ccache >/dev/null || pkgs+=(ccache)
 [ -f /usr/include/nlohmann/json.hpp ] || pkgs+=(nlohmann-json3-dev)  # the demo's JSON output, the safetensors reader
+[ -f /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h ] || [ -f /usr/include/openblas/cblas.h ] || pkgs+=(libopenblas-dev)  # the host path's matrix products (tokenless::host)
 if [ "${1:-}" = "--tests" ]; then
   [ -f /usr/include/doctest/doctest.h ] || pkgs+=(doctest-dev)
 fi

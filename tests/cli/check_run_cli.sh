@@ -133,4 +133,68 @@ expect_fail "--speculative on the plain C++ decoder" "--device gpu or emu" --mod
 mkdir -p "$work/gpt2"
 echo '{"architectures": ["GPT2LMHeadModel"]}' > "$work/gpt2/config.json"
 expect_fail "an unknown architecture" "GPT2LMHeadModel" --model "$work/gpt2" --ids-list 1
+# BLT (model_type "blt"), on the host path: the prompt as text, its greedy
+# bytes and patches as transformers' (tests/fixtures/models/blt*), --logits
+# as [BOS + bytes, 260] within fp32's tolerance of transformers' float64 run,
+# --bytes-file equal to --prompt, and its bad input.
+if [ "$device" = cpu ]; then
+  for f in blt blt_k4; do
+    text=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['prompt_text'], end='')" "$fixtures/$f/expected.json")
+    out=$("$run" --model "$fixtures/$f" --prompt "$text" --max-new-tokens 12 --ignore-eos --format json \
+          --logits "$work/$f.npy")
+    python3 - "$out" "$fixtures/$f/expected.json" "$work/$f.npy" "$fixtures/$f/logits_fp64.npy" <<'PY'
+import json, struct, sys
+j, e = json.loads(sys.argv[1]), json.load(open(sys.argv[2]))
+assert j['model'] == 'BltForCausalLM' and j['device'] == 'cpu', j
+assert j['generated'] == e['generated'], (j['generated'], e['generated'])
+assert j['patches'] == e['patch_lengths_full'], (j['patches'], e['patch_lengths_full'])
+assert j['text'].encode('utf-8', 'replace') and j['bytes_per_second'] > 0 and j['prefill_ms'] > 0, j
+def load(p):
+    b = open(p, 'rb').read()
+    n = struct.unpack('<H', b[8:10])[0]
+    h = b[10:10 + n].decode()
+    f = 'd' if "'<f8'" in h else 'f'
+    shape = tuple(int(x) for x in h.split('(')[1].split(')')[0].split(',') if x.strip())
+    return shape, struct.unpack('<%d%s' % (shape[0] * shape[1], f), b[10 + n:])
+(s1, a), (s2, b) = load(sys.argv[3]), load(sys.argv[4])
+assert s1 == s2 == (len(e['prompt']), 260), (s1, s2)
+assert max(abs(x - y) for x, y in zip(a, b)) <= 4 * e['fp32_error'] + 4 * 5.96e-8 * e['logit_scale']
+PY
+    check "$f: BLT --prompt, greedy bytes, patches and --logits as transformers'" $?
+    printf '%s' "$text" > "$work/$f.bytes"
+    a=$("$run" --model "$fixtures/$f" --bytes-file "$work/$f.bytes" --max-new-tokens 3 --ignore-eos 2>/dev/null)
+    b=$("$run" --model "$fixtures/$f" --prompt "$text" --max-new-tokens 3 --ignore-eos 2>/dev/null)
+    [ -n "$a" ] && [ "$a" = "$b" ]
+    check "$f: --bytes-file equals --prompt" $?
+  done
+  blt="$fixtures/blt"
+  expect_fail_blt() {  # NAME NEEDLE ARGS...: a message, a failing exit, no JSON on stdout
+    local name="$1" needle="$2"
+    shift 2
+    local err out
+    out=$("$run" "$@" --format json 2>"$work/err.txt")
+    local rc=$?
+    err=$(cat "$work/err.txt")
+    [ $rc -ne 0 ] && [[ "$err" == *"$needle"* ]] && [ -z "$out" ]
+    check "BLT: $name (\"$needle\")" $?
+  }
+  expect_fail_blt "an empty prompt" "the prompt is empty" --model "$blt" --prompt ""
+  expect_fail_blt "a directory as --bytes-file" "is a directory" --model "$blt" --bytes-file "$work"
+  expect_fail_blt "an unreadable --bytes-file" "cannot read" --model "$blt" --bytes-file "$work/none.bin"
+  expect_fail_blt "more bytes than the positions" "positions" --model "$blt" --prompt x --max-new-tokens 100000
+  expect_fail_blt "an id outside 260" "outside BLT's 260" --model "$blt" --ids-list 1,300
+  expect_fail_blt "the kernels' path" "--device cpu" --model "$blt" --prompt x --device emu
+  expect_fail_blt "bf16" "fp32" --model "$blt" --prompt x --dtype bf16
+  expect_fail_blt "--prompt on a token model" "BLT checkpoints" --model "$fixtures/llama" --prompt x
+  expect_fail_blt "two prompts" "exactly one of" --model "$blt" --prompt x --ids-list 1
+  mkdir -p "$work/blt_space"
+  cp "$blt/model.safetensors" "$work/blt_space/"
+  python3 -c "import json,sys; j=json.load(open(sys.argv[1])); j['patching_mode']='space'; json.dump(j, open(sys.argv[2],'w'))" \
+    "$blt/config.json" "$work/blt_space/config.json"
+  expect_fail_blt "a patching mode transformers lacks" "patching_mode 'space'" --model "$work/blt_space" --prompt x
+  mkdir -p "$work/blt_llama"
+  python3 -c "import json,sys; j=json.load(open(sys.argv[1])); j['architectures']=['LlamaForCausalLM']; json.dump(j, open(sys.argv[2],'w'))" \
+    "$blt/config.json" "$work/blt_llama/config.json"
+  expect_fail_blt "another family under model_type blt" "only BltForCausalLM" --model "$work/blt_llama" --prompt x
+fi
 exit $fails

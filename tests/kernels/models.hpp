@@ -22,7 +22,7 @@
 //     layer and not, bf16; bit-identical reruns.
 #include "../support/testbed.hpp"
 
-#include "../../examples/models/device_model.hpp"
+#include <tokenless/models/llama.cuh>
 
 #include <tokenless/blocks/decoder.cuh>
 #include <tokenless/blocks/policy.hpp>
@@ -53,7 +53,7 @@ using Bf16 = __nv_bfloat16;
 // The fixtures' head dims only (64; Phi-3's 96): a third less of the
 // attention core to compile here than every supported dim.
 using FixtureDims = tokenless::attention::HeadDims<64, 96>;
-using Model = run_cli::DeviceModel<Bf16, FixtureDims>;
+using Model = tokenless::models::LlamaModel<Bf16, FixtureDims>;
 template <class T>
 using LayerOf = bk::DecoderLayer<T, bk::NormThenCast, bk::RopeHalf, bk::Silu, FixtureDims>;
 template <class T>

@@ -157,7 +157,9 @@ struct ModelConfig {
     return Status::ok();
   }
 
-  // RoPE: rope_parameters (transformers 5) or rope_theta + rope_scaling (the Hub).
+ public:
+  // RoPE: rope_parameters (transformers 5) or rope_theta + rope_scaling (the Hub);
+  // BLT's stacks read theirs through it too (io/blt_weights.hpp).
   static Status parse_rope(const nlohmann::json& j, ModelConfig& c) {
     const nlohmann::json* scaling = nullptr;
     double theta = 10000.0, partial = 1.0;

@@ -1,7 +1,9 @@
 #pragma once
-// The device path of tokenless-run (--device gpu, or emu: the same code on
-// the CPU SIMT executor): a checkpoint's decoder assembled from the
-// library's operations, one sequence with a KV cache.
+// The Llama family assembled (Llama 3, Mistral, Mixtral, Phi-3; the model
+// layer: public operations only, no kernel of its own): a checkpoint's
+// decoder from the library's operations, one sequence with a KV cache. It
+// is tokenless-run's device path (--device gpu, or emu: the same code on the
+// CPU SIMT executor).
 //
 //   x      = Embedding(ids)
 //   x, δ   = DecoderLayer(x, δ)        for every layer (blocks/decoder.cuh)
@@ -41,11 +43,11 @@
 #include <memory>
 #include <vector>
 
-namespace run_cli {
+namespace tokenless::models {
 
 // HD: the attention core's head dims to instantiate (all supported ones by default).
 template <class T, class HD = tokenless::attention::SupportedHeadDims>
-class DeviceModel {
+class LlamaModel {
  public:
   using Layer = tokenless::blocks::DecoderLayer<T, tokenless::blocks::NormThenCast, tokenless::blocks::RopeHalf,
                                                 tokenless::blocks::Silu, HD>;
@@ -64,11 +66,11 @@ class DeviceModel {
 
   // max_draft: the most drafts speculate() will be asked for (0: none).
   static Status create(const tokenless::io::ModelWeights<float>& w, std::int64_t max_prompt, std::int64_t capacity,
-                       std::unique_ptr<DeviceModel>* out, int max_draft = 0) {
+                       std::unique_ptr<LlamaModel>* out, int max_draft = 0) {
     if (max_draft < 0 || max_draft > tokenless::heads::kMaxDraft) {
       return Status::argument(tokenless::StatusCode::invalid_argument, "max_draft", "0 to 15 drafts", "%d", max_draft);
     }
-    auto m = std::unique_ptr<DeviceModel>(new DeviceModel());
+    auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
     const tokenless::io::ModelConfig& c = w.config;
     m->c_ = c;
     m->shape_ = {.hidden = c.hidden,
@@ -284,7 +286,7 @@ class DeviceModel {
     Buf<T> enorm, hnorm, eh_proj, shared_norm, head;  // head: empty for lm_head
     LayerBuffers layer;
   };
-  DeviceModel() = default;
+  LlamaModel() = default;
 
   static Status upload_layer(const tokenless::io::LayerWeights<float>& l, std::int64_t cache, LayerBuffers& b) {
     TL_RETURN_IF_ERROR(upload(l.attn_norm, b.attn_norm));
@@ -468,4 +470,4 @@ class DeviceModel {
   typename Embed::Arguments last_embed_{};
 };
 
-}  // namespace run_cli
+}  // namespace tokenless::models

@@ -1,0 +1,98 @@
+#pragma once
+// The host path's matrix products (models/*_host.hpp): C = A · Bᵀ (+ C), row
+// major, fp32, as the models' weights are stored ([out, in], so a projection
+// is x · Wᵀ). With a CBLAS (TOKENLESS_HAVE_CBLAS: the CMake target
+// tokenless::host links OpenBLAS) they go to sgemm and sgemv, which use the
+// machine's threads; without one, to a blocked loop split over a
+// ThreadPool, so that a build without the library is slow but right.
+//
+//   host::gemm_nt(m, n, k, A, lda, B, ldb, C, ldc)    C[m, n] = A[m, k] · B[n, k]ᵀ
+//   host::gemm_nn(m, n, k, A, lda, B, ldb, C, ldc)    C[m, n] = A[m, k] · B[k, n]
+#include <tokenless/core/thread_pool.hpp>
+
+#include <cstdint>
+
+#if defined(TOKENLESS_HAVE_CBLAS)
+#include <cblas.h>
+#endif
+
+namespace tokenless::host {
+
+// The pool the fallback loops (and the models' element-wise passes) use.
+inline ThreadPool& pool() {
+  static ThreadPool p;
+  return p;
+}
+
+inline constexpr bool have_blas() {
+#if defined(TOKENLESS_HAVE_CBLAS)
+  return true;
+#else
+  return false;
+#endif
+}
+
+// C = A · Bᵀ, or C += A · Bᵀ with accumulate.
+inline void gemm_nt(std::int64_t m, std::int64_t n, std::int64_t k, const float* A, std::int64_t lda, const float* B,
+                    std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate = false) {
+  if (m <= 0 || n <= 0) return;
+#if defined(TOKENLESS_HAVE_CBLAS)
+  const float beta = accumulate ? 1.0f : 0.0f;
+  if (m == 1) {  // a decode step: gemv reads the weight once, at the memory's speed
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f, B, static_cast<int>(ldb), A,
+                1, beta, C, 1);
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
+              1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
+#else
+  // Columns of C split over the pool: each thread streams its rows of B once
+  // for a block of A's rows.
+  constexpr std::int64_t kRows = 4;
+  pool().parallel_for(
+      n,
+      [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i0 = 0; i0 < m; i0 += kRows) {
+          const std::int64_t i1 = i0 + kRows < m ? i0 + kRows : m;
+          for (std::int64_t j = lo; j < hi; ++j) {
+            const float* b = B + j * ldb;
+            for (std::int64_t i = i0; i < i1; ++i) {
+              const float* a = A + i * lda;
+              float acc = 0;
+              for (std::int64_t e = 0; e < k; ++e) acc += a[e] * b[e];
+              C[i * ldc + j] = accumulate ? C[i * ldc + j] + acc : acc;
+            }
+          }
+        }
+      },
+      16);
+#endif
+}
+
+// C = A · B (B [k, n] row major), or C += A · B.
+inline void gemm_nn(std::int64_t m, std::int64_t n, std::int64_t k, const float* A, std::int64_t lda, const float* B,
+                    std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate = false) {
+  if (m <= 0 || n <= 0) return;
+#if defined(TOKENLESS_HAVE_CBLAS)
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
+              1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, C,
+              static_cast<int>(ldc));
+#else
+  pool().parallel_for(
+      m,
+      [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) {
+          float* c = C + i * ldc;
+          if (!accumulate) for (std::int64_t j = 0; j < n; ++j) c[j] = 0;
+          for (std::int64_t e = 0; e < k; ++e) {
+            const float a = A[i * lda + e];
+            const float* b = B + e * ldb;
+            for (std::int64_t j = 0; j < n; ++j) c[j] += a * b[j];
+          }
+        }
+      },
+      1);
+#endif
+}
+
+}  // namespace tokenless::host

@@ -1,0 +1,367 @@
+#pragma once
+// BLT assembled on the host (tokenless-run's `--device cpu` for model_type
+// "blt"): transformers' BltForCausalLM, fp32, with every projection a matrix
+// product (core/host_blas.hpp: OpenBLAS, or threaded loops) and attention
+// split over the machine's threads.
+//
+//   entropies = EntropyModel(ids)                 (model.patcher: a byte transformer)
+//   patches   = {0}, {1, ...} cut where H[p − 1] > θ, split at max_patch_length
+//   x         = embed(ids) + Σ hash n-gram rows   (function-major fused table)
+//   x         = LocalEncoder layers(x)            (causal, window W)
+//   slots     = k rows a patch: W_p · amax_patch(x); slots = 2 slots + CrossAttn(slots → its bytes)
+//   g         = Global layers(proj(slots as [P, k D_e]))   (causal over patches)
+//   y         = x; before layer 0 (or every layer): y = 2 y + CrossAttn(y → the slots of the
+//               last patch that ended at or before the byte); LocalDecoder layers(y)
+//   logits    = lm_head(norm(y))                  [n, 260]
+//
+// Bytes enter as BLT ids (BOS 1, then byte + 4). The trailing patch
+// transformers may keep empty is dropped (it reaches no logit: the global
+// model is causal and no byte reads it). Each step runs the whole sequence
+// (no cache); `generate` continues it greedily.
+#include <tokenless/core/host_blas.hpp>
+#include <tokenless/encoder/policy.hpp>
+#include <tokenless/io/blt_weights.hpp>
+#include <tokenless/reference/patcher.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+namespace tokenless::models {
+
+namespace blt_host_detail {
+
+// RMSNorm of rows (transformers' BltRMSNorm in fp32): w · x / sqrt(mean(x²) + eps).
+inline void rms_norm(const float* x, std::int64_t rows, int D, const std::vector<float>& w, float eps, float* y) {
+  host::pool().parallel_for(rows, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) {
+      const float* xr = x + t * D;
+      float ss = 0;
+      for (int i = 0; i < D; ++i) ss += xr[i] * xr[i];
+      const float inv = 1.0f / std::sqrt(ss / static_cast<float>(D) + eps);
+      float* yr = y + t * D;
+      for (int i = 0; i < D; ++i) yr[i] = w[i] * (xr[i] * inv);
+    }
+  });
+}
+
+// Softmax attention of rows of q [nq, H hd] (row stride ldq) over keys and
+// values (row stride ldkv; GQA: head h reads kv head h / (H / KV)); query i
+// sees keys [lo(i), hi(i)). An empty range reads every key uniformly, as
+// transformers' additive finfo.min mask does (BLT never builds one).
+template <class Range>
+void attend(const float* q, std::int64_t ldq, const float* k, const float* v, std::int64_t ldkv, std::int64_t nq,
+            std::int64_t nk, int H, int KV, int hd, Range range, float* o, std::int64_t ldo) {
+  const int group = H / KV;
+  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+  host::pool().parallel_for(nq * H, [&](std::int64_t first, std::int64_t last) {
+    std::vector<float> s;
+    for (std::int64_t task = first; task < last; ++task) {
+      const std::int64_t i = task / H;
+      const int h = static_cast<int>(task % H), kvh = h / group;
+      auto [lo, hi] = range(i);
+      const bool empty = lo >= hi;
+      if (empty) lo = 0, hi = nk;
+      s.resize(static_cast<std::size_t>(hi - lo));
+      const float* qi = q + i * ldq + h * hd;
+      float mx = -INFINITY;
+      for (std::int64_t j = lo; j < hi; ++j) {
+        const float* kj = k + j * ldkv + kvh * hd;
+        float dot = 0;
+        for (int e = 0; e < hd; ++e) dot += qi[e] * kj[e];
+        s[j - lo] = empty ? 0.0f : dot * scale;
+        mx = std::max(mx, s[j - lo]);
+      }
+      float sum = 0;
+      for (auto& p : s) sum += p = std::exp(p - mx);
+      float* oi = o + i * ldo + h * hd;
+      std::fill_n(oi, hd, 0.0f);
+      for (std::int64_t j = lo; j < hi; ++j) {
+        const float p = s[j - lo];
+        const float* vj = v + j * ldkv + kvh * hd;
+        for (int e = 0; e < hd; ++e) oi[e] += p * vj[e];
+      }
+      for (int e = 0; e < hd; ++e) oi[e] /= sum;
+    }
+  });
+}
+
+// One of BLT's transformer stacks with its KV cache: pre-norm layers of
+// self-attention (interleaved RoPE over the whole head, causal, a window of
+// W keys) and SwiGLU. forward() runs n new rows at positions len..len + n − 1.
+class Stack {
+ public:
+  Stack(const io::BltStackConfig& c, const std::vector<io::BltLayerWeights<float>>& w)
+      : c_(c), w_(w), inv_freq_(static_cast<std::size_t>(c.head_dim / 2)), k_(w.size()), v_(w.size()) {
+    (void)blocks::rope_inv_freq(c.rope, c.head_dim, inv_freq_.data());  // validated on load
+  }
+  void reset() {
+    for (auto& k : k_) k.clear();
+    for (auto& v : v_) v.clear();
+    len_ = 0;
+  }
+  std::int64_t length() const { return len_; }
+
+  // x [n, D] in place.
+  void forward(float* x, std::int64_t n) {
+    for (std::size_t l = 0; l < w_.size(); ++l) layer(l, x, n);
+    advance(n);
+  }
+  // Layer by layer (the decoder puts cross-attention between them): every
+  // layer at positions len..len + n − 1, then advance(n).
+  void advance(std::int64_t n) { len_ += n; }
+
+  void layer(std::size_t l, float* x, std::int64_t n) {
+    const int D = c_.hidden, hd = c_.head_dim, H = c_.heads, KV = c_.kv_heads;
+    const int qd = c_.q_dim(), kvd = c_.kv_dim(), qkvd = c_.qkv_dim(), F = c_.intermediate;
+    const auto& w = w_[l];
+    h_.resize(static_cast<std::size_t>(n * D));
+    rms_norm(x, n, D, w.attn_norm, c_.rms_eps, h_.data());
+    qkv_.resize(static_cast<std::size_t>(n * qkvd));
+    host::gemm_nt(n, qkvd, D, h_.data(), D, w.wqkv.data(), D, qkv_.data(), qkvd);
+    // Interleaved RoPE on q and k: pairs (2i, 2i + 1), the fp32 angle.
+    host::pool().parallel_for(n, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t t = lo; t < hi; ++t) {
+        const auto pos = static_cast<float>(len_ + t);
+        for (int i = 0; i < hd / 2; ++i) {
+          const float angle = pos * inv_freq_[i];
+          const float cs = std::cos(angle), sn = std::sin(angle);
+          for (int h2 = 0; h2 < H + KV; ++h2) {
+            float* p = qkv_.data() + t * qkvd + h2 * hd + 2 * i;
+            const float a = p[0], b = p[1];
+            p[0] = a * cs - b * sn;
+            p[1] = b * cs + a * sn;
+          }
+        }
+      }
+    });
+    auto& kc = k_[l];
+    auto& vc = v_[l];
+    const std::int64_t total = len_ + n;
+    kc.resize(static_cast<std::size_t>(total * kvd));
+    vc.resize(kc.size());
+    for (std::int64_t t = 0; t < n; ++t) {
+      std::copy_n(qkv_.data() + t * qkvd + qd, kvd, kc.data() + (len_ + t) * kvd);
+      std::copy_n(qkv_.data() + t * qkvd + qd + kvd, kvd, vc.data() + (len_ + t) * kvd);
+    }
+    attn_.resize(static_cast<std::size_t>(n * qd));
+    const std::int64_t base = len_, window = c_.window;
+    attend(qkv_.data(), qkvd, kc.data(), vc.data(), kvd, n, total, H, KV, hd,
+           [&](std::int64_t t) {
+             const std::int64_t i = base + t;
+             return std::pair<std::int64_t, std::int64_t>{window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0, i + 1};
+           },
+           attn_.data(), qd);
+    host::gemm_nt(n, D, qd, attn_.data(), qd, w.wo.data(), qd, h_.data(), D);
+    for (std::int64_t i = 0; i < n * D; ++i) x[i] += h_[i];
+    rms_norm(x, n, D, w.mlp_norm, c_.rms_eps, h_.data());
+    gu_.resize(static_cast<std::size_t>(n * 2 * F));
+    host::gemm_nt(n, 2 * F, D, h_.data(), D, w.w_gate_up.data(), D, gu_.data(), 2 * F);
+    act_.resize(static_cast<std::size_t>(n * F));
+    host::pool().parallel_for(n, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t t = lo; t < hi; ++t) {
+        const float* g = gu_.data() + t * 2 * F;
+        for (int i = 0; i < F; ++i) act_[t * F + i] = g[i] / (1.0f + std::exp(-g[i])) * g[F + i];
+      }
+    });
+    host::gemm_nt(n, D, F, act_.data(), F, w.w_down.data(), F, h_.data(), D);
+    for (std::int64_t i = 0; i < n * D; ++i) x[i] += h_[i];
+  }
+
+ private:
+  const io::BltStackConfig& c_;
+  const std::vector<io::BltLayerWeights<float>>& w_;
+  std::vector<float> inv_freq_;
+  std::vector<std::vector<float>> k_, v_;
+  std::int64_t len_ = 0;
+  std::vector<float> h_, qkv_, attn_, gu_, act_;
+};
+
+// BLT's cross-attention, returning the caller's update: x ← 2 x + o(attn),
+// the module's own residual and its caller's. q = q_norm(x) W_q, k and v from
+// kv_norm(kv); query i sees keys range(i).
+template <class Range>
+void cross_attend(const io::BltStackConfig& c, const io::BltCrossWeights<float>& w, float* x, std::int64_t nq,
+                  const float* kv, std::int64_t nk, Range range) {
+  const int D = c.hidden, qd = c.q_dim(), kvd = c.kv_dim();
+  std::vector<float> h(static_cast<std::size_t>(std::max(nq, nk) * D)), q(static_cast<std::size_t>(nq * qd)),
+      kvp(static_cast<std::size_t>(nk * 2 * kvd)), o(static_cast<std::size_t>(nq * qd));
+  rms_norm(x, nq, D, w.q_norm, c.rms_eps, h.data());
+  host::gemm_nt(nq, qd, D, h.data(), D, w.wq.data(), D, q.data(), qd);
+  rms_norm(kv, nk, D, w.kv_norm, c.rms_eps, h.data());
+  host::gemm_nt(nk, 2 * kvd, D, h.data(), D, w.wkv.data(), D, kvp.data(), 2 * kvd);
+  attend(q.data(), qd, kvp.data(), kvp.data() + kvd, 2 * kvd, nq, nk, c.heads, c.kv_heads, c.head_dim, range, o.data(), qd);
+  host::gemm_nt(nq, D, qd, o.data(), qd, w.wo.data(), qd, h.data(), D);
+  for (std::int64_t i = 0; i < nq * D; ++i) x[i] = 2 * x[i] + h[i];
+}
+
+}  // namespace blt_host_detail
+
+class BltHost {
+ public:
+  explicit BltHost(const io::BltWeights<float>& w) : w_(w), c_(w.config) {}
+
+  // Whether the model can run: the local models' widths must agree (the
+  // decoder reads the encoder's states).
+  static Status check(const io::BltConfig& c) {
+    if (c.encoder.hidden != c.decoder.hidden) {
+      return Status::error(StatusCode::unsupported,
+                           "BLT: encoder_config.hidden_size %d differs from decoder_config.hidden_size %d (transformers "
+                           "feeds the encoder's states to the decoder)",
+                           c.encoder.hidden, c.decoder.hidden);
+    }
+    return Status::ok();
+  }
+
+  // The entropy model's entropies (nats) at every position of ids.
+  std::vector<float> entropies(const std::vector<std::int32_t>& ids) const {
+    const io::BltStackConfig& c = c_.patcher;
+    const int D = c.hidden, V = c_.vocab;
+    const auto n = static_cast<std::int64_t>(ids.size());
+    std::vector<float> x(static_cast<std::size_t>(n * D)), h(x.size()), logits(static_cast<std::size_t>(n * V));
+    for (std::int64_t t = 0; t < n; ++t) std::copy_n(w_.patcher_embed.data() + ids[t] * D, D, x.data() + t * D);
+    blt_host_detail::Stack stack(c, w_.patcher_layers);
+    stack.forward(x.data(), n);
+    blt_host_detail::rms_norm(x.data(), n, D, w_.patcher_norm, c.rms_eps, h.data());
+    host::gemm_nt(n, V, D, h.data(), D, w_.patcher_head.data(), D, logits.data(), V);
+    return reference::entropies_from_logits<float>(logits.data(), n, V);
+  }
+
+  // Patch lengths of ids (summing to ids.size()), and whether the last one
+  // is complete: transformers keeps an empty patch after it when the next
+  // byte would start a new one (byte patching; entropy patching without
+  // max_patch_length, whose split drops empty patches, when H[n − 1] > θ),
+  // and only then does the last byte read the last patch.
+  std::vector<std::int64_t> patch_lengths(const std::vector<std::int32_t>& ids, bool* last_complete = nullptr) const {
+    const auto n = static_cast<std::int64_t>(ids.size());
+    if (c_.patching == io::BltPatching::kByte) {
+      if (last_complete) *last_complete = true;
+      return std::vector<std::int64_t>(static_cast<std::size_t>(n), 1);
+    }
+    const std::vector<float> h = entropies(ids);
+    reference::BltEntropyOptions o;
+    o.threshold = c_.threshold;
+    o.max_patch_length = c_.max_patch_length;
+    if (last_complete) *last_complete = c_.max_patch_length == 0 && (n == 1 || h[n - 1] > c_.threshold);
+    return reference::blt_entropy_patch_lengths(h, o);
+  }
+
+  // The logits [n, 260] of ids; the patch lengths used, when asked.
+  std::vector<float> forward(const std::vector<std::int32_t>& ids, std::vector<std::int64_t>* lengths_out = nullptr) const {
+    const auto n = static_cast<std::int64_t>(ids.size());
+    bool last_complete = false;
+    const std::vector<std::int64_t> lengths = patch_lengths(ids, &last_complete);
+    const auto P = static_cast<std::int64_t>(lengths.size());
+    std::vector<std::int64_t> start(static_cast<std::size_t>(P + 1), 0);
+    for (std::int64_t p = 0; p < P; ++p) start[p + 1] = start[p] + lengths[p];
+    const int De = c_.encoder.hidden, Dg = c_.global.hidden, Dd = c_.decoder.hidden, k = c_.k, V = c_.vocab;
+    // The encoder: byte and hash n-gram embeddings, then its layers.
+    std::vector<float> x(static_cast<std::size_t>(n * De));
+    embed(ids, x.data());
+    blt_host_detail::Stack encoder(c_.encoder, w_.encoder_layers);
+    encoder.forward(x.data(), n);
+    // Slots: amax over each patch's bytes, projected to k rows, then the
+    // cross-attention from the slots to their patch's bytes.
+    std::vector<float> pooled(static_cast<std::size_t>(P * De), 0.0f), slots(static_cast<std::size_t>(P * k * De));
+    for (std::int64_t p = 0; p < P; ++p) {
+      float* r = pooled.data() + p * De;
+      std::copy_n(x.data() + start[p] * De, De, r);
+      for (std::int64_t t = start[p] + 1; t < start[p + 1]; ++t)
+        for (int i = 0; i < De; ++i) r[i] = std::max(r[i], x[t * De + i]);  // NaN: as amax, kept where first
+    }
+    host::gemm_nt(P, k * De, De, pooled.data(), De, w_.encoder_projection.data(), De, slots.data(), k * De);
+    const auto& enc_cross = w_.encoder_cross.back();  // with cross_attn_all_layers, only the last layer's reaches the output
+    blt_host_detail::cross_attend(c_.encoder, enc_cross, slots.data(), P * k, x.data(), n, [&](std::int64_t s) {
+      const std::int64_t p = s / k;
+      return std::pair<std::int64_t, std::int64_t>{start[p], start[p + 1]};
+    });
+    // The global transformer over patches.
+    std::vector<float> g(static_cast<std::size_t>(P * Dg));
+    if (c_.global_projection) {
+      host::gemm_nt(P, Dg, k * De, slots.data(), k * De, w_.global_projection.data(), k * De, g.data(), Dg);
+    } else {
+      g = slots;
+    }
+    blt_host_detail::Stack global(c_.global, w_.global_layers);
+    global.forward(g.data(), P);
+    // The decoder: the global output as k slots a patch; byte t reads the
+    // slots of the last complete patch that ended at or before it.
+    std::vector<float> dslots(static_cast<std::size_t>(P * k * Dd));
+    host::gemm_nt(P, k * Dd, Dg, g.data(), Dg, w_.decoder_projection.data(), Dg, dslots.data(), k * Dd);
+    std::vector<std::int64_t> dpatch(static_cast<std::size_t>(n));
+    for (std::int64_t t = 0, p = 0; t < n; ++t) {
+      // patch p + 1 ends at start[p + 2] − 1; the last patch counts when complete
+      while (p + 1 < P && start[p + 2] - 1 <= t && (p + 2 < P || last_complete)) ++p;
+      dpatch[t] = p;
+    }
+    decode(x, n, dslots, P, dpatch);
+    std::vector<float> h(x.size()), logits(static_cast<std::size_t>(n * V));
+    blt_host_detail::rms_norm(x.data(), n, Dd, w_.decoder_norm, c_.decoder.rms_eps, h.data());
+    host::gemm_nt(n, V, Dd, h.data(), Dd, w_.lm_head.data(), Dd, logits.data(), V);
+    if (lengths_out) *lengths_out = lengths;
+    return logits;
+  }
+
+  // Greedy continuation: `count` new ids (stopping after EOS unless ignore_eos).
+  std::vector<std::int32_t> generate(std::vector<std::int32_t> ids, int count, bool ignore_eos,
+                                     std::vector<float>* prompt_logits = nullptr) const {
+    std::vector<std::int32_t> out;
+    for (int i = 0; i < count; ++i) {
+      const std::vector<float> logits = forward(ids);
+      if (i == 0 && prompt_logits) *prompt_logits = logits;
+      const float* last = logits.data() + (ids.size() - 1) * static_cast<std::size_t>(c_.vocab);
+      const auto next = static_cast<std::int32_t>(std::max_element(last, last + c_.vocab) - last);
+      out.push_back(next);
+      ids.push_back(next);
+      if (!ignore_eos && next == c_.eos) break;
+    }
+    return out;
+  }
+
+ private:
+  // embed_tokens(id) + Σ_{f, g} hash_table[(f G + g) V + bucket_{f, g}(i)], in that order.
+  void embed(const std::vector<std::int32_t>& ids, float* x) const {
+    const int D = c_.encoder.hidden, G = static_cast<int>(c_.ngrams.size());
+    const auto n = static_cast<std::int64_t>(ids.size());
+    host::pool().parallel_for(n, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t t = lo; t < hi; ++t) {
+        float* r = x + t * D;
+        std::copy_n(w_.byte_embed.data() + static_cast<std::int64_t>(ids[t]) * D, D, r);
+        for (int f = 0; f < c_.hash_functions; ++f) {
+          for (int g = 0; g < G; ++g) {
+            const std::int64_t b = encoder::blt_ngram_bucket(ids.data(), t, 0, c_.ngrams[g], f, c_.hash_vocab);
+            const float* e = w_.hash_embed.data() + ((f * G + g) * c_.hash_vocab + b) * D;
+            for (int i = 0; i < D; ++i) r[i] += e[i];
+          }
+        }
+      }
+    });
+  }
+
+  // The decoder's cross-attentions and layers over y = x, in place.
+  void decode(std::vector<float>& y, std::int64_t n, const std::vector<float>& dslots, std::int64_t P,
+              const std::vector<std::int64_t>& dpatch) const {
+    const int k = c_.k;
+    (void)P;
+    auto range = [&](std::int64_t t) {
+      return std::pair<std::int64_t, std::int64_t>{dpatch[t] * k, (dpatch[t] + 1) * k};
+    };
+    blt_host_detail::Stack decoder(c_.decoder, w_.decoder_layers);
+    // One layer at a time, each preceded by its cross-attention where there is one.
+    for (int l = 0; l < c_.decoder.layers; ++l) {
+      if (l == 0 || c_.decoder_cross_all) {
+        blt_host_detail::cross_attend(c_.decoder, w_.decoder_cross[static_cast<std::size_t>(l)], y.data(), n,
+                                      dslots.data(), P * k, range);
+      }
+      decoder.layer(static_cast<std::size_t>(l), y.data(), n);
+    }
+    decoder.advance(n);
+  }
+
+  const io::BltWeights<float>& w_;
+  const io::BltConfig& c_;
+};
+
+}  // namespace tokenless::models
+

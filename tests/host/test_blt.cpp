@@ -1,0 +1,156 @@
+// The assembled BLT on the host (models/blt_host.hpp) against transformers'
+// BltForCausalLM on tiny random checkpoints (scripts/make_blt_fixtures.py:
+// tests/fixtures/models/blt and blt_k4): the prompt's logits within 4×
+// transformers' own fp32 error of its float64 run, the entropy model's
+// patches, the greedy bytes exactly; the loader's messages on bad configs.
+#include "require_ok.hpp"
+
+#include <tokenless/io/blt_weights.hpp>
+#include <tokenless/models/blt_host.hpp>
+
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace io = tokenless::io;
+using tokenless::StatusCode;
+
+namespace {
+
+const std::string kFixtures = std::string(TOKENLESS_SOURCE_DIR) + "/tests/fixtures/models/";
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// A .npy of float32 or float64, as double.
+std::vector<double> read_npy(const std::string& path) {
+  const std::string b = slurp(path);
+  REQUIRE(b.size() > 10);
+  REQUIRE(b.compare(1, 5, "NUMPY") == 0);
+  const std::size_t header = static_cast<unsigned char>(b[8]) | static_cast<std::size_t>(static_cast<unsigned char>(b[9])) << 8;
+  const bool f8 = b.find("'<f8'") != std::string::npos;
+  REQUIRE((f8 || b.find("'<f4'") != std::string::npos));
+  const std::size_t size = f8 ? 8 : 4, count = (b.size() - 10 - header) / size;
+  std::vector<double> v(count);
+  for (std::size_t i = 0; i < count; ++i) {
+    if (f8) {
+      std::memcpy(&v[i], b.data() + 10 + header + i * 8, 8);
+    } else {
+      float f;
+      std::memcpy(&f, b.data() + 10 + header + i * 4, 4);
+      v[i] = f;
+    }
+  }
+  return v;
+}
+
+std::string config_with(const std::string& dir, const std::function<void(nlohmann::json&)>& edit) {
+  auto j = nlohmann::json::parse(slurp(dir + "/config.json"));
+  edit(j);
+  return j.dump();
+}
+
+}  // namespace
+
+TEST_CASE("blt: logits, patches and greedy bytes match transformers' BltForCausalLM") {
+  for (const char* name : {"blt", "blt_k4"}) {
+    CAPTURE(name);
+    const std::string dir = kFixtures + name;
+    const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
+    io::BltWeights<float> w;
+    REQUIRE_OK(io::load_blt_weights(dir, &w));
+    REQUIRE_OK(tokenless::models::BltHost::check(w.config));
+    CHECK(w.config.threshold == doctest::Approx(expected["threshold"].get<double>()).epsilon(1e-7));
+    tokenless::models::BltHost m(w);
+    const auto prompt = expected["prompt"].get<std::vector<std::int32_t>>();
+    std::vector<std::int64_t> lengths;
+    const std::vector<float> logits = m.forward(prompt, &lengths);
+    CHECK(lengths == expected["patch_lengths_prompt"].get<std::vector<std::int64_t>>());
+    // Entropies against transformers' float64 run, within fp32's error.
+    const auto want_h = expected["entropies_full"].get<std::vector<double>>();
+    const std::vector<float> h = m.entropies(prompt);
+    for (std::size_t i = 0; i < h.size(); ++i) CHECK(std::fabs(h[i] - want_h[i]) <= 1e-4);
+    const auto truth = read_npy(dir + "/logits_fp64.npy"), hf32 = read_npy(dir + "/logits_fp32.npy");
+    REQUIRE(truth.size() == logits.size());
+    double ours = 0, theirs = 0, scale = 0;
+    for (std::size_t i = 0; i < truth.size(); ++i) {
+      ours = std::max(ours, std::fabs(logits[i] - truth[i]));
+      theirs = std::max(theirs, std::fabs(hf32[i] - truth[i]));
+      scale = std::max(scale, std::fabs(truth[i]));
+    }
+    INFO("fp32 error: ours " << ours << ", transformers " << theirs << ", scale " << scale);
+    CHECK(ours <= 4 * theirs + 4 * 5.96e-8 * scale);
+    // Greedy bytes exactly (every step's margin is far above both errors), and
+    // the patches of the whole sequence.
+    std::vector<float> first;
+    const auto want = expected["generated"].get<std::vector<std::int32_t>>();
+    const auto gen = m.generate(prompt, static_cast<int>(want.size()), /*ignore_eos=*/true, &first);
+    CHECK(gen == want);
+    CHECK(first == logits);
+    std::vector<std::int32_t> full = prompt;
+    full.insert(full.end(), gen.begin(), gen.end());
+    CHECK(m.patch_lengths(full) == expected["patch_lengths_full"].get<std::vector<std::int64_t>>());
+  }
+}
+
+TEST_CASE("blt: configs the library cannot run, or that are not BLT's, are refused by name") {
+  const std::string dir = kFixtures + "blt";
+  io::BltConfig c;
+  REQUIRE_OK(io::BltConfig::parse(slurp(dir + "/config.json"), &c));
+  CHECK(c.k == 2);
+  CHECK(c.encoder.window == 8);
+  CHECK(c.patcher.window == 6);
+  CHECK(c.global.window == 0);
+  CHECK(c.tables() == 6);
+  CHECK(c.global_projection);
+  CHECK(!c.encoder_cross_all);
+  CHECK(c.decoder_cross_all);
+  struct Case {
+    const char* what;
+    std::function<void(nlohmann::json&)> edit;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"another family", [](auto& j) { j["architectures"] = {"LlamaForCausalLM"}; }, "only BltForCausalLM"},
+      {"not blt", [](auto& j) { j["model_type"] = "llama"; }, "model_type is not \"blt\""},
+      {"mode", [](auto& j) { j["patching_mode"] = "space"; }, "patching_mode 'space'"},
+      {"no threshold", [](auto& j) { j.erase("patching_threshold"); }, "patching_threshold"},
+      {"NaN threshold", [](auto& j) { j["patching_threshold"] = nullptr; }, "patching_threshold"},
+      {"vocab", [](auto& j) { j["vocab_size"] = 300; }, "vocab_size 300"},
+      {"k", [](auto& j) { j["encoder_config"]["cross_attn_k"] = 3; }, "encoder_config.cross_attn_k 3"},
+      {"global width", [](auto& j) { j["decoder_config"]["hidden_size_global"] = 64; }, "hidden_size_global 64"},
+      {"activation", [](auto& j) { j["global_config"]["hidden_act"] = "gelu"; }, "global_config.hidden_act 'gelu'"},
+      {"rope", [](auto& j) { j["patcher_config"]["rope_parameters"]["rope_type"] = "yarn"; }, "patcher_config"},
+      {"heads", [](auto& j) { j["encoder_config"]["num_attention_heads"] = 3; }, "encoder_config: hidden_size 128"},
+      {"missing stack", [](auto& j) { j.erase("global_config"); }, "missing \"global_config\""},
+      {"patch length", [](auto& j) { j["max_patch_length"] = -1; }, "max_patch_length -1"},
+      {"window", [](auto& j) { j["local_attention_window_len"] = 0; }, "local_attention_window_len"},
+      {"ngrams", [](auto& j) { j["encoder_hash_byte_group_size"] = {3, 0}; }, "encoder_hash_byte_group_size"},
+      {"tied", [](auto& j) { j["tie_word_embeddings"] = true; }, "tie_word_embeddings"},
+  };
+  for (const auto& k : cases) {
+    CAPTURE(k.what);
+    io::BltConfig out;
+    const auto s = io::BltConfig::parse(config_with(dir, k.edit), &out);
+    REQUIRE(!s);
+    CHECK(std::string(s.message()).find(k.message) != std::string::npos);
+  }
+  // Byte patching: any mode but entropy with the patcher gives a patch a byte.
+  REQUIRE_OK(io::BltConfig::parse(config_with(dir, [](auto& j) { j["patch_in_forward"] = false; }), &c));
+  CHECK(c.patching == io::BltPatching::kByte);
+  // A missing tensor and a wrong shape are named.
+  io::BltWeights<float> w;
+  CHECK(io::load_blt_weights(kFixtures + "llama", &w).code() != StatusCode::ok);
+}
+
