@@ -166,6 +166,10 @@ PY
     b=$("$run" --model "$fixtures/$f" --prompt "$text" --max-new-tokens 3 --ignore-eos 2>/dev/null)
     [ -n "$a" ] && [ "$a" = "$b" ]
     check "$f: --bytes-file equals --prompt" $?
+    c=$("$run" --model "$fixtures/$f" --prompt "$text" --max-new-tokens 12 --ignore-eos --no-cache 2>/dev/null)
+    d=$("$run" --model "$fixtures/$f" --prompt "$text" --max-new-tokens 12 --ignore-eos 2>/dev/null)
+    [ -n "$c" ] && [ "$c" = "$d" ]
+    check "$f: cached generation equals --no-cache" $?
   done
   blt="$fixtures/blt"
   expect_fail_blt() {  # NAME NEEDLE ARGS...: a message, a failing exit, no JSON on stdout

@@ -154,3 +154,62 @@ TEST_CASE("blt: configs the library cannot run, or that are not BLT's, are refus
   CHECK(io::load_blt_weights(kFixtures + "llama", &w).code() != StatusCode::ok);
 }
 
+
+TEST_CASE("blt: cached generation equals the uncached reruns at every kind of patch boundary") {
+  struct Case {
+    const char* fixture;
+    bool byte_patches;
+    int max_patch_length;  // -1: the checkpoint's
+    std::size_t prompt_bytes;  // of the fixture's prompt (0: BOS alone)
+  };
+  // blt: threshold boundaries (no max_patch_length); blt_k4: max_patch_length 4's
+  // splits, where the last byte's patch completes a step late (a rollback);
+  // byte patching; prompts of BOS alone and BOS + 1 byte (the first patches).
+  const Case cases[] = {{"blt", false, -1, 57}, {"blt_k4", false, -1, 57}, {"blt", false, 3, 20},
+                        {"blt", true, -1, 10},  {"blt", false, -1, 1},   {"blt_k4", false, -1, 0}};
+  for (const auto& k : cases) {
+    CAPTURE(k.fixture);
+    CAPTURE(k.byte_patches);
+    CAPTURE(k.max_patch_length);
+    CAPTURE(k.prompt_bytes);
+    const std::string dir = kFixtures + k.fixture;
+    const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
+    io::BltWeights<float> w;
+    REQUIRE_OK(io::load_blt_weights(dir, &w));
+    if (k.byte_patches) w.config.patching = io::BltPatching::kByte;
+    if (k.max_patch_length >= 0) w.config.max_patch_length = k.max_patch_length;
+    auto prompt = expected["prompt"].get<std::vector<std::int32_t>>();
+    prompt.resize(1 + k.prompt_bytes);
+    tokenless::models::BltHost truth(w);
+    tokenless::models::BltStream stream(w);
+    std::vector<std::int32_t> seq = prompt;
+    std::vector<float> logits = stream.append(prompt, /*last_only=*/false);
+    const std::vector<float> all = truth.forward(prompt);
+    double scale = 0;
+    for (float v : all) scale = std::max(scale, static_cast<double>(std::fabs(v)));
+    const double tol = 64 * 5.96e-8 * (1 + scale);  // the same arithmetic, sums in another order
+    REQUIRE(logits.size() == all.size());
+    for (std::size_t i = 0; i < all.size(); ++i) CHECK(std::fabs(logits[i] - all[i]) <= tol);
+    logits.erase(logits.begin(), logits.end() - 260);
+    for (int step = 0; step < 16; ++step) {
+      CAPTURE(step);
+      const std::vector<float> want = truth.forward(seq);
+      const float* last = want.data() + want.size() - 260;
+      double err = 0;
+      for (int v = 0; v < 260; ++v) err = std::max(err, static_cast<double>(std::fabs(logits[v] - last[v])));
+      CHECK(err <= tol);
+      const auto a = std::max_element(logits.begin(), logits.end()) - logits.begin();
+      const auto b = std::max_element(last, last + 260) - last;
+      CHECK(a == b);
+      CHECK(stream.patch_lengths() == truth.patch_lengths(seq));
+      seq.push_back(static_cast<std::int32_t>(b));
+      logits = stream.append({static_cast<std::int32_t>(b)});
+    }
+    // One global step a completed patch, never more.
+    const auto lengths = truth.patch_lengths(seq);
+    CHECK(stream.global_steps() <= static_cast<std::int64_t>(lengths.size()));
+    CHECK(stream.global_steps() >= static_cast<std::int64_t>(lengths.size()) - 1);
+    if (std::string(k.fixture) == "blt_k4" && k.prompt_bytes > 0) CHECK(stream.rollbacks() > 0);
+    if (std::string(k.fixture) == "blt" && !k.byte_patches && k.max_patch_length < 0) CHECK(stream.rollbacks() == 0);
+  }
+}

@@ -102,6 +102,13 @@ class Stack {
     len_ = 0;
   }
   std::int64_t length() const { return len_; }
+  // Drops the cache past `len` positions (a rollback).
+  void truncate(std::int64_t len) {
+    if (len >= len_) return;
+    for (auto& k : k_) k.resize(static_cast<std::size_t>(len * c_.kv_dim()));
+    for (auto& v : v_) v.resize(static_cast<std::size_t>(len * c_.kv_dim()));
+    len_ = len;
+  }
 
   // x [n, D] in place.
   void forward(float* x, std::int64_t n) {
@@ -196,6 +203,27 @@ void cross_attend(const io::BltStackConfig& c, const io::BltCrossWeights<float>&
   for (std::int64_t i = 0; i < nq * D; ++i) x[i] = 2 * x[i] + h[i];
 }
 
+// Rows first..n − 1 of the encoder's input: embed_tokens(id) + Σ_{f, g}
+// hash_table[(f G + g) V + bucket_{f, g}(i)], in that order (transformers').
+inline void embed(const io::BltWeights<float>& w, const std::vector<std::int32_t>& ids, std::int64_t first, float* x) {
+  const io::BltConfig& c = w.config;
+  const int D = c.encoder.hidden, G = static_cast<int>(c.ngrams.size());
+  const auto n = static_cast<std::int64_t>(ids.size());
+  host::pool().parallel_for(n - first, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = first + lo; t < first + hi; ++t) {
+      float* r = x + (t - first) * D;
+      std::copy_n(w.byte_embed.data() + static_cast<std::int64_t>(ids[t]) * D, D, r);
+      for (int f = 0; f < c.hash_functions; ++f) {
+        for (int g = 0; g < G; ++g) {
+          const std::int64_t b = encoder::blt_ngram_bucket(ids.data(), t, 0, c.ngrams[g], f, c.hash_vocab);
+          const float* e = w.hash_embed.data() + ((f * G + g) * c.hash_vocab + b) * D;
+          for (int i = 0; i < D; ++i) r[i] += e[i];
+        }
+      }
+    }
+  });
+}
+
 }  // namespace blt_host_detail
 
 class BltHost {
@@ -258,7 +286,7 @@ class BltHost {
     const int De = c_.encoder.hidden, Dg = c_.global.hidden, Dd = c_.decoder.hidden, k = c_.k, V = c_.vocab;
     // The encoder: byte and hash n-gram embeddings, then its layers.
     std::vector<float> x(static_cast<std::size_t>(n * De));
-    embed(ids, x.data());
+    blt_host_detail::embed(w_, ids, 0, x.data());
     blt_host_detail::Stack encoder(c_.encoder, w_.encoder_layers);
     encoder.forward(x.data(), n);
     // Slots: amax over each patch's bytes, projected to k rows, then the
@@ -320,25 +348,6 @@ class BltHost {
   }
 
  private:
-  // embed_tokens(id) + Σ_{f, g} hash_table[(f G + g) V + bucket_{f, g}(i)], in that order.
-  void embed(const std::vector<std::int32_t>& ids, float* x) const {
-    const int D = c_.encoder.hidden, G = static_cast<int>(c_.ngrams.size());
-    const auto n = static_cast<std::int64_t>(ids.size());
-    host::pool().parallel_for(n, [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t t = lo; t < hi; ++t) {
-        float* r = x + t * D;
-        std::copy_n(w_.byte_embed.data() + static_cast<std::int64_t>(ids[t]) * D, D, r);
-        for (int f = 0; f < c_.hash_functions; ++f) {
-          for (int g = 0; g < G; ++g) {
-            const std::int64_t b = encoder::blt_ngram_bucket(ids.data(), t, 0, c_.ngrams[g], f, c_.hash_vocab);
-            const float* e = w_.hash_embed.data() + ((f * G + g) * c_.hash_vocab + b) * D;
-            for (int i = 0; i < D; ++i) r[i] += e[i];
-          }
-        }
-      }
-    });
-  }
-
   // The decoder's cross-attentions and layers over y = x, in place.
   void decode(std::vector<float>& y, std::int64_t n, const std::vector<float>& dslots, std::int64_t P,
               const std::vector<std::int64_t>& dpatch) const {
@@ -361,6 +370,190 @@ class BltHost {
 
   const io::BltWeights<float>& w_;
   const io::BltConfig& c_;
+};
+
+
+// BLT's incremental generation on the host, with every cache: the entropy
+// model's and the local encoder's KV caches (and the encoder's states), the
+// global transformer run once per completed patch with its KV cache, and
+// the local decoder's self-attention cache with the slots it
+// cross-attends to. A byte costs the local models' step, and at a patch
+// boundary one global step. The logits equal BltHost::forward's rerun of the
+// whole sequence (up to the order of sums); transformers' cached BLT does
+// not guarantee that.
+//
+// A patch is complete once a later patch starts, or, for the last patch, by
+// transformers' rule for the last byte (BltHost::patch_lengths). Where
+// max_patch_length makes the last byte's patch complete only once the next
+// byte arrives, that byte's decoder rows are rolled back and rerun.
+//
+//   BltStream s(weights);
+//   auto logits = s.append(prompt_ids);     // [1, 260]: the last byte's
+//   logits = s.append({next});              // a step
+class BltStream {
+ public:
+  explicit BltStream(const io::BltWeights<float>& w)
+      : w_(w), c_(w.config), patcher_(c_.patcher, w.patcher_layers), encoder_(c_.encoder, w.encoder_layers),
+        global_(c_.global, w.global_layers), decoder_(c_.decoder, w.decoder_layers) {}
+
+  std::int64_t length() const { return static_cast<std::int64_t>(ids_.size()); }
+  const std::vector<std::int32_t>& ids() const { return ids_; }
+  const std::vector<float>& entropies() const { return h_; }
+  // The patch lengths so far (the last one possibly still growing).
+  std::vector<std::int64_t> patch_lengths() const {
+    std::vector<std::int64_t> l;
+    for (std::size_t p = 0; p < starts_.size(); ++p) {
+      l.push_back((p + 1 < starts_.size() ? starts_[p + 1] : length()) - starts_[p]);
+    }
+    return l;
+  }
+  std::int64_t global_steps() const { return global_.length(); }  // completed patches run
+  std::int64_t rollbacks() const { return rollbacks_; }
+
+  // Appends ids; returns the logits of the new rows ([count, 260]) or, with
+  // last_only, of the last one.
+  std::vector<float> append(const std::vector<std::int32_t>& more, bool last_only = true) {
+    const std::int64_t a = length();
+    ids_.insert(ids_.end(), more.begin(), more.end());
+    const std::int64_t n = length();
+    entropy_rows(a, n);
+    for (std::int64_t p = a; p < n; ++p) {
+      if (p <= 1 || (c_.patching == io::BltPatching::kEntropy ? h_[p - 1] > c_.threshold : true)) {
+        starts_.push_back(p);
+        entropy_start_ = p;
+      } else if (c_.max_patch_length > 0 && (p - entropy_start_) % c_.max_patch_length == 0) {
+        starts_.push_back(p);  // max_patch_length's split
+      }
+    }
+    encoder_rows(a, n);
+    global_rows();
+    // The decoder from the first row whose patch differs from the one it was run with.
+    std::int64_t from = a;
+    while (from > 0 && assigned_[from - 1] != decoder_patch(from - 1)) --from;
+    if (from < a) ++rollbacks_;
+    decoder_.truncate(from);
+    assigned_.resize(static_cast<std::size_t>(from));
+    y_.resize(static_cast<std::size_t>(from * c_.decoder.hidden));
+    decoder_rows(from, n);
+    const std::int64_t first = last_only ? n - 1 : a, rows = n - first;
+    const int D = c_.decoder.hidden, V = c_.vocab;
+    std::vector<float> h(static_cast<std::size_t>(rows * D)), logits(static_cast<std::size_t>(rows * V));
+    blt_host_detail::rms_norm(y_.data() + first * D, rows, D, w_.decoder_norm, c_.decoder.rms_eps, h.data());
+    host::gemm_nt(rows, V, D, h.data(), D, w_.lm_head.data(), D, logits.data(), V);
+    return logits;
+  }
+
+ private:
+  // The entropy model's entropies at positions a..n − 1 (its cache grows).
+  void entropy_rows(std::int64_t a, std::int64_t n) {
+    if (c_.patching != io::BltPatching::kEntropy) return;
+    const int D = c_.patcher.hidden, V = c_.vocab;
+    std::vector<float> x(static_cast<std::size_t>((n - a) * D)), hn(x.size()), logits(static_cast<std::size_t>((n - a) * V));
+    for (std::int64_t t = a; t < n; ++t) std::copy_n(w_.patcher_embed.data() + ids_[t] * D, D, x.data() + (t - a) * D);
+    patcher_.forward(x.data(), n - a);
+    blt_host_detail::rms_norm(x.data(), n - a, D, w_.patcher_norm, c_.patcher.rms_eps, hn.data());
+    host::gemm_nt(n - a, V, D, hn.data(), D, w_.patcher_head.data(), D, logits.data(), V);
+    const std::vector<float> h = reference::entropies_from_logits<float>(logits.data(), n - a, V);
+    h_.insert(h_.end(), h.begin(), h.end());
+  }
+
+  void encoder_rows(std::int64_t a, std::int64_t n) {
+    const int D = c_.encoder.hidden;
+    x_.resize(static_cast<std::size_t>(n * D));
+    blt_host_detail::embed(w_, ids_, a, x_.data() + a * D);
+    encoder_.forward(x_.data() + a * D, n - a);
+  }
+
+  // Whether the patch p is complete in the sequence so far. The first patch
+  // is BOS alone whatever follows (1 always starts a patch), and the
+  // decoder reads it even before byte 1 exists, as transformers does.
+  bool complete(std::size_t p) const {
+    if (p == 0 || p + 1 < starts_.size()) return true;
+    const std::int64_t n = length();
+    if (c_.patching == io::BltPatching::kByte) return true;
+    return c_.max_patch_length == 0 && (n == 1 || h_[n - 1] > c_.threshold);
+  }
+
+  // Every newly completed patch: its slots (amax, projection, cross-attention
+  // to its bytes), one global step, its decoder slots.
+  void global_rows() {
+    const int De = c_.encoder.hidden, Dg = c_.global.hidden, Dd = c_.decoder.hidden, k = c_.k;
+    auto p0 = static_cast<std::size_t>(global_.length());
+    std::size_t p1 = p0;
+    while (p1 < starts_.size() && complete(p1)) ++p1;
+    if (p1 == p0) return;
+    const auto P = static_cast<std::int64_t>(p1 - p0);
+    std::vector<float> pooled(static_cast<std::size_t>(P * De)), slots(static_cast<std::size_t>(P * k * De));
+    std::vector<std::int64_t> lo(static_cast<std::size_t>(P)), hi(lo.size());
+    for (std::int64_t q = 0; q < P; ++q) {
+      const std::size_t p = p0 + static_cast<std::size_t>(q);
+      lo[q] = starts_[p];
+      hi[q] = p + 1 < starts_.size() ? starts_[p + 1] : length();
+      float* r = pooled.data() + q * De;
+      std::copy_n(x_.data() + lo[q] * De, De, r);
+      for (std::int64_t t = lo[q] + 1; t < hi[q]; ++t)
+        for (int i = 0; i < De; ++i) r[i] = std::max(r[i], x_[t * De + i]);
+    }
+    host::gemm_nt(P, k * De, De, pooled.data(), De, w_.encoder_projection.data(), De, slots.data(), k * De);
+    blt_host_detail::cross_attend(c_.encoder, w_.encoder_cross.back(), slots.data(), P * k, x_.data(), length(),
+                                  [&](std::int64_t s) {
+                                    return std::pair<std::int64_t, std::int64_t>{lo[s / k], hi[s / k]};
+                                  });
+    std::vector<float> g(static_cast<std::size_t>(P * Dg));
+    if (c_.global_projection) {
+      host::gemm_nt(P, Dg, k * De, slots.data(), k * De, w_.global_projection.data(), k * De, g.data(), Dg);
+    } else {
+      g = slots;
+    }
+    global_.forward(g.data(), P);
+    const std::size_t old = dslots_.size();
+    dslots_.resize(old + static_cast<std::size_t>(P * k * Dd));
+    host::gemm_nt(P, k * Dd, Dg, g.data(), Dg, w_.decoder_projection.data(), Dg, dslots_.data() + old, k * Dd);
+  }
+
+  // The decoder patch of byte t: the last complete patch that ended at or before it.
+  std::int64_t decoder_patch(std::int64_t t) const {
+    // starts_ is increasing; patch p ends at starts_[p + 1] − 1.
+    auto it = std::upper_bound(starts_.begin(), starts_.end(), t + 1);  // first start past t + 1
+    auto p = static_cast<std::int64_t>(it - starts_.begin()) - 2;       // the patch ending at or before t
+    if (p + 1 == static_cast<std::int64_t>(starts_.size()) - 1 && t == length() - 1 &&
+        complete(static_cast<std::size_t>(p + 1)) && starts_.back() <= t) {
+      ++p;  // the last patch, ending at the last byte, counts when complete
+    }
+    return std::max<std::int64_t>(p, 0);
+  }
+
+  void decoder_rows(std::int64_t from, std::int64_t n) {
+    const int D = c_.decoder.hidden, k = c_.k;
+    if (from >= n) return;
+    y_.resize(static_cast<std::size_t>(n * D));
+    std::copy(x_.begin() + from * D, x_.begin() + n * D, y_.begin() + from * D);
+    for (std::int64_t t = from; t < n; ++t) assigned_.push_back(decoder_patch(t));
+    const auto nk = static_cast<std::int64_t>(dslots_.size()) / D;
+    auto range = [&](std::int64_t r) {
+      const std::int64_t d = assigned_[from + r];
+      return std::pair<std::int64_t, std::int64_t>{d * k, (d + 1) * k};
+    };
+    for (int l = 0; l < c_.decoder.layers; ++l) {
+      if (l == 0 || c_.decoder_cross_all) {
+        blt_host_detail::cross_attend(c_.decoder, w_.decoder_cross[static_cast<std::size_t>(l)], y_.data() + from * D,
+                                      n - from, dslots_.data(), nk, range);
+      }
+      decoder_.layer(static_cast<std::size_t>(l), y_.data() + from * D, n - from);
+    }
+    decoder_.advance(n - from);
+  }
+
+  const io::BltWeights<float>& w_;
+  const io::BltConfig& c_;
+  blt_host_detail::Stack patcher_, encoder_, global_, decoder_;
+  std::vector<std::int32_t> ids_;
+  std::vector<float> h_;                 // entropies
+  std::vector<std::int64_t> starts_;     // patch starts
+  std::int64_t entropy_start_ = 0;       // the start of the current entropy patch (max_patch_length's split)
+  std::vector<float> x_, y_, dslots_;    // encoder states, decoder states, decoder slots [patches · k, D_d]
+  std::vector<std::int64_t> assigned_;   // the decoder patch each cached decoder row was run with
+  std::int64_t rollbacks_ = 0;
 };
 
 }  // namespace tokenless::models
