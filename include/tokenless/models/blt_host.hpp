@@ -21,6 +21,7 @@
 #include <tokenless/core/host_blas.hpp>
 #include <tokenless/encoder/policy.hpp>
 #include <tokenless/io/blt_weights.hpp>
+#include <tokenless/models/host_attention.hpp>
 #include <tokenless/reference/patcher.hpp>
 
 #include <algorithm>
@@ -42,47 +43,6 @@ inline void rms_norm(const float* x, std::int64_t rows, int D, const std::vector
       const float inv = 1.0f / std::sqrt(ss / static_cast<float>(D) + eps);
       float* yr = y + t * D;
       for (int i = 0; i < D; ++i) yr[i] = w[i] * (xr[i] * inv);
-    }
-  });
-}
-
-// Softmax attention of rows of q [nq, H hd] (row stride ldq) over keys and
-// values (row stride ldkv; GQA: head h reads kv head h / (H / KV)); query i
-// sees keys [lo(i), hi(i)). An empty range reads every key uniformly, as
-// transformers' additive finfo.min mask does (BLT never builds one).
-template <class Range>
-void attend(const float* q, std::int64_t ldq, const float* k, const float* v, std::int64_t ldkv, std::int64_t nq,
-            std::int64_t nk, int H, int KV, int hd, Range range, float* o, std::int64_t ldo) {
-  const int group = H / KV;
-  const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-  host::pool().parallel_for(nq * H, [&](std::int64_t first, std::int64_t last) {
-    std::vector<float> s;
-    for (std::int64_t task = first; task < last; ++task) {
-      const std::int64_t i = task / H;
-      const int h = static_cast<int>(task % H), kvh = h / group;
-      auto [lo, hi] = range(i);
-      const bool empty = lo >= hi;
-      if (empty) lo = 0, hi = nk;
-      s.resize(static_cast<std::size_t>(hi - lo));
-      const float* qi = q + i * ldq + h * hd;
-      float mx = -INFINITY;
-      for (std::int64_t j = lo; j < hi; ++j) {
-        const float* kj = k + j * ldkv + kvh * hd;
-        float dot = 0;
-        for (int e = 0; e < hd; ++e) dot += qi[e] * kj[e];
-        s[j - lo] = empty ? 0.0f : dot * scale;
-        mx = std::max(mx, s[j - lo]);
-      }
-      float sum = 0;
-      for (auto& p : s) sum += p = std::exp(p - mx);
-      float* oi = o + i * ldo + h * hd;
-      std::fill_n(oi, hd, 0.0f);
-      for (std::int64_t j = lo; j < hi; ++j) {
-        const float p = s[j - lo];
-        const float* vj = v + j * ldkv + kvh * hd;
-        for (int e = 0; e < hd; ++e) oi[e] += p * vj[e];
-      }
-      for (int e = 0; e < hd; ++e) oi[e] /= sum;
     }
   });
 }
@@ -154,7 +114,7 @@ class Stack {
     }
     attn_.resize(static_cast<std::size_t>(n * qd));
     const std::int64_t base = len_, window = c_.window;
-    attend(qkv_.data(), qkvd, kc.data(), vc.data(), kvd, n, total, H, KV, hd,
+    host_attend(qkv_.data(), qkvd, kc.data(), vc.data(), kvd, n, total, H, KV, hd,
            [&](std::int64_t t) {
              const std::int64_t i = base + t;
              return std::pair<std::int64_t, std::int64_t>{window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0, i + 1};
@@ -185,22 +145,38 @@ class Stack {
   std::vector<float> h_, qkv_, attn_, gu_, act_;
 };
 
-// BLT's cross-attention, returning the caller's update: x ← 2 x + o(attn),
-// the module's own residual and its caller's. q = q_norm(x) W_q, k and v from
-// kv_norm(kv); query i sees keys range(i).
+// BLT's cross-attention keys and values: [nk, 2 KV hd], k and v of
+// kv_norm(kv) side by side in a row (a decoder caches them a patch at a time).
+inline void cross_kv(const io::BltStackConfig& c, const io::BltCrossWeights<float>& w, const float* kv, std::int64_t nk,
+                     float* out) {
+  const int D = c.hidden, kvd = c.kv_dim();
+  std::vector<float> h(static_cast<std::size_t>(nk * D));
+  rms_norm(kv, nk, D, w.kv_norm, c.rms_eps, h.data());
+  host::gemm_nt(nk, 2 * kvd, D, h.data(), D, w.wkv.data(), D, out, 2 * kvd);
+}
+
+// BLT's cross-attention over cross_kv's rows, returning the caller's update:
+// x ← 2 x + o(attn), the module's own residual and its caller's; q =
+// q_norm(x) W_q; query i sees keys range(i).
+template <class Range>
+void cross_query(const io::BltStackConfig& c, const io::BltCrossWeights<float>& w, float* x, std::int64_t nq,
+                 const float* kvp, std::int64_t nk, Range range) {
+  const int D = c.hidden, qd = c.q_dim(), kvd = c.kv_dim();
+  std::vector<float> h(static_cast<std::size_t>(nq * D)), q(static_cast<std::size_t>(nq * qd)), o(q.size());
+  rms_norm(x, nq, D, w.q_norm, c.rms_eps, h.data());
+  host::gemm_nt(nq, qd, D, h.data(), D, w.wq.data(), D, q.data(), qd);
+  host_attend(q.data(), qd, kvp, kvp + kvd, 2 * kvd, nq, nk, c.heads, c.kv_heads, c.head_dim, range, o.data(), qd);
+  host::gemm_nt(nq, D, qd, o.data(), qd, w.wo.data(), qd, h.data(), D);
+  for (std::int64_t i = 0; i < nq * D; ++i) x[i] = 2 * x[i] + h[i];
+}
+
+// Both, for keys used once.
 template <class Range>
 void cross_attend(const io::BltStackConfig& c, const io::BltCrossWeights<float>& w, float* x, std::int64_t nq,
                   const float* kv, std::int64_t nk, Range range) {
-  const int D = c.hidden, qd = c.q_dim(), kvd = c.kv_dim();
-  std::vector<float> h(static_cast<std::size_t>(std::max(nq, nk) * D)), q(static_cast<std::size_t>(nq * qd)),
-      kvp(static_cast<std::size_t>(nk * 2 * kvd)), o(static_cast<std::size_t>(nq * qd));
-  rms_norm(x, nq, D, w.q_norm, c.rms_eps, h.data());
-  host::gemm_nt(nq, qd, D, h.data(), D, w.wq.data(), D, q.data(), qd);
-  rms_norm(kv, nk, D, w.kv_norm, c.rms_eps, h.data());
-  host::gemm_nt(nk, 2 * kvd, D, h.data(), D, w.wkv.data(), D, kvp.data(), 2 * kvd);
-  attend(q.data(), qd, kvp.data(), kvp.data() + kvd, 2 * kvd, nq, nk, c.heads, c.kv_heads, c.head_dim, range, o.data(), qd);
-  host::gemm_nt(nq, D, qd, o.data(), qd, w.wo.data(), qd, h.data(), D);
-  for (std::int64_t i = 0; i < nq * D; ++i) x[i] = 2 * x[i] + h[i];
+  std::vector<float> kvp(static_cast<std::size_t>(nk * 2 * c.kv_dim()));
+  cross_kv(c, w, kv, nk, kvp.data());
+  cross_query(c, w, x, nq, kvp.data(), nk, range);
 }
 
 // Rows first..n − 1 of the encoder's input: embed_tokens(id) + Σ_{f, g}
@@ -495,9 +471,10 @@ class BltStream {
         for (int i = 0; i < De; ++i) r[i] = std::max(r[i], x_[t * De + i]);
     }
     host::gemm_nt(P, k * De, De, pooled.data(), De, w_.encoder_projection.data(), De, slots.data(), k * De);
-    blt_host_detail::cross_attend(c_.encoder, w_.encoder_cross.back(), slots.data(), P * k, x_.data(), length(),
-                                  [&](std::int64_t s) {
-                                    return std::pair<std::int64_t, std::int64_t>{lo[s / k], hi[s / k]};
+    const std::int64_t b0 = lo[0], b1 = hi[P - 1];  // the new patches' bytes, the only keys they see
+    blt_host_detail::cross_attend(c_.encoder, w_.encoder_cross.back(), slots.data(), P * k, x_.data() + b0 * De,
+                                  b1 - b0, [&](std::int64_t s) {
+                                    return std::pair<std::int64_t, std::int64_t>{lo[s / k] - b0, hi[s / k] - b0};
                                   });
     std::vector<float> g(static_cast<std::size_t>(P * Dg));
     if (c_.global_projection) {
@@ -506,9 +483,17 @@ class BltStream {
       g = slots;
     }
     global_.forward(g.data(), P);
-    const std::size_t old = dslots_.size();
-    dslots_.resize(old + static_cast<std::size_t>(P * k * Dd));
-    host::gemm_nt(P, k * Dd, Dg, g.data(), Dg, w_.decoder_projection.data(), Dg, dslots_.data() + old, k * Dd);
+    // The decoder's slots, and each cross-attention's keys and values of them, cached.
+    std::vector<float> dslots(static_cast<std::size_t>(P * k * Dd));
+    host::gemm_nt(P, k * Dd, Dg, g.data(), Dg, w_.decoder_projection.data(), Dg, dslots.data(), k * Dd);
+    const std::size_t row = static_cast<std::size_t>(2 * c_.decoder.kv_dim());
+    dkv_.resize(w_.decoder_cross.size());
+    for (std::size_t l = 0; l < dkv_.size(); ++l) {
+      const std::size_t old = dkv_[l].size();
+      dkv_[l].resize(old + static_cast<std::size_t>(P * k) * row);
+      blt_host_detail::cross_kv(c_.decoder, w_.decoder_cross[l], dslots.data(), P * k, dkv_[l].data() + old);
+    }
+    slots_ += P * k;
   }
 
   // The decoder patch of byte t: the last complete patch that ended at or before it.
@@ -529,15 +514,14 @@ class BltStream {
     y_.resize(static_cast<std::size_t>(n * D));
     std::copy(x_.begin() + from * D, x_.begin() + n * D, y_.begin() + from * D);
     for (std::int64_t t = from; t < n; ++t) assigned_.push_back(decoder_patch(t));
-    const auto nk = static_cast<std::int64_t>(dslots_.size()) / D;
     auto range = [&](std::int64_t r) {
       const std::int64_t d = assigned_[from + r];
       return std::pair<std::int64_t, std::int64_t>{d * k, (d + 1) * k};
     };
     for (int l = 0; l < c_.decoder.layers; ++l) {
       if (l == 0 || c_.decoder_cross_all) {
-        blt_host_detail::cross_attend(c_.decoder, w_.decoder_cross[static_cast<std::size_t>(l)], y_.data() + from * D,
-                                      n - from, dslots_.data(), nk, range);
+        blt_host_detail::cross_query(c_.decoder, w_.decoder_cross[static_cast<std::size_t>(l)], y_.data() + from * D,
+                                     n - from, dkv_[static_cast<std::size_t>(l)].data(), slots_, range);
       }
       decoder_.layer(static_cast<std::size_t>(l), y_.data() + from * D, n - from);
     }
@@ -551,7 +535,9 @@ class BltStream {
   std::vector<float> h_;                 // entropies
   std::vector<std::int64_t> starts_;     // patch starts
   std::int64_t entropy_start_ = 0;       // the start of the current entropy patch (max_patch_length's split)
-  std::vector<float> x_, y_, dslots_;    // encoder states, decoder states, decoder slots [patches · k, D_d]
+  std::vector<float> x_, y_;             // encoder states, decoder states
+  std::vector<std::vector<float>> dkv_;  // per decoder cross-attention: k, v of the slots [patches · k, 2 KV hd]
+  std::int64_t slots_ = 0;
   std::vector<std::int64_t> assigned_;   // the decoder patch each cached decoder row was run with
   std::int64_t rollbacks_ = 0;
 };

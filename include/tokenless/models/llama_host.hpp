@@ -5,7 +5,7 @@
 // rounding wherever transformers stores a tensor), but every projection is a
 // matrix product over all the step's tokens (host_blas.hpp: OpenBLAS's sgemm,
 // or sgemv for one token) and attention, norms and RoPE are split over the
-// machine's threads. fp32 arithmetic; results differ from the reference only
+// machine's threads (attention too: models/host_attention.hpp). fp32 arithmetic; results differ from the reference only
 // by summation order.
 //
 //   models::LlamaHost m(weights, /*bf16=*/false);
@@ -15,6 +15,7 @@
 #include <tokenless/core/dtype.hpp>
 #include <tokenless/core/host_blas.hpp>
 #include <tokenless/io/model_weights.hpp>
+#include <tokenless/models/host_attention.hpp>
 #include <tokenless/reference/blocks.hpp>
 
 #include <algorithm>
@@ -85,7 +86,7 @@ class LlamaHost {
   }
 
   void layer(int l, std::int64_t n) {
-    const int D = c_.hidden, hd = c_.head_dim, H = c_.heads, KV = c_.kv_heads, group = H / KV;
+    const int D = c_.hidden, hd = c_.head_dim, H = c_.heads, KV = c_.kv_heads;
     const int qd = c_.q_dim(), kvd = c_.kv_dim(), qkvd = c_.qkv_dim();
     const auto& w = w_.layers[static_cast<std::size_t>(l)];
     auto& kc = k_[static_cast<std::size_t>(l)];
@@ -121,37 +122,17 @@ class LlamaHost {
       std::copy_n(row + qd + kvd, kvd, vc.begin() + (length_ + t) * kvd);
     }
     // Causal attention over the cache (a sliding window: keys j > i - window),
-    // a (token, head) pair a task.
+    // as matrix products (host_attention.hpp), the output rounded as stored.
     attn_.resize(static_cast<std::size_t>(n * qd));
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));  // head_dim**-0.5 as fp32
-    pool().parallel_for(n * H, [&](std::int64_t lo, std::int64_t hi) {
-      std::vector<float> s(static_cast<std::size_t>(len));
-      for (std::int64_t task = lo; task < hi; ++task) {
-        const std::int64_t t = task / H;
-        const int h2 = static_cast<int>(task % H), kvh = h2 / group;
-        const std::int64_t i = length_ + t;
-        const std::int64_t j0 = c_.sliding_window > 0 ? std::max<std::int64_t>(0, i - c_.sliding_window + 1) : 0;
-        const float* q = qkv_.data() + t * qkvd + h2 * hd;
-        float mx = -INFINITY;
-        for (std::int64_t j = j0; j <= i; ++j) {
-          const float* k = kc.data() + j * kvd + kvh * hd;
-          float dot = 0;
-          for (int e = 0; e < hd; ++e) dot += q[e] * k[e];
-          s[j - j0] = dot * scale;
-          mx = std::max(mx, s[j - j0]);
-        }
-        float sum = 0;
-        for (std::int64_t j = j0; j <= i; ++j) sum += s[j - j0] = std::exp(s[j - j0] - mx);
-        float* o = attn_.data() + t * qd + h2 * hd;
-        std::fill_n(o, hd, 0.0f);
-        for (std::int64_t j = j0; j <= i; ++j) {
-          const float p = s[j - j0];
-          const float* v = vc.data() + j * kvd + kvh * hd;
-          for (int e = 0; e < hd; ++e) o[e] += p * v[e];
-        }
-        for (int e = 0; e < hd; ++e) o[e] = rnd(o[e] / sum);
-      }
-    });
+    const std::int64_t base = length_, window = c_.sliding_window;
+    host_attend(qkv_.data(), qkvd, kc.data(), vc.data(), kvd, n, len, H, KV, hd,
+                [&](std::int64_t t) {
+                  const std::int64_t i = base + t;
+                  return std::pair<std::int64_t, std::int64_t>{window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0,
+                                                               i + 1};
+                },
+                attn_.data(), qd);
+    rnd(attn_);
     // The output projection and the residual, then the MLP.
     tmp_.resize(static_cast<std::size_t>(n * D));
     host::gemm_nt(n, D, qd, attn_.data(), qd, w.wo.data(), qd, tmp_.data(), D);
