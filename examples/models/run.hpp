@@ -124,6 +124,30 @@ inline bool write_npy(const std::string& path, const std::vector<float>& v, std:
   return static_cast<bool>(f);
 }
 
+// The prompt's ids: --ids-list, or --ids FILE's text; false after a message.
+inline bool prompt_ids(const Options& o, std::vector<std::int32_t>& ids) {
+  std::string text = o.ids_list, bad;
+  if (!o.ids_file.empty()) {
+    std::ifstream f(o.ids_file);
+    if (!f) {
+      fail("--ids %s: cannot read: %s", o.ids_file.c_str(), std::strerror(errno));
+      return false;
+    }
+    std::stringstream ss;
+    ss << f.rdbuf();
+    text = ss.str();
+  }
+  if (!parse_ids(text, ids, bad)) {
+    fail("the prompt holds '%s', not a token id", bad.c_str());
+    return false;
+  }
+  if (ids.empty()) {
+    fail("the prompt is empty");
+    return false;
+  }
+  return true;
+}
+
 inline std::int32_t argmax(const float* row, int n) {
   return static_cast<std::int32_t>(std::max_element(row, row + n) - row);  // the first of equal maxima, as torch
 }
@@ -338,16 +362,7 @@ inline int run_blt(const Options& o, const std::string& config_text, bool on_dev
     prompt.push_back(config.bos);
     for (unsigned char b : bytes) prompt.push_back(static_cast<std::int32_t>(b) + 4);
   } else {
-    std::string text = o.ids_list, bad;
-    if (!o.ids_file.empty()) {
-      std::ifstream f(o.ids_file);
-      if (!f) return fail("--ids %s: cannot read: %s", o.ids_file.c_str(), std::strerror(errno));
-      std::stringstream ss;
-      ss << f.rdbuf();
-      text = ss.str();
-    }
-    if (!parse_ids(text, prompt, bad)) return fail("the prompt holds '%s', not a token id", bad.c_str());
-    if (prompt.empty()) return fail("the prompt is empty");
+    if (!prompt_ids(o, prompt)) return 1;
     for (std::int32_t id : prompt) {
       if (id >= config.vocab) return fail("the prompt holds id %s, outside BLT's 260", std::to_string(id).c_str());
     }
@@ -480,18 +495,8 @@ inline int main(int argc, char** argv, const char* emu_sibling) {
   if (o.have_prompt_text || !o.bytes_file.empty()) {
     return fail("--prompt and --bytes-file are for BLT checkpoints; give this model --ids or --ids-list");
   }
-  std::string text = o.ids_list;
-  if (!o.ids_file.empty()) {
-    std::ifstream f(o.ids_file);
-    if (!f) return fail("--ids %s: cannot read: %s", o.ids_file.c_str(), std::strerror(errno));
-    std::stringstream ss;
-    ss << f.rdbuf();
-    text = ss.str();
-  }
   std::vector<std::int32_t> prompt;
-  std::string bad;
-  if (!parse_ids(text, prompt, bad)) return fail("the prompt holds '%s', not a token id", bad.c_str());
-  if (prompt.empty()) return fail("the prompt is empty");
+  if (!prompt_ids(o, prompt)) return 1;
   tokenless::io::ModelWeights<float> w;
   if (const auto s = tokenless::io::load_weights(o.model, &w); !s) return fail("%s", s.message());
   const auto& c = w.config;

@@ -3,6 +3,7 @@
 // tests/fixtures/models/blt and blt_k4): the prompt's logits within 4×
 // transformers' own fp32 error of its float64 run, the entropy model's
 // patches, the greedy bytes exactly; the loader's messages on bad configs.
+#include "npy.hpp"
 #include "require_ok.hpp"
 
 #include <tokenless/io/blt_weights.hpp>
@@ -26,34 +27,8 @@ namespace {
 
 const std::string kFixtures = std::string(TOKENLESS_SOURCE_DIR) + "/tests/fixtures/models/";
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
-
-// A .npy of float32 or float64, as double.
-std::vector<double> read_npy(const std::string& path) {
-  const std::string b = slurp(path);
-  REQUIRE(b.size() > 10);
-  REQUIRE(b.compare(1, 5, "NUMPY") == 0);
-  const std::size_t header = static_cast<unsigned char>(b[8]) | static_cast<std::size_t>(static_cast<unsigned char>(b[9])) << 8;
-  const bool f8 = b.find("'<f8'") != std::string::npos;
-  REQUIRE((f8 || b.find("'<f4'") != std::string::npos));
-  const std::size_t size = f8 ? 8 : 4, count = (b.size() - 10 - header) / size;
-  std::vector<double> v(count);
-  for (std::size_t i = 0; i < count; ++i) {
-    if (f8) {
-      std::memcpy(&v[i], b.data() + 10 + header + i * 8, 8);
-    } else {
-      float f;
-      std::memcpy(&f, b.data() + 10 + header + i * 4, 4);
-      v[i] = f;
-    }
-  }
-  return v;
-}
+using tlt::read_npy;
+using tlt::slurp;
 
 std::string config_with(const std::string& dir, const std::function<void(nlohmann::json&)>& edit) {
   auto j = nlohmann::json::parse(slurp(dir + "/config.json"));

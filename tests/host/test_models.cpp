@@ -7,6 +7,7 @@
 // load-balancing loss, both Mixtral layouts, both config styles, and
 // messages that name what is wrong.
 #include "../support/safetensors_writer.hpp"
+#include "npy.hpp"
 #include "require_ok.hpp"
 
 #include <tokenless/blocks/openelm.hpp>
@@ -36,23 +37,12 @@ namespace {
 
 const std::string kFixtures = std::string(TOKENLESS_SOURCE_DIR) + "/tests/fixtures/models/";
 
-std::string slurp(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+using tlt::slurp;
 
 // A float32 .npy, C order.
 std::vector<float> read_npy(const std::string& path) {
-  const std::string b = slurp(path);
-  REQUIRE(b.size() > 10);
-  REQUIRE(b.compare(1, 5, "NUMPY") == 0);
-  const std::size_t header = static_cast<unsigned char>(b[8]) | static_cast<std::size_t>(static_cast<unsigned char>(b[9])) << 8;
-  REQUIRE(b.find("'<f4'") != std::string::npos);
-  std::vector<float> v((b.size() - 10 - header) / 4);
-  std::memcpy(v.data(), b.data() + 10 + header, v.size() * 4);
-  return v;
+  const std::vector<double> d = tlt::read_npy(path);
+  return std::vector<float>(d.begin(), d.end());
 }
 
 double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
