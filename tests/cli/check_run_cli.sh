@@ -171,7 +171,43 @@ PY
     [ -n "$c" ] && [ "$c" = "$d" ]
     check "$f: cached generation equals --no-cache" $?
   done
+  # A batch: prompts from --prompt, --prompts-file (a prompt a line) and
+  # --bytes-file, each equal to itself alone; seeded sampling repeats.
   blt="$fixtures/blt"
+  printf 'The q\nzz' > "$work/lines.txt"
+  printf 'abc' > "$work/abc.bytes"
+  out=$("$run" --model "$blt" --prompt "Hello" --prompts-file "$work/lines.txt" --bytes-file "$work/abc.bytes" \
+        --max-new-tokens 6 --ignore-eos --format json)
+  ok=0
+  i=0
+  for p in "Hello" "The q" "zz" "abc"; do
+    alone=$("$run" --model "$blt" --prompt "$p" --max-new-tokens 6 --ignore-eos --format json)
+    python3 -c "
+import json, sys
+b, a = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert b['batch'] == 4 and len(b['outputs']) == 4, b
+o = b['outputs'][int(sys.argv[3])]
+assert o['generated'] == a['generated'] and o['patches'] == a['patches'] and o['prompt_bytes'] == a['prompt_bytes'], (o, a)
+" "$out" "$alone" $i || ok=1
+    i=$((i + 1))
+  done
+  check "BLT: a batch of 4 prompts (--prompt, --prompts-file, --bytes-file) equals each alone" $ok
+  s1=$("$run" --model "$blt" --prompt "Hello" --max-new-tokens 12 --ignore-eos --temperature 0.9 --top-p 0.95 --seed 7 --format json)
+  s2=$("$run" --model "$blt" --prompt "Hello" --max-new-tokens 12 --ignore-eos --temperature 0.9 --top-p 0.95 --seed 7 --format json --no-cache)
+  s3=$("$run" --model "$blt" --prompt "Hello" --max-new-tokens 12 --ignore-eos --temperature 0.9 --top-p 0.95 --seed 8 --format json)
+  g=$("$run" --model "$blt" --prompt "Hello" --max-new-tokens 12 --ignore-eos --format json)
+  python3 -c "
+import json, sys
+s1, s2, s3, g = (json.loads(x) for x in sys.argv[1:5])
+assert s1['generated'] == s2['generated'], (s1, s2)
+assert s1['generated'] != s3['generated'] and s1['generated'] != g['generated'], (s1, s3, g)
+assert s1['sampling']['seed'] == 7 and g['sampling']['temperature'] == 0, (s1, g)
+" "$s1" "$s2" "$s3" "$g"
+  check "BLT: --temperature/--top-p/--seed: the same bytes for a seed, cached or not; another seed differs" $?
+  l1=$("$run" --model "$fixtures/llama" --ids-list 1,5,9 --device cpu --temperature 1 --seed 3 --ignore-eos 2>/dev/null)
+  l2=$("$run" --model "$fixtures/llama" --ids-list 1,5,9 --device cpu --temperature 1 --seed 3 --ignore-eos 2>/dev/null)
+  [ -n "$l1" ] && [ "$l1" = "$l2" ]
+  check "Llama on the host: seeded sampling repeats" $?
   expect_fail_blt() {  # NAME NEEDLE ARGS...: a message, a failing exit, no JSON on stdout
     local name="$1" needle="$2"
     shift 2
@@ -191,6 +227,16 @@ PY
   expect_fail_blt "bf16" "fp32" --model "$blt" --prompt x --dtype bf16
   expect_fail_blt "--prompt on a token model" "BLT checkpoints" --model "$fixtures/llama" --prompt x
   expect_fail_blt "two prompts" "exactly one of" --model "$blt" --prompt x --ids-list 1
+  expect_fail_blt "a NaN temperature" "--temperature" --model "$blt" --prompt x --temperature nan
+  expect_fail_blt "a negative temperature" "--temperature" --model "$blt" --prompt x --temperature -1
+  expect_fail_blt "top-p 0" "--top-p" --model "$blt" --prompt x --top-p 0
+  expect_fail_blt "a negative seed" "--seed" --model "$blt" --prompt x --seed -3
+  printf 'ok\n\nok\n' > "$work/gap.txt"
+  expect_fail_blt "an empty line in --prompts-file" "prompt 1 is empty" --model "$blt" --prompts-file "$work/gap.txt"
+  : > "$work/none.txt"
+  expect_fail_blt "an empty --prompts-file" "holds no prompt" --model "$blt" --prompts-file "$work/none.txt"
+  expect_fail_blt "a directory as --prompts-file" "is a directory" --model "$blt" --prompts-file "$work"
+  expect_fail_blt "a batch beyond the positions" "prompt 0:" --model "$blt" --prompt x --prompt y --max-new-tokens 100000
   mkdir -p "$work/blt_space"
   cp "$blt/model.safetensors" "$work/blt_space/"
   python3 -c "import json,sys; j=json.load(open(sys.argv[1])); j['patching_mode']='space'; json.dump(j, open(sys.argv[2],'w'))" \

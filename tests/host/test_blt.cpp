@@ -7,6 +7,7 @@
 #include "require_ok.hpp"
 
 #include <tokenless/io/blt_weights.hpp>
+#include <tokenless/models/blt_generate.hpp>
 #include <tokenless/models/blt_host.hpp>
 
 #include <doctest/doctest.h>
@@ -186,5 +187,131 @@ TEST_CASE("blt: cached generation equals the uncached reruns at every kind of pa
     CHECK(stream.global_steps() >= static_cast<std::int64_t>(lengths.size()) - 1);
     if (std::string(k.fixture) == "blt_k4" && k.prompt_bytes > 0) CHECK(stream.rollbacks() > 0);
     if (std::string(k.fixture) == "blt" && !k.byte_patches && k.max_patch_length < 0) CHECK(stream.rollbacks() == 0);
+  }
+}
+
+TEST_CASE("blt: a batch of prompts equals each prompt alone, greedy and sampled, cached and not") {
+  namespace models = tokenless::models;
+  for (const char* name : {"blt", "blt_k4"}) {
+    CAPTURE(name);
+    const std::string dir = kFixtures + name;
+    const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
+    io::BltWeights<float> w;
+    REQUIRE_OK(io::load_blt_weights(dir, &w));
+    const auto full = expected["prompt"].get<std::vector<std::int32_t>>();
+    // Lengths that put the streams at different patch boundaries: BOS alone, a
+    // byte, mid-sentence, the whole fixture prompt.
+    std::vector<std::vector<std::int32_t>> prompts;
+    for (std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{13}, full.size()}) {
+      prompts.emplace_back(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    models::BltGenerateOptions o;
+    o.max_new_tokens = 10;
+    o.ignore_eos = true;
+    o.prompt_logits = true;
+    std::vector<models::BltOutput> batch;
+    REQUIRE_OK(models::blt_generate(w, prompts, o, batch));
+    REQUIRE(batch.size() == prompts.size());
+    models::BltHost truth(w);
+    for (std::size_t b = 0; b < prompts.size(); ++b) {
+      CAPTURE(b);
+      std::vector<models::BltOutput> alone;
+      REQUIRE_OK(models::blt_generate(w, {prompts[b]}, o, alone));
+      CHECK(batch[b].generated == alone[0].generated);  // no bleed: the same arithmetic
+      CHECK(batch[b].prompt_logits == alone[0].prompt_logits);
+      CHECK(batch[b].patches == alone[0].patches);
+      CHECK(batch[b].generated == truth.generate(prompts[b], o.max_new_tokens, true));
+    }
+    // Sampled: each stream draws with its own row, so stream b equals a
+    // plain uncached loop drawing with row b; the cached and uncached paths
+    // give the same bytes for the same seed.
+    o.sampling.temperature = 1.0f;
+    o.sampling.top_p = 0.9f;
+    o.sampling.seed = 1234;
+    o.prompt_logits = false;
+    std::vector<models::BltOutput> sampled, uncached;
+    REQUIRE_OK(models::blt_generate(w, prompts, o, sampled));
+    o.cache = false;
+    REQUIRE_OK(models::blt_generate(w, prompts, o, uncached));
+    o.cache = true;
+    for (std::size_t b = 0; b < prompts.size(); ++b) {
+      CAPTURE(b);
+      std::vector<std::int32_t> seq = prompts[b], want;
+      for (int i = 0; i < o.max_new_tokens; ++i) {
+        const std::vector<float> logits = truth.forward(seq);
+        const auto next = models::draw_next(logits.data() + logits.size() - 260, 260, o.sampling,
+                                            static_cast<std::int64_t>(seq.size()), static_cast<std::int64_t>(b));
+        want.push_back(next);
+        seq.push_back(next);
+      }
+      CHECK(sampled[b].generated == want);
+      CHECK(uncached[b].generated == want);
+      CHECK(sampled[b].patches == truth.patch_lengths(seq));
+    }
+    // Different seeds draw different bytes (40 draws at temperature 1 over
+    // this model's near-flat rows: equal by chance with odds far below 1e-9).
+    std::vector<models::BltOutput> other;
+    o.sampling.seed = 1235;
+    REQUIRE_OK(models::blt_generate(w, prompts, o, other));
+    int differ = 0;
+    for (std::size_t b = 0; b < prompts.size(); ++b) differ += other[b].generated != sampled[b].generated;
+    CHECK(differ > 0);
+    // top_p so small only the most likely byte is kept: greedy.
+    o.sampling.top_p = 1e-6f;
+    REQUIRE_OK(models::blt_generate(w, prompts, o, other));
+    for (std::size_t b = 0; b < prompts.size(); ++b) CHECK(other[b].generated == batch[b].generated);
+  }
+}
+
+TEST_CASE("blt: generation stops at EOS or the count, and refuses bad options by name") {
+  namespace models = tokenless::models;
+  const std::string dir = kFixtures + "blt";
+  const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
+  io::BltWeights<float> w;
+  REQUIRE_OK(io::load_blt_weights(dir, &w));
+  const auto prompt = expected["prompt"].get<std::vector<std::int32_t>>();
+  const auto greedy = expected["generated"].get<std::vector<std::int32_t>>();
+  models::BltGenerateOptions o;
+  o.max_new_tokens = 8;
+  std::vector<models::BltOutput> out;
+  // EOS: make the third greedy byte the end-of-sequence id; the stream stops after it.
+  w.config.eos = greedy[2];
+  REQUIRE_OK(models::blt_generate(w, {prompt, {1}}, o, out));
+  CHECK(out[0].generated == std::vector<std::int32_t>(greedy.begin(), greedy.begin() + 3));
+  o.ignore_eos = true;
+  REQUIRE_OK(models::blt_generate(w, {prompt}, o, out));
+  CHECK(out[0].generated == std::vector<std::int32_t>(greedy.begin(), greedy.begin() + 8));
+  o.max_new_tokens = 0;
+  REQUIRE_OK(models::blt_generate(w, {prompt}, o, out));
+  CHECK(out[0].generated.empty());
+  CHECK(out[0].patches == expected["patch_lengths_prompt"].get<std::vector<std::int64_t>>());
+  struct Case {
+    const char* what;
+    std::vector<std::vector<std::int32_t>> prompts;
+    std::function<void(models::BltGenerateOptions&)> edit;
+    const char* message;
+  };
+  const Case cases[] = {
+      {"no prompt", {}, [](auto&) {}, "at least one prompt"},
+      {"an empty prompt", {prompt, {}}, [](auto&) {}, "prompt 1 is empty"},
+      {"an id beyond 260", {{1, 300}}, [](auto&) {}, "outside BLT's 260"},
+      {"a negative count", {prompt}, [](auto& g) { g.max_new_tokens = -1; }, "max_new_tokens"},
+      {"positions", {prompt}, [](auto& g) { g.max_new_tokens = 1 << 20; }, "positions"},
+      {"NaN temperature", {prompt}, [](auto& g) { g.sampling.temperature = std::nanf(""); }, "sampling.temperature"},
+      {"negative temperature", {prompt}, [](auto& g) { g.sampling.temperature = -1; }, "sampling.temperature"},
+      {"top_p 0", {prompt}, [](auto& g) { g.sampling.top_p = 0; }, "sampling.top_p"},
+      {"top_p above 1", {prompt}, [](auto& g) { g.sampling.top_p = 1.5f; }, "sampling.top_p"},
+  };
+  for (const auto& k : cases) {
+    CAPTURE(k.what);
+    models::BltGenerateOptions g;
+    k.edit(g);
+    out.assign(3, models::BltOutput{});
+    out[0].generated = {7};
+    const auto s = models::blt_generate(w, k.prompts, g, out);
+    REQUIRE(!s);
+    CHECK(std::string(s.message()).find(k.message) != std::string::npos);
+    CHECK(out.size() == 3);  // nothing changed
+    CHECK(out[0].generated == std::vector<std::int32_t>{7});
   }
 }
