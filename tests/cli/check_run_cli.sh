@@ -73,6 +73,33 @@ assert j['speculative'] == 3 and len(j['acceptance']) == 4 and sum(j['acceptance
   err=$("$run" --model "$mtp" --ids-list 1,2 --device "$device" --speculative 16 2>&1 >/dev/null)
   [ $? -ne 0 ] && [[ "$err" == *"1 to 15"* ]]
   check "--speculative refuses 16 drafts" $?
+  # BLT on the kernels (bf16, each byte a rerun for now): the greedy bytes and
+  # patches of transformers' fp32 run (the fixtures' margins exceed bf16's
+  # error; the logits' check is test_blt's), a batch, and the refusals.
+  for f in blt blt_k4; do
+    text=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['prompt_text'], end='')" "$fixtures/$f/expected.json")
+    out=$("$run" --model "$fixtures/$f" --prompt "$text" --prompt "ab" --max-new-tokens 12 --ignore-eos --format json \
+          --device "$device" --logits "$work/$f.npy")
+    python3 - "$out" "$fixtures/$f/expected.json" "$device" "$work/$f.npy" <<'PY'
+import json, os, sys
+j, e = json.loads(sys.argv[1]), json.load(open(sys.argv[2]))
+assert j['device'] == sys.argv[3] and j['dtype'] == 'bf16' and not j['cached'] and j['batch'] == 2, j
+o = j['outputs'][0]
+assert o['generated'] == e['generated'], (o['generated'], e['generated'])
+assert o['patches'] == e['patch_lengths_full'], (o['patches'], e['patch_lengths_full'])
+assert len(j['outputs'][1]['generated']) == 12, j
+assert os.path.getsize(sys.argv[4]) == 128 + 4 * 260 * (len(e['prompt']) + 3), os.path.getsize(sys.argv[4])
+PY
+    check "$f: BLT on --device $device: transformers' greedy bytes and patches, a batch of two, --logits" $?
+  done
+  blt="$fixtures/blt"
+  for args in "--temperature 0.5" "--dtype fp32"; do
+    # shellcheck disable=SC2086
+    out=$("$run" --model "$blt" --prompt x --device "$device" $args --format json 2>"$work/err.txt")
+    rc=$?
+    [ $rc -ne 0 ] && [ -z "$out" ] && grep -q "BLT's kernels" "$work/err.txt"
+    check "BLT on --device $device refuses $args by name" $?
+  done
   exit $fails
 fi
 
@@ -223,7 +250,6 @@ assert s1['sampling']['seed'] == 7 and g['sampling']['temperature'] == 0, (s1, g
   expect_fail_blt "an unreadable --bytes-file" "cannot read" --model "$blt" --bytes-file "$work/none.bin"
   expect_fail_blt "more bytes than the positions" "positions" --model "$blt" --prompt x --max-new-tokens 100000
   expect_fail_blt "an id outside 260" "outside BLT's 260" --model "$blt" --ids-list 1,300
-  expect_fail_blt "the kernels' path" "--device cpu" --model "$blt" --prompt x --device emu
   expect_fail_blt "bf16" "fp32" --model "$blt" --prompt x --dtype bf16
   expect_fail_blt "--prompt on a token model" "BLT checkpoints" --model "$fixtures/llama" --prompt x
   expect_fail_blt "two prompts" "exactly one of" --model "$blt" --prompt x --ids-list 1

@@ -239,6 +239,10 @@ struct BytesToPatches : MonotoneRows<BytesToPatches> {
     Patches patches;
     int k = 1;
     int window = 1;
+    // The last patch of every sequence is still open, whatever follows: the
+    // last byte reads the patch before it (transformers' BLT with
+    // max_patch_length, whose split drops the empty patch after the bytes).
+    bool last_open = false;
   };
   // The patches that ended at or before i + len_0, less patch 0. With the
   // patcher's include_next_token the CSR lengths reach one position past the
@@ -247,6 +251,7 @@ struct BytesToPatches : MonotoneRows<BytesToPatches> {
     const int n = p.patches.count(s.b, s.q_start, s.q_len);
     const int j = i + p.patches.end(s.b, s.q_start, s.q_len, 0);
     if (j < s.q_len) return p.patches.id_of(s.b, s.q_start, s.q_len, j) - 1;
+    if (p.last_open) return imax(0, n - 2);
     return p.patches.end(s.b, s.q_start, s.q_len, n - 1) > j ? n - 2 : n - 1;
   }
   TL_HOST_DEVICE static Range row_keys(const Params& p, const SeqView& s, int i) {

@@ -251,11 +251,19 @@ class BltHost {
     return reference::blt_entropy_patch_lengths(h, o);
   }
 
-  // The logits [n, 260] of ids; the patch lengths used, when asked.
-  std::vector<float> forward(const std::vector<std::int32_t>& ids, std::vector<std::int64_t>* lengths_out = nullptr) const {
+  // The logits [n, 260] of ids; the patch lengths used, when asked. With
+  // `given`, those patches (and whether the last is complete) instead of the
+  // entropy model's: the tests run the kernels' patches through the host.
+  struct Patches {
+    std::vector<std::int64_t> lengths;
+    bool last_complete = false;
+  };
+  std::vector<float> forward(const std::vector<std::int32_t>& ids, std::vector<std::int64_t>* lengths_out = nullptr,
+                             const Patches* given = nullptr) const {
     const auto n = static_cast<std::int64_t>(ids.size());
     bool last_complete = false;
-    const std::vector<std::int64_t> lengths = patch_lengths(ids, &last_complete);
+    const std::vector<std::int64_t> lengths = given ? given->lengths : patch_lengths(ids, &last_complete);
+    if (given) last_complete = given->last_complete;
     const auto P = static_cast<std::int64_t>(lengths.size());
     std::vector<std::int64_t> start(static_cast<std::size_t>(P + 1), 0);
     for (std::int64_t p = 0; p < P; ++p) start[p + 1] = start[p] + lengths[p];

@@ -1,0 +1,190 @@
+#pragma once
+// BLT assembled from the kernels (models/blt.cuh), bf16, against the host
+// model (models/blt_host.hpp) run in fp32 on the same bf16-rounded weights,
+// on the transformers fixtures (tests/fixtures/models/blt: k 2, n-grams 3–5
+// with 2 hash functions, windows, a projected global; blt_k4: k 4, n-grams
+// 3–8, max_patch_length 4, encoder cross-attention after every layer):
+//   * entropies within bf16's error of the host's;
+//   * the patches exactly those BLT's rule cuts from the kernels' own
+//     entropies (the fixtures' thresholds sit 1e-3 nats from an entropy, so
+//     bf16 may move a boundary: the rule is checked, not the fp32 cut);
+//   * the logits, given those patches, within a bf16 tolerance of the host's;
+//   * the greedy next byte of each uncached step the host's wherever the
+//     host's top-2 margin exceeds twice the tolerance.
+#include "../support/testbed.hpp"
+
+#include <tokenless/models/blt.cuh>
+#include <tokenless/models/blt_host.hpp>
+#include <tokenless/reference/patcher.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace tlt::blt_tests {
+
+namespace io = tokenless::io;
+namespace models = tokenless::models;
+using Bf16 = __nv_bfloat16;
+using FixtureDims = tokenless::attention::HeadDims<64, 128>;
+
+inline const std::string kFixtures = std::string(TOKENLESS_SOURCE_DIR) + "/tests/fixtures/models/";
+
+inline std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Every weight rounded to bf16, as the kernels store them.
+inline void round_to_bf16(io::BltWeights<float>& w) {
+  auto r = [](std::vector<float>& t) {
+    for (auto& v : t) v = tokenless::round_trip<Bf16>(v);
+  };
+  for (auto* t : {&w.patcher_embed, &w.patcher_norm, &w.patcher_head, &w.byte_embed, &w.hash_embed,
+                  &w.encoder_projection, &w.global_projection, &w.decoder_projection, &w.decoder_norm, &w.lm_head}) {
+    r(*t);
+  }
+  for (auto* stack : {&w.patcher_layers, &w.encoder_layers, &w.global_layers, &w.decoder_layers}) {
+    for (auto& l : *stack) {
+      for (auto* t : {&l.attn_norm, &l.wqkv, &l.wo, &l.mlp_norm, &l.w_gate_up, &l.w_down}) r(*t);
+    }
+  }
+  for (auto* cross : {&w.encoder_cross, &w.decoder_cross}) {
+    for (auto& x : *cross) {
+      for (auto* t : {&x.q_norm, &x.kv_norm, &x.wq, &x.wkv, &x.wo}) r(*t);
+    }
+  }
+}
+
+// The patches transformers would cut from these entropies, and whether the
+// last is complete (BltHost::patch_lengths' rule).
+inline models::BltHost::Patches patches_from(const io::BltConfig& c, const std::vector<float>& h) {
+  models::BltHost::Patches p;
+  const auto n = static_cast<std::int64_t>(h.size());
+  if (c.patching == io::BltPatching::kByte) {
+    p.lengths.assign(static_cast<std::size_t>(n), 1);
+    p.last_complete = true;
+    return p;
+  }
+  tokenless::reference::BltEntropyOptions o;
+  o.threshold = c.threshold;
+  o.max_patch_length = c.max_patch_length;
+  p.lengths = tokenless::reference::blt_entropy_patch_lengths(h, o);
+  p.last_complete = c.max_patch_length == 0 && (n == 1 || h[n - 1] > c.threshold);
+  return p;
+}
+
+inline double top2_margin(const float* row, int n) {
+  float a = -INFINITY, b = -INFINITY;
+  for (int i = 0; i < n; ++i) {
+    if (row[i] > a) {
+      b = a;
+      a = row[i];
+    } else if (row[i] > b) {
+      b = row[i];
+    }
+  }
+  return static_cast<double>(a) - b;
+}
+
+template <class Enc>
+void check_fixture(const char* name, bool byte_patches = false, int steps = 3) {
+  CAPTURE(name);
+  CAPTURE(byte_patches);
+  const std::string dir = kFixtures + name;
+  const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
+  io::BltWeights<float> w;
+  REQUIRE_OK(io::load_blt_weights(dir, &w));
+  if (byte_patches) w.config.patching = io::BltPatching::kByte;
+  round_to_bf16(w);
+  const io::BltConfig& c = w.config;
+  std::unique_ptr<models::BltModel<Bf16, Enc, FixtureDims>> m;
+  std::vector<std::int32_t> seq = expected["prompt"].get<std::vector<std::int32_t>>();
+  if (tlt::scale_down() > 1) seq.resize(24);
+  REQUIRE_OK((models::BltModel<Bf16, Enc, FixtureDims>::create(w, static_cast<std::int64_t>(seq.size()) + steps, &m)));
+  models::BltHost host(w);
+  for (int step = 0; step <= steps; ++step) {
+    CAPTURE(step);
+    REQUIRE_OK(m->forward(seq));
+    REQUIRE_OK(m->read_status());
+    std::vector<float> h, logits;
+    std::vector<std::int64_t> lengths;
+    REQUIRE_OK(m->entropies(h));
+    REQUIRE_OK(m->logits(logits));
+    REQUIRE_OK(m->patch_lengths(lengths));
+    const auto n = static_cast<std::int64_t>(seq.size());
+    if (c.patching == io::BltPatching::kEntropy) {
+      // Entropies: bf16 activations through the entropy model's two layers
+      // and head; nats, |H| <= ln 260 = 5.6, so 0.02 nats is ~1 bf16 rounding
+      // of the largest entropy (measured: 0.002-0.004).
+      const std::vector<float> want = host.entropies(seq);
+      double err = 0;
+      for (std::int64_t i = 0; i < n; ++i) err = std::max(err, std::fabs(double(h[i]) - want[i]));
+      INFO("entropy error " << err);
+      CHECK(err <= 0.02);
+    }
+    const models::BltHost::Patches p = patches_from(c, h);
+    CHECK(lengths == p.lengths);
+    const std::vector<float> truth = host.forward(seq, nullptr, &p);
+    REQUIRE(truth.size() == logits.size());
+    double err = 0, scale = 0;
+    for (std::size_t i = 0; i < truth.size(); ++i) {
+      err = std::max(err, std::fabs(double(logits[i]) - truth[i]));
+      scale = std::max(scale, std::fabs(double(truth[i])));
+    }
+    // bf16 rounds each of the model's ~30 stored activations (2^-8
+    // relative, a random walk of about sqrt(30) = 5.5 of them): 8 unit
+    // roundoffs of the logits' scale (measured: 0.045-0.059 of 0.115-0.136).
+    const double tol = 8 * std::ldexp(1.0, -8) * scale;
+    INFO("logit error " << err << " (tolerance " << tol << ", scale " << scale << ")");
+    CHECK(err <= tol);
+    std::int32_t next = -1;
+    REQUIRE_OK(m->next(&next));
+    const float* last = truth.data() + (n - 1) * 260;
+    const auto want_next = static_cast<std::int32_t>(std::max_element(last, last + 260) - last);
+    if (top2_margin(last, 260) > 2 * tol) CHECK(next == want_next);
+    const float* dev_last = logits.data() + (n - 1) * 260;
+    CHECK(next == static_cast<std::int32_t>(std::max_element(dev_last, dev_last + 260) - dev_last));
+    seq.push_back(next);
+  }
+}
+
+inline void check_bad_input() {
+  const std::string dir = kFixtures + "blt";
+  io::BltWeights<float> w;
+  REQUIRE_OK(io::load_blt_weights(dir, &w));
+  using Small = models::BltEncoderSmall;
+  std::unique_ptr<models::BltModel<Bf16, Small, FixtureDims>> m;
+  // A config another policy serves is refused by name.
+  std::unique_ptr<models::BltModel<Bf16, models::BltEncoder1B, FixtureDims>> other;
+  const auto s = models::BltModel<Bf16, models::BltEncoder1B, FixtureDims>::create(w, 16, &other);
+  CHECK(s.code() == tokenless::StatusCode::unsupported);
+  CHECK(std::string(s.message()).find("hash embedding") != std::string::npos);
+  REQUIRE_OK((models::BltModel<Bf16, Small, FixtureDims>::create(w, 16, &m)));
+  CHECK(m->forward({}).code() == tokenless::StatusCode::invalid_argument);
+  CHECK(m->forward(std::vector<std::int32_t>(17, 5)).code() == tokenless::StatusCode::invalid_argument);
+  const auto bad = m->forward({1, 300});
+  CHECK(bad.code() == tokenless::StatusCode::invalid_argument);
+  CHECK(std::string(bad.message()).find("300") != std::string::npos);
+}
+
+}  // namespace tlt::blt_tests
+
+TEST_CASE("models: BLT on the kernels (bf16) matches the host model, k 2 with n-grams 3-5 and windows") {
+  tlt::blt_tests::check_fixture<tokenless::models::BltEncoderSmall>("blt");
+}
+TEST_CASE("models: BLT on the kernels (bf16) matches the host model, k 4, max_patch_length, n-grams 3-8") {
+  tlt::blt_tests::check_fixture<tokenless::models::BltEncoder1B>("blt_k4");
+}
+TEST_CASE("models: BLT on the kernels with byte patching") {
+  tlt::blt_tests::check_fixture<tokenless::models::BltEncoderSmall>("blt", /*byte_patches=*/true, 1);
+}
+TEST_CASE("models: BLT on the kernels refuses bad input by name") { tlt::blt_tests::check_bad_input(); }
