@@ -73,9 +73,10 @@ assert j['speculative'] == 3 and len(j['acceptance']) == 4 and sum(j['acceptance
   err=$("$run" --model "$mtp" --ids-list 1,2 --device "$device" --speculative 16 2>&1 >/dev/null)
   [ $? -ne 0 ] && [[ "$err" == *"1 to 15"* ]]
   check "--speculative refuses 16 drafts" $?
-  # BLT on the kernels (bf16, each byte a rerun for now): the greedy bytes and
-  # patches of transformers' fp32 run (the fixtures' margins exceed bf16's
-  # error; the logits' check is test_blt's), a batch, and the refusals.
+  # BLT on the kernels (bf16, cached): the greedy bytes and patches of
+  # transformers' fp32 run (the fixtures' margins exceed bf16's error; the
+  # logits' check is test_blt's), a batch, --no-cache's equal bytes, and the
+  # refusals.
   for f in blt blt_k4; do
     text=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['prompt_text'], end='')" "$fixtures/$f/expected.json")
     out=$("$run" --model "$fixtures/$f" --prompt "$text" --prompt "ab" --max-new-tokens 12 --ignore-eos --format json \
@@ -83,7 +84,7 @@ assert j['speculative'] == 3 and len(j['acceptance']) == 4 and sum(j['acceptance
     python3 - "$out" "$fixtures/$f/expected.json" "$device" "$work/$f.npy" <<'PY'
 import json, os, sys
 j, e = json.loads(sys.argv[1]), json.load(open(sys.argv[2]))
-assert j['device'] == sys.argv[3] and j['dtype'] == 'bf16' and not j['cached'] and j['batch'] == 2, j
+assert j['device'] == sys.argv[3] and j['dtype'] == 'bf16' and j['cached'] and j['batch'] == 2, j
 o = j['outputs'][0]
 assert o['generated'] == e['generated'], (o['generated'], e['generated'])
 assert o['patches'] == e['patch_lengths_full'], (o['patches'], e['patch_lengths_full'])
@@ -91,6 +92,10 @@ assert len(j['outputs'][1]['generated']) == 12, j
 assert os.path.getsize(sys.argv[4]) == 128 + 4 * 260 * (len(e['prompt']) + 3), os.path.getsize(sys.argv[4])
 PY
     check "$f: BLT on --device $device: transformers' greedy bytes and patches, a batch of two, --logits" $?
+    a=$("$run" --model "$fixtures/$f" --prompt "$text" --max-new-tokens 12 --ignore-eos --device "$device" 2>/dev/null)
+    b=$("$run" --model "$fixtures/$f" --prompt "$text" --max-new-tokens 12 --ignore-eos --device "$device" --no-cache 2>/dev/null)
+    [ -n "$a" ] && [ "$a" = "$b" ]
+    check "$f: BLT on --device $device: cached generation equals --no-cache" $?
   done
   blt="$fixtures/blt"
   for args in "--temperature 0.5" "--dtype fp32"; do

@@ -157,6 +157,67 @@ void check_fixture(const char* name, bool byte_patches = false, int steps = 3) {
   }
 }
 
+// Cached generation (prefill, then a step a byte) against the uncached
+// forward of the whole sequence at every step, on the same kernels: the
+// logits within the bf16 tolerance (the two differ only in the order of
+// sums and where they round), the patches and the greedy bytes equal.
+template <class Enc>
+void check_cached(const char* name, bool byte_patches, std::size_t prompt_bytes, int steps) {
+  CAPTURE(name);
+  CAPTURE(byte_patches);
+  CAPTURE(prompt_bytes);
+  const std::string dir = kFixtures + name;
+  const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
+  io::BltWeights<float> w;
+  REQUIRE_OK(io::load_blt_weights(dir, &w));
+  if (byte_patches) w.config.patching = io::BltPatching::kByte;
+  using Model = models::BltModel<Bf16, Enc, FixtureDims>;
+  std::vector<std::int32_t> seq = expected["prompt"].get<std::vector<std::int32_t>>();
+  seq.resize(1 + prompt_bytes);
+  const std::int64_t cap = static_cast<std::int64_t>(seq.size()) + steps + 1;
+  std::unique_ptr<Model> cached, rerun;
+  REQUIRE_OK(Model::create(w, cap, &cached));
+  REQUIRE_OK(Model::create(w, cap, &rerun));
+  REQUIRE_OK(cached->prefill(seq));
+  std::vector<float> a, b;
+  std::vector<std::int64_t> pa, pb;
+  for (int step = 0; step <= steps; ++step) {
+    CAPTURE(step);
+    if (step > 0) {
+      std::int32_t next = -1;
+      REQUIRE_OK(cached->next(&next));
+      seq.push_back(next);
+      REQUIRE_OK(cached->step(next));
+    }
+    REQUIRE_OK(rerun->forward(seq));
+    REQUIRE_OK(cached->logits(a));
+    REQUIRE_OK(rerun->logits(b));
+    if (step > 0) b.erase(b.begin(), b.end() - 260);  // the rerun's last row
+    REQUIRE(a.size() == b.size());
+    double err = 0, scale = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      err = std::max(err, std::fabs(double(a[i]) - b[i]));
+      scale = std::max(scale, std::fabs(double(b[i])));
+    }
+    const double tol = 8 * std::ldexp(1.0, -8) * scale;
+    INFO("cached vs rerun: logit error " << err << " (tolerance " << tol << ")");
+    CHECK(err <= tol);
+    REQUIRE_OK(cached->patch_lengths(pa));
+    REQUIRE_OK(rerun->patch_lengths(pb));
+    CHECK(pa == pb);
+    std::int32_t x = -1, y = -1;
+    REQUIRE_OK(cached->next(&x));
+    REQUIRE_OK(rerun->next(&y));
+    const float* last = b.data() + b.size() - 260;
+    if (top2_margin(last, 260) > 2 * err) CHECK(x == y);
+  }
+  REQUIRE_OK(cached->read_status());
+  // One global step a completed patch.
+  CHECK(cached->global_steps() <= static_cast<std::int64_t>(pb.size()));
+  CHECK(cached->global_steps() >= static_cast<std::int64_t>(pb.size()) - 1);
+  if (std::string(name) == "blt_k4" && prompt_bytes > 0 && !byte_patches) CHECK(cached->rollbacks() > 0);
+}
+
 inline void check_bad_input() {
   const std::string dir = kFixtures + "blt";
   io::BltWeights<float> w;
@@ -170,6 +231,11 @@ inline void check_bad_input() {
   CHECK(std::string(s.message()).find("hash embedding") != std::string::npos);
   REQUIRE_OK((models::BltModel<Bf16, Small, FixtureDims>::create(w, 16, &m)));
   CHECK(m->forward({}).code() == tokenless::StatusCode::invalid_argument);
+  CHECK(m->step(5).code() == tokenless::StatusCode::invalid_argument);  // no prefill
+  REQUIRE_OK(m->prefill(std::vector<std::int32_t>(16, 5)));
+  CHECK(m->step(5).code() == tokenless::StatusCode::capacity_too_small);  // the caches are full
+  REQUIRE_OK(m->prefill({1, 5}));
+  CHECK(m->step(260).code() == tokenless::StatusCode::invalid_argument);
   CHECK(m->forward(std::vector<std::int32_t>(17, 5)).code() == tokenless::StatusCode::invalid_argument);
   const auto bad = m->forward({1, 300});
   CHECK(bad.code() == tokenless::StatusCode::invalid_argument);
@@ -186,5 +252,14 @@ TEST_CASE("models: BLT on the kernels (bf16) matches the host model, k 4, max_pa
 }
 TEST_CASE("models: BLT on the kernels with byte patching") {
   tlt::blt_tests::check_fixture<tokenless::models::BltEncoderSmall>("blt", /*byte_patches=*/true, 1);
+}
+TEST_CASE("models: BLT's cached generation on the kernels equals the uncached reruns at every kind of boundary") {
+  using tokenless::models::BltEncoder1B;
+  using tokenless::models::BltEncoderSmall;
+  const int steps = tlt::scale_down() > 1 ? 4 : 12;
+  tlt::blt_tests::check_cached<BltEncoderSmall>("blt", false, 20, steps);   // threshold boundaries
+  tlt::blt_tests::check_cached<BltEncoder1B>("blt_k4", false, 20, steps);   // max_patch_length: rollbacks
+  tlt::blt_tests::check_cached<BltEncoderSmall>("blt", true, 5, 4);         // byte patching
+  tlt::blt_tests::check_cached<BltEncoderSmall>("blt", false, 0, 4);        // BOS alone: the first patches
 }
 TEST_CASE("models: BLT on the kernels refuses bad input by name") { tlt::blt_tests::check_bad_input(); }

@@ -101,6 +101,7 @@ class BltModel {
   using Pool = bottleneck::SegmentPool<bottleneck::PoolMax, T>;
   using EncoderCross = attention::Forward<attention::PatchesToBytes, T, HD>;
   using DecoderCross = attention::Forward<attention::BytesToPatches, T, HD>;
+  using FullCross = attention::Forward<attention::Full, T, HD>;  // a step's: one patch's slots or bytes
   using EntropyPatcher = patcher::Patcher<patcher::EntropyGlobal>;
   using BytePatcher = patcher::Patcher<patcher::BytePatches>;
   using Head = heads::ByteHead<blocks::NormThenCast, T>;
@@ -128,10 +129,10 @@ class BltModel {
     m->c_ = c;
     m->max_ = max_bytes;
     TL_RETURN_IF_ERROR(blas::LtHandle::create(m->handle_));
-    TL_RETURN_IF_ERROR(m->patcher_.create(c.patcher, w.patcher_layers));
-    TL_RETURN_IF_ERROR(m->encoder_.create(c.encoder, w.encoder_layers));
-    TL_RETURN_IF_ERROR(m->global_.create(c.global, w.global_layers));
-    TL_RETURN_IF_ERROR(m->decoder_.create(c.decoder, w.decoder_layers));
+    TL_RETURN_IF_ERROR(m->patcher_.create(c.patcher, w.patcher_layers, max_bytes));
+    TL_RETURN_IF_ERROR(m->encoder_.create(c.encoder, w.encoder_layers, max_bytes));
+    TL_RETURN_IF_ERROR(m->global_.create(c.global, w.global_layers, max_bytes + 1));
+    TL_RETURN_IF_ERROR(m->decoder_.create(c.decoder, w.decoder_layers, max_bytes));
     TL_RETURN_IF_ERROR(upload(w.patcher_embed, m->patcher_embed_));
     TL_RETURN_IF_ERROR(upload(w.patcher_norm, m->patcher_norm_));
     TL_RETURN_IF_ERROR(upload(w.patcher_head, m->patcher_head_));
@@ -161,7 +162,7 @@ class BltModel {
     for (const auto* st : {&c.patcher, &c.encoder, &c.global, &c.decoder}) {
       cols = std::max<std::int64_t>({cols, st->qkv_dim(), 2 * st->kv_dim(), st->q_dim()});
     }
-    for (auto* b : {&m->x_, &m->delta_, &m->h_, &m->q_, &m->o_, &m->attn_, &m->slots_, &m->kv_}) {
+    for (auto* b : {&m->x_, &m->delta_, &m->px_, &m->h_, &m->q_, &m->o_, &m->attn_, &m->slots_, &m->kv_}) {
       TL_RETURN_IF_ERROR(b->allocate(static_cast<std::size_t>(rows * cols)));
     }
     TL_RETURN_IF_ERROR(upload(std::vector<float>(static_cast<std::size_t>(Dg), 1.0f), m->ones_));
@@ -175,6 +176,10 @@ class BltModel {
     }
     TL_RETURN_IF_ERROR(m->logits_.allocate(static_cast<std::size_t>(n * c.vocab)));
     TL_RETURN_IF_ERROR(m->next_.allocate(1));
+    TL_RETURN_IF_ERROR(m->zeros_.allocate(static_cast<std::size_t>(n)));  // one segment: every position's id 0
+    TL_RETURN_IF_ERROR(m->zeros_.fill_bytes(0));
+    TL_RETURN_IF_ERROR(m->drop_.allocate(2));
+    TL_RETURN_IF_ERROR(m->drop_.upload(std::vector<std::int32_t>{0, 1}));  // a rollback's counts: none, one
     TL_RETURN_IF_ERROR(m->size_workspace());
     *out = std::move(m);
     return Status::ok();
@@ -184,10 +189,73 @@ class BltModel {
   std::int64_t length() const { return n_; }
   std::int64_t patches() const { return P_; }
 
-  // The whole sequence through the model: the logits of every position
-  // (logits()), the entropies, the patches, and the greedy next id (next()).
-  // Synchronises once, to read the patch count.
+  // The whole sequence through the model, no cache kept: the logits of
+  // every position (logits()), the entropies, the patches, and the greedy
+  // next id (next()). Synchronises once, to read the patch count.
   Status forward(const std::vector<std::int32_t>& ids, cudaStream_t stream = nullptr) {
+    return whole(ids, false, stream);
+  }
+
+  // Cached generation (models::BltStream's, on the kernels): prefill() runs
+  // the prompt as forward() does and fills every cache (the entropy model's,
+  // the encoder's and its states, the global transformer's over the complete
+  // patches, the decoder's and each cross-attention's keys and values of the
+  // slots); step(id) then appends one byte: the entropy model's row, whose
+  // entropy the host reads (it decides whether the byte's patch is complete),
+  // the encoder's row, one global step a newly completed patch, and the
+  // decoder's row (with the row before it again where max_patch_length
+  // completed that row's patch a byte late). logits() then holds the new
+  // row, next() its greedy byte. A step synchronises to read the entropy.
+  Status prefill(const std::vector<std::int32_t>& ids, cudaStream_t stream = nullptr) {
+    return whole(ids, true, stream);
+  }
+  Status step(std::int32_t id, cudaStream_t stream = nullptr) {
+    if (!cached_) {
+      return Status::argument(StatusCode::invalid_argument, "step", "a prefill() before it", "a forward() or nothing");
+    }
+    if (n_ + 1 > max_) {
+      return Status::argument(StatusCode::capacity_too_small, "max_bytes", "room for one more byte",
+                              "%lld bytes, all used", static_cast<long long>(max_));
+    }
+    if (id < 0 || id >= c_.vocab) {
+      return Status::argument(StatusCode::invalid_argument, "id", "an id in [0, 260)", "%d", id);
+    }
+    const std::int64_t t = n_;
+    attend_ = blocks::Attend::decode;
+    TL_CUDA_TRY(cudaMemcpyAsync(ids_.get() + t, &id, sizeof id, cudaMemcpyHostToDevice, stream));
+    n_ = t + 1;
+    rows_ = 1;
+    cut(t);  // H[t - 1] is known: whether byte t starts a patch
+    // The entropy model's row; its entropy decides whether byte t's patch is complete.
+    TL_RETURN_IF_ERROR(entropy_model(t, 1, stream));
+    h_host_.push_back(0.0f);
+    if (c_.patching == io::BltPatching::kEntropy) {
+      TL_CUDA_TRY(cudaMemcpyAsync(h_host_.data() + t, entropies_.get() + t, sizeof(float), cudaMemcpyDeviceToHost,
+                                  stream));
+      TL_CUDA_TRY(cudaStreamSynchronize(stream));
+    }
+    TL_RETURN_IF_ERROR(encoder_row(t, stream));
+    while (global_len_ < static_cast<std::int64_t>(starts_.size()) && complete(global_len_)) {
+      TL_RETURN_IF_ERROR(global_patch(global_len_, stream));
+      ++global_len_;
+      ++global_steps_;
+    }
+    // Row t - 1 again when its decoder patch changed (max_patch_length completes it a byte late).
+    std::int64_t from = t;
+    if (decoder_patch(t - 1) != last_patch_) {
+      for (std::size_t l = 0; l < decoder_.layers.size(); ++l) TL_RETURN_IF_ERROR(rollback(decoder_, l, stream));
+      from = t - 1;
+      ++rollbacks_;
+    }
+    TL_RETURN_IF_ERROR(decoder_rows(from, t, stream));
+    last_patch_ = decoder_patch(t);
+    return Status::ok();
+  }
+  std::int64_t global_steps() const { return global_steps_; }  // patches through the global transformer, cached
+  std::int64_t rollbacks() const { return rollbacks_; }
+
+ private:
+  Status whole(const std::vector<std::int32_t>& ids, bool cached, cudaStream_t stream) {
     const auto n = static_cast<std::int64_t>(ids.size());
     if (n < 1 || n > max_) {
       return Status::argument(StatusCode::invalid_argument, "ids", "1 to max_bytes ids", "%lld (max %lld)",
@@ -199,9 +267,14 @@ class BltModel {
                                 static_cast<long long>(i));
       }
     }
-    n_ = n;
+    n_ = rows_ = n;
+    cached_ = cached;
+    attend_ = blocks::Attend::prefill;
+    if (cached) {  // a prefill that fills a cache starts it empty
+      for (auto* st : {&patcher_, &encoder_, &global_, &decoder_}) TL_RETURN_IF_ERROR(st->len.fill_bytes(0, stream));
+    }
     TL_RETURN_IF_ERROR(ids_.upload(ids, stream));
-    TL_RETURN_IF_ERROR(entropy_model(stream));
+    TL_RETURN_IF_ERROR(entropy_model(0, n, stream));
     TL_RETURN_IF_ERROR(patch(stream));
     std::int32_t off[2] = {0, 0};
     TL_RETURN_IF_ERROR(enc_patches_.offsets.download(off, 2, stream));  // synchronises: the global's rows
@@ -209,12 +282,61 @@ class BltModel {
     TL_RETURN_IF_ERROR(local_encoder(stream));
     TL_RETURN_IF_ERROR(global_model(stream));
     TL_RETURN_IF_ERROR(local_decoder(stream));
+    if (!cached) return Status::ok();
+    // The host's view of the patches, as a stream would have cut them.
+    h_host_.assign(static_cast<std::size_t>(n), 0.0f);
+    if (c_.patching == io::BltPatching::kEntropy) TL_RETURN_IF_ERROR(entropies_.download(h_host_.data(), h_host_.size(), stream));
+    starts_.clear();
+    entropy_start_ = 0;
+    for (std::int64_t t = 0; t < n; ++t) cut(t);
+    // Only complete patches stay in the global transformer's cache (the
+    // last one's row leaves it when it is still growing).
+    global_len_ = 0;
+    while (global_len_ < static_cast<std::int64_t>(starts_.size()) && complete(global_len_)) ++global_len_;
+    global_steps_ = global_len_;
+    rollbacks_ = 0;
+    if (global_len_ < P_) {
+      for (std::size_t l = 0; l < global_.layers.size(); ++l) TL_RETURN_IF_ERROR(rollback(global_, l, stream));
+    }
+    last_patch_ = decoder_patch(n - 1);
     return Status::ok();
   }
+  template <class S>  // Stack, declared below
+  Status rollback(S& s, std::size_t l, cudaStream_t stream) {
+    return attention::KvCacheRollback::run({s.len.get() + l, drop_.get() + 1, 1}, region(kSharedRegion), stream);
+  }
 
-  // The last forward's logits [n, 260] (fp32); synchronises.
+  // Whether position t starts a patch (BltStream's rule: 0 and 1 always, then
+  // H[t - 1] > θ, then max_patch_length's split of an entropy patch); records it.
+  void cut(std::int64_t t) {
+    if (t <= 1 || c_.patching != io::BltPatching::kEntropy || h_host_[t - 1] > c_.threshold) {
+      starts_.push_back(t);
+      entropy_start_ = t;
+    } else if (c_.max_patch_length > 0 && (t - entropy_start_) % c_.max_patch_length == 0) {
+      starts_.push_back(t);
+    }
+  }
+  // Whether patch p is complete at the current length (BltHost::patch_lengths' rule).
+  bool complete(std::int64_t p) const {
+    if (p == 0 || p + 1 < static_cast<std::int64_t>(starts_.size())) return true;
+    if (c_.patching == io::BltPatching::kByte) return true;
+    return c_.max_patch_length == 0 && (n_ == 1 || h_host_[n_ - 1] > c_.threshold);
+  }
+  // The decoder patch of row t: the last complete patch ending at or before it.
+  std::int64_t decoder_patch(std::int64_t t) const {
+    const auto it = std::upper_bound(starts_.begin(), starts_.end(), t + 1);
+    auto p = static_cast<std::int64_t>(it - starts_.begin()) - 2;
+    if (p + 1 == static_cast<std::int64_t>(starts_.size()) - 1 && t == n_ - 1 && complete(p + 1) && starts_.back() <= t) {
+      ++p;
+    }
+    return std::max<std::int64_t>(p, 0);
+  }
+
+ public:
+
+  // The last forward's or prefill's logits [n, 260], or a step's [1, 260] (fp32); synchronises.
   Status logits(std::vector<float>& out, cudaStream_t stream = nullptr) const {
-    out.resize(static_cast<std::size_t>(n_ * c_.vocab));
+    out.resize(static_cast<std::size_t>(rows_ * c_.vocab));
     return logits_.download(out.data(), out.size(), stream);
   }
   // Its entropies [n] (nats); synchronises.
@@ -228,6 +350,13 @@ class BltModel {
   }
   // Its patch lengths (summing to n); synchronises.
   Status patch_lengths(std::vector<std::int64_t>& out, cudaStream_t stream = nullptr) const {
+    if (cached_) {  // the stream's, on the host
+      out.clear();
+      for (std::size_t p = 0; p < starts_.size(); ++p) {
+        out.push_back((p + 1 < starts_.size() ? starts_[p + 1] : n_) - starts_[p]);
+      }
+      return Status::ok();
+    }
     std::vector<std::int32_t> l(static_cast<std::size_t>(P_));
     TL_RETURN_IF_ERROR(enc_patches_.lengths.download(l.data(), l.size(), stream));
     out.assign(l.begin(), l.end());
@@ -277,7 +406,19 @@ class BltModel {
     blocks::DecoderShape shape;
     std::vector<LayerBuffers> layers;
     Buf<float> inv_freq;
-    Status create(const io::BltStackConfig& c, const std::vector<io::BltLayerWeights<float>>& w) {
+    // The KV caches ([capacity, kv_heads, head_dim] a layer) and their lengths.
+    std::vector<Buf<T>> k, v;
+    Buf<std::int32_t> len;
+    std::int64_t capacity = 0;
+    Status create(const io::BltStackConfig& c, const std::vector<io::BltLayerWeights<float>>& w, std::int64_t cap) {
+      capacity = cap;
+      k.resize(w.size());
+      v.resize(w.size());
+      for (std::size_t l = 0; l < w.size(); ++l) {
+        TL_RETURN_IF_ERROR(k[l].allocate(static_cast<std::size_t>(cap * c.kv_dim())));
+        TL_RETURN_IF_ERROR(v[l].allocate(static_cast<std::size_t>(cap * c.kv_dim())));
+      }
+      TL_RETURN_IF_ERROR(len.allocate(std::max<std::size_t>(1, w.size())));
       shape = {.hidden = c.hidden,
                .heads = c.heads,
                .kv_heads = c.kv_heads,
@@ -366,7 +507,14 @@ class BltModel {
     a.batch = VarlenBatch::uniform(1, rows);
     a.x = x;
     a.delta = delta;
-    a.attend = blocks::Attend::prefill;
+    a.attend = attend_;
+    if (cached_) {
+      a.k_cache = const_cast<T*>(s.k[l].get());
+      a.v_cache = const_cast<T*>(s.v[l].get());
+      a.cache_len = const_cast<std::int32_t*>(s.len.get()) + l;
+      a.capacity = s.capacity;
+      a.max_queries = 2;  // a step's rows: its byte, and the one before after a rollback
+    }
     return a;
   }
   // Layers [l0, l1) of a stack over rows of x, leaving the stream as x +
@@ -414,15 +562,15 @@ class BltModel {
     return Gemm::run(g, region(kSharedRegion), stream);
   }
 
-  typename Head::Arguments entropy_head_args() const {
+  typename Head::Arguments entropy_head_args(std::int64_t first = 0, std::int64_t rows = -1) const {
     typename Head::Arguments a;
     a.h = h_.get();
     a.norm_weight = nullptr;  // h is normalised by the fold
     a.weight = patcher_head_.get();
-    a.n = n_;
+    a.n = rows < 0 ? n_ : rows;
     a.vocab = c_.vocab;
     a.d = c_.patcher.hidden;
-    a.entropy = entropies_.get();
+    a.entropy = const_cast<float*>(entropies_.get()) + first;
     return a;
   }
   typename EntropyPatcher::Arguments entropy_patcher_args(bool next_token) const {
@@ -465,15 +613,15 @@ class BltModel {
     return a;
   }
 
-  // Entropies of every position (byte patching: none).
-  Status entropy_model(cudaStream_t stream) {
+  // Entropies of positions [first, first + rows) (byte patching: none).
+  Status entropy_model(std::int64_t first, std::int64_t rows, cudaStream_t stream) {
     if (c_.patching != io::BltPatching::kEntropy) return Status::ok();
     const io::BltStackConfig& s = c_.patcher;
-    TL_RETURN_IF_ERROR(Embed::run({patcher_embed_.get(), ids_.get(), n_, c_.vocab, s.hidden, x_.get(), 0},
+    TL_RETURN_IF_ERROR(Embed::run({patcher_embed_.get(), ids_.get() + first, rows, c_.vocab, s.hidden, px_.get(), 0},
                                   region(kSharedRegion), stream));
-    TL_RETURN_IF_ERROR(layers(patcher_, 0, patcher_.layers.size(), true, x_.get(), delta_.get(), n_, stream));
-    TL_RETURN_IF_ERROR(fold(x_.get(), delta_.get(), patcher_norm_.get(), s.hidden, s.rms_eps, n_, h_.get(), stream));
-    return Head::run(entropy_head_args(), region(kSharedRegion), stream);
+    TL_RETURN_IF_ERROR(layers(patcher_, 0, patcher_.layers.size(), true, px_.get(), delta_.get(), rows, stream));
+    TL_RETURN_IF_ERROR(fold(px_.get(), delta_.get(), patcher_norm_.get(), s.hidden, s.rms_eps, rows, h_.get(), stream));
+    return Head::run(entropy_head_args(first, rows), region(kSharedRegion), stream);
   }
 
   // The patches over the bytes (the pool's, the encoder's and the global's),
@@ -552,6 +700,95 @@ class BltModel {
     return fold(g_.get(), gdelta_.get(), ones_.get(), Dg, c_.global.rms_eps, P, h_.get(), stream);
   }
 
+  // The encoder's row t: its hash n-gram embedding (over the last n-gram's
+  // window, of which only row t is kept), its layers' step, x[t] ← x + δ.
+  Status encoder_row(std::int64_t t, cudaStream_t stream) {
+    const io::BltStackConfig& s = c_.encoder;
+    const int D = s.hidden;
+    int widest = 1;
+    for (int g : c_.ngrams) widest = std::max(widest, g);
+    const std::int64_t w0 = std::max<std::int64_t>(0, t - widest + 1), rows = t - w0 + 1;
+    auto h = hash_args();
+    h.ids = ids_.get() + w0;
+    h.batch = VarlenBatch::uniform(1, rows);
+    h.output = o_.get();
+    TL_RETURN_IF_ERROR(Hash::run(h, region(kHashRegion), stream));
+    T* x = x_.get() + t * D;
+    TL_CUDA_TRY(cudaMemcpyAsync(x, o_.get() + (rows - 1) * D, D * sizeof(T), cudaMemcpyDeviceToDevice, stream));
+    TL_RETURN_IF_ERROR(layers(encoder_, 0, encoder_.layers.size(), true, x, delta_.get(), 1, stream));
+    return fold(x, delta_.get(), encoder_cross_.kv_norm.get(), D, s.rms_eps, 1, h_.get(), stream);
+  }
+
+  // Patch p complete: its slots (amax of its bytes, projected, the
+  // cross-attention to them), one global step, its decoder slots and each
+  // decoder cross-attention's keys and values of them.
+  Status global_patch(std::int64_t p, cudaStream_t stream) {
+    const io::BltStackConfig& e = c_.encoder;
+    const int De = e.hidden, Dg = c_.global.hidden, Dd = c_.decoder.hidden, k = c_.k;
+    const std::int64_t lo = starts_[static_cast<std::size_t>(p)],
+                       hi = p + 1 < static_cast<std::int64_t>(starts_.size()) ? starts_[static_cast<std::size_t>(p + 1)] : n_;
+    const std::int64_t rows = hi - lo;
+    const T* x = x_.get() + lo * De;
+    typename Pool::Arguments pa;
+    pa.x = x;
+    pa.batch = VarlenBatch::uniform(1, rows);
+    pa.segments = {nullptr, nullptr, nullptr, zeros_.get()};  // one segment
+    pa.capacity = 1;
+    pa.d = De;
+    pa.out = h_.get();
+    TL_RETURN_IF_ERROR(Pool::run(pa, region(kSharedRegion), stream));
+    TL_RETURN_IF_ERROR(gemm(h_.get(), encoder_projection_.get(), slots_.get(), 1, std::int64_t{k} * De, De, 0.0f, stream));
+    TL_RETURN_IF_ERROR(fold(const_cast<T*>(x), nullptr, encoder_cross_.kv_norm.get(), De, e.rms_eps, rows, h_.get(), stream));
+    TL_RETURN_IF_ERROR(gemm(h_.get(), encoder_cross_.wkv.get(), o_.get(), rows, 2 * e.kv_dim(), De, 0.0f, stream));
+    TL_RETURN_IF_ERROR(fold(slots_.get(), nullptr, encoder_cross_.q_norm.get(), De, e.rms_eps, k, h_.get(), stream));
+    TL_RETURN_IF_ERROR(cross_attend<FullCross>(e, encoder_cross_, slots_.get(), h_.get(), k, o_.get(), rows,
+                                               attention::Full::Params{}, stream));
+    T* g = g_.get();
+    if (c_.global_projection) {
+      TL_RETURN_IF_ERROR(gemm(slots_.get(), global_projection_.get(), g, 1, Dg, std::int64_t{k} * De, 0.0f, stream));
+    } else {
+      TL_CUDA_TRY(cudaMemcpyAsync(g, slots_.get(), Dg * sizeof(T), cudaMemcpyDeviceToDevice, stream));
+    }
+    TL_RETURN_IF_ERROR(layers(global_, 0, global_.layers.size(), true, g, gdelta_.get(), 1, stream));
+    TL_RETURN_IF_ERROR(fold(g, gdelta_.get(), ones_.get(), Dg, c_.global.rms_eps, 1, h_.get(), stream));
+    TL_RETURN_IF_ERROR(gemm(g, decoder_projection_.get(), slots_.get(), 1, std::int64_t{k} * Dd, Dg, 0.0f, stream));
+    for (std::size_t l = 0; l < decoder_cross_.size(); ++l) {
+      const CrossBuffers& w = decoder_cross_[l];
+      TL_RETURN_IF_ERROR(fold(slots_.get(), nullptr, w.kv_norm.get(), Dd, c_.decoder.rms_eps, k, h_.get(), stream));
+      T* kv = decoder_kv_[l].get() + p * k * 2 * c_.decoder.kv_dim();
+      TL_RETURN_IF_ERROR(gemm(h_.get(), w.wkv.get(), kv, k, 2 * c_.decoder.kv_dim(), Dd, 0.0f, stream));
+    }
+    return Status::ok();
+  }
+
+  // The decoder's rows [from, t] (one, or two after a rollback), each
+  // cross-attending to its decoder patch's k slots; the logits of row t and
+  // its greedy byte.
+  Status decoder_rows(std::int64_t from, std::int64_t t, cudaStream_t stream) {
+    const io::BltStackConfig& s = c_.decoder;
+    const int D = s.hidden, k = c_.k, V = c_.vocab;
+    const std::int64_t m = t - from + 1;
+    TL_CUDA_TRY(cudaMemcpyAsync(y_.get(), x_.get() + from * D, static_cast<std::size_t>(m * D) * sizeof(T),
+                                cudaMemcpyDeviceToDevice, stream));
+    for (std::size_t l = 0; l < decoder_.layers.size(); ++l) {
+      const bool crossed = l == 0 || c_.decoder_cross_all;
+      if (crossed) {
+        const CrossBuffers& w = decoder_cross_[l];
+        TL_RETURN_IF_ERROR(fold(y_.get(), l > 0 ? delta_.get() : nullptr, w.q_norm.get(), D, s.rms_eps, m, h_.get(), stream));
+        for (std::int64_t r = 0; r < m; ++r) {
+          const std::int64_t d = decoder_patch(from + r);
+          const T* kv = decoder_kv_[l].get() + d * k * 2 * s.kv_dim();
+          TL_RETURN_IF_ERROR(cross_attend<FullCross>(s, w, y_.get() + r * D, h_.get() + r * D, 1, kv, k,
+                                                     attention::Full::Params{}, stream));
+        }
+      }
+      TL_RETURN_IF_ERROR(layers(decoder_, l, l + 1, crossed, y_.get(), delta_.get(), m, stream));
+    }
+    TL_RETURN_IF_ERROR(fold(y_.get(), delta_.get(), decoder_norm_.get(), D, s.rms_eps, m, h_.get(), stream));
+    TL_RETURN_IF_ERROR(gemm(h_.get() + (m - 1) * D, lm_head_.get(), logits_.get(), 1, V, D, 0.0f, stream, true));
+    return blocks::Argmax<float>::run({logits_.get(), 1, V, 0, next_.get(), 1}, {}, stream);
+  }
+
   Status local_decoder(cudaStream_t stream) {
     const io::BltStackConfig& s = c_.decoder;
     const int D = s.hidden, Dg = c_.global.hidden, k = c_.k, V = c_.vocab;
@@ -591,10 +828,19 @@ class BltModel {
       global_projection_, decoder_projection_, decoder_norm_, lm_head_;
   CrossBuffers encoder_cross_;
   std::vector<CrossBuffers> decoder_cross_;
-  Buf<std::int32_t> ids_, next_;
+  Buf<std::int32_t> ids_, next_, zeros_, drop_;
   Buf<float> entropies_, logits_;
   PatchBuffers enc_patches_, dec_patches_;
-  Buf<T> x_, delta_, h_, q_, o_, attn_, slots_, kv_, y_, g_, gdelta_, ones_;
+  Buf<T> x_, delta_, px_, h_, q_, o_, attn_, slots_, kv_, y_, g_, gdelta_, ones_;
+  // Cached generation: the caches are in use; the patch starts and entropies
+  // so far (host copies: they decide the patches); the patches run through
+  // the global transformer; the decoder patch the last row was run with.
+  bool cached_ = false;
+  blocks::Attend attend_ = blocks::Attend::prefill;
+  std::int64_t rows_ = 0;  // rows in logits_
+  std::vector<std::int64_t> starts_;
+  std::vector<float> h_host_;
+  std::int64_t entropy_start_ = 0, global_len_ = 0, last_patch_ = 0, global_steps_ = 0, rollbacks_ = 0;
   std::vector<Buf<T>> decoder_kv_;
   Buf<unsigned char> ws_;
   std::size_t regions_[3] = {}, offsets_[3] = {};
