@@ -73,7 +73,9 @@ inline const char* kUsage =
     "  the same caches, greedy. Prompts repeat into a\n"
     "  batch (--prompts-file: a prompt a line), each its own stream, equal to running it alone.\n"
     "  --temperature T > 0 samples (with --top-p P, seeded by --seed S: the same bytes for the\n"
-    "  same seed) on --device cpu; greedy by default.\n";
+    "  same seed) on --device cpu; greedy by default. --speculative K (BLT, --device cpu): the\n"
+    "  local decoder drafts K bytes past a patch boundary on the last global output, one pass\n"
+    "  verifies them; the same bytes, with acceptance counts.\n";
 
 struct Options {
   std::string model, ids_file, ids_list, logits_file, device = "auto", dtype = "auto", format = "text";
@@ -492,7 +494,7 @@ inline int run_blt(const Options& o, const std::string& config_text, const char*
                           : "--dtype %s: BLT's host path runs fp32 (the kernels, --device gpu or emu, run bf16)",
                 o.dtype.c_str());
   }
-  if (o.speculative > 0) return fail("--speculative is not available for BLT yet");
+  if (o.speculative > 0 && on_device) return fail("--speculative: BLT's kernels decode a byte a step for now; use --device cpu");
   if (on_device && o.sampling.temperature > 0) {
     return fail("--temperature: BLT's kernels decode greedily for now; sample on --device cpu");
   }
@@ -527,6 +529,7 @@ inline int run_blt(const Options& o, const std::string& config_text, const char*
   g.sampling = o.sampling;
   g.cache = !o.no_cache;
   g.prompt_logits = !o.logits_file.empty();
+  g.speculative = o.speculative;
   std::vector<models::BltOutput> out;
   models::BltTimes t;
   if (on_device) {
@@ -567,6 +570,7 @@ inline int run_blt(const Options& o, const std::string& config_text, const char*
                        {"text", texts[b]},
                        {"patches", r.patches},
                        {"global_steps", r.global_steps}});
+    if (o.speculative > 0) outputs.back()["acceptance"] = r.acceptance;  // steps by drafts accepted, 0..K
   }
   const double bps = t.decode_s > 0 ? static_cast<double>(later) / t.decode_s : 0.0;
   if (o.format == "json") {
@@ -582,6 +586,7 @@ inline int run_blt(const Options& o, const std::string& config_text, const char*
                          {{"temperature", o.sampling.temperature},
                           {"top_p", o.sampling.top_p},
                           {"seed", o.sampling.seed}}}};
+    if (o.speculative > 0) j["speculative"] = o.speculative;
     if (B == 1) {
       j.update(outputs[0]);  // one prompt: its fields at the top
     } else {

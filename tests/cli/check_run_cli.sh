@@ -98,7 +98,7 @@ PY
     check "$f: BLT on --device $device: cached generation equals --no-cache" $?
   done
   blt="$fixtures/blt"
-  for args in "--temperature 0.5" "--dtype fp32"; do
+  for args in "--temperature 0.5" "--dtype fp32" "--speculative 2"; do
     # shellcheck disable=SC2086
     out=$("$run" --model "$blt" --prompt x --device "$device" $args --format json 2>"$work/err.txt")
     rc=$?
@@ -240,6 +240,15 @@ assert s1['sampling']['seed'] == 7 and g['sampling']['temperature'] == 0, (s1, g
   l2=$("$run" --model "$fixtures/llama" --ids-list 1,5,9 --device cpu --temperature 1 --seed 3 --ignore-eos 2>/dev/null)
   [ -n "$l1" ] && [ "$l1" = "$l2" ]
   check "Llama on the host: seeded sampling repeats" $?
+  g=$("$run" --model "$blt" --prompt "Hello, wor" --max-new-tokens 24 --ignore-eos --format json)
+  sp=$("$run" --model "$blt" --prompt "Hello, wor" --max-new-tokens 24 --ignore-eos --format json --speculative 4)
+  python3 -c "
+import json, sys
+g, s = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert s['generated'] == g['generated'] and s['patches'] == g['patches'], (s, g)
+assert s['speculative'] == 4 and len(s['acceptance']) == 5 and sum(s['acceptance']) >= 5, s
+" "$g" "$sp"
+  check "BLT: --speculative 4 gives the greedy bytes, with acceptance counts" $?
   expect_fail_blt() {  # NAME NEEDLE ARGS...: a message, a failing exit, no JSON on stdout
     local name="$1" needle="$2"
     shift 2

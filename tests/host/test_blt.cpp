@@ -315,3 +315,64 @@ TEST_CASE("blt: generation stops at EOS or the count, and refuses bad options by
     CHECK(out[0].generated == std::vector<std::int32_t>{7});
   }
 }
+
+TEST_CASE("blt: self-speculative decoding gives exactly the greedy bytes, with its acceptance counts") {
+  namespace models = tokenless::models;
+  for (const char* name : {"blt", "blt_k4"}) {
+    CAPTURE(name);
+    const std::string dir = kFixtures + name;
+    const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
+    io::BltWeights<float> w;
+    REQUIRE_OK(io::load_blt_weights(dir, &w));
+    const auto full = expected["prompt"].get<std::vector<std::int32_t>>();
+    std::vector<std::vector<std::int32_t>> prompts;
+    for (std::size_t n : {std::size_t{1}, std::size_t{9}, full.size()}) {
+      prompts.emplace_back(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    models::BltGenerateOptions o;
+    o.max_new_tokens = 24;
+    o.ignore_eos = true;
+    std::vector<models::BltOutput> greedy;
+    REQUIRE_OK(models::blt_generate(w, prompts, o, greedy));
+    for (int D : {1, 3, 6}) {
+      CAPTURE(D);
+      o.speculative = D;
+      std::vector<models::BltOutput> spec;
+      REQUIRE_OK(models::blt_generate(w, prompts, o, spec));
+      unsigned long long accepted = 0;
+      for (std::size_t b = 0; b < prompts.size(); ++b) {
+        CAPTURE(b);
+        CHECK(spec[b].generated == greedy[b].generated);
+        CHECK(spec[b].patches == greedy[b].patches);
+        REQUIRE(spec[b].acceptance.size() == static_cast<std::size_t>(D) + 1);
+        unsigned long long steps = 0, bytes = 0;
+        for (std::size_t a = 0; a < spec[b].acceptance.size(); ++a) {
+          steps += spec[b].acceptance[a];
+          bytes += (a + 1) * spec[b].acceptance[a];
+          if (a > 0) accepted += spec[b].acceptance[a];
+        }
+        // Each step makes a + 1 bytes; the last byte may come without a step.
+        CHECK(bytes <= 24);
+        CHECK(bytes + 1 >= 24);
+        CHECK(steps >= 24 / (D + 1));
+      }
+      CHECK(accepted > 0);  // drafts within a patch read the same global output: they agree
+    }
+  }
+  // Refused: sampling, and no caches.
+  io::BltWeights<float> w;
+  REQUIRE_OK(io::load_blt_weights(kFixtures + "blt", &w));
+  models::BltGenerateOptions o;
+  o.speculative = 2;
+  o.sampling.temperature = 0.7f;
+  std::vector<models::BltOutput> out;
+  auto s = models::blt_generate(w, {{1, 5}}, o, out);
+  CHECK(s.code() == StatusCode::unsupported);
+  o.sampling.temperature = 0;
+  o.cache = false;
+  s = models::blt_generate(w, {{1, 5}}, o, out);
+  CHECK(s.code() == StatusCode::unsupported);
+  o.cache = true;
+  o.speculative = 16;
+  CHECK(models::blt_generate(w, {{1, 5}}, o, out).code() == StatusCode::invalid_argument);
+}

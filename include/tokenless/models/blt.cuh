@@ -45,6 +45,7 @@
 #include <tokenless/patcher/patcher.cuh>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -186,6 +187,17 @@ class BltModel {
   }
 
   const io::BltConfig& config() const { return c_; }
+  // A new entropy threshold (a calibration: patcher/calibrate.cuh picks one
+  // for a target patch length); the next prefill or forward cuts with it.
+  Status set_threshold(float threshold) {
+    if (!std::isfinite(threshold)) {
+      return Status::argument(StatusCode::invalid_argument, "threshold", "a finite entropy (nats)", "%g",
+                              static_cast<double>(threshold));
+    }
+    c_.threshold = threshold;
+    cached_ = false;  // the caches were cut with the old one
+    return Status::ok();
+  }
   std::int64_t length() const { return n_; }
   std::int64_t patches() const { return P_; }
 

@@ -36,6 +36,7 @@ struct BltGenerateOptions {
   heads::Sampling sampling{};  // temperature 0: greedy
   bool cache = true;           // false: every byte reruns the whole sequence (BLT's own generate)
   bool prompt_logits = false;  // keep each prompt's logits [n, 260]
+  int speculative = 0;         // drafts a step (1..15; greedy, cached): BltStream::speculate
 };
 
 struct BltOutput {
@@ -43,6 +44,7 @@ struct BltOutput {
   std::vector<std::int64_t> patches;     // the patch lengths of prompt + generated
   std::vector<float> prompt_logits;      // [prompt, 260], when asked
   std::int64_t global_steps = 0;         // global transformer runs over a patch (cached) or over a sequence's patches
+  std::vector<unsigned long long> acceptance;  // speculative: steps that accepted a drafts, by a (0..speculative)
 };
 
 struct BltTimes {
@@ -64,6 +66,14 @@ inline Status check_blt_generate(const io::BltConfig& c, const std::vector<std::
   if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
     return Status::argument(StatusCode::invalid_argument, "sampling.top_p", "a value in (0, 1]", "%g",
                             static_cast<double>(s.top_p));
+  }
+  if (o.speculative < 0 || o.speculative > 15) {
+    return Status::argument(StatusCode::invalid_argument, "speculative", "0 to 15 drafts a step", "%d", o.speculative);
+  }
+  if (o.speculative > 0 && (s.temperature > 0 || !o.cache)) {
+    return Status::argument(StatusCode::unsupported, "speculative",
+                            "greedy decoding with the caches (self-speculative drafts verify greedy bytes)",
+                            s.temperature > 0 ? "temperature %g" : "no cache", static_cast<double>(s.temperature));
   }
   for (std::size_t b = 0; b < prompts.size(); ++b) {
     const auto& p = prompts[b];
@@ -122,8 +132,34 @@ inline Status blt_generate(const io::BltWeights<float>& w, const std::vector<std
     if (o.prompt_logits) out[b].prompt_logits = std::move(logits);
   }
   const auto t1 = clock::now();
-  // Decode: a byte a step for every stream still running.
+  // Self-speculative: a stream at a time, each step its byte and the drafts it accepts.
   std::vector<char> done(B, o.max_new_tokens == 0);
+  for (std::size_t b = 0; b < B && o.speculative > 0; ++b) {
+    auto& r = out[b];
+    r.acceptance.assign(static_cast<std::size_t>(o.speculative) + 1, 0);
+    std::vector<std::int32_t> made;
+    std::int32_t next = draw_next(last[b].data(), c.vocab, o.sampling, 0, 0);  // greedy
+    while (!done[b]) {
+      const auto room = o.max_new_tokens - static_cast<int>(r.generated.size());
+      const bool stop = !o.ignore_eos && next == c.eos;
+      if (room == 1 || stop) {
+        r.generated.push_back(next);
+        break;
+      }
+      const int a = streams[b]->speculate(next, std::min(o.speculative, room - 1), made, last[b]);
+      ++r.acceptance[static_cast<std::size_t>(a)];
+      for (std::int32_t id : made) {
+        r.generated.push_back(id);
+        if (!o.ignore_eos && id == c.eos) done[b] = 1;
+        if (done[b]) break;
+      }
+      if (static_cast<int>(r.generated.size()) >= o.max_new_tokens) done[b] = 1;
+      next = draw_next(last[b].data(), c.vocab, o.sampling, 0, 0);
+    }
+    done[b] = 1;
+    seq[b].insert(seq[b].end(), r.generated.begin(), r.generated.end());
+  }
+  // Decode: a byte a step for every stream still running.
   for (int i = 0; i < o.max_new_tokens; ++i) {
     for (std::size_t b = 0; b < B; ++b) {
       if (done[b]) continue;

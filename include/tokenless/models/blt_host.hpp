@@ -397,29 +397,90 @@ class BltStream {
   // Appends ids; returns the logits of the new rows ([count, 260]) or, with
   // last_only, of the last one.
   std::vector<float> append(const std::vector<std::int32_t>& more, bool last_only = true) {
+    return append_from(more, last_only ? -1 : length());
+  }
+
+  // Self-speculative greedy decoding: `first` is the byte the last logits
+  // chose (certain). It and the D − 1 drafts after it are appended reading
+  // the last global output, the global transformer waiting (a drafted row's
+  // decoder reads the last patch run through it, not one its bytes
+  // completed); then the D-th draft is appended for real, which runs the
+  // global transformer once over every patch the drafts completed and reruns
+  // in one pass the decoder rows that read a stale patch: their logits verify
+  // the drafts. The longest agreeing prefix is kept and the caches roll back
+  // the rest. Returns a, the drafts accepted (0..D); `out` gets first and
+  // those a bytes (the greedy ones: the same as appending a byte at a time),
+  // `logits` the last kept row's (the next byte's). Where max_patch_length
+  // makes a row's own prefix read another patch than the verifying pass did,
+  // acceptance stops there.
+  int speculate(std::int32_t first, int D, std::vector<std::int32_t>& out, std::vector<float>& logits) {
+    const std::int64_t L = length();
+    out.assign(1, first);
+    if (D <= 0) {
+      logits = append({first});
+      return 0;
+    }
+    std::vector<std::int32_t> drafts;  // e_1 .. e_D: the greedy byte after each appended one
+    drafting_ = true;
+    std::vector<float> l = append({first});
+    drafts.push_back(argmax(l.data()));
+    for (int i = 1; i < D; ++i) {
+      l = append({drafts.back()});
+      drafts.push_back(argmax(l.data()));
+    }
+    drafting_ = false;
+    // Verify: rows L .. L + D (first, e_1 .. e_D) as the whole sequence's forward computes them.
+    const std::vector<float> rows = append_from({drafts.back()}, L);
+    const std::int64_t V = c_.vocab;
+    int a = 0;
+    while (a < D) {
+      const std::int64_t j = L + a;  // row j's logits verify draft e_{a+1}
+      if (decoder_patch_at(j, j + 1) != assigned_[static_cast<std::size_t>(j)]) break;  // its prefix reads another patch
+      if (argmax(rows.data() + (j - L) * V) != drafts[static_cast<std::size_t>(a)]) break;
+      out.push_back(drafts[static_cast<std::size_t>(a)]);
+      ++a;
+    }
+    truncate(L + a + 1);
+    logits = append({});  // the last kept row, rerun where its patch is not the verifying pass's
+    return a;
+  }
+
+ private:
+  std::int32_t argmax(const float* row) const {
+    return static_cast<std::int32_t>(std::max_element(row, row + c_.vocab) - row);
+  }
+
+  // Whether position p starts a patch (0 and 1 always, then H[p − 1] > θ,
+  // then max_patch_length's split of an entropy patch); records it.
+  void cut(std::int64_t p) {
+    if (p <= 1 || (c_.patching == io::BltPatching::kEntropy ? h_[p - 1] > c_.threshold : true)) {
+      starts_.push_back(p);
+      entropy_start_ = p;
+    } else if (c_.max_patch_length > 0 && (p - entropy_start_) % c_.max_patch_length == 0) {
+      starts_.push_back(p);  // max_patch_length's split
+    }
+  }
+
+  // Appends ids; the logits of rows [first_row, n), or of the last row (first_row < 0).
+  std::vector<float> append_from(const std::vector<std::int32_t>& more, std::int64_t first_row) {
     const std::int64_t a = length();
     ids_.insert(ids_.end(), more.begin(), more.end());
     const std::int64_t n = length();
-    entropy_rows(a, n);
-    for (std::int64_t p = a; p < n; ++p) {
-      if (p <= 1 || (c_.patching == io::BltPatching::kEntropy ? h_[p - 1] > c_.threshold : true)) {
-        starts_.push_back(p);
-        entropy_start_ = p;
-      } else if (c_.max_patch_length > 0 && (p - entropy_start_) % c_.max_patch_length == 0) {
-        starts_.push_back(p);  // max_patch_length's split
-      }
+    if (n > a) {
+      entropy_rows(a, n);
+      for (std::int64_t p = a; p < n; ++p) cut(p);
+      encoder_rows(a, n);
     }
-    encoder_rows(a, n);
-    global_rows();
+    if (!drafting_) global_rows();
     // The decoder from the first row whose patch differs from the one it was run with.
     std::int64_t from = a;
-    while (from > 0 && assigned_[from - 1] != decoder_patch(from - 1)) --from;
-    if (from < a) ++rollbacks_;
+    while (from > 0 && assigned_[from - 1] != row_patch(from - 1)) --from;
+    if (from < a && !drafting_ && n > a) ++rollbacks_;
     decoder_.truncate(from);
     assigned_.resize(static_cast<std::size_t>(from));
     y_.resize(static_cast<std::size_t>(from * c_.decoder.hidden));
     decoder_rows(from, n);
-    const std::int64_t first = last_only ? n - 1 : a, rows = n - first;
+    const std::int64_t first = first_row < 0 ? n - 1 : first_row, rows = n - first;
     const int D = c_.decoder.hidden, V = c_.vocab;
     std::vector<float> h(static_cast<std::size_t>(rows * D)), logits(static_cast<std::size_t>(rows * V));
     blt_host_detail::rms_norm(y_.data() + first * D, rows, D, w_.decoder_norm, c_.decoder.rms_eps, h.data());
@@ -427,7 +488,33 @@ class BltStream {
     return logits;
   }
 
- private:
+  // Every cache back to the first `len` bytes (a speculation's rejected drafts).
+  void truncate(std::int64_t len) {
+    ids_.resize(static_cast<std::size_t>(len));
+    if (c_.patching == io::BltPatching::kEntropy) h_.resize(static_cast<std::size_t>(len));
+    patcher_.truncate(len);
+    while (!starts_.empty() && starts_.back() >= len) starts_.pop_back();
+    entropy_start_ = 0;  // the last start the entropy rule made
+    for (auto it = starts_.rbegin(); it != starts_.rend(); ++it) {
+      if (*it <= 1 || c_.patching != io::BltPatching::kEntropy || h_[*it - 1] > c_.threshold) {
+        entropy_start_ = *it;
+        break;
+      }
+    }
+    encoder_.truncate(len);
+    x_.resize(static_cast<std::size_t>(len * c_.encoder.hidden));
+    // The global transformer keeps the patches still complete (theirs are the same bytes).
+    std::size_t done = 0;
+    while (done < starts_.size() && static_cast<std::int64_t>(done) < global_.length() && complete(done)) ++done;
+    global_.truncate(static_cast<std::int64_t>(done));
+    const std::size_t row = static_cast<std::size_t>(2 * c_.decoder.kv_dim());
+    for (auto& kv : dkv_) kv.resize(std::min(kv.size(), done * static_cast<std::size_t>(c_.k) * row));
+    slots_ = std::min<std::int64_t>(slots_, static_cast<std::int64_t>(done) * c_.k);
+    decoder_.truncate(len);
+    y_.resize(static_cast<std::size_t>(len * c_.decoder.hidden));
+    assigned_.resize(static_cast<std::size_t>(len));
+  }
+
   // The entropy model's entropies at positions a..n − 1 (its cache grows).
   void entropy_rows(std::int64_t a, std::int64_t n) {
     if (c_.patching != io::BltPatching::kEntropy) return;
@@ -505,15 +592,26 @@ class BltStream {
   }
 
   // The decoder patch of byte t: the last complete patch that ended at or before it.
-  std::int64_t decoder_patch(std::int64_t t) const {
-    // starts_ is increasing; patch p ends at starts_[p + 1] − 1.
-    auto it = std::upper_bound(starts_.begin(), starts_.end(), t + 1);  // first start past t + 1
-    auto p = static_cast<std::int64_t>(it - starts_.begin()) - 2;       // the patch ending at or before t
-    if (p + 1 == static_cast<std::int64_t>(starts_.size()) - 1 && t == length() - 1 &&
-        complete(static_cast<std::size_t>(p + 1)) && starts_.back() <= t) {
-      ++p;  // the last patch, ending at the last byte, counts when complete
+  std::int64_t decoder_patch(std::int64_t t) const { return decoder_patch_at(t, length()); }
+  // The same when the sequence had only its first `len` bytes (starts are
+  // causal: those below len are the same); patch p ends at starts_[p + 1] − 1.
+  std::int64_t decoder_patch_at(std::int64_t t, std::int64_t len) const {
+    const auto end = std::lower_bound(starts_.begin(), starts_.end(), len);  // the first len bytes' starts
+    const auto it = std::upper_bound(starts_.begin(), end, t + 1);          // the first start past t + 1
+    auto p = static_cast<std::int64_t>(it - starts_.begin()) - 2;           // the patch ending at or before t
+    const auto count = static_cast<std::int64_t>(end - starts_.begin());
+    if (t == len - 1 && p + 1 == count - 1) {  // the last patch ends at the last byte: it counts when complete
+      const bool done = p + 1 == 0 || c_.patching == io::BltPatching::kByte ||
+                        (c_.max_patch_length == 0 && (len == 1 || h_[len - 1] > c_.threshold));
+      if (done) ++p;
     }
     return std::max<std::int64_t>(p, 0);
+  }
+  // The patch a row is run with: while drafting, never one the global
+  // transformer has not run yet.
+  std::int64_t row_patch(std::int64_t t) const {
+    const std::int64_t p = decoder_patch(t);
+    return drafting_ ? std::min<std::int64_t>(p, global_.length() - 1) : p;
   }
 
   void decoder_rows(std::int64_t from, std::int64_t n) {
@@ -521,7 +619,7 @@ class BltStream {
     if (from >= n) return;
     y_.resize(static_cast<std::size_t>(n * D));
     std::copy(x_.begin() + from * D, x_.begin() + n * D, y_.begin() + from * D);
-    for (std::int64_t t = from; t < n; ++t) assigned_.push_back(decoder_patch(t));
+    for (std::int64_t t = from; t < n; ++t) assigned_.push_back(row_patch(t));
     auto range = [&](std::int64_t r) {
       const std::int64_t d = assigned_[from + r];
       return std::pair<std::int64_t, std::int64_t>{d * k, (d + 1) * k};
@@ -548,6 +646,7 @@ class BltStream {
   std::int64_t slots_ = 0;
   std::vector<std::int64_t> assigned_;   // the decoder patch each cached decoder row was run with
   std::int64_t rollbacks_ = 0;
+  bool drafting_ = false;                // speculate()'s drafts: the global transformer waits
 };
 
 }  // namespace tokenless::models
