@@ -37,6 +37,17 @@ std::string config_with(const std::string& dir, const std::function<void(nlohman
   return j.dump();
 }
 
+// A fixture's weights, and prefixes of its prompt of the given lengths (0: the whole prompt).
+std::vector<std::vector<std::int32_t>> load_prefixes(const char* name, io::BltWeights<float>& w,
+                                                     std::initializer_list<std::size_t> lengths) {
+  const std::string dir = kFixtures + name;
+  REQUIRE_OK(io::load_blt_weights(dir, &w));
+  const auto full = nlohmann::json::parse(slurp(dir + "/expected.json"))["prompt"].get<std::vector<std::int32_t>>();
+  std::vector<std::vector<std::int32_t>> out;
+  for (std::size_t n : lengths) out.emplace_back(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(n ? n : full.size()));
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE("blt: logits, patches and greedy bytes match transformers' BltForCausalLM") {
@@ -194,17 +205,10 @@ TEST_CASE("blt: a batch of prompts equals each prompt alone, greedy and sampled,
   namespace models = tokenless::models;
   for (const char* name : {"blt", "blt_k4"}) {
     CAPTURE(name);
-    const std::string dir = kFixtures + name;
-    const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
     io::BltWeights<float> w;
-    REQUIRE_OK(io::load_blt_weights(dir, &w));
-    const auto full = expected["prompt"].get<std::vector<std::int32_t>>();
     // Lengths that put the streams at different patch boundaries: BOS alone, a
-    // byte, mid-sentence, the whole fixture prompt.
-    std::vector<std::vector<std::int32_t>> prompts;
-    for (std::size_t n : {std::size_t{1}, std::size_t{2}, std::size_t{13}, full.size()}) {
-      prompts.emplace_back(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(n));
-    }
+    // byte, mid-sentence, the whole fixture prompt (0: all of it).
+    const auto prompts = load_prefixes(name, w, {1, 2, 13, 0});
     models::BltGenerateOptions o;
     o.max_new_tokens = 10;
     o.ignore_eos = true;
@@ -320,15 +324,8 @@ TEST_CASE("blt: self-speculative decoding gives exactly the greedy bytes, with i
   namespace models = tokenless::models;
   for (const char* name : {"blt", "blt_k4"}) {
     CAPTURE(name);
-    const std::string dir = kFixtures + name;
-    const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
     io::BltWeights<float> w;
-    REQUIRE_OK(io::load_blt_weights(dir, &w));
-    const auto full = expected["prompt"].get<std::vector<std::int32_t>>();
-    std::vector<std::vector<std::int32_t>> prompts;
-    for (std::size_t n : {std::size_t{1}, std::size_t{9}, full.size()}) {
-      prompts.emplace_back(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(n));
-    }
+    const auto prompts = load_prefixes(name, w, {1, 9, 0});
     models::BltGenerateOptions o;
     o.max_new_tokens = 24;
     o.ignore_eos = true;

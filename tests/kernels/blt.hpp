@@ -11,6 +11,7 @@
 //   * the logits, given those patches, within a bf16 tolerance of the host's;
 //   * the greedy next byte of each uncached step the host's wherever the
 //     host's top-2 margin exceeds twice the tolerance.
+#include "../support/margin.hpp"
 #include "../support/testbed.hpp"
 
 #include <tokenless/models/blt.cuh>
@@ -82,19 +83,6 @@ inline models::BltHost::Patches patches_from(const io::BltConfig& c, const std::
   return p;
 }
 
-inline double top2_margin(const float* row, int n) {
-  float a = -INFINITY, b = -INFINITY;
-  for (int i = 0; i < n; ++i) {
-    if (row[i] > a) {
-      b = a;
-      a = row[i];
-    } else if (row[i] > b) {
-      b = row[i];
-    }
-  }
-  return static_cast<double>(a) - b;
-}
-
 template <class Enc>
 void check_fixture(const char* name, bool byte_patches = false, int steps = 3) {
   CAPTURE(name);
@@ -150,7 +138,7 @@ void check_fixture(const char* name, bool byte_patches = false, int steps = 3) {
     REQUIRE_OK(m->next(&next));
     const float* last = truth.data() + (n - 1) * 260;
     const auto want_next = static_cast<std::int32_t>(std::max_element(last, last + 260) - last);
-    if (top2_margin(last, 260) > 2 * tol) CHECK(next == want_next);
+    if (tlt::top2_margin(last, 260) > 2 * tol) CHECK(next == want_next);
     const float* dev_last = logits.data() + (n - 1) * 260;
     CHECK(next == static_cast<std::int32_t>(std::max_element(dev_last, dev_last + 260) - dev_last));
     seq.push_back(next);
@@ -209,7 +197,7 @@ void check_cached(const char* name, bool byte_patches, std::size_t prompt_bytes,
     REQUIRE_OK(cached->next(&x));
     REQUIRE_OK(rerun->next(&y));
     const float* last = b.data() + b.size() - 260;
-    if (top2_margin(last, 260) > 2 * err) CHECK(x == y);
+    if (tlt::top2_margin(last, 260) > 2 * err) CHECK(x == y);
   }
   REQUIRE_OK(cached->read_status());
   // One global step a completed patch.

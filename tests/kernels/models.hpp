@@ -20,6 +20,7 @@
 //     weight's fp32 gradient, written and accumulated; varlen sequences,
 //     causal and windowed, head dims 64 and 96 with partial rotation, first
 //     layer and not, bf16; bit-identical reruns.
+#include "../support/margin.hpp"
 #include "../support/testbed.hpp"
 
 #include <tokenless/models/llama.cuh>
@@ -85,20 +86,6 @@ inline double max_abs_diff(const std::vector<float>& a, const std::vector<double
   double m = 0;
   for (std::size_t i = 0; i < a.size(); ++i) m = std::max(m, std::fabs(double(a[i]) - b[i]));
   return m;
-}
-
-// top-1 minus top-2 of a row.
-inline double margin(const float* row, int n) {
-  float a = -INFINITY, b = -INFINITY;
-  for (int i = 0; i < n; ++i) {
-    if (row[i] > a) {
-      b = a;
-      a = row[i];
-    } else if (row[i] > b) {
-      b = row[i];
-    }
-  }
-  return double(a) - double(b);
 }
 
 struct Family {
@@ -197,7 +184,7 @@ inline void check_family(const std::string& name) {
     double diff = 0;
     for (int v = 0; v < V; ++v) diff = std::max(diff, std::fabs(double(all[(n + i - 1) * V + v]) - c_row[v]));
     CHECK(diff <= tie);
-    if (margin(c_row.data(), V) > 2 * diff) CHECK(next[0] == gen[static_cast<std::size_t>(i)]);
+    if (tlt::top2_margin(c_row.data(), V) > 2 * diff) CHECK(next[0] == gen[static_cast<std::size_t>(i)]);
   }
 }
 

@@ -72,18 +72,6 @@ Status check_byte_head_shape(std::int64_t n, int vocab, int d, const T* h, const
   return Status::ok();
 }
 
-inline Status check_sampling(const Sampling& s) {
-  if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature)) {
-    return Status::argument(StatusCode::invalid_argument, "sampling.temperature", "a finite value >= 0 (0: greedy)",
-                            "%g", static_cast<double>(s.temperature));
-  }
-  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
-    return Status::argument(StatusCode::invalid_argument, "sampling.top_p", "a value in (0, 1]", "%g",
-                            static_cast<double>(s.top_p));
-  }
-  return Status::ok();
-}
-
 }  // namespace detail
 
 template <blocks::NormPolicy P, StorageFloat T>
@@ -146,7 +134,7 @@ struct ByteHead {
                               "grad_loss and grad_logits together", "one of them");
     }
     if (a.grad_logits) TL_RETURN_IF_ERROR(check::aligned("grad_logits", a.grad_logits, alignof(T)));
-    if (a.next) TL_RETURN_IF_ERROR(detail::check_sampling(a.sampling));
+    if (a.next) TL_RETURN_IF_ERROR(check_sampling(a.sampling));
     return Status::ok();
   }
   static std::size_t workspace_size(const Arguments& a) { return layout(a).bytes; }

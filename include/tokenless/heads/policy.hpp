@@ -19,7 +19,9 @@
 // dH = dz · W, dW = dzᵀ · H (fp32, accumulated over chunks), db = Σ_i dz_i.
 // NaN or Inf in h or W propagate into the rows that read them, as in PyTorch.
 #include <tokenless/core/config.hpp>
+#include <tokenless/core/status.hpp>
 
+#include <cmath>
 #include <cstdint>
 
 namespace tokenless::heads {
@@ -83,6 +85,19 @@ struct Sampling {
   std::uint64_t seed = 0;
   std::uint64_t offset = 0;
 };
+
+// The host's check of a Sampling (the byte head's, and the host paths' draws).
+inline Status check_sampling(const Sampling& s) {
+  if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature)) {
+    return Status::argument(StatusCode::invalid_argument, "sampling.temperature", "a finite value >= 0 (0: greedy)",
+                            "%g", static_cast<double>(s.temperature));
+  }
+  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
+    return Status::argument(StatusCode::invalid_argument, "sampling.top_p", "a value in (0, 1]", "%g",
+                            static_cast<double>(s.top_p));
+  }
+  return Status::ok();
+}
 
 // SplitMix64's finaliser over the counter (seed, offset, row): 24 bits of
 // the hash as a float in [0, 1) (every value exact).

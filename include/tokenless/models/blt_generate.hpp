@@ -59,14 +59,7 @@ inline Status check_blt_generate(const io::BltConfig& c, const std::vector<std::
     return Status::argument(StatusCode::invalid_argument, "max_new_tokens", "a count >= 0", "%d", o.max_new_tokens);
   }
   const auto& s = o.sampling;
-  if (!(s.temperature >= 0.0f) || !std::isfinite(s.temperature)) {
-    return Status::argument(StatusCode::invalid_argument, "sampling.temperature", "a finite value >= 0 (0: greedy)",
-                            "%g", static_cast<double>(s.temperature));
-  }
-  if (!(s.top_p > 0.0f && s.top_p <= 1.0f)) {
-    return Status::argument(StatusCode::invalid_argument, "sampling.top_p", "a value in (0, 1]", "%g",
-                            static_cast<double>(s.top_p));
-  }
+  TL_RETURN_IF_ERROR(heads::check_sampling(s));
   if (o.speculative < 0 || o.speculative > 15) {
     return Status::argument(StatusCode::invalid_argument, "speculative", "0 to 15 drafts a step", "%d", o.speculative);
   }
