@@ -420,60 +420,84 @@ inline bool blt_prompts(const Options& o, const tokenless::io::BltConfig& c, std
 // global (128) heads; another is refused by name when the model is made.
 using BltDims = tokenless::attention::HeadDims<64, 128>;
 
-// --device gpu or emu: BLT from the kernels (models/blt.cuh), bf16, a prompt
-// at a time: prefill, then a step a byte with every cache (--no-cache: a
-// rerun of the whole sequence a byte), reading each greedy byte back.
+// --device gpu or emu: BLT from the kernels (models/blt.cuh), bf16, the
+// prompts as one batch: a prefill, then a step a byte for every stream
+// still running, with every cache (--no-cache: a rerun of the whole batch a
+// byte), greedy or sampled by the byte head (the host's key: seed, position,
+// stream), reading the batch's next bytes back each step.
 inline tokenless::Status run_blt_device(const Options& o, const tokenless::io::BltWeights<float>& w,
                                         const std::vector<std::vector<std::int32_t>>& prompts,
                                         std::vector<tokenless::models::BltOutput>& out, tokenless::models::BltTimes& t) {
   namespace models = tokenless::models;
   using tokenless::Status;
   const auto& c = w.config;
+  const std::size_t B = prompts.size();
   std::int64_t longest = 0;
   for (const auto& p : prompts) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(p.size()) + o.max_new_tokens);
   return models::with_blt_encoder(c, [&]<class Enc>() -> Status {
     using Model = models::BltModel<__nv_bfloat16, Enc, BltDims>;
     std::unique_ptr<Model> m;
-    TL_RETURN_IF_ERROR(Model::create(w, longest, &m));
-    out.assign(prompts.size(), models::BltOutput{});
+    TL_RETURN_IF_ERROR(Model::create(w, longest, &m, static_cast<std::int64_t>(B)));
+    TL_RETURN_IF_ERROR(m->set_sampling(o.sampling));
+    out.assign(B, models::BltOutput{});
+    std::vector<std::vector<std::int32_t>> seqs = prompts;
     using clock = std::chrono::steady_clock;
-    for (std::size_t b = 0; b < prompts.size(); ++b) {
-      std::vector<std::int32_t> seq = prompts[b];
-      auto& r = out[b];
-      const auto t0 = clock::now();
-      if (o.no_cache) {
-        TL_RETURN_IF_ERROR(m->forward(seq));
-        r.global_steps += m->patches();
-      } else {
-        TL_RETURN_IF_ERROR(m->prefill(seq));
-      }
-      if (!o.logits_file.empty()) TL_RETURN_IF_ERROR(m->logits(r.prompt_logits));
-      std::int32_t next = 0;
-      if (o.max_new_tokens > 0) TL_RETURN_IF_ERROR(m->next(&next));  // synchronises
-      const auto t1 = clock::now();
-      for (int i = 0; i < o.max_new_tokens; ++i) {
-        r.generated.push_back(next);
-        seq.push_back(next);
-        if ((!o.ignore_eos && next == c.eos) || i + 1 == o.max_new_tokens) break;
-        if (o.no_cache) {
-          TL_RETURN_IF_ERROR(m->forward(seq));
-          r.global_steps += m->patches();
-        } else {
-          TL_RETURN_IF_ERROR(m->step(next));
-        }
-        TL_RETURN_IF_ERROR(m->next(&next));
-      }
-      t.prefill_s += std::chrono::duration<double>(t1 - t0).count();
-      t.decode_s += std::chrono::duration<double>(clock::now() - t1).count();
-      TL_RETURN_IF_ERROR(m->read_status());
-      if (!o.no_cache) r.global_steps = m->global_steps();
-      // The whole sequence's patches (its last byte has not been through the model).
-      if (!r.generated.empty()) {
-        if (o.no_cache) TL_RETURN_IF_ERROR(m->forward(seq));
-        else TL_RETURN_IF_ERROR(m->step(seq.back()));
-      }
-      TL_RETURN_IF_ERROR(m->patch_lengths(r.patches));
+    const auto t0 = clock::now();
+    auto add_patches = [&] {
+      for (std::size_t b = 0; b < B; ++b) out[b].global_steps += m->patches(static_cast<std::int64_t>(b));
+    };
+    if (o.no_cache) {
+      TL_RETURN_IF_ERROR(m->forward(seqs));
+      add_patches();
+    } else {
+      TL_RETURN_IF_ERROR(m->prefill(seqs));
     }
+    if (!o.logits_file.empty()) {
+      for (std::size_t b = 0; b < B; ++b) TL_RETURN_IF_ERROR(m->logits(static_cast<std::int64_t>(b), out[b].prompt_logits));
+    }
+    std::vector<std::int32_t> next(B, 0), ids(B, -1);
+    std::vector<char> done(B, o.max_new_tokens == 0);
+    if (o.max_new_tokens > 0) TL_RETURN_IF_ERROR(m->next(next));  // synchronises
+    const auto t1 = clock::now();
+    for (int i = 0; i < o.max_new_tokens; ++i) {
+      bool running = false;
+      for (std::size_t b = 0; b < B; ++b) {
+        ids[b] = -1;
+        if (done[b]) continue;
+        out[b].generated.push_back(next[b]);
+        seqs[b].push_back(next[b]);
+        if ((!o.ignore_eos && next[b] == c.eos) || i + 1 == o.max_new_tokens) {
+          done[b] = 1;
+          continue;
+        }
+        ids[b] = next[b];
+        running = true;
+      }
+      if (!running) break;
+      if (o.no_cache) {  // every stream's sequence again (a finished one's unchanged: its row keeps its key)
+        TL_RETURN_IF_ERROR(m->forward(seqs));
+        for (std::size_t b = 0; b < B; ++b) {
+          if (ids[b] >= 0) out[b].global_steps += m->patches(static_cast<std::int64_t>(b));
+        }
+      } else {
+        TL_RETURN_IF_ERROR(m->step(ids));
+      }
+      TL_RETURN_IF_ERROR(m->next(next));
+    }
+    t.prefill_s = std::chrono::duration<double>(t1 - t0).count();
+    t.decode_s = std::chrono::duration<double>(clock::now() - t1).count();
+    TL_RETURN_IF_ERROR(m->read_status());
+    // The whole sequences' patches (the last bytes have not been through the model).
+    if (o.no_cache) {
+      TL_RETURN_IF_ERROR(m->forward(seqs));
+    } else {
+      for (std::size_t b = 0; b < B; ++b) {
+        out[b].global_steps = m->global_steps(static_cast<std::int64_t>(b));
+        ids[b] = out[b].generated.empty() ? -1 : out[b].generated.back();
+      }
+      if (std::any_of(ids.begin(), ids.end(), [](std::int32_t id) { return id >= 0; })) TL_RETURN_IF_ERROR(m->step(ids));
+    }
+    for (std::size_t b = 0; b < B; ++b) TL_RETURN_IF_ERROR(m->patch_lengths(static_cast<std::int64_t>(b), out[b].patches));
     return Status::ok();
   });
 }
@@ -495,9 +519,6 @@ inline int run_blt(const Options& o, const std::string& config_text, const char*
                 o.dtype.c_str());
   }
   if (o.speculative > 0 && on_device) return fail("--speculative: BLT's kernels decode a byte a step for now; use --device cpu");
-  if (on_device && o.sampling.temperature > 0) {
-    return fail("--temperature: BLT's kernels decode greedily for now; sample on --device cpu");
-  }
   std::vector<std::vector<std::int32_t>> prompts;
   const bool as_bytes = !o.byte_prompts.empty();
   if (as_bytes) {

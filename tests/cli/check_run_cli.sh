@@ -98,7 +98,27 @@ PY
     check "$f: BLT on --device $device: cached generation equals --no-cache" $?
   done
   blt="$fixtures/blt"
-  for args in "--temperature 0.5" "--dtype fp32" "--speculative 2"; do
+  # Sampling through the byte head: a seed's bytes cached or not, stream 0 of
+  # a batch as alone (the draw is keyed by seed, position and stream), and
+  # another seed's differ.
+  samp="--max-new-tokens 12 --ignore-eos --temperature 0.9 --top-p 0.95 --format json --device $device"
+  # shellcheck disable=SC2086
+  {
+    s1=$("$run" --model "$blt" --prompt "Hello" --prompt "ab" --seed 7 $samp)
+    s2=$("$run" --model "$blt" --prompt "Hello" --prompt "ab" --seed 7 $samp --no-cache)
+    s3=$("$run" --model "$blt" --prompt "Hello" --seed 7 $samp)
+    s4=$("$run" --model "$blt" --prompt "Hello" --seed 8 $samp)
+  }
+  python3 -c "
+import json, sys
+s1, s2, s3, s4 = (json.loads(x) for x in sys.argv[1:5])
+a = [o['generated'] for o in s1['outputs']]
+assert a == [o['generated'] for o in s2['outputs']], (s1, s2)
+assert a[0] == s3['generated'] and s4['generated'] != s3['generated'], (s1, s3, s4)
+assert s1['sampling']['temperature'] > 0.89, s1
+" "$s1" "$s2" "$s3" "$s4"
+  check "BLT on --device $device: --temperature/--top-p/--seed through the byte head, cached or not, batched or alone" $?
+  for args in "--dtype fp32" "--speculative 2"; do
     # shellcheck disable=SC2086
     out=$("$run" --model "$blt" --prompt x --device "$device" $args --format json 2>"$work/err.txt")
     rc=$?

@@ -16,6 +16,7 @@
 
 #include <tokenless/models/blt.cuh>
 #include <tokenless/models/blt_host.hpp>
+#include <tokenless/reference/heads.hpp>
 #include <tokenless/reference/patcher.hpp>
 
 #include <nlohmann/json.hpp>
@@ -206,6 +207,127 @@ void check_cached(const char* name, bool byte_patches, std::size_t prompt_bytes,
   if (std::string(name) == "blt_k4" && prompt_bytes > 0 && !byte_patches) CHECK(cached->rollbacks() > 0);
 }
 
+// A batch of prompts (BOS alone to the whole fixture prompt) through one
+// model: the forward, the prefill and every step (some streams sitting out
+// some steps) against each prompt alone on its own model, and seeded
+// sampling keyed by (seed, position, stream) through the byte head.
+template <class Enc>
+void check_batch(const char* name, bool byte_patches, int steps) {
+  CAPTURE(name);
+  CAPTURE(byte_patches);
+  const std::string dir = kFixtures + name;
+  const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
+  io::BltWeights<float> w;
+  REQUIRE_OK(io::load_blt_weights(dir, &w));
+  if (byte_patches) w.config.patching = io::BltPatching::kByte;
+  using Model = models::BltModel<Bf16, Enc, FixtureDims>;
+  const auto full = expected["prompt"].get<std::vector<std::int32_t>>();
+  std::vector<std::vector<std::int32_t>> prompts;
+  for (std::size_t bytes : {std::size_t{9}, std::size_t{0}, full.size() - 1, std::size_t{20}}) {
+    prompts.emplace_back(full.begin(), full.begin() + static_cast<std::ptrdiff_t>(1 + std::min(bytes, full.size() - 1)));
+  }
+  const auto B = static_cast<std::int64_t>(prompts.size());
+  const std::int64_t cap = static_cast<std::int64_t>(full.size()) + steps + 1;
+  std::unique_ptr<Model> batch;
+  REQUIRE_OK(Model::create(w, cap, &batch, B));
+  std::vector<std::unique_ptr<Model>> alone(static_cast<std::size_t>(B));
+  for (auto& m : alone) REQUIRE_OK(Model::create(w, cap, &m));
+  auto close = [](const std::vector<float>& a, const std::vector<float>& b) {
+    REQUIRE(a.size() == b.size());
+    double err = 0, scale = 0;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      err = std::max(err, std::fabs(double(a[i]) - b[i]));
+      scale = std::max(scale, std::fabs(double(b[i])));
+    }
+    // The same kernels over other row counts: GEMMs may pick other
+    // algorithms on a GPU (the executor's are bitwise the same).
+    const double tol = 8 * std::ldexp(1.0, -8) * scale;
+    INFO("batch vs alone: logit error " << err << " (tolerance " << tol << ")");
+    CHECK(err <= tol);
+  };
+  // 1. The uncached forward.
+  REQUIRE_OK(batch->forward(prompts));
+  REQUIRE_OK(batch->read_status());
+  std::vector<std::int32_t> next;
+  REQUIRE_OK(batch->next(next));
+  for (std::int64_t b = 0; b < B; ++b) {
+    CAPTURE(b);
+    REQUIRE_OK(alone[b]->forward(prompts[b]));
+    std::vector<float> x, y;
+    std::vector<std::int64_t> px, py;
+    REQUIRE_OK(batch->logits(b, x));
+    REQUIRE_OK(alone[b]->logits(y));
+    close(x, y);
+    REQUIRE_OK(batch->patch_lengths(b, px));
+    REQUIRE_OK(alone[b]->patch_lengths(py));
+    CHECK(px == py);
+    std::int32_t id = -1;
+    REQUIRE_OK(alone[b]->next(&id));
+    const float* last = y.data() + y.size() - 260;
+    if (tlt::top2_margin(last, 260) > 1e-2) CHECK(next[b] == id);
+  }
+  // 2. Cached: the prefill and steps, stream b sitting out every step s
+  //    with (s + b) % 3 == 2.
+  REQUIRE_OK(batch->prefill(prompts));
+  for (std::int64_t b = 0; b < B; ++b) REQUIRE_OK(alone[b]->prefill(prompts[b]));
+  for (int step = 1; step <= steps; ++step) {
+    CAPTURE(step);
+    REQUIRE_OK(batch->next(next));
+    std::vector<std::int32_t> ids(static_cast<std::size_t>(B), -1);
+    for (std::int64_t b = 0; b < B; ++b) {
+      if ((step + b) % 3 == 2) continue;
+      std::int32_t id = -1;
+      REQUIRE_OK(alone[b]->next(&id));
+      ids[b] = id;  // each stream follows its lone run (a near-tie may pick another byte in the batch)
+      REQUIRE_OK(alone[b]->step(id));
+    }
+    REQUIRE_OK(batch->step(ids));
+    for (std::int64_t b = 0; b < B; ++b) {
+      if (ids[b] < 0) continue;
+      CAPTURE(b);
+      std::vector<float> x, y;
+      REQUIRE_OK(batch->logits(b, x));
+      REQUIRE_OK(alone[b]->logits(y));
+      close(x, y);
+    }
+  }
+  REQUIRE_OK(batch->read_status());
+  for (std::int64_t b = 0; b < B; ++b) {
+    CAPTURE(b);
+    std::vector<std::int64_t> px, py;
+    REQUIRE_OK(batch->patch_lengths(b, px));
+    REQUIRE_OK(alone[b]->patch_lengths(py));
+    CHECK(px == py);
+    CHECK(batch->length(b) == alone[b]->length());
+    CHECK(batch->global_steps(b) == alone[b]->global_steps());
+    CHECK(batch->rollbacks(b) == alone[b]->rollbacks());
+  }
+  // 3. Sampling: stream b's byte at position t is heads::Sampling's draw
+  //    with offset t and row b over its logits (where rounding cannot flip it).
+  tokenless::heads::Sampling sp{0.8f, 0.9f, 7, 0};
+  REQUIRE_OK(batch->set_sampling(sp));
+  REQUIRE_OK(batch->prefill(prompts));
+  int compared = 0;
+  for (int step = 0; step < 3; ++step) {
+    REQUIRE_OK(batch->next(next));
+    for (std::int64_t b = 0; b < B; ++b) {
+      std::vector<float> z;
+      REQUIRE_OK(batch->logits(b, z));
+      auto k = sp;
+      k.offset = static_cast<std::uint64_t>(batch->length(b));
+      float margin = 0;
+      const auto want = tokenless::reference::heads::sample(z.data() + z.size() - 260, 260, k, b, &margin);
+      if (margin > 1e-4f) {
+        CHECK(next[b] == want);
+        ++compared;
+      }
+    }
+    REQUIRE_OK(batch->step(next));
+  }
+  CHECK(compared >= 3 * B / 2);
+  CHECK(batch->set_sampling({-1.0f, 1.0f, 0, 0}).code() == tokenless::StatusCode::invalid_argument);
+}
+
 inline void check_bad_input() {
   const std::string dir = kFixtures + "blt";
   io::BltWeights<float> w;
@@ -218,12 +340,19 @@ inline void check_bad_input() {
   CHECK(s.code() == tokenless::StatusCode::unsupported);
   CHECK(std::string(s.message()).find("hash embedding") != std::string::npos);
   REQUIRE_OK((models::BltModel<Bf16, Small, FixtureDims>::create(w, 16, &m)));
-  CHECK(m->forward({}).code() == tokenless::StatusCode::invalid_argument);
+  CHECK(m->forward(std::vector<std::int32_t>{}).code() == tokenless::StatusCode::invalid_argument);
   CHECK(m->step(5).code() == tokenless::StatusCode::invalid_argument);  // no prefill
   REQUIRE_OK(m->prefill(std::vector<std::int32_t>(16, 5)));
   CHECK(m->step(5).code() == tokenless::StatusCode::capacity_too_small);  // the caches are full
   REQUIRE_OK(m->prefill({1, 5}));
   CHECK(m->step(260).code() == tokenless::StatusCode::invalid_argument);
+  // Batches: more prompts than max_batch, an id count that is not the
+  // prefill's streams, a step with no stream stepping.
+  using Batch = std::vector<std::vector<std::int32_t>>;
+  CHECK(m->prefill(Batch{{1, 5}, {1, 6}}).code() == tokenless::StatusCode::invalid_argument);
+  CHECK(m->step(std::vector<std::int32_t>{5, 5}).code() == tokenless::StatusCode::invalid_argument);
+  CHECK(m->step(std::vector<std::int32_t>{-1}).code() == tokenless::StatusCode::invalid_argument);
+  REQUIRE_OK(m->step(std::vector<std::int32_t>{5}));
   CHECK(m->forward(std::vector<std::int32_t>(17, 5)).code() == tokenless::StatusCode::invalid_argument);
   const auto bad = m->forward({1, 300});
   CHECK(bad.code() == tokenless::StatusCode::invalid_argument);
@@ -249,5 +378,11 @@ TEST_CASE("models: BLT's cached generation on the kernels equals the uncached re
   tlt::blt_tests::check_cached<BltEncoder1B>("blt_k4", false, 20, steps);   // max_patch_length: rollbacks
   tlt::blt_tests::check_cached<BltEncoderSmall>("blt", true, 5, 4);         // byte patching
   tlt::blt_tests::check_cached<BltEncoderSmall>("blt", false, 0, 4);        // BOS alone: the first patches
+}
+TEST_CASE("models: BLT on the kernels batches prompts of every length, each as alone, and samples by (seed, position, stream)") {
+  const int steps = tlt::scale_down() > 1 ? 3 : 8;
+  tlt::blt_tests::check_batch<tokenless::models::BltEncoderSmall>("blt", false, steps);
+  tlt::blt_tests::check_batch<tokenless::models::BltEncoder1B>("blt_k4", false, steps);  // rollbacks
+  tlt::blt_tests::check_batch<tokenless::models::BltEncoderSmall>("blt", true, 3);
 }
 TEST_CASE("models: BLT on the kernels refuses bad input by name") { tlt::blt_tests::check_bad_input(); }

@@ -344,6 +344,22 @@ inline void check_sampling() {
       a.sampling.offset = 8;
       tb.run_ok(a);
       CHECK(next.download() != ids);  // another step, other draws
+      // Per-row offsets (a batch of streams at their own positions): row i
+      // draws as a lone call with offset[i] would.
+      std::vector<std::int64_t> offsets(static_cast<std::size_t>(k.n));
+      for (std::int64_t i = 0; i < k.n; ++i) offsets[i] = 3 + (i * 7) % 11;
+      DeviceBuffer<std::int64_t> off(offsets);
+      a.sample_offsets = off.get();
+      tb.run_ok(a);
+      const auto per_row = next.download();
+      a.sample_offsets = nullptr;
+      for (std::int64_t i = 0; i < k.n; ++i) {
+        auto sp = a.sampling;
+        sp.offset = static_cast<std::uint64_t>(offsets[i]);
+        double margin = 0;
+        const std::int32_t want = ref::sample<double>(zt.data() + i * k.vocab, k.vocab, sp, i, &margin);
+        if (margin > 1e-4) CHECK(per_row[i] == want);
+      }
     }
   }
   CHECK(compared > configs * k.n * 9 / 10);

@@ -90,6 +90,9 @@ struct ByteHead {
     float* entropy = nullptr;        // [n]: nats; the patcher's entropies_in
     std::int32_t* next = nullptr;    // [n]: argmax or sample of each row
     Sampling sampling{};
+    // [n], device, optional: row i's draw offset in place of sampling.offset
+    // (a batch of streams at different positions, each keyed by its own).
+    const std::int64_t* sample_offsets = nullptr;
     const std::int32_t* labels = nullptr;  // [n]: with loss, the cross-entropy
     const float* token_weights = nullptr;  // [n], optional
     CrossEntropyOptions options{};
@@ -165,7 +168,7 @@ struct ByteHead {
     const auto blocks = static_cast<unsigned>((a.n + K::kRows - 1) / K::kRows);
     TL_RETURN_IF_ERROR(launch<K>({a.h, a.norm_weight, a.eps, a.weight, a.bias, a.n, a.vocab, a.d, a.labels,
                                   a.token_weights, o, a.grad_loss, totals, loss_tok, z_tok, a.lse, a.logprob,
-                                  a.grad_logits, a.entropy, a.inv_rms, a.next, a.sampling, status},
+                                  a.grad_logits, a.entropy, a.inv_rms, a.next, a.sampling, a.sample_offsets, status},
                                  dim3(blocks), stream, K::kSmemBytes));
     if (!a.labels || !reduced(a)) return Status::ok();
     return launch<detail::ReduceKernel>({loss_tok, z_tok, a.labels, a.token_weights, o.ignore_index, a.n, o.reduction,

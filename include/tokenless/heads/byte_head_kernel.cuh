@@ -80,6 +80,7 @@ struct ByteHeadParams {
   float* inv_rms;         // [n], optional
   std::int32_t* next;     // [n], optional
   Sampling sampling;
+  const std::int64_t* sample_offsets;  // [n], optional: row i's offset
   DeviceStatus* status;
 };
 
@@ -220,7 +221,8 @@ struct ByteRow {
     TL_UNROLL
     for (int c = 0; c < kPer; ++c) kept_total += kept[c] ? e[c] : 0.0f;
     kept_total = warp::reduce(kept_total, Sum{});
-    const float target = sample_uniform(sp.seed, sp.offset, i) * kept_total;
+    const std::uint64_t offset = p.sample_offsets ? static_cast<std::uint64_t>(p.sample_offsets[i]) : sp.offset;
+    const float target = sample_uniform(sp.seed, offset, i) * kept_total;
     // In id order: column block c of 32, then the lanes in it.
     float run = 0.0f;
     int chosen = -1, last = -1;
