@@ -2,10 +2,9 @@
 // random weights (transformers' BltConfig defaults: entropy model 14 layers
 // of d 768; local encoder 1 layer and decoder 9 layers of d 1024, heads of
 // 64; global 25 layers of d 2048, heads of 128; k 2; n-grams 3–8 with one
-// hash function), with two changes: the encoder's FFN is 2816 as the
-// decoder's (transformers' default 2730 is not a multiple of 8, which the
-// kernels' decoder layer needs) and the hash tables hold 50,002 rows (a
-// byte gathers 6 rows whatever their count; 500,002 would add 5.6 GB). The
+// hash function; the encoder's FFN 2730, which the kernels pad to 2736 with
+// zeros), with one change: the hash tables hold 50,002 rows (a byte
+// gathers 6 rows whatever their count; 500,002 would add 5.6 GB). The
 // threshold is set so that patches of about 4.5 bytes form on text-like
 // bytes, as BLT's are.
 //   * BM_BltPrefill/n: a prompt of n bytes through every model, the caches
@@ -14,8 +13,9 @@
 //     local models' rows, and at a patch boundary one global step): bytes/s,
 //     and the global steps' share of the time (the steps with a global step
 //     against those without).
-// Batch 16 is 16 streams one after another (the kernels' BLT runs one
-// sequence: the batched model is to come), so its bytes/s are batch 1's.
+// The second argument is the batch: B prompts as one varlen batch (a
+// prefill of B n bytes; a step of B bytes, one a stream, with one global step
+// over every stream's completed patches); bytes/s count all of them.
 // Each checks its result once: the cached step's logits equal the uncached
 // forward's last row within bf16's tolerance, the logits are finite.
 // Side by side: benchmarks/torch/blt_eager.py (transformers' BltForCausalLM
@@ -39,7 +39,8 @@ namespace models = tokenless::models;
 using B16 = __nv_bfloat16;
 using Model = models::BltModel<B16, models::BltEncoder1B, tokenless::attention::HeadDims<64, 128>>;
 
-constexpr std::int64_t kMaxBytes = 4096 + 512;
+constexpr std::int64_t kMaxBytes = 4096 + 512;      // batch 1
+constexpr std::int64_t kMaxBatchBytes = 1024 + 512;  // batch 16: 1024-byte prompts
 
 io::BltStackConfig stack(int d, int heads, int layers, int ffn, int window, float theta) {
   io::BltStackConfig s;
@@ -57,7 +58,7 @@ io::BltStackConfig stack(int d, int heads, int layers, int ffn, int window, floa
 io::BltConfig blt1b() {
   io::BltConfig c;
   c.patcher = stack(768, 12, 14, 2048, 512, 1e4f);
-  c.encoder = stack(1024, 16, 1, 2816, 512, 5e5f);
+  c.encoder = stack(1024, 16, 1, 2730, 512, 5e5f);
   c.global = stack(2048, 16, 25, 5632, 0, 5e5f);
   c.decoder = stack(1024, 16, 9, 2816, 0, 5e5f);
   c.k = 2;
@@ -159,34 +160,63 @@ std::vector<std::int32_t> text_ids(std::int64_t n) {
   return ids;
 }
 
-// The model, made once; its threshold set for patches of about 4.5 bytes.
-Model* model(benchmark::State& state) {
-  static std::unique_ptr<Model> m;
+// The models (batch 1, and 16 of shorter sequences), made once on the same
+// weights; the threshold set for patches of about 4.5 bytes.
+Model* model(benchmark::State& state, std::int64_t batch) {
+  static std::unique_ptr<Model> one, many;
   static std::string error;
   static bool tried = false;
   if (!tried) {
     tried = true;
     const io::BltWeights<float> w = random_weights(blt1b());
-    if (auto s = Model::create(w, kMaxBytes, &m); !s) {
+    if (auto s = Model::create(w, kMaxBytes, &one); !s) {
       error = s.message();
-    } else if (auto s2 = m->forward(text_ids(4096)); !s2) {
+    } else if (auto s1 = Model::create(w, kMaxBatchBytes, &many, 16); !s1) {
+      error = s1.message();
+      one.reset();
+    } else if (auto s2 = one->forward(text_ids(4096)); !s2) {
       error = s2.message();
+      one.reset();
     } else {
       std::vector<float> h;
-      (void)m->entropies(h);
+      (void)one->entropies(h);
       std::sort(h.begin() + 1, h.end());
-      (void)m->set_threshold(h[static_cast<std::size_t>(static_cast<double>(h.size()) * (1.0 - 1.0 / 4.5))]);
+      const float threshold = h[static_cast<std::size_t>(static_cast<double>(h.size()) * (1.0 - 1.0 / 4.5))];
+      (void)one->set_threshold(threshold);
+      (void)many->set_threshold(threshold);
     }
   }
-  if (!m) state.SkipWithError(error.c_str());
-  return m.get();
+  Model* m = batch == 1 ? one.get() : batch == 16 && one ? many.get() : nullptr;
+  if (!m) state.SkipWithError(error.empty() ? "batch 1 or 16" : error.c_str());
+  return m;
+}
+
+// B prompts of n bytes each (the same text at B offsets).
+std::vector<std::vector<std::int32_t>> prompts(std::int64_t n, std::int64_t batch) {
+  std::vector<std::vector<std::int32_t>> p;
+  for (std::int64_t b = 0; b < batch; ++b) {
+    auto ids = text_ids(n + 37 * b);
+    ids.erase(ids.begin() + 1, ids.begin() + 1 + 37 * b);
+    p.push_back(std::move(ids));
+  }
+  return p;
+}
+std::int64_t all_patches(const Model* m) {
+  std::int64_t p = 0;
+  for (std::int64_t b = 0; b < m->batch(); ++b) p += m->patches(b);
+  return p;
+}
+std::int64_t all_global_steps(const Model* m) {
+  std::int64_t p = 0;
+  for (std::int64_t b = 0; b < m->batch(); ++b) p += m->global_steps(b);
+  return p;
 }
 
 void BM_BltPrefill(benchmark::State& state) {
-  Model* m = model(state);
+  const std::int64_t n = state.range(0), B = state.range(1);
+  Model* m = model(state, B);
   if (!m) return;
-  const std::int64_t n = state.range(0);
-  const std::vector<std::int32_t> ids = text_ids(n);
+  const auto ids = prompts(n, B);
   if (auto s = m->prefill(ids); !s) return state.SkipWithError(s.message());
   {  // checked once: finite logits
     std::vector<float> logits;
@@ -198,70 +228,76 @@ void BM_BltPrefill(benchmark::State& state) {
   const double sec = tlb::time_iterations(state, [&] { (void)m->prefill(ids); });
   // FLOPs: 2 a parameter a byte (local) or a patch (global), attention left out (windows of 512).
   const io::BltConfig& c = m->config();
-  const double flops = 2.0 * (local_params(c) * n + global_params(c) * m->patches());
+  const double flops = 2.0 * (local_params(c) * double(n * B) + global_params(c) * double(all_patches(m)));
   tlb::report(state, sec, 2.0 * (local_params(c) + global_params(c)), flops);
-  state.counters["bytes_per_s"] = sec > 0 ? static_cast<double>(n) / sec : 0.0;
-  state.counters["patches"] = static_cast<double>(m->patches());
+  state.counters["bytes_per_s"] = sec > 0 ? static_cast<double>(n * B) / sec : 0.0;
+  state.counters["patches"] = static_cast<double>(all_patches(m));
 }
 
 void BM_BltDecode(benchmark::State& state) {
-  Model* m = model(state);
+  const std::int64_t ctx = state.range(0), B = state.range(1);
+  Model* m = model(state, B);
   if (!m) return;
-  const std::int64_t ctx = state.range(0);
-  std::vector<std::int32_t> seq = text_ids(ctx);
-  if (auto s = m->prefill(seq); !s) return state.SkipWithError(s.message());
-  {  // checked once: a cached step's logits are the uncached forward's last row
-    std::int32_t next = 0;
-    (void)m->next(&next);
+  auto seqs = prompts(ctx, B);
+  if (auto s = m->prefill(seqs); !s) return state.SkipWithError(s.message());
+  std::vector<std::int32_t> next;
+  {  // checked once: a cached step's logits are the uncached forward's last rows
+    (void)m->next(next);
     if (auto s = m->step(next); !s) return state.SkipWithError(s.message());
     std::vector<float> step, whole;
-    (void)m->logits(step);
-    seq.push_back(next);
-    (void)m->forward(seq);
-    (void)m->logits(whole);
+    for (std::int64_t b = 0; b < B; ++b) seqs[b].push_back(next[b]);
+    std::vector<std::vector<float>> rows(static_cast<std::size_t>(B));
+    for (std::int64_t b = 0; b < B; ++b) (void)m->logits(b, rows[b]);
+    (void)m->forward(seqs);
     double err = 0, scale = 0;
-    for (int v = 0; v < 260; ++v) {
-      err = std::max(err, std::fabs(double(step[v]) - whole[whole.size() - 260 + v]));
-      scale = std::max(scale, std::fabs(double(whole[whole.size() - 260 + v])));
+    for (std::int64_t b = 0; b < B; ++b) {
+      (void)m->logits(b, whole);
+      for (int v = 0; v < 260; ++v) {
+        err = std::max(err, std::fabs(double(rows[b][v]) - whole[whole.size() - 260 + v]));
+        scale = std::max(scale, std::fabs(double(whole[whole.size() - 260 + v])));
+      }
     }
     if (!(err <= 8 * std::ldexp(1.0, -8) * scale + 1e-3)) return state.SkipWithError("a cached step differs from the rerun");
-    seq.pop_back();
-    if (auto s = m->prefill(seq); !s) return state.SkipWithError(s.message());
+    for (auto& q : seqs) q.pop_back();
+    if (auto s = m->prefill(seqs); !s) return state.SkipWithError(s.message());
   }
+  const std::int64_t cap = B == 1 ? kMaxBytes : kMaxBatchBytes;
   double with = 0, without = 0;
-  std::int64_t n_with = 0, n_without = 0;
-  std::int32_t next = 0;
-  (void)m->next(&next);
+  std::int64_t n_with = 0, n_without = 0, global = 0;
+  (void)m->next(next);
   for (auto _ : state) {
-    if (m->length() + 1 > kMaxBytes) {
+    if (m->length() + 1 > cap) {
       state.PauseTiming();
-      (void)m->prefill(seq);
-      (void)m->next(&next);
+      (void)m->prefill(seqs);
+      (void)m->next(next);
       state.ResumeTiming();
     }
-    const std::int64_t g0 = m->global_steps();
+    const std::int64_t g0 = all_global_steps(m);
     const auto t0 = std::chrono::steady_clock::now();
     (void)m->step(next);
-    (void)m->next(&next);  // synchronises: the byte a user reads
+    (void)m->next(next);  // synchronises: the bytes a user reads
     const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     state.SetIterationTime(s);
-    if (m->global_steps() > g0) with += s, ++n_with;
+    global += all_global_steps(m) - g0;
+    if (all_global_steps(m) > g0) with += s, ++n_with;
     else without += s, ++n_without;
   }
   const double total = with + without, steps = static_cast<double>(n_with + n_without);
+  // The global's share: the steps with a global step against those without
+  // (batch 16 has one nearly every step: its share is not separable so).
   const double extra = n_with && n_without ? (with / n_with - without / n_without) * n_with : 0.0;
-  // Bytes: the weights a step reads (bf16), the global's once a patch; the caches' reads left out.
+  // Bytes: the weights a step reads (bf16), the global's once a step that has one; the caches' reads left out.
   const io::BltConfig& c = m->config();
-  const double per_byte = 2.0 * (local_params(c) + (steps > 0 ? n_with / steps : 0.0) * global_params(c));
-  tlb::report(state, steps > 0 ? total / steps : 0.0, per_byte, 0);
-  state.counters["bytes_per_s"] = total > 0 ? steps / total : 0.0;
-  state.counters["patches_per_byte"] = steps > 0 ? n_with / steps : 0.0;
+  const double per_step = 2.0 * (local_params(c) + (steps > 0 ? n_with / steps : 0.0) * global_params(c));
+  tlb::report(state, steps > 0 ? total / steps : 0.0, per_step, 0);
+  state.counters["bytes_per_s"] = total > 0 ? steps * double(B) / total : 0.0;
+  state.counters["patches_per_byte"] = steps > 0 ? double(global) / (steps * double(B)) : 0.0;
   state.counters["global_share"] = total > 0 ? extra / total : 0.0;
 }
 
 }  // namespace
 
-BENCHMARK(BM_BltPrefill)->Arg(1024)->Arg(4096)->UseManualTime()->Unit(benchmark::kMillisecond);
-BENCHMARK(BM_BltDecode)->Arg(1024)->Iterations(512)->UseManualTime()->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_BltPrefill)->Args({1024, 1})->Args({4096, 1})->Args({1024, 16})->UseManualTime()->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_BltDecode)->Args({1024, 1})->Args({1024, 16})->Iterations(256)->UseManualTime()->Unit(benchmark::kMicrosecond);
 
 int main(int argc, char** argv) { return tlb::run_main(argc, argv, "bench_blt.json"); }

@@ -13,9 +13,12 @@ after a --prompt-bytes prompt:
   * transformers' generate with its cache (which caches only the local
     models' self-attention; it may fail on some versions: reported);
   * tokenless-run --device cpu, cached and --no-cache; its bytes checked
-    against transformers' uncached ones.
+    against transformers' uncached ones;
+  * tokenless-run --device cpu on a batch of --batch prompts (the same text
+    at other offsets), cached: the batch's bytes/s (its streams decode
+    together: each weight read once a step), against batch 1's.
 
-    python3 benchmarks/cpu/blt_side_by_side.py RUNNER [--threads N] [--new 32] [--prompt-bytes 256]
+    python3 benchmarks/cpu/blt_side_by_side.py RUNNER [--threads N] [--new 32] [--prompt-bytes 256] [--batch 8]
 """
 import argparse
 import json
@@ -40,6 +43,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--new", type=int, default=32)
     ap.add_argument("--prompt-bytes", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -103,6 +107,20 @@ def main():
             res[f"{tag}_bytes_per_s"] = statistics.median(r["bytes_per_second"] for r in runs)
             res[f"{tag}_same_bytes"] = runs[0]["generated"] == hf_bytes
             res[f"{tag}_patches"] = len(runs[0]["patches"])
+        with open(os.path.join(d, "prompts.txt"), "wb") as f:
+            for b in range(a.batch):
+                f.write(TEXT[17 * b:17 * b + a.prompt_bytes] + b"\n")
+        runs = []
+        for _ in range(3):
+            p = subprocess.run([a.runner, "--model", d, "--prompts-file", os.path.join(d, "prompts.txt"), "--device",
+                                "cpu", "--max-new-tokens", str(a.new), "--ignore-eos", "--format", "json"],
+                               capture_output=True, text=True, env=env)
+            if p.returncode != 0:
+                sys.exit(f"runner failed: {p.stderr}")
+            runs.append(json.loads(p.stdout))
+        res[f"tokenless_batch{a.batch}_bytes_per_s"] = statistics.median(r["bytes_per_second"] for r in runs)
+        res[f"tokenless_batch{a.batch}_first_same_bytes"] = runs[0]["outputs"][0]["generated"] == hf_bytes
+        res[f"tokenless_batch{a.batch}_vs_batch1"] = res[f"tokenless_batch{a.batch}_bytes_per_s"] / res["tokenless_bytes_per_s"]
     res["speedup_vs_transformers_nocache"] = res["tokenless_bytes_per_s"] / res["transformers_nocache_bytes_per_s"]
     if "transformers_cached_bytes_per_s" in res:
         res["speedup_vs_transformers_cached"] = res["tokenless_bytes_per_s"] / res["transformers_cached_bytes_per_s"]

@@ -221,7 +221,7 @@ TEST_CASE("blt: a batch of prompts equals each prompt alone, greedy and sampled,
       CAPTURE(b);
       std::vector<models::BltOutput> alone;
       REQUIRE_OK(models::blt_generate(w, {prompts[b]}, o, alone));
-      CHECK(batch[b].generated == alone[0].generated);  // no bleed: the same arithmetic
+      CHECK(batch[b].generated == alone[0].generated);  // no bleed (the batch decodes its streams together)
       CHECK(batch[b].prompt_logits == alone[0].prompt_logits);
       CHECK(batch[b].patches == alone[0].patches);
       CHECK(batch[b].generated == truth.generate(prompts[b], o.max_new_tokens, true));

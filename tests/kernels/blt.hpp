@@ -328,6 +328,46 @@ void check_batch(const char* name, bool byte_patches, int steps) {
   CHECK(batch->set_sampling({-1.0f, 1.0f, 0, 0}).code() == tokenless::StatusCode::invalid_argument);
 }
 
+// An FFN width that is not a multiple of 8 (BLT-1B's encoder: 2730) runs
+// padded: the fixture's encoder and decoder FFNs widened by 3 with zero
+// rows and columns (the same function) give the fixture's logits.
+inline void check_ffn_padding() {
+  const std::string dir = kFixtures + "blt";
+  io::BltWeights<float> w;
+  REQUIRE_OK(io::load_blt_weights(dir, &w));
+  io::BltWeights<float> wide = w;
+  for (auto [st, layers] : {std::pair{&wide.config.encoder, &wide.encoder_layers}, std::pair{&wide.config.decoder, &wide.decoder_layers}}) {
+    const auto D = static_cast<std::size_t>(st->hidden), F = static_cast<std::size_t>(st->intermediate), G = F + 3;
+    for (auto& l : *layers) {
+      std::vector<float> gu(2 * G * D, 0.0f), down(D * G, 0.0f);
+      for (std::size_t h = 0; h < 2; ++h) std::copy_n(l.w_gate_up.begin() + h * F * D, F * D, gu.begin() + h * G * D);
+      for (std::size_t r = 0; r < D; ++r) std::copy_n(l.w_down.begin() + r * F, F, down.begin() + r * G);
+      l.w_gate_up = std::move(gu);
+      l.w_down = std::move(down);
+    }
+    st->intermediate = static_cast<int>(G);
+  }
+  using Model = models::BltModel<Bf16, models::BltEncoderSmall, FixtureDims>;
+  std::unique_ptr<Model> a, b;
+  REQUIRE_OK(Model::create(w, 32, &a));
+  REQUIRE_OK(Model::create(wide, 32, &b));
+  const auto expected = nlohmann::json::parse(slurp(dir + "/expected.json"));
+  auto seq = expected["prompt"].get<std::vector<std::int32_t>>();
+  seq.resize(24);
+  REQUIRE_OK(a->forward(seq));
+  REQUIRE_OK(b->forward(seq));
+  std::vector<float> x, y;
+  REQUIRE_OK(a->logits(x));
+  REQUIRE_OK(b->logits(y));
+  REQUIRE(x.size() == y.size());
+  double err = 0, scale = 0;
+  for (std::size_t i = 0; i < x.size(); ++i) {
+    err = std::max(err, std::fabs(double(x[i]) - y[i]));
+    scale = std::max(scale, std::fabs(double(x[i])));
+  }
+  CHECK(err <= 8 * std::ldexp(1.0, -8) * scale);  // the executor's: 0 (zeros added to fp32 sums)
+}
+
 inline void check_bad_input() {
   const std::string dir = kFixtures + "blt";
   io::BltWeights<float> w;
@@ -384,5 +424,8 @@ TEST_CASE("models: BLT on the kernels batches prompts of every length, each as a
   tlt::blt_tests::check_batch<tokenless::models::BltEncoderSmall>("blt", false, steps);
   tlt::blt_tests::check_batch<tokenless::models::BltEncoder1B>("blt_k4", false, steps);  // rollbacks
   tlt::blt_tests::check_batch<tokenless::models::BltEncoderSmall>("blt", true, 3);
+}
+TEST_CASE("models: BLT on the kernels runs an FFN width that is not a multiple of 8 (padded with zeros)") {
+  tlt::blt_tests::check_ffn_padding();
 }
 TEST_CASE("models: BLT on the kernels refuses bad input by name") { tlt::blt_tests::check_bad_input(); }

@@ -636,12 +636,17 @@ class BltModel {
         TL_RETURN_IF_ERROR(v[l].allocate(static_cast<std::size_t>(seqs * cap * c.kv_dim())));
       }
       TL_RETURN_IF_ERROR(len.allocate(std::max<std::size_t>(1, w.size()) * static_cast<std::size_t>(seqs)));
+      // The decoder layer's rows are 16-byte multiples: an FFN width that is
+      // not a multiple of 8 (transformers' default encoder FFN, 2730) is
+      // padded with zero gate and up rows and zero down columns, which add
+      // exact zeros (silu(0) · 0) to every sum: the same model.
+      const int F = c.intermediate, Fp = (F + 7) / 8 * 8;
       shape = {.hidden = c.hidden,
                .heads = c.heads,
                .kv_heads = c.kv_heads,
                .head_dim = c.head_dim,
                .rot_dim = c.head_dim,
-               .ffn = c.intermediate,
+               .ffn = Fp,
                .experts = 0,
                .top_k = 0,
                .window = c.window,
@@ -652,8 +657,23 @@ class BltModel {
         TL_RETURN_IF_ERROR(upload(l.wqkv, b.wqkv));
         TL_RETURN_IF_ERROR(upload(l.wo, b.wo));
         TL_RETURN_IF_ERROR(upload(l.mlp_norm, b.mlp_norm));
-        TL_RETURN_IF_ERROR(upload(l.w_gate_up, b.w_gate_up));
-        TL_RETURN_IF_ERROR(upload(l.w_down, b.w_down));
+        if (Fp == F) {
+          TL_RETURN_IF_ERROR(upload(l.w_gate_up, b.w_gate_up));
+          TL_RETURN_IF_ERROR(upload(l.w_down, b.w_down));
+        } else {
+          const auto D = static_cast<std::size_t>(c.hidden), f = static_cast<std::size_t>(F),
+                     fp = static_cast<std::size_t>(Fp);
+          std::vector<float> gu(2 * fp * D, 0.0f), down(D * fp, 0.0f);
+          for (std::size_t half = 0; half < 2; ++half) {  // gate rows, then up rows
+            std::copy_n(l.w_gate_up.begin() + static_cast<std::ptrdiff_t>(half * f * D), f * D,
+                        gu.begin() + static_cast<std::ptrdiff_t>(half * fp * D));
+          }
+          for (std::size_t r = 0; r < D; ++r) {
+            std::copy_n(l.w_down.begin() + static_cast<std::ptrdiff_t>(r * f), f, down.begin() + static_cast<std::ptrdiff_t>(r * fp));
+          }
+          TL_RETURN_IF_ERROR(upload(gu, b.w_gate_up));
+          TL_RETURN_IF_ERROR(upload(down, b.w_down));
+        }
         layers.push_back(std::move(b));
       }
       std::vector<float> f(static_cast<std::size_t>(c.head_dim / 2));

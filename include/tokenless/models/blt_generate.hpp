@@ -3,8 +3,10 @@
 // `--device cpu` for model_type "blt"): every prompt is its own stream,
 // patched and cached on its own (models::BltStream), so a batch equals
 // running each prompt alone; nothing is shared between streams but the
-// weights.
+// weights and the decode steps' matrix products.
 //
+// Cached, the running streams decode together (BltStream::step_all: every
+// matrix product over all their rows, each weight read once a step).
 // A new byte is greedy (temperature 0) or drawn by heads::Sampling's rule
 // (reference::sample: temperature, top-p, and the counter-based uniform of
 // (seed, offset, row)), keyed by (seed, the byte's position in its
@@ -152,8 +154,13 @@ inline Status blt_generate(const io::BltWeights<float>& w, const std::vector<std
     done[b] = 1;
     seq[b].insert(seq[b].end(), r.generated.begin(), r.generated.end());
   }
-  // Decode: a byte a step for every stream still running.
+  // Decode: a byte a step for every stream still running; cached, the
+  // running streams step together (BltStream::step_all: each matrix product
+  // over all their rows).
   for (int i = 0; i < o.max_new_tokens; ++i) {
+    std::vector<BltStream*> running;
+    std::vector<std::int32_t> ids;
+    std::vector<std::size_t> which;
     for (std::size_t b = 0; b < B; ++b) {
       if (done[b]) continue;
       const auto pos = static_cast<std::int64_t>(seq[b].size());
@@ -165,12 +172,18 @@ inline Status blt_generate(const io::BltWeights<float>& w, const std::vector<std
         continue;
       }
       if (o.cache) {
-        last[b] = streams[b]->append({next});
+        running.push_back(streams[b].get());
+        ids.push_back(next);
+        which.push_back(b);
       } else {
         const std::vector<float> logits = model.forward(seq[b]);
         out[b].global_steps += static_cast<std::int64_t>(model.patch_lengths(seq[b]).size());
         last[b].assign(logits.end() - static_cast<std::ptrdiff_t>(V), logits.end());
       }
+    }
+    if (!running.empty()) {
+      std::vector<std::vector<float>> rows = BltStream::step_all(running, ids);
+      for (std::size_t j = 0; j < which.size(); ++j) last[which[j]] = std::move(rows[j]);
     }
   }
   const auto t2 = clock::now();

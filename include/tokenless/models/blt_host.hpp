@@ -78,62 +78,92 @@ class Stack {
   // Layer by layer (the decoder puts cross-attention between them): every
   // layer at positions len..len + n − 1, then advance(n).
   void advance(std::int64_t n) { len_ += n; }
+  void layer(std::size_t l, float* x, std::int64_t n) { layer_all({this}, l, x, {n}); }
 
-  void layer(std::size_t l, float* x, std::int64_t n) {
-    const int D = c_.hidden, hd = c_.head_dim, H = c_.heads, KV = c_.kv_heads;
-    const int qd = c_.q_dim(), kvd = c_.kv_dim(), qkvd = c_.qkv_dim(), F = c_.intermediate;
-    const auto& w = w_[l];
-    h_.resize(static_cast<std::size_t>(n * D));
-    rms_norm(x, n, D, w.attn_norm, c_.rms_eps, h_.data());
-    qkv_.resize(static_cast<std::size_t>(n * qkvd));
-    host::gemm_nt(n, qkvd, D, h_.data(), D, w.wqkv.data(), D, qkv_.data(), qkvd);
+  // Several streams' stacks (the same weights) at once: stack s's n[s] rows
+  // follow the ones before it in x. The matrix products run over all the
+  // rows (a batch reads each weight once), RoPE, the cache and attention a
+  // stack each.
+  static void forward_all(const std::vector<Stack*>& st, float* x, const std::vector<std::int64_t>& n) {
+    if (st.empty()) return;
+    for (std::size_t l = 0; l < st[0]->w_.size(); ++l) layer_all(st, l, x, n);
+    for (std::size_t s = 0; s < st.size(); ++s) st[s]->advance(n[s]);
+  }
+  static void layer_all(const std::vector<Stack*>& st, std::size_t l, float* x, const std::vector<std::int64_t>& n) {
+    Stack& s0 = *st[0];  // its scratch serves the batch
+    const io::BltStackConfig& c = s0.c_;
+    const int D = c.hidden, hd = c.head_dim, H = c.heads, KV = c.kv_heads;
+    const int qd = c.q_dim(), kvd = c.kv_dim(), qkvd = c.qkv_dim(), F = c.intermediate;
+    const auto& w = s0.w_[l];
+    std::vector<std::int64_t> first(st.size() + 1, 0), pos;  // each stack's first row; each row's position
+    for (std::size_t s = 0; s < st.size(); ++s) {
+      first[s + 1] = first[s] + n[s];
+      for (std::int64_t t = 0; t < n[s]; ++t) pos.push_back(st[s]->len_ + t);
+    }
+    const std::int64_t R = first.back();
+    if (R == 0) return;
+    auto& h = s0.h_;
+    auto& qkv = s0.qkv_;
+    h.resize(static_cast<std::size_t>(R * D));
+    rms_norm(x, R, D, w.attn_norm, c.rms_eps, h.data());
+    qkv.resize(static_cast<std::size_t>(R * qkvd));
+    host::gemm_nt(R, qkvd, D, h.data(), D, w.wqkv.data(), D, qkv.data(), qkvd);
     // Interleaved RoPE on q and k: pairs (2i, 2i + 1), the fp32 angle.
-    host::pool().parallel_for(n, [&](std::int64_t lo, std::int64_t hi) {
+    const std::vector<float>& inv_freq = s0.inv_freq_;
+    host::pool().parallel_for(R, [&](std::int64_t lo, std::int64_t hi) {
       for (std::int64_t t = lo; t < hi; ++t) {
-        const auto pos = static_cast<float>(len_ + t);
+        const auto p = static_cast<float>(pos[static_cast<std::size_t>(t)]);
         for (int i = 0; i < hd / 2; ++i) {
-          const float angle = pos * inv_freq_[i];
+          const float angle = p * inv_freq[i];
           const float cs = std::cos(angle), sn = std::sin(angle);
           for (int h2 = 0; h2 < H + KV; ++h2) {
-            float* p = qkv_.data() + t * qkvd + h2 * hd + 2 * i;
-            const float a = p[0], b = p[1];
-            p[0] = a * cs - b * sn;
-            p[1] = b * cs + a * sn;
+            float* q = qkv.data() + t * qkvd + h2 * hd + 2 * i;
+            const float a = q[0], b = q[1];
+            q[0] = a * cs - b * sn;
+            q[1] = b * cs + a * sn;
           }
         }
       }
     });
-    auto& kc = k_[l];
-    auto& vc = v_[l];
-    const std::int64_t total = len_ + n;
-    kc.resize(static_cast<std::size_t>(total * kvd));
-    vc.resize(kc.size());
-    for (std::int64_t t = 0; t < n; ++t) {
-      std::copy_n(qkv_.data() + t * qkvd + qd, kvd, kc.data() + (len_ + t) * kvd);
-      std::copy_n(qkv_.data() + t * qkvd + qd + kvd, kvd, vc.data() + (len_ + t) * kvd);
+    auto& attn = s0.attn_;
+    attn.resize(static_cast<std::size_t>(R * qd));
+    for (std::size_t s = 0; s < st.size(); ++s) {
+      Stack& k = *st[s];
+      if (n[s] == 0) continue;
+      auto& kc = k.k_[l];
+      auto& vc = k.v_[l];
+      const std::int64_t base = k.len_, total = base + n[s], window = c.window;
+      kc.resize(static_cast<std::size_t>(total * kvd));
+      vc.resize(kc.size());
+      const float* rows = qkv.data() + first[s] * qkvd;
+      for (std::int64_t t = 0; t < n[s]; ++t) {
+        std::copy_n(rows + t * qkvd + qd, kvd, kc.data() + (base + t) * kvd);
+        std::copy_n(rows + t * qkvd + qd + kvd, kvd, vc.data() + (base + t) * kvd);
+      }
+      host_attend(rows, qkvd, kc.data(), vc.data(), kvd, n[s], total, H, KV, hd,
+                  [&](std::int64_t t) {
+                    const std::int64_t i = base + t;
+                    return std::pair<std::int64_t, std::int64_t>{window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0,
+                                                                 i + 1};
+                  },
+                  attn.data() + first[s] * qd, qd);
     }
-    attn_.resize(static_cast<std::size_t>(n * qd));
-    const std::int64_t base = len_, window = c_.window;
-    host_attend(qkv_.data(), qkvd, kc.data(), vc.data(), kvd, n, total, H, KV, hd,
-           [&](std::int64_t t) {
-             const std::int64_t i = base + t;
-             return std::pair<std::int64_t, std::int64_t>{window > 0 ? std::max<std::int64_t>(0, i - window + 1) : 0, i + 1};
-           },
-           attn_.data(), qd);
-    host::gemm_nt(n, D, qd, attn_.data(), qd, w.wo.data(), qd, h_.data(), D);
-    for (std::int64_t i = 0; i < n * D; ++i) x[i] += h_[i];
-    rms_norm(x, n, D, w.mlp_norm, c_.rms_eps, h_.data());
-    gu_.resize(static_cast<std::size_t>(n * 2 * F));
-    host::gemm_nt(n, 2 * F, D, h_.data(), D, w.w_gate_up.data(), D, gu_.data(), 2 * F);
-    act_.resize(static_cast<std::size_t>(n * F));
-    host::pool().parallel_for(n, [&](std::int64_t lo, std::int64_t hi) {
+    host::gemm_nt(R, D, qd, attn.data(), qd, w.wo.data(), qd, h.data(), D);
+    for (std::int64_t i = 0; i < R * D; ++i) x[i] += h[i];
+    rms_norm(x, R, D, w.mlp_norm, c.rms_eps, h.data());
+    auto& gu = s0.gu_;
+    auto& act = s0.act_;
+    gu.resize(static_cast<std::size_t>(R * 2 * F));
+    host::gemm_nt(R, 2 * F, D, h.data(), D, w.w_gate_up.data(), D, gu.data(), 2 * F);
+    act.resize(static_cast<std::size_t>(R * F));
+    host::pool().parallel_for(R, [&](std::int64_t lo, std::int64_t hi) {
       for (std::int64_t t = lo; t < hi; ++t) {
-        const float* g = gu_.data() + t * 2 * F;
-        for (int i = 0; i < F; ++i) act_[t * F + i] = g[i] / (1.0f + std::exp(-g[i])) * g[F + i];
+        const float* g = gu.data() + t * 2 * F;
+        for (int i = 0; i < F; ++i) act[t * F + i] = g[i] / (1.0f + std::exp(-g[i])) * g[F + i];
       }
     });
-    host::gemm_nt(n, D, F, act_.data(), F, w.w_down.data(), F, h_.data(), D);
-    for (std::int64_t i = 0; i < n * D; ++i) x[i] += h_[i];
+    host::gemm_nt(R, D, F, act.data(), F, w.w_down.data(), F, h.data(), D);
+    for (std::int64_t i = 0; i < R * D; ++i) x[i] += h[i];
   }
 
  private:
@@ -157,17 +187,27 @@ inline void cross_kv(const io::BltStackConfig& c, const io::BltCrossWeights<floa
 
 // BLT's cross-attention over cross_kv's rows, returning the caller's update:
 // x ← 2 x + o(attn), the module's own residual and its caller's; q =
-// q_norm(x) W_q; query i sees keys range(i).
-template <class Range>
-void cross_query(const io::BltStackConfig& c, const io::BltCrossWeights<float>& w, float* x, std::int64_t nq,
-                 const float* kvp, std::int64_t nk, Range range) {
-  const int D = c.hidden, qd = c.q_dim(), kvd = c.kv_dim();
+// q_norm(x) W_q; attend(q, o) fills o [nq, q_dim] (a batch's streams each
+// attend to their own keys).
+template <class Attend>
+void cross_query_with(const io::BltStackConfig& c, const io::BltCrossWeights<float>& w, float* x, std::int64_t nq,
+                      Attend attend) {
+  const int D = c.hidden, qd = c.q_dim();
   std::vector<float> h(static_cast<std::size_t>(nq * D)), q(static_cast<std::size_t>(nq * qd)), o(q.size());
   rms_norm(x, nq, D, w.q_norm, c.rms_eps, h.data());
   host::gemm_nt(nq, qd, D, h.data(), D, w.wq.data(), D, q.data(), qd);
-  host_attend(q.data(), qd, kvp, kvp + kvd, 2 * kvd, nq, nk, c.heads, c.kv_heads, c.head_dim, range, o.data(), qd);
+  attend(q.data(), o.data());
   host::gemm_nt(nq, D, qd, o.data(), qd, w.wo.data(), qd, h.data(), D);
   for (std::int64_t i = 0; i < nq * D; ++i) x[i] = 2 * x[i] + h[i];
+}
+// Query i sees keys range(i).
+template <class Range>
+void cross_query(const io::BltStackConfig& c, const io::BltCrossWeights<float>& w, float* x, std::int64_t nq,
+                 const float* kvp, std::int64_t nk, Range range) {
+  const int qd = c.q_dim(), kvd = c.kv_dim();
+  cross_query_with(c, w, x, nq, [&](const float* q, float* o) {
+    host_attend(q, qd, kvp, kvp + kvd, 2 * kvd, nq, nk, c.heads, c.kv_heads, c.head_dim, range, o, qd);
+  });
 }
 
 // Both, for keys used once.
@@ -445,6 +485,111 @@ class BltStream {
     return a;
   }
 
+  // A batch's decode step: streams[b] appends ids[b] (one byte each, the
+  // streams distinct), as append({ids[b]}) would, with every matrix product
+  // over the batch's rows at once (each weight read once a step, not once a
+  // stream); attention, patches and caches stay each stream's. Returns each
+  // stream's logits for its next byte.
+  static std::vector<std::vector<float>> step_all(const std::vector<BltStream*>& streams,
+                                                  const std::vector<std::int32_t>& ids) {
+    using blt_host_detail::Stack;
+    const std::size_t B = streams.size();
+    if (B == 0) return {};
+    const io::BltWeights<float>& w = streams[0]->w_;
+    const io::BltConfig& c = w.config;
+    const std::vector<std::int64_t> one(B, 1);
+    auto stacks = [&](Stack BltStream::*m) {
+      std::vector<Stack*> st;
+      for (BltStream* s : streams) st.push_back(&(s->*m));
+      return st;
+    };
+    std::vector<std::int64_t> a(B);
+    for (std::size_t b = 0; b < B; ++b) {
+      a[b] = streams[b]->length();
+      streams[b]->ids_.push_back(ids[b]);
+    }
+    // The entropy model's rows.
+    if (c.patching == io::BltPatching::kEntropy) {
+      const int D = c.patcher.hidden, V = c.vocab;
+      std::vector<float> x(B * static_cast<std::size_t>(D)), hn(x.size()), logits(B * static_cast<std::size_t>(V));
+      for (std::size_t b = 0; b < B; ++b) std::copy_n(w.patcher_embed.data() + ids[b] * D, D, x.data() + b * D);
+      Stack::forward_all(stacks(&BltStream::patcher_), x.data(), one);
+      blt_host_detail::rms_norm(x.data(), static_cast<std::int64_t>(B), D, w.patcher_norm, c.patcher.rms_eps, hn.data());
+      host::gemm_nt(static_cast<std::int64_t>(B), V, D, hn.data(), D, w.patcher_head.data(), D, logits.data(), V);
+      const std::vector<float> h = reference::entropies_from_logits<float>(logits.data(), static_cast<std::int64_t>(B), V);
+      for (std::size_t b = 0; b < B; ++b) streams[b]->h_.push_back(h[b]);
+    }
+    for (std::size_t b = 0; b < B; ++b) streams[b]->cut(a[b]);
+    // The encoder's rows.
+    {
+      const int D = c.encoder.hidden;
+      std::vector<float> x(B * static_cast<std::size_t>(D));
+      for (std::size_t b = 0; b < B; ++b) blt_host_detail::embed(w, streams[b]->ids_, a[b], x.data() + b * D);
+      Stack::forward_all(stacks(&BltStream::encoder_), x.data(), one);
+      for (std::size_t b = 0; b < B; ++b) {
+        auto& xs = streams[b]->x_;
+        xs.resize(static_cast<std::size_t>(a[b] * D));
+        xs.insert(xs.end(), x.begin() + b * D, x.begin() + (b + 1) * D);
+      }
+    }
+    global_all(streams);
+    // The decoder: each stream from its first row whose patch changed.
+    const int D = c.decoder.hidden, k = c.k, qd = c.decoder.q_dim(), kvd = c.decoder.kv_dim();
+    std::vector<std::int64_t> from(B), rows(B), first(B + 1, 0);
+    for (std::size_t b = 0; b < B; ++b) {
+      BltStream& s = *streams[b];
+      std::int64_t f = a[b];
+      while (f > 0 && s.assigned_[f - 1] != s.row_patch(f - 1)) --f;
+      if (f < a[b]) ++s.rollbacks_;
+      s.decoder_.truncate(f);
+      s.assigned_.resize(static_cast<std::size_t>(f));
+      const std::int64_t n = s.length();
+      for (std::int64_t t = f; t < n; ++t) s.assigned_.push_back(s.row_patch(t));
+      from[b] = f;
+      rows[b] = n - f;
+      first[b + 1] = first[b] + rows[b];
+    }
+    std::vector<float> y(static_cast<std::size_t>(first[B] * D));
+    for (std::size_t b = 0; b < B; ++b) {
+      const auto& x = streams[b]->x_;
+      std::copy(x.begin() + from[b] * D, x.begin() + (from[b] + rows[b]) * D, y.begin() + first[b] * D);
+    }
+    for (int l = 0; l < c.decoder.layers; ++l) {
+      const auto L = static_cast<std::size_t>(l);
+      if (l == 0 || c.decoder_cross_all) {
+        blt_host_detail::cross_query_with(c.decoder, w.decoder_cross[L], y.data(), first[B], [&](const float* q, float* o) {
+          for (std::size_t b = 0; b < B; ++b) {
+            const BltStream& s = *streams[b];
+            const std::int64_t f = from[b];
+            host_attend(q + first[b] * qd, qd, s.dkv_[L].data(), s.dkv_[L].data() + kvd, 2 * kvd, rows[b], s.slots_,
+                        c.decoder.heads, c.decoder.kv_heads, c.decoder.head_dim,
+                        [&](std::int64_t r) {
+                          const std::int64_t d = s.assigned_[static_cast<std::size_t>(f + r)];
+                          return std::pair<std::int64_t, std::int64_t>{d * k, (d + 1) * k};
+                        },
+                        o + first[b] * qd, qd);
+          }
+        });
+      }
+      Stack::layer_all(stacks(&BltStream::decoder_), L, y.data(), rows);
+    }
+    std::vector<float> last(B * static_cast<std::size_t>(D)), h(last.size());
+    for (std::size_t b = 0; b < B; ++b) {
+      BltStream& s = *streams[b];
+      s.decoder_.advance(rows[b]);
+      s.y_.resize(static_cast<std::size_t>(from[b] * D));
+      s.y_.insert(s.y_.end(), y.begin() + first[b] * D, y.begin() + first[b + 1] * D);
+      std::copy_n(y.begin() + (first[b + 1] - 1) * D, D, last.begin() + b * D);
+    }
+    const int V = c.vocab;
+    std::vector<float> logits(B * static_cast<std::size_t>(V));
+    blt_host_detail::rms_norm(last.data(), static_cast<std::int64_t>(B), D, w.decoder_norm, c.decoder.rms_eps, h.data());
+    host::gemm_nt(static_cast<std::int64_t>(B), V, D, h.data(), D, w.lm_head.data(), D, logits.data(), V);
+    std::vector<std::vector<float>> out(B);
+    for (std::size_t b = 0; b < B; ++b) out[b].assign(logits.begin() + b * V, logits.begin() + (b + 1) * V);
+    return out;
+  }
+
  private:
   std::int32_t argmax(const float* row) const {
     return static_cast<std::int32_t>(std::max_element(row, row + c_.vocab) - row);
@@ -547,48 +692,66 @@ class BltStream {
 
   // Every newly completed patch: its slots (amax, projection, cross-attention
   // to its bytes), one global step, its decoder slots.
-  void global_rows() {
-    const int De = c_.encoder.hidden, Dg = c_.global.hidden, Dd = c_.decoder.hidden, k = c_.k;
-    auto p0 = static_cast<std::size_t>(global_.length());
-    std::size_t p1 = p0;
-    while (p1 < starts_.size() && complete(p1)) ++p1;
-    if (p1 == p0) return;
-    const auto P = static_cast<std::int64_t>(p1 - p0);
-    std::vector<float> pooled(static_cast<std::size_t>(P * De)), slots(static_cast<std::size_t>(P * k * De));
-    std::vector<std::int64_t> lo(static_cast<std::size_t>(P)), hi(lo.size());
-    for (std::int64_t q = 0; q < P; ++q) {
-      const std::size_t p = p0 + static_cast<std::size_t>(q);
-      lo[q] = starts_[p];
-      hi[q] = p + 1 < starts_.size() ? starts_[p + 1] : length();
-      float* r = pooled.data() + q * De;
-      std::copy_n(x_.data() + lo[q] * De, De, r);
-      for (std::int64_t t = lo[q] + 1; t < hi[q]; ++t)
-        for (int i = 0; i < De; ++i) r[i] = std::max(r[i], x_[t * De + i]);
+  void global_rows() { global_all({this}); }
+  // The same for a batch's streams, every product over all their new patches.
+  static void global_all(const std::vector<BltStream*>& streams) {
+    const io::BltWeights<float>& w = streams[0]->w_;
+    const io::BltConfig& c = w.config;
+    const int De = c.encoder.hidden, Dg = c.global.hidden, Dd = c.decoder.hidden, k = c.k;
+    // The new patches, a stream's after the one's before; their bytes' rows stacked.
+    std::vector<std::int64_t> count(streams.size(), 0), lo, hi;  // lo, hi: a patch's rows in the stack
+    std::vector<float> bytes;
+    for (std::size_t b = 0; b < streams.size(); ++b) {
+      BltStream& s = *streams[b];
+      for (auto p = static_cast<std::size_t>(s.global_.length()); p < s.starts_.size() && s.complete(p); ++p) {
+        const std::int64_t l0 = s.starts_[p], l1 = p + 1 < s.starts_.size() ? s.starts_[p + 1] : s.length();
+        lo.push_back(static_cast<std::int64_t>(bytes.size()) / De);
+        bytes.insert(bytes.end(), s.x_.begin() + l0 * De, s.x_.begin() + l1 * De);
+        hi.push_back(static_cast<std::int64_t>(bytes.size()) / De);
+        ++count[b];
+      }
     }
-    host::gemm_nt(P, k * De, De, pooled.data(), De, w_.encoder_projection.data(), De, slots.data(), k * De);
-    const std::int64_t b0 = lo[0], b1 = hi[P - 1];  // the new patches' bytes, the only keys they see
-    blt_host_detail::cross_attend(c_.encoder, w_.encoder_cross.back(), slots.data(), P * k, x_.data() + b0 * De,
-                                  b1 - b0, [&](std::int64_t s) {
-                                    return std::pair<std::int64_t, std::int64_t>{lo[s / k] - b0, hi[s / k] - b0};
+    const auto P = static_cast<std::int64_t>(lo.size());
+    if (P == 0) return;
+    std::vector<float> pooled(static_cast<std::size_t>(P * De)), slots(static_cast<std::size_t>(P * k * De));
+    for (std::int64_t q = 0; q < P; ++q) {
+      float* r = pooled.data() + q * De;
+      std::copy_n(bytes.data() + lo[q] * De, De, r);
+      for (std::int64_t t = lo[q] + 1; t < hi[q]; ++t)
+        for (int i = 0; i < De; ++i) r[i] = std::max(r[i], bytes[t * De + i]);
+    }
+    host::gemm_nt(P, k * De, De, pooled.data(), De, w.encoder_projection.data(), De, slots.data(), k * De);
+    // Each patch's slots see only its bytes.
+    blt_host_detail::cross_attend(c.encoder, w.encoder_cross.back(), slots.data(), P * k, bytes.data(), hi[P - 1],
+                                  [&](std::int64_t s) {
+                                    return std::pair<std::int64_t, std::int64_t>{lo[s / k], hi[s / k]};
                                   });
     std::vector<float> g(static_cast<std::size_t>(P * Dg));
-    if (c_.global_projection) {
-      host::gemm_nt(P, Dg, k * De, slots.data(), k * De, w_.global_projection.data(), k * De, g.data(), Dg);
+    if (c.global_projection) {
+      host::gemm_nt(P, Dg, k * De, slots.data(), k * De, w.global_projection.data(), k * De, g.data(), Dg);
     } else {
       g = slots;
     }
-    global_.forward(g.data(), P);
+    std::vector<blt_host_detail::Stack*> globals;
+    for (BltStream* s : streams) globals.push_back(&s->global_);
+    blt_host_detail::Stack::forward_all(globals, g.data(), count);
     // The decoder's slots, and each cross-attention's keys and values of them, cached.
     std::vector<float> dslots(static_cast<std::size_t>(P * k * Dd));
-    host::gemm_nt(P, k * Dd, Dg, g.data(), Dg, w_.decoder_projection.data(), Dg, dslots.data(), k * Dd);
-    const std::size_t row = static_cast<std::size_t>(2 * c_.decoder.kv_dim());
-    dkv_.resize(w_.decoder_cross.size());
-    for (std::size_t l = 0; l < dkv_.size(); ++l) {
-      const std::size_t old = dkv_[l].size();
-      dkv_[l].resize(old + static_cast<std::size_t>(P * k) * row);
-      blt_host_detail::cross_kv(c_.decoder, w_.decoder_cross[l], dslots.data(), P * k, dkv_[l].data() + old);
+    host::gemm_nt(P, k * Dd, Dg, g.data(), Dg, w.decoder_projection.data(), Dg, dslots.data(), k * Dd);
+    const std::size_t row = static_cast<std::size_t>(2 * c.decoder.kv_dim());
+    std::vector<float> kv(static_cast<std::size_t>(P * k) * row);
+    for (std::size_t l = 0; l < w.decoder_cross.size(); ++l) {
+      blt_host_detail::cross_kv(c.decoder, w.decoder_cross[l], dslots.data(), P * k, kv.data());
+      std::size_t at = 0;
+      for (std::size_t b = 0; b < streams.size(); ++b) {
+        BltStream& s = *streams[b];
+        s.dkv_.resize(w.decoder_cross.size());
+        const std::size_t n = static_cast<std::size_t>(count[b] * k) * row;
+        s.dkv_[l].insert(s.dkv_[l].end(), kv.begin() + static_cast<std::ptrdiff_t>(at), kv.begin() + static_cast<std::ptrdiff_t>(at + n));
+        at += n;
+      }
     }
-    slots_ += P * k;
+    for (std::size_t b = 0; b < streams.size(); ++b) streams[b]->slots_ += count[b] * k;
   }
 
   // The decoder patch of byte t: the last complete patch that ended at or before it.
