@@ -37,3 +37,4 @@
 #include <tokenless/heads/mtp.cuh>
 #include <tokenless/heads/multi_token.cuh>
 #include <tokenless/heads/speculative.cuh>
+#include <tokenless/optim/adamw.cuh>

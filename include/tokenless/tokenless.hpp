@@ -24,6 +24,8 @@
 #include <tokenless/heads/policy.hpp>
 #include <tokenless/patcher/policy.hpp>
 #include <tokenless/router/policy.hpp>
+#include <tokenless/optim/multi_tensor.hpp>
+#include <tokenless/optim/policy.hpp>
 #include <tokenless/reference/attention.hpp>
 #include <tokenless/reference/blocks.hpp>
 #include <tokenless/reference/bottleneck.hpp>
@@ -31,6 +33,7 @@
 #include <tokenless/reference/gemm.hpp>
 #include <tokenless/reference/hash_embedding.hpp>
 #include <tokenless/reference/heads.hpp>
+#include <tokenless/reference/optim.hpp>
 #include <tokenless/reference/patcher.hpp>
 #include <tokenless/reference/router.hpp>
 #include <tokenless/reference/row_reduce.hpp>

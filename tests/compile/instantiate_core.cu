@@ -68,6 +68,20 @@ void instantiate_sorts() {
   (void)&tokenless::device::sort_pairs<std::int32_t, std::int32_t>;
 }
 
+// The fused optimizer for every parameter storage, with gradients of the
+// same type and fp32 ones (a byte head's gradients into bf16 weights).
+template <class T, class G>
+void instantiate_adamw() {
+  static_assert(tokenless::Operation<tokenless::optim::AdamW<T, G>>);
+  (void)&tokenless::optim::AdamW<T, G>::run;
+  (void)&tokenless::optim::AdamW<T, G>::reset;
+}
+template void instantiate_adamw<float, float>();
+template void instantiate_adamw<__nv_bfloat16, __nv_bfloat16>();
+template void instantiate_adamw<__half, __half>();
+template void instantiate_adamw<__nv_bfloat16, float>();
+static_assert(tokenless::TuningSelector<tokenless::optim::tuning_for>);
+
 #if defined(TOKENLESS_BACKEND_EMU)
 int main() { return 0; }
 #endif

@@ -1,0 +1,2 @@
+// The fused optimizer on the CPU executor (gpu tier: tests/gpu/test_optim.cu).
+#include "../kernels/optim.hpp"
