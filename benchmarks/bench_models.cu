@@ -74,7 +74,7 @@ __global__ void add_one_kernel(B16* p, int n) {
   }
 }
 void add_one(B16* p, int n) {
-  add_one_kernel<<<64, 256>>>(p, n);
+  TLB_LAUNCH(add_one_kernel, 64, 256, p, n);
   TLB_CHECK_CUDA(cudaGetLastError());
 }
 

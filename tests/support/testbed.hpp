@@ -40,7 +40,7 @@ class Testbed {
   Testbed& watch(DeviceBuffer<T>& buf, int byte = 0xff) {
     buf.fill_bytes(byte);
     auto snapshot = std::make_shared<std::vector<unsigned char>>(bytes_of(buf));
-    watched_.push_back([&buf, snapshot, this] { return bytes_of(buf) == *snapshot; });
+    watched_.push_back([&buf, snapshot] { return bytes_of(buf) == *snapshot; });
     return *this;
   }
 

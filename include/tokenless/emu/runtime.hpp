@@ -108,6 +108,18 @@ inline cudaError_t cudaMemcpyAsync(void* dst, const void* src, std::size_t bytes
                                    cudaStream_t = nullptr) {
   return cudaMemcpy(dst, src, bytes, kind);
 }
+// Rows of `width` bytes at pitches dpitch and spitch (CUDA's rules: a width
+// wider than either pitch is refused).
+inline cudaError_t cudaMemcpy2D(void* dst, std::size_t dpitch, const void* src, std::size_t spitch, std::size_t width,
+                                std::size_t height, cudaMemcpyKind kind) {
+  if (width > dpitch || width > spitch) return tokenless::emu::detail::set_error(cudaErrorInvalidPitchValue);
+  for (std::size_t r = 0; r < height; ++r) {
+    const cudaError_t e = cudaMemcpy(static_cast<char*>(dst) + r * dpitch, static_cast<const char*>(src) + r * spitch,
+                                     width, kind);
+    if (e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
 inline cudaError_t cudaMemset(void* p, int value, std::size_t bytes) {
   if (bytes == 0) return cudaSuccess;
   if (!p) return tokenless::emu::detail::set_error(cudaErrorInvalidValue);
