@@ -8,6 +8,8 @@
 //
 //   host::gemm_nt(m, n, k, A, lda, B, ldb, C, ldc)    C[m, n] = A[m, k] · B[n, k]ᵀ
 //   host::gemm_nn(m, n, k, A, lda, B, ldb, C, ldc)    C[m, n] = A[m, k] · B[k, n]
+//   host::gemm_tn(m, n, k, A, lda, B, ldb, C, ldc)    C[m, n] = A[k, m]ᵀ · B[k, n]
+//                                                     (a weight's gradient, dW += dYᵀ X)
 #include <tokenless/core/thread_pool.hpp>
 
 #include <cstdint>
@@ -86,6 +88,33 @@ inline void gemm_nn(std::int64_t m, std::int64_t n, std::int64_t k, const float*
           if (!accumulate) for (std::int64_t j = 0; j < n; ++j) c[j] = 0;
           for (std::int64_t e = 0; e < k; ++e) {
             const float a = A[i * lda + e];
+            const float* b = B + e * ldb;
+            for (std::int64_t j = 0; j < n; ++j) c[j] += a * b[j];
+          }
+        }
+      },
+      1);
+#endif
+}
+
+// C = Aᵀ · B (A [k, m], B [k, n], both row major), or C += Aᵀ · B.
+inline void gemm_tn(std::int64_t m, std::int64_t n, std::int64_t k, const float* A, std::int64_t lda, const float* B,
+                    std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate = false) {
+  if (m <= 0 || n <= 0) return;
+#if defined(TOKENLESS_HAVE_CBLAS)
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
+              1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, C,
+              static_cast<int>(ldc));
+#else
+  // Rows of C split over the pool; each streams the k rows of A and B once.
+  pool().parallel_for(
+      m,
+      [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) {
+          float* c = C + i * ldc;
+          if (!accumulate) for (std::int64_t j = 0; j < n; ++j) c[j] = 0;
+          for (std::int64_t e = 0; e < k; ++e) {
+            const float a = A[e * lda + i];
             const float* b = B + e * ldb;
             for (std::int64_t j = 0; j < n; ++j) c[j] += a * b[j];
           }

@@ -39,6 +39,10 @@ struct ModelConfig {
   int rot_dim = 0;          // head_dim · partial_rotary_factor
   int sliding_window = 0;   // 0: none (Mistral: keys j with i - j < window)
   int experts = 0, top_k = 0;  // Mixtral
+  // Mixtral's load-balancing loss in training: added × this coefficient
+  // where output_router_logits is true (transformers' defaults: 0.001, false).
+  float router_aux_loss_coef = 0.001f;
+  bool output_router_logits = false;
   int mtp_modules = 0;         // DeepSeek-V3-style multi-token modules (num_nextn_predict_layers)
   bool tie_embeddings = false;
   int max_positions = 0;
@@ -127,6 +131,15 @@ struct ModelConfig {
     if (c.family == Family::kMixtral) {
       TL_RETURN_IF_ERROR(get_int(j, "num_local_experts", &c.experts));
       TL_RETURN_IF_ERROR(get_int(j, "num_experts_per_tok", &c.top_k));
+      double coef = c.router_aux_loss_coef;
+      TL_RETURN_IF_ERROR(get_number(j, "router_aux_loss_coef", &coef, /*required=*/false));
+      if (!std::isfinite(coef)) {
+        return Status::error(StatusCode::invalid_argument, "config.json: router_aux_loss_coef is not finite");
+      }
+      c.router_aux_loss_coef = static_cast<float>(coef);
+      if (const auto o = j.find("output_router_logits"); o != j.end() && o->is_boolean()) {
+        c.output_router_logits = o->get<bool>();
+      }
     }
     TL_RETURN_IF_ERROR(parse_rope(j, c));
     *out = c;

@@ -167,4 +167,81 @@ Status load_weights(const std::string& dir, ModelWeights<T>* out) {
   return Status::ok();
 }
 
+// Each trainable tensor under its checkpoint name and shape, as a view into
+// the packed buffers (every checkpoint tensor is a contiguous range of one:
+// q, k and v rows of wqkv, gate and up rows of w_gate_up, an expert's rows
+// of the stacked experts). Transformers 5's fused Mixtral experts, or the
+// Hub's w1/w3/w2 with hub_moe. A tied lm_head is not listed (the embedding
+// is the tensor). What the gradient tests compare and a save writes.
+struct ParamView {
+  std::string name;
+  std::vector<std::int64_t> shape;
+  float* data = nullptr;
+  std::int64_t numel() const {
+    std::int64_t n = 1;
+    for (auto d : shape) n *= d;
+    return n;
+  }
+};
+
+inline std::vector<ParamView> parameter_views(ModelWeights<float>& m, bool hub_moe = false) {
+  const ModelConfig& c = m.config;
+  const std::int64_t V = c.vocab, D = c.hidden, F = c.intermediate, Q = c.q_dim(), KV = c.kv_dim(), E = c.experts;
+  std::vector<ParamView> v;
+  v.push_back({"model.embed_tokens.weight", {V, D}, m.embed.data()});
+  for (int l = 0; l < c.layers; ++l) {
+    auto& w = m.layers[static_cast<std::size_t>(l)];
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    v.push_back({p + "input_layernorm.weight", {D}, w.attn_norm.data()});
+    if (c.family == Family::kPhi3) {
+      v.push_back({p + "self_attn.qkv_proj.weight", {Q + 2 * KV, D}, w.wqkv.data()});
+    } else {
+      v.push_back({p + "self_attn.q_proj.weight", {Q, D}, w.wqkv.data()});
+      v.push_back({p + "self_attn.k_proj.weight", {KV, D}, w.wqkv.data() + Q * D});
+      v.push_back({p + "self_attn.v_proj.weight", {KV, D}, w.wqkv.data() + (Q + KV) * D});
+    }
+    v.push_back({p + "self_attn.o_proj.weight", {D, Q}, w.wo.data()});
+    v.push_back({p + "post_attention_layernorm.weight", {D}, w.mlp_norm.data()});
+    if (c.family == Family::kMixtral && !hub_moe) {
+      v.push_back({p + "mlp.gate.weight", {E, D}, w.router.data()});
+      v.push_back({p + "mlp.experts.gate_up_proj", {E, 2 * F, D}, w.w_gate_up.data()});
+      v.push_back({p + "mlp.experts.down_proj", {E, D, F}, w.w_down.data()});
+    } else if (c.family == Family::kMixtral) {
+      const std::string b = p + "block_sparse_moe.";
+      v.push_back({b + "gate.weight", {E, D}, w.router.data()});
+      for (std::int64_t e = 0; e < E; ++e) {
+        const std::string x = b + "experts." + std::to_string(e) + ".";
+        v.push_back({x + "w1.weight", {F, D}, w.w_gate_up.data() + e * 2 * F * D});
+        v.push_back({x + "w2.weight", {D, F}, w.w_down.data() + e * D * F});
+        v.push_back({x + "w3.weight", {F, D}, w.w_gate_up.data() + e * 2 * F * D + F * D});
+      }
+    } else if (c.family == Family::kPhi3) {
+      v.push_back({p + "mlp.gate_up_proj.weight", {2 * F, D}, w.w_gate_up.data()});
+      v.push_back({p + "mlp.down_proj.weight", {D, F}, w.w_down.data()});
+    } else {
+      v.push_back({p + "mlp.gate_proj.weight", {F, D}, w.w_gate_up.data()});
+      v.push_back({p + "mlp.up_proj.weight", {F, D}, w.w_gate_up.data() + F * D});
+      v.push_back({p + "mlp.down_proj.weight", {D, F}, w.w_down.data()});
+    }
+  }
+  v.push_back({"model.norm.weight", {D}, m.norm.data()});
+  if (!c.tie_embeddings) v.push_back({"lm_head.weight", {V, D}, m.lm_head.data()});
+  return v;
+}
+
+// The same buffers, every element zero (a gradient of m's shape).
+template <class T>
+ModelWeights<T> zeros_like(const ModelWeights<T>& m) {
+  auto z = [](const std::vector<T>& x) { return std::vector<T>(x.size(), T(0)); };
+  ModelWeights<T> g;
+  g.config = m.config;
+  g.embed = z(m.embed);
+  g.norm = z(m.norm);
+  g.lm_head = z(m.lm_head);
+  for (const auto& l : m.layers) {
+    g.layers.push_back({z(l.attn_norm), z(l.wqkv), z(l.wo), z(l.mlp_norm), z(l.w_gate_up), z(l.w_down), z(l.router)});
+  }
+  return g;
+}
+
 }  // namespace tokenless::io
