@@ -30,6 +30,8 @@
 #include <tokenless/models/blt_host.hpp>
 #include <tokenless/models/llama_host.hpp>
 
+#include "ids.hpp"
+
 #include <nlohmann/json.hpp>
 #include <unistd.h>
 
@@ -97,32 +99,6 @@ inline int fail(const char* fmt, const char* a = "", const char* b = "") {
   std::fprintf(stderr, fmt, a, b);
   std::fprintf(stderr, "\n");
   return 1;
-}
-
-// Integers separated by commas or whitespace; false (and `bad`) on anything else.
-inline bool parse_ids(const std::string& text, std::vector<std::int32_t>& ids, std::string& bad) {
-  std::string tok;
-  auto flush = [&]() {
-    if (tok.empty()) return true;
-    char* end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(tok.c_str(), &end, 10);
-    if (*end != '\0' || errno != 0 || v < 0 || v > 0x7fffffff) {
-      bad = tok;
-      return false;
-    }
-    ids.push_back(static_cast<std::int32_t>(v));
-    tok.clear();
-    return true;
-  };
-  for (char ch : text) {
-    if (ch == ',' || std::isspace(static_cast<unsigned char>(ch))) {
-      if (!flush()) return false;
-    } else {
-      tok += ch;
-    }
-  }
-  return flush();
 }
 
 // A float32 .npy [rows, cols] (format 1.0, little-endian, C order).

@@ -1,0 +1,432 @@
+// tokenless-train: trains a Llama 3, Mistral, Mixtral or Phi-3 checkpoint on
+// a file of token ids with AdamW, and saves it as transformers loads it.
+// The batches are fixed (docs/training.md), so a run is reproducible: the
+// same data and options give the same bits.
+//
+//   tokenless-train --model DIR --ids FILE [--steps N] [--batch-size B] [--seq-len L]
+//                   [--lr X] [--weight-decay W] [--betas B1,B2] [--eps E] [--clip C]
+//                   [--schedule constant|cosine] [--warmup S] [--min-lr X] [--grad-accum A]
+//                   [--seed S] [--device auto|cpu|gpu|emu] [--dtype fp32|bf16]
+//                   [--checkpoint-layers] [--save OUT_DIR] [--resume DIR] [--format text|json]
+#include "ids.hpp"
+
+#include <tokenless/io/model_config.hpp>
+#include <tokenless/io/model_weights.hpp>
+#include <tokenless/io/safetensors.hpp>
+#include <tokenless/io/safetensors_write.hpp>
+#include <tokenless/models/llama_train_host.hpp>
+#include <tokenless/optim/policy.hpp>
+
+#include <nlohmann/json.hpp>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+namespace io = tokenless::io;
+namespace models = tokenless::models;
+namespace optim = tokenless::optim;
+using tokenless::Status;
+
+const char* kUsage =
+    "usage: tokenless-train --model DIR --ids FILE [--steps N] [--batch-size B] [--seq-len L]\n"
+    "                       [--lr X] [--weight-decay W] [--betas B1,B2] [--eps E] [--clip C]\n"
+    "                       [--schedule constant|cosine] [--warmup S] [--min-lr X] [--grad-accum A]\n"
+    "                       [--seed S] [--device auto|cpu|gpu|emu] [--dtype fp32|bf16]\n"
+    "                       [--checkpoint-layers] [--save OUT_DIR] [--resume DIR] [--format text|json]\n"
+    "  Trains a Llama 3, Mistral, Mixtral or Phi-3 checkpoint (config.json and safetensors) on\n"
+    "  FILE's token ids (integers separated by whitespace or commas) with AdamW as torch.optim.AdamW\n"
+    "  (matrices decayed, norm weights not) and clip_grad_norm_ (--clip 0: none). Row r of step s,\n"
+    "  micro-batch m, is the L + 1 ids from ((s*A + m)*B + r)*L, wrapping around the data; the loss\n"
+    "  is the mean cross-entropy over the B*L predictions (plus Mixtral's router_aux_loss_coef x\n"
+    "  load-balancing loss where output_router_logits is set). A non-finite gradient norm skips\n"
+    "  the step. --save writes config.json, model.safetensors (the checkpoint's names and dtype),\n"
+    "  the optimizer's moments and the step atomically; --resume DIR continues such a save up to\n"
+    "  --steps in all. --checkpoint-layers recomputes each layer in the backward (less memory).\n"
+    "  Defaults: 100 steps, B 4, L 128, A 1, lr 3e-4 (constant), wd 0.1, betas 0.9,0.95, eps 1e-8,\n"
+    "  clip 1.0. --device cpu trains on the host path (fp32, OpenBLAS, threads); the kernels' path\n"
+    "  (gpu, emu) and bf16 are not built yet. --seed is recorded: nothing in the run is random.\n"
+    "  JSON (--format json): losses, grad_norms, lrs, skipped, tokens_per_second,\n"
+    "  peak_memory_bytes. Text: a progress line a step on stderr.\n";
+
+struct Options {
+  std::string model, ids_file, bytes_file, save, resume, device = "auto", dtype = "fp32", format = "text";
+  int steps = 100, batch = 4, seq_len = 128, grad_accum = 1, warmup = 0;
+  std::uint64_t seed = 0;
+  double lr = 3e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0, min_lr = 0.0;
+  std::string schedule = "constant";
+  bool checkpoint_layers = false;
+};
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "tokenless-train: %s\n", msg.c_str());
+  return 1;
+}
+
+bool parse_int(const char* s, int lo, int* out) {
+  char* end = nullptr;
+  errno = 0;
+  const long long v = std::strtoll(s, &end, 10);
+  if (*s == '\0' || *end != '\0' || errno || v < lo || v > 0x7fffffff) return false;
+  *out = static_cast<int>(v);
+  return true;
+}
+bool parse_double(const char* s, double* out) {
+  char* end = nullptr;
+  errno = 0;
+  const double v = std::strtod(s, &end);
+  if (*s == '\0' || *end != '\0' || errno || !std::isfinite(v)) return false;
+  *out = v;
+  return true;
+}
+
+// 0: go on; 1: a bad option (after a message); -1: --help.
+int parse_args(int argc, char** argv, Options& o) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      return -1;
+    }
+    if (a == "--checkpoint-layers") {
+      o.checkpoint_layers = true;
+      continue;
+    }
+    if (i + 1 >= argc) {
+      fail(a + " needs a value\n" + kUsage);
+      return 1;
+    }
+    const char* v = argv[++i];
+    auto bad = [&](const char* what) {
+      fail(a + " '" + v + "': " + what);
+      return 1;
+    };
+    if (a == "--model") o.model = v;
+    else if (a == "--ids") o.ids_file = v;
+    else if (a == "--bytes-file") o.bytes_file = v;
+    else if (a == "--save") o.save = v;
+    else if (a == "--resume") o.resume = v;
+    else if (a == "--steps") { if (!parse_int(v, 1, &o.steps)) return bad("not a step count >= 1"); }
+    else if (a == "--batch-size") { if (!parse_int(v, 1, &o.batch)) return bad("not a batch size >= 1"); }
+    else if (a == "--seq-len") { if (!parse_int(v, 1, &o.seq_len)) return bad("not a length >= 1"); }
+    else if (a == "--grad-accum") { if (!parse_int(v, 1, &o.grad_accum)) return bad("not a count >= 1"); }
+    else if (a == "--warmup") { if (!parse_int(v, 0, &o.warmup)) return bad("not a step count >= 0"); }
+    else if (a == "--seed") {
+      char* end = nullptr;
+      errno = 0;
+      o.seed = std::strtoull(v, &end, 10);
+      if (*v == '\0' || *end != '\0' || errno || *v == '-') return bad("not a non-negative integer");
+    }
+    else if (a == "--lr") { if (!parse_double(v, &o.lr)) return bad("not a number"); }
+    else if (a == "--min-lr") { if (!parse_double(v, &o.min_lr)) return bad("not a number"); }
+    else if (a == "--weight-decay") { if (!parse_double(v, &o.weight_decay)) return bad("not a number"); }
+    else if (a == "--eps") { if (!parse_double(v, &o.eps)) return bad("not a number"); }
+    else if (a == "--clip") { if (!parse_double(v, &o.clip)) return bad("not a number"); }
+    else if (a == "--betas") {
+      const std::string s = v;
+      const auto comma = s.find(',');
+      if (comma == std::string::npos || !parse_double(s.substr(0, comma).c_str(), &o.beta1) ||
+          !parse_double(s.substr(comma + 1).c_str(), &o.beta2)) {
+        return bad("not two numbers B1,B2");
+      }
+    }
+    else if (a == "--schedule") {
+      o.schedule = v;
+      if (o.schedule != "constant" && o.schedule != "cosine") return bad("not constant or cosine");
+    }
+    else if (a == "--device") {
+      o.device = v;
+      if (o.device != "auto" && o.device != "cpu" && o.device != "gpu" && o.device != "emu") return bad("not auto, cpu, gpu or emu");
+    }
+    else if (a == "--dtype") {
+      o.dtype = v;
+      if (o.dtype != "fp32" && o.dtype != "bf16") return bad("not fp32 or bf16");
+    }
+    else if (a == "--format") {
+      o.format = v;
+      if (o.format != "text" && o.format != "json") return bad("not text or json");
+    }
+    else {
+      fail("unknown option " + a + "\n" + kUsage);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+bool read_file(const std::string& path, std::string* out) {
+  std::ifstream f(path, std::ios::binary);
+  if (!f) return false;
+  std::stringstream ss;
+  ss << f.rdbuf();
+  *out = ss.str();
+  return static_cast<bool>(f) || f.eof();
+}
+
+std::int64_t available_memory_bytes() {
+  std::ifstream f("/proc/meminfo");
+  std::string key;
+  long long kb = 0;
+  std::string unit;
+  while (f >> key >> kb >> unit) {
+    if (key == "MemAvailable:") return kb * 1024;
+  }
+  return static_cast<std::int64_t>(sysconf(_SC_AVPHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+}
+
+std::int64_t peak_memory_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<std::int64_t>(u.ru_maxrss) * 1024;  // Linux: kilobytes
+}
+
+// The checkpoint's own dtype of each tensor (what a save writes back).
+std::string dtype_of(const io::Checkpoint& ck, const std::string& name) {
+  const io::TensorInfo* t = ck.find(name);
+  if (!t || (t->dtype != "BF16" && t->dtype != "F16")) return "F32";
+  return t->dtype;
+}
+
+struct Run {
+  io::ModelWeights<float> w;
+  std::string config_text, generation_config;
+  bool hub_moe = false;
+  std::vector<std::string> dtypes;  // per parameter view
+  std::int64_t start_step = 0;
+};
+
+Status load_model(const std::string& dir, Run* r) {
+  TL_RETURN_IF_ERROR(io::load_weights(dir, &r->w));
+  if (!io::Checkpoint::read_text(dir + "/config.json", &r->config_text)) {
+    return Status::error(tokenless::StatusCode::invalid_argument, "%s/config.json: cannot read", dir.c_str());
+  }
+  io::Checkpoint::read_text(dir + "/generation_config.json", &r->generation_config);
+  io::Checkpoint ck;
+  TL_RETURN_IF_ERROR(io::Checkpoint::open(dir, &ck));
+  r->hub_moe = r->w.config.family == io::Family::kMixtral && !ck.find("model.layers.0.mlp.experts.gate_up_proj");
+  r->dtypes.clear();
+  for (const auto& v : io::parameter_views(r->w, r->hub_moe)) r->dtypes.push_back(dtype_of(ck, v.name));
+  return Status::ok();
+}
+
+// The optimizer's state beside the weights: moments (and fp32 masters where
+// the checkpoint stores 16-bit weights) under the parameters' names.
+Status save_run(const std::string& dir, const Run& r, models::LlamaHostTraining& t, std::int64_t next_step,
+                const Options& o) {
+  return io::save_folder_atomic(dir, [&](const std::string& tmp) -> Status {
+    std::vector<io::WriteTensor> weights, state;
+    const auto& views = t.views();
+    auto& opt = t.optimizer();
+    bool masters = false;
+    for (std::size_t i = 0; i < views.size(); ++i) {
+      weights.push_back({views[i].name, r.dtypes[i], views[i].shape, views[i].data});
+      state.push_back({"exp_avg." + views[i].name, "F32", views[i].shape, opt.m().data() + opt.offset(i)});
+      state.push_back({"exp_avg_sq." + views[i].name, "F32", views[i].shape, opt.v().data() + opt.offset(i)});
+      if (r.dtypes[i] != "F32") {
+        state.push_back({"master." + views[i].name, "F32", views[i].shape, views[i].data});
+        masters = true;
+      }
+    }
+    TL_RETURN_IF_ERROR(io::write_safetensors(tmp + "/model.safetensors", weights));
+    TL_RETURN_IF_ERROR(io::write_safetensors(tmp + "/optimizer.safetensors", state));
+    const auto& st = opt.state();
+    nlohmann::json j = {{"step", next_step},
+                        {"optimizer_steps", st.step},
+                        {"skipped", st.skipped},
+                        {"fp32_masters", masters},
+                        {"seed", o.seed},
+                        {"options",
+                         {{"batch_size", o.batch}, {"seq_len", o.seq_len}, {"grad_accum", o.grad_accum},
+                          {"lr", o.lr}, {"schedule", o.schedule}, {"warmup", o.warmup}, {"min_lr", o.min_lr},
+                          {"weight_decay", o.weight_decay}, {"betas", {o.beta1, o.beta2}}, {"eps", o.eps},
+                          {"clip", o.clip}, {"steps", o.steps}}}};
+    const std::vector<std::pair<std::string, std::string>> texts = {
+        {"config.json", r.config_text}, {"generation_config.json", r.generation_config},
+        {"trainer_state.json", j.dump(2) + "\n"}};
+    for (const auto& [name, text] : texts) {
+      if (text.empty()) continue;
+      std::ofstream f(tmp + "/" + name, std::ios::binary);
+      f << text;
+      if (!f) return Status::error(tokenless::StatusCode::invalid_argument, "%s/%s: cannot write", tmp.c_str(), name.c_str());
+    }
+    return Status::ok();
+  });
+}
+
+// --resume: the moments, the masters, the step counters.
+Status load_state(const std::string& dir, Run& r, models::LlamaHostTraining& t) {
+  std::string text;
+  if (!io::Checkpoint::read_text(dir + "/trainer_state.json", &text)) {
+    return Status::error(tokenless::StatusCode::invalid_argument,
+                         "--resume %s: no trainer_state.json (not a tokenless-train save)", dir.c_str());
+  }
+  const auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.contains("step") || !j.contains("optimizer_steps") || !j.contains("skipped")) {
+    return Status::error(tokenless::StatusCode::invalid_argument, "--resume %s: trainer_state.json is malformed", dir.c_str());
+  }
+  io::SafetensorsFile f;
+  TL_RETURN_IF_ERROR(io::SafetensorsFile::open(dir + "/optimizer.safetensors", &f));
+  const auto& views = t.views();
+  auto& opt = t.optimizer();
+  for (std::size_t i = 0; i < views.size(); ++i) {
+    const struct {
+      std::string prefix;
+      float* dst;
+    } parts[] = {{"exp_avg.", opt.m().data() + opt.offset(i)},
+                 {"exp_avg_sq.", opt.v().data() + opt.offset(i)},
+                 {"master.", views[i].data}};
+    for (const auto& p : parts) {
+      const io::TensorInfo* ti = f.find(p.prefix + views[i].name);
+      if (!ti) {
+        if (p.prefix == "master.") continue;  // an fp32 checkpoint is its own master
+        return Status::error(tokenless::StatusCode::invalid_argument, "--resume %s: optimizer.safetensors lacks %s%s",
+                             dir.c_str(), p.prefix.c_str(), views[i].name.c_str());
+      }
+      if (ti->numel() != views[i].numel()) {
+        return Status::error(tokenless::StatusCode::invalid_argument, "--resume %s: %s%s has the wrong shape",
+                             dir.c_str(), p.prefix.c_str(), views[i].name.c_str());
+      }
+      TL_RETURN_IF_ERROR(io::convert(*ti, p.dst));
+    }
+  }
+  if (r.w.config.tie_embeddings) r.w.lm_head = r.w.embed;
+  auto& st = opt.mutable_state();
+  st.step = j["optimizer_steps"].get<std::int64_t>();
+  st.skipped = j["skipped"].get<std::int64_t>();
+  r.start_step = j["step"].get<std::int64_t>();
+  return Status::ok();
+}
+
+int train(const Options& o) {
+  if (o.model.empty() && o.resume.empty()) return fail("give --model DIR (or --resume DIR)\n" + std::string(kUsage));
+  if (!o.bytes_file.empty()) {
+    return fail("--bytes-file trains a BLT checkpoint, which tokenless-train does not train yet; give a token model --ids");
+  }
+  if (o.ids_file.empty()) return fail("give the training data: --ids FILE");
+  if (o.device == "gpu" || o.device == "emu") {
+    return fail("--device " + o.device + ": the kernels' training path is not built yet; use --device cpu");
+  }
+  if (o.dtype != "fp32") return fail("--dtype " + o.dtype + ": the host path trains in fp32");
+  optim::AdamWHyper h;
+  h.lr = o.lr;
+  h.beta1 = o.beta1;
+  h.beta2 = o.beta2;
+  h.eps = o.eps;
+  h.weight_decay = o.weight_decay;
+  h.max_norm = o.clip;
+  if (const Status s = optim::check_adamw(h); !s.is_ok()) return fail(s.message());
+  optim::Schedule sched;
+  sched.kind = o.schedule == "cosine" ? optim::Schedule::Kind::cosine : optim::Schedule::Kind::constant;
+  sched.lr = o.lr;
+  sched.warmup = o.warmup;
+  sched.total = o.steps;
+  sched.min_lr = o.min_lr;
+  if (const Status s = optim::check_schedule(sched); !s.is_ok()) return fail(s.message());
+  if (!o.save.empty()) {
+    if (const Status s = io::check_save_target(o.save); !s.is_ok()) return fail(s.message());
+  }
+  // The data.
+  std::string text, bad;
+  if (std::filesystem::is_directory(o.ids_file) || !read_file(o.ids_file, &text)) {
+    return fail("--ids " + o.ids_file + ": cannot read");
+  }
+  std::vector<std::int32_t> data;
+  if (!run_cli::parse_ids(text, data, bad)) return fail("--ids " + o.ids_file + " holds '" + bad + "', not a token id");
+  if (static_cast<std::int64_t>(data.size()) < std::int64_t(o.seq_len) + 1) {
+    return fail("--ids " + o.ids_file + ": " + std::to_string(data.size()) + " ids, fewer than --seq-len + 1 = " +
+                std::to_string(o.seq_len + 1));
+  }
+  // The model (or the save to resume).
+  Run r;
+  const std::string from = o.resume.empty() ? o.model : o.resume;
+  if (const Status s = load_model(from, &r); !s.is_ok()) return fail(s.message());
+  const io::ModelConfig& c = r.w.config;
+  if (c.mtp_modules > 0) return fail(from + ": multi-token modules (num_nextn_predict_layers) are not trained yet");
+  for (std::size_t i = 0; i < data.size(); ++i) {
+    if (data[i] >= c.vocab) {
+      return fail("--ids " + o.ids_file + ": id " + std::to_string(data[i]) + " at position " + std::to_string(i) +
+                  " is outside the vocabulary [0, " + std::to_string(c.vocab) + ")");
+    }
+  }
+  if (c.max_positions > 0 && o.seq_len > c.max_positions) {
+    return fail("--seq-len " + std::to_string(o.seq_len) + " is beyond the model's max_position_embeddings " +
+                std::to_string(c.max_positions));
+  }
+  models::LlamaHostTraining t;
+  if (const Status s = t.init(&r.w, r.hub_moe, o.checkpoint_layers); !s.is_ok()) return fail(s.message());
+  // Memory, before the first step: weights, gradients, two moments, and a
+  // micro-batch's activations.
+  std::int64_t params = 0;
+  for (const auto& v : t.views()) params += v.numel();
+  const std::int64_t need = 4 * 4 * params + t.trainer().activation_bytes(o.batch, o.seq_len);
+  if (const std::int64_t avail = available_memory_bytes(); avail > 0 && need > avail) {
+    return fail("--batch-size " + std::to_string(o.batch) + " x --seq-len " + std::to_string(o.seq_len) + " needs about " +
+                std::to_string(need >> 20) + " MiB, more than the " + std::to_string(avail >> 20) +
+                " MiB available (lower them, add --grad-accum, or --checkpoint-layers)");
+  }
+  if (!o.resume.empty()) {
+    if (const Status s = load_state(o.resume, r, t); !s.is_ok()) return fail(s.message());
+    if (r.start_step > o.steps) {
+      return fail("--resume " + o.resume + " is at step " + std::to_string(r.start_step) + ", past --steps " +
+                  std::to_string(o.steps));
+    }
+  }
+  // The steps.
+  std::vector<double> losses, norms, lrs;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::int64_t tokens = 0;
+  for (std::int64_t s = r.start_step; s < o.steps; ++s) {
+    h.lr = sched.at(s);
+    models::TrainStep res;
+    if (const Status st = t.step(data, s, o.batch, o.seq_len, o.grad_accum, h, &res); !st.is_ok()) return fail(st.message());
+    tokens += std::int64_t(o.batch) * o.seq_len * o.grad_accum;
+    losses.push_back(res.loss);
+    norms.push_back(res.grad_norm);
+    lrs.push_back(h.lr);
+    if (o.format == "text") {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "step %lld/%d  loss %.4f  grad_norm %.3f  lr %.3g  %.0f tokens/s%s\n",
+                   static_cast<long long>(s + 1), o.steps, res.loss, res.grad_norm, h.lr, tokens / std::max(secs, 1e-9),
+                   res.skipped ? "  (skipped: non-finite norm)" : "");
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!o.save.empty()) {
+    if (const Status s = save_run(o.save, r, t, o.steps, o); !s.is_ok()) return fail(s.message());
+  }
+  const double tps = secs > 0 ? tokens / secs : 0.0;
+  const auto skipped = t.optimizer().state().skipped;
+  if (o.format == "json") {
+    nlohmann::json j = {{"losses", losses},       {"grad_norms", norms},       {"lrs", lrs},
+                        {"skipped", skipped},     {"tokens_per_second", tps},  {"peak_memory_bytes", peak_memory_bytes()},
+                        {"steps", losses.size()}, {"first_step", r.start_step}, {"tokens", tokens},
+                        {"device", "cpu"},        {"dtype", "fp32"}};
+    if (!o.save.empty()) j["saved"] = o.save;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("trained steps %lld-%d: loss %.4f -> %.4f, %lld skipped, %.0f tokens/s%s%s\n",
+                static_cast<long long>(r.start_step + 1), o.steps, losses.empty() ? 0.0 : losses.front(),
+                losses.empty() ? 0.0 : losses.back(), static_cast<long long>(skipped), tps,
+                o.save.empty() ? "" : ", saved to ", o.save.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options o;
+  if (const int r = parse_args(argc, argv, o)) return r < 0 ? 0 : r;
+  return train(o);
+}
