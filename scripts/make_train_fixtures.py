@@ -11,6 +11,9 @@ id sequence as the training data, and records:
   model.safetensors, config.json   the model, as save_pretrained writes it (fp32)
   grads.safetensors                every parameter's gradient of step 0's loss
                                    (transformers' names, fp32)
+  grads_bf16.safetensors           the same from the model in bf16 (torch's bf16
+                                   autograd, stored as fp32): what a naive
+                                   same-precision run gets, for the kernels' bounds
   after3.safetensors               every parameter after three AdamW steps with
                                    clipping (torch.optim.AdamW, clip_grad_norm_)
   train.json                       the data, the batch recipe and hyperparameters,
@@ -129,6 +132,14 @@ def main():
             opt.step()
             steps.append({"loss": loss, "grad_norm": float(norm), "lr": h["lr"]})
         save_file({k: p.detach().contiguous() for k, p in params.items()}, os.path.join(out, "after3.safetensors"))
+        # The same step 0 in bf16 (the weights rounded, torch's bf16 autograd):
+        # the naive same-precision gradients that bound the kernels' error.
+        rng = torch.get_rng_state()
+        mb = cls.from_pretrained(out, dtype=torch.bfloat16, attn_implementation="eager").train()
+        step_loss(mb, data, 0, h)
+        save_file({k: p.grad.detach().float().contiguous() for k, p in mb.named_parameters()},
+                  os.path.join(out, "grads_bf16.safetensors"))
+        torch.set_rng_state(rng)
         fx = {"architecture": cls.__name__, "data": data, "hyper": h, "step0_micro_batches": step0, "steps": steps,
               "decayed": sorted(k for k, p in params.items() if p.dim() >= 2),
               "transformers": transformers.__version__, "torch": torch.__version__}

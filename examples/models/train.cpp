@@ -7,7 +7,8 @@
 //                   [--lr X] [--weight-decay W] [--betas B1,B2] [--eps E] [--clip C]
 //                   [--schedule constant|cosine] [--warmup S] [--min-lr X] [--grad-accum A]
 //                   [--seed S] [--device auto|cpu|gpu|emu] [--dtype fp32|bf16]
-//                   [--checkpoint-layers] [--save OUT_DIR] [--resume DIR] [--format text|json]
+//                   [--checkpoint-layers] [--init random] [--save OUT_DIR] [--resume DIR]
+//                   [--format text|json]
 #include "ids.hpp"
 
 #include <tokenless/io/model_config.hpp>
@@ -23,6 +24,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <random>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -44,7 +46,8 @@ const char* kUsage =
     "                       [--lr X] [--weight-decay W] [--betas B1,B2] [--eps E] [--clip C]\n"
     "                       [--schedule constant|cosine] [--warmup S] [--min-lr X] [--grad-accum A]\n"
     "                       [--seed S] [--device auto|cpu|gpu|emu] [--dtype fp32|bf16]\n"
-    "                       [--checkpoint-layers] [--save OUT_DIR] [--resume DIR] [--format text|json]\n"
+    "                       [--checkpoint-layers] [--init random] [--save OUT_DIR] [--resume DIR]\n"
+    "                       [--format text|json]\n"
     "  Trains a Llama 3, Mistral, Mixtral or Phi-3 checkpoint (config.json and safetensors) on\n"
     "  FILE's token ids (integers separated by whitespace or commas) with AdamW as torch.optim.AdamW\n"
     "  (matrices decayed, norm weights not) and clip_grad_norm_ (--clip 0: none). Row r of step s,\n"
@@ -56,7 +59,9 @@ const char* kUsage =
     "  --steps in all. --checkpoint-layers recomputes each layer in the backward (less memory).\n"
     "  Defaults: 100 steps, B 4, L 128, A 1, lr 3e-4 (constant), wd 0.1, betas 0.9,0.95, eps 1e-8,\n"
     "  clip 1.0. --device cpu trains on the host path (fp32, OpenBLAS, threads); the kernels' path\n"
-    "  (gpu, emu) and bf16 are not built yet. --seed is recorded: nothing in the run is random.\n"
+    "  (gpu, emu) and bf16 are not built yet. --init random starts from DIR's config.json alone, as\n"
+    "  transformers initialises it (every matrix normal(0, initializer_range), norms 1, the pad\n"
+    "  row 0), seeded by --seed (default 0); nothing else in a run is random.\n"
     "  JSON (--format json): losses, grad_norms, lrs, skipped, tokens_per_second,\n"
     "  peak_memory_bytes. Text: a progress line a step on stderr.\n";
 
@@ -65,7 +70,7 @@ struct Options {
   int steps = 100, batch = 4, seq_len = 128, grad_accum = 1, warmup = 0;
   std::uint64_t seed = 0;
   double lr = 3e-4, weight_decay = 0.1, beta1 = 0.9, beta2 = 0.95, eps = 1e-8, clip = 1.0, min_lr = 0.0;
-  std::string schedule = "constant";
+  std::string schedule = "constant", init;
   bool checkpoint_layers = false;
 };
 
@@ -153,6 +158,10 @@ int parse_args(int argc, char** argv, Options& o) {
       o.dtype = v;
       if (o.dtype != "fp32" && o.dtype != "bf16") return bad("not fp32 or bf16");
     }
+    else if (a == "--init") {
+      o.init = v;
+      if (o.init != "random") return bad("not random (without --init, DIR's weights)");
+    }
     else if (a == "--format") {
       o.format = v;
       if (o.format != "text" && o.format != "json") return bad("not text or json");
@@ -217,6 +226,63 @@ Status load_model(const std::string& dir, Run* r) {
   r->hub_moe = r->w.config.family == io::Family::kMixtral && !ck.find("model.layers.0.mlp.experts.gate_up_proj");
   r->dtypes.clear();
   for (const auto& v : io::parameter_views(r->w, r->hub_moe)) r->dtypes.push_back(dtype_of(ck, v.name));
+  return Status::ok();
+}
+
+// --init random: transformers' _init_weights for these models, from a
+// seeded generator whose sequence the C++ standard fixes (mt19937_64) and
+// Box-Muller, so that a seed gives the same model everywhere.
+Status init_random(const std::string& dir, std::uint64_t seed, Run* r) {
+  if (!io::Checkpoint::read_text(dir + "/config.json", &r->config_text)) {
+    return Status::error(tokenless::StatusCode::invalid_argument, "%s/config.json: cannot read", dir.c_str());
+  }
+  io::ModelConfig c;
+  TL_RETURN_IF_ERROR(io::ModelConfig::parse(r->config_text, &c));
+  io::Checkpoint::read_text(dir + "/generation_config.json", &r->generation_config);
+  const auto j = nlohmann::json::parse(r->config_text, nullptr, false);
+  double std_dev = 0.02;
+  if (j.contains("initializer_range") && j["initializer_range"].is_number()) std_dev = j["initializer_range"].get<double>();
+  if (!(std_dev > 0) || !std::isfinite(std_dev)) {
+    return Status::error(tokenless::StatusCode::invalid_argument, "%s/config.json: initializer_range %g", dir.c_str(), std_dev);
+  }
+  std::string dtype = "F32";
+  for (const char* key : {"torch_dtype", "dtype"}) {
+    if (j.contains(key) && j[key].is_string()) {
+      const std::string d = j[key].get<std::string>();
+      if (d == "bfloat16") dtype = "BF16";
+      if (d == "float16") dtype = "F16";
+    }
+  }
+  r->w = io::allocate_weights(c);
+  r->hub_moe = c.family == io::Family::kMixtral;  // the layout transformers' save_pretrained writes
+  std::mt19937_64 gen(seed);
+  auto uniform = [&] { return (static_cast<double>(gen() >> 11) + 0.5) * 0x1.0p-53; };  // (0, 1)
+  auto normal = [&](std::vector<float>& v) {
+    for (std::size_t i = 0; i < v.size(); i += 2) {
+      const double radius = std::sqrt(-2.0 * std::log(uniform())), angle = 2.0 * 3.14159265358979323846 * uniform();
+      v[i] = static_cast<float>(std_dev * radius * std::cos(angle));
+      if (i + 1 < v.size()) v[i + 1] = static_cast<float>(std_dev * radius * std::sin(angle));
+    }
+  };
+  auto ones = [](std::vector<float>& v) { std::fill(v.begin(), v.end(), 1.0f); };
+  normal(r->w.embed);
+  if (j.contains("pad_token_id") && j["pad_token_id"].is_number_integer()) {
+    const auto pad = j["pad_token_id"].get<std::int64_t>();
+    if (pad >= 0 && pad < c.vocab) std::fill_n(r->w.embed.begin() + pad * c.hidden, c.hidden, 0.0f);
+  }
+  for (auto& l : r->w.layers) {
+    ones(l.attn_norm);
+    ones(l.mlp_norm);
+    normal(l.wqkv);
+    normal(l.wo);
+    normal(l.w_gate_up);
+    normal(l.w_down);
+    if (!l.router.empty()) normal(l.router);
+  }
+  ones(r->w.norm);
+  if (c.tie_embeddings) r->w.lm_head = r->w.embed;
+  else normal(r->w.lm_head);
+  r->dtypes.assign(io::parameter_views(r->w, r->hub_moe).size(), dtype);
   return Status::ok();
 }
 
@@ -350,7 +416,10 @@ int train(const Options& o) {
   // The model (or the save to resume).
   Run r;
   const std::string from = o.resume.empty() ? o.model : o.resume;
-  if (const Status s = load_model(from, &r); !s.is_ok()) return fail(s.message());
+  if (!o.init.empty() && !o.resume.empty()) return fail("--init random starts a model; --resume continues one: give one of them");
+  if (const Status s = o.init.empty() ? load_model(from, &r) : init_random(from, o.seed, &r); !s.is_ok()) {
+    return fail(s.message());
+  }
   const io::ModelConfig& c = r.w.config;
   if (c.mtp_modules > 0) return fail(from + ": multi-token modules (num_nextn_predict_layers) are not trained yet");
   for (std::size_t i = 0; i < data.size(); ++i) {

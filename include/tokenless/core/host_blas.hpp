@@ -2,9 +2,16 @@
 // The host path's matrix products (models/*_host.hpp): C = A · Bᵀ (+ C), row
 // major, fp32, as the models' weights are stored ([out, in], so a projection
 // is x · Wᵀ). With a CBLAS (TOKENLESS_HAVE_CBLAS: the CMake target
-// tokenless::host links OpenBLAS) they go to sgemm and sgemv, which use the
-// machine's threads; without one, to a blocked loop split over a
-// ThreadPool, so that a build without the library is slow but right.
+// tokenless::host links OpenBLAS) they go to sgemm and sgemv; without one,
+// to a blocked loop, so that a build without the library is slow but right.
+//
+// One set of threads: the pool's. A product is cut into blocks of C's rows
+// (or columns, when it has few rows), one a thread, each a single-threaded
+// sgemm (OpenBLAS is set to one thread on first use). OpenBLAS's own threads
+// spin between calls, and beside the pool's element-wise passes that spin
+// took a quarter of a training step's CPU on two cores (measured: 2,300
+// tokens/s on one core or two, docs/performance.md). Inside a pool body (a
+// loop over heads, say) a product runs on its caller's thread.
 //
 //   host::gemm_nt(m, n, k, A, lda, B, ldb, C, ldc)    C[m, n] = A[m, k] · B[n, k]ᵀ
 //   host::gemm_nn(m, n, k, A, lda, B, ldb, C, ldc)    C[m, n] = A[m, k] · B[k, n]
@@ -20,11 +27,39 @@
 
 namespace tokenless::host {
 
-// The pool the fallback loops (and the models' element-wise passes) use.
+// The pool the products and the models' element-wise passes use.
 inline ThreadPool& pool() {
   static ThreadPool p;
   return p;
 }
+
+namespace detail {
+#if defined(TOKENLESS_HAVE_CBLAS)
+inline void blas_one_thread() {
+  static const bool once = [] {
+    openblas_set_num_threads(1);
+    return true;
+  }();
+  (void)once;
+}
+#endif
+// Splits a product of m × n outputs over k over the pool: rows of C when
+// there are enough of them, else columns; body(r0, r1, c0, c1) computes that
+// block. Small products (under 2²⁰ multiply-adds) stay on one thread.
+template <class F>
+void split(std::int64_t m, std::int64_t n, std::int64_t k, F&& body) {
+  const int threads = pool().size();
+  if (threads == 1 || m * n * k < (std::int64_t{1} << 20)) {
+    body(0, m, 0, n);
+    return;
+  }
+  if (m >= 16 * threads || m >= n) {
+    pool().parallel_for(m, [&](std::int64_t lo, std::int64_t hi) { body(lo, hi, 0, n); }, 8);
+  } else {
+    pool().parallel_for(n, [&](std::int64_t lo, std::int64_t hi) { body(0, m, lo, hi); }, 16);
+  }
+}
+}  // namespace detail
 
 inline constexpr bool have_blas() {
 #if defined(TOKENLESS_HAVE_CBLAS)
@@ -39,14 +74,18 @@ inline void gemm_nt(std::int64_t m, std::int64_t n, std::int64_t k, const float*
                     std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate = false) {
   if (m <= 0 || n <= 0) return;
 #if defined(TOKENLESS_HAVE_CBLAS)
+  detail::blas_one_thread();
   const float beta = accumulate ? 1.0f : 0.0f;
-  if (m == 1) {  // a decode step: gemv reads the weight once, at the memory's speed
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(n), static_cast<int>(k), 1.0f, B, static_cast<int>(ldb), A,
-                1, beta, C, 1);
-    return;
-  }
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-              1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), beta, C, static_cast<int>(ldc));
+  detail::split(m, n, k, [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+    if (r1 - r0 == 1) {  // a decode step: gemv reads the weight once, at the memory's speed
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(c1 - c0), static_cast<int>(k), 1.0f, B + c0 * ldb,
+                  static_cast<int>(ldb), A + r0 * lda, 1, beta, C + r0 * ldc + c0, 1);
+      return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(r1 - r0), static_cast<int>(c1 - c0),
+                static_cast<int>(k), 1.0f, A + r0 * lda, static_cast<int>(lda), B + c0 * ldb, static_cast<int>(ldb),
+                beta, C + r0 * ldc + c0, static_cast<int>(ldc));
+  });
 #else
   // Columns of C split over the pool: each thread streams its rows of B once
   // for a block of A's rows.
@@ -76,9 +115,12 @@ inline void gemm_nn(std::int64_t m, std::int64_t n, std::int64_t k, const float*
                     std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate = false) {
   if (m <= 0 || n <= 0) return;
 #if defined(TOKENLESS_HAVE_CBLAS)
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-              1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, C,
-              static_cast<int>(ldc));
+  detail::blas_one_thread();
+  detail::split(m, n, k, [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(r1 - r0), static_cast<int>(c1 - c0),
+                static_cast<int>(k), 1.0f, A + r0 * lda, static_cast<int>(lda), B + c0, static_cast<int>(ldb),
+                accumulate ? 1.0f : 0.0f, C + r0 * ldc + c0, static_cast<int>(ldc));
+  });
 #else
   pool().parallel_for(
       m,
@@ -102,9 +144,12 @@ inline void gemm_tn(std::int64_t m, std::int64_t n, std::int64_t k, const float*
                     std::int64_t ldb, float* C, std::int64_t ldc, bool accumulate = false) {
   if (m <= 0 || n <= 0) return;
 #if defined(TOKENLESS_HAVE_CBLAS)
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k),
-              1.0f, A, static_cast<int>(lda), B, static_cast<int>(ldb), accumulate ? 1.0f : 0.0f, C,
-              static_cast<int>(ldc));
+  detail::blas_one_thread();
+  detail::split(m, n, k, [&](std::int64_t r0, std::int64_t r1, std::int64_t c0, std::int64_t c1) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(r1 - r0), static_cast<int>(c1 - c0),
+                static_cast<int>(k), 1.0f, A + r0, static_cast<int>(lda), B + c0, static_cast<int>(ldb),
+                accumulate ? 1.0f : 0.0f, C + r0 * ldc + c0, static_cast<int>(ldc));
+  });
 #else
   // Rows of C split over the pool; each streams the k rows of A and B once.
   pool().parallel_for(

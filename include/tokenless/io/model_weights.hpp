@@ -229,6 +229,32 @@ inline std::vector<ParamView> parameter_views(ModelWeights<float>& m, bool hub_m
   return v;
 }
 
+// A model of config c with every buffer allocated and zero (no MTP modules):
+// what --init random fills.
+inline ModelWeights<float> allocate_weights(const ModelConfig& c) {
+  const auto V = static_cast<std::size_t>(c.vocab), D = static_cast<std::size_t>(c.hidden);
+  const auto F = static_cast<std::size_t>(c.intermediate), E = static_cast<std::size_t>(c.experts);
+  const auto qkv = static_cast<std::size_t>(c.qkv_dim()), Q = static_cast<std::size_t>(c.q_dim());
+  ModelWeights<float> m;
+  m.config = c;
+  m.embed.assign(V * D, 0.0f);
+  m.norm.assign(D, 0.0f);
+  m.lm_head.assign(V * D, 0.0f);
+  const std::size_t experts = c.experts ? E : 1;
+  for (int l = 0; l < c.layers; ++l) {
+    LayerWeights<float> w;
+    w.attn_norm.assign(D, 0.0f);
+    w.mlp_norm.assign(D, 0.0f);
+    w.wqkv.assign(qkv * D, 0.0f);
+    w.wo.assign(D * Q, 0.0f);
+    w.w_gate_up.assign(experts * 2 * F * D, 0.0f);
+    w.w_down.assign(experts * D * F, 0.0f);
+    if (c.experts) w.router.assign(E * D, 0.0f);
+    m.layers.push_back(std::move(w));
+  }
+  return m;
+}
+
 // The same buffers, every element zero (a gradient of m's shape).
 template <class T>
 ModelWeights<T> zeros_like(const ModelWeights<T>& m) {

@@ -259,7 +259,8 @@ class LlamaHostTrainer {
   }
 
   // Causal attention of each row and head: S = scale Q Kᵀ (sgemm), the
-  // masked softmax (its log-sum-exp kept), O = P V.
+  // masked softmax (its log-sum-exp kept), O = P V. The (row, head) pairs
+  // are split over the pool; each one's products run on its thread.
   void attention_forward(Save& s) {
     const int hd = c_.head_dim, H = c_.heads, group = c_.heads / c_.kv_heads, qkvd = c_.qkv_dim(), qd = c_.q_dim();
     const int kvd = c_.kv_dim();
@@ -267,59 +268,60 @@ class LlamaHostTrainer {
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
     s.attn.assign(static_cast<std::size_t>(N_ * qd), 0.0f);
     s.lse.resize(static_cast<std::size_t>(N_ * H));
-    p_.resize(static_cast<std::size_t>(L * L));
-    for (int b = 0; b < B_; ++b) {
-      for (int h = 0; h < H; ++h) {
+    host::pool().parallel_for(std::int64_t(B_) * H, [&](std::int64_t lo, std::int64_t hi) {
+      std::vector<float> p(static_cast<std::size_t>(L * L));
+      for (std::int64_t pair = lo; pair < hi; ++pair) {
+        const std::int64_t b = pair / H;
+        const int h = static_cast<int>(pair % H);
         const float* q = s.qkv.data() + b * L * qkvd + h * hd;
         const float* k = s.qkv.data() + b * L * qkvd + qd + (h / group) * hd;
         const float* v = k + kvd;
-        host::gemm_nt(L, L, hd, q, qkvd, k, qkvd, p_.data(), L);
-        host::pool().parallel_for(L, [&](std::int64_t lo, std::int64_t hi) {
-          for (std::int64_t i = lo; i < hi; ++i) {
-            float* row = p_.data() + i * L;
-            const std::int64_t a = key_lo(i);
-            float mx = -INFINITY;
-            for (std::int64_t j = a; j <= i; ++j) mx = std::max(mx, row[j] *= scale);
-            float sum = 0;
-            for (std::int64_t j = a; j <= i; ++j) sum += row[j] = std::exp(row[j] - mx);
-            const float inv = 1.0f / sum;
-            for (std::int64_t j = 0; j < L; ++j) row[j] = j >= a && j <= i ? row[j] * inv : 0.0f;
-            s.lse[static_cast<std::size_t>((b * L + i) * H + h)] = mx + std::log(sum);
-          }
-        }, 16);
-        host::gemm_nn(L, hd, L, p_.data(), L, v, qkvd, s.attn.data() + b * L * qd + h * hd, qd);
+        host::gemm_nt(L, L, hd, q, qkvd, k, qkvd, p.data(), L);
+        for (std::int64_t i = 0; i < L; ++i) {
+          float* row = p.data() + i * L;
+          const std::int64_t a = key_lo(i);
+          float mx = -INFINITY;
+          for (std::int64_t j = a; j <= i; ++j) mx = std::max(mx, row[j] *= scale);
+          float sum = 0;
+          for (std::int64_t j = a; j <= i; ++j) sum += row[j] = std::exp(row[j] - mx);
+          const float inv = 1.0f / sum;
+          for (std::int64_t j = 0; j < L; ++j) row[j] = j >= a && j <= i ? row[j] * inv : 0.0f;
+          s.lse[static_cast<std::size_t>((b * L + i) * H + h)] = mx + std::log(sum);
+        }
+        host::gemm_nn(L, hd, L, p.data(), L, v, qkvd, s.attn.data() + b * L * qd + h * hd, qd);
       }
-    }
+    });
   }
 
   // Its backward, the probabilities remade from the log-sum-exp: dV = Pᵀ dO,
   // dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)), dQ = scale dS K,
-  // dK = scale dSᵀ Q; GQA sums a kv head's group.
+  // dK = scale dSᵀ Q; GQA sums a kv head's group, in head order. The (row,
+  // kv head) pairs are split over the pool.
   void attention_backward(const Save& s, const float* d_attn, float* d_qkv) {
-    const int hd = c_.head_dim, H = c_.heads, group = c_.heads / c_.kv_heads, qkvd = c_.qkv_dim(), qd = c_.q_dim();
+    const int hd = c_.head_dim, H = c_.heads, KV = c_.kv_heads, group = H / KV, qkvd = c_.qkv_dim(), qd = c_.q_dim();
     const int kvd = c_.kv_dim();
     const std::int64_t L = L_;
     const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-    p_.resize(static_cast<std::size_t>(L * L));
-    dp_.resize(p_.size());
-    for (int b = 0; b < B_; ++b) {
-      for (int h = 0; h < H; ++h) {
-        const std::int64_t r0 = b * L;
-        const float* q = s.qkv.data() + r0 * qkvd + h * hd;
-        const float* k = s.qkv.data() + r0 * qkvd + qd + (h / group) * hd;
-        const float* v = k + kvd;
-        const float* o = s.attn.data() + r0 * qd + h * hd;
-        const float* dout = d_attn + r0 * qd + h * hd;
-        float* dq = d_qkv + r0 * qkvd + h * hd;
-        float* dk = d_qkv + r0 * qkvd + qd + (h / group) * hd;
-        float* dv = dk + kvd;
-        const bool first = h % group == 0;  // a kv head's first query head writes, the rest add
-        host::gemm_nt(L, L, hd, q, qkvd, k, qkvd, p_.data(), L);
-        host::gemm_nt(L, L, hd, dout, qd, v, qkvd, dp_.data(), L);
-        host::pool().parallel_for(L, [&](std::int64_t lo, std::int64_t hi) {
-          for (std::int64_t i = lo; i < hi; ++i) {
-            float* row = p_.data() + i * L;
-            float* drow = dp_.data() + i * L;
+    host::pool().parallel_for(std::int64_t(B_) * KV, [&](std::int64_t lo, std::int64_t hi) {
+      std::vector<float> pm(static_cast<std::size_t>(L * L)), dpm(pm.size());
+      for (std::int64_t pair = lo; pair < hi; ++pair) {
+        const std::int64_t r0 = (pair / KV) * L;
+        const int kvh = static_cast<int>(pair % KV);
+        for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
+          const float* q = s.qkv.data() + r0 * qkvd + h * hd;
+          const float* k = s.qkv.data() + r0 * qkvd + qd + kvh * hd;
+          const float* v = k + kvd;
+          const float* o = s.attn.data() + r0 * qd + h * hd;
+          const float* dout = d_attn + r0 * qd + h * hd;
+          float* dq = d_qkv + r0 * qkvd + h * hd;
+          float* dk = d_qkv + r0 * qkvd + qd + kvh * hd;
+          float* dv = dk + kvd;
+          const bool first = h == kvh * group;  // a kv head's first query head writes, the rest add
+          host::gemm_nt(L, L, hd, q, qkvd, k, qkvd, pm.data(), L);
+          host::gemm_nt(L, L, hd, dout, qd, v, qkvd, dpm.data(), L);
+          for (std::int64_t i = 0; i < L; ++i) {
+            float* row = pm.data() + i * L;
+            float* drow = dpm.data() + i * L;
             const std::int64_t a = key_lo(i);
             const float lse = s.lse[static_cast<std::size_t>((r0 + i) * H + h)];
             float di = 0;
@@ -335,12 +337,12 @@ class LlamaHostTrainer {
               }
             }
           }
-        }, 16);
-        host::gemm_tn(L, hd, L, p_.data(), L, dout, qd, dv, qkvd, !first);
-        host::gemm_nn(L, hd, L, dp_.data(), L, k, qkvd, dq, qkvd);
-        host::gemm_tn(L, hd, L, dp_.data(), L, q, qkvd, dk, qkvd, !first);
+          host::gemm_tn(L, hd, L, pm.data(), L, dout, qd, dv, qkvd, !first);
+          host::gemm_nn(L, hd, L, dpm.data(), L, k, qkvd, dq, qkvd);
+          host::gemm_tn(L, hd, L, dpm.data(), L, q, qkvd, dk, qkvd, !first);
+        }
       }
-    }
+    });
   }
 
   // SwiGLU over rows: act = silu(g) · u from gu [rows, 2F] (gate first).
@@ -589,7 +591,7 @@ class LlamaHostTrainer {
   std::vector<std::int32_t> ids_, targets_;
   std::vector<Save> saves_;
   Save scratch_;
-  std::vector<float> x_, hf_, inv_f_, dh_, dx_, dattn_, dqkv_, dact_, dgu_, p_, dp_, logits_, xs_, ys_, aux_grad_;
+  std::vector<float> x_, hf_, inv_f_, dh_, dx_, dattn_, dqkv_, dact_, dgu_, logits_, xs_, ys_, aux_grad_;
 };
 
 struct TrainStep {
