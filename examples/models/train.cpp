@@ -194,7 +194,18 @@ std::int64_t available_memory_bytes() {
   return static_cast<std::int64_t>(sysconf(_SC_AVPHYS_PAGES)) * sysconf(_SC_PAGESIZE);
 }
 
+// The process's peak resident set: VmHWM (ru_maxrss would carry over the
+// parent's across exec, a Python caller's hundreds of MiB).
 std::int64_t peak_memory_bytes() {
+  std::ifstream f("/proc/self/status");
+  std::string key;
+  while (f >> key) {
+    if (key == "VmHWM:") {
+      long long kb = 0;
+      f >> kb;
+      return kb * 1024;
+    }
+  }
   rusage u{};
   getrusage(RUSAGE_SELF, &u);
   return static_cast<std::int64_t>(u.ru_maxrss) * 1024;  // Linux: kilobytes

@@ -58,7 +58,9 @@ double rel_error(const float* a, const float* b, std::int64_t n) {
 // after three AdamW steps, in units of lr: Adam divides by √v, so an element
 // whose gradient is 1e-4 of its tensor's largest carries that 2e-6 as a 2%
 // change of m/√v at steps 2 and 3 (the first step is lr · sign(g), exact);
-// 0.029 lr measured at the worst element, 3e-5 lr on average.
+// 0.029 to 0.057 lr measured at the worst element as the products' thread
+// split changes the summation order, 3e-5 lr on average: bounds 0.1 lr and
+// 2e-4 lr.
 double compare(const std::vector<io::ParamView>& views, const std::string& file, const char* what, double bound,
                double abs = 0) {
   io::SafetensorsFile f;
@@ -144,7 +146,7 @@ void trajectory_matches(const char* family) {
     CHECK(r.grad_norm == doctest::Approx(steps[s]["grad_norm"].get<double>()).epsilon(1e-5));
     CHECK(!r.skipped);
   }
-  const double worst = compare(run.views(), dir_of(family) + "/after3.safetensors", "weight", 5e-2, f.hyper.lr);
+  const double worst = compare(run.views(), dir_of(family) + "/after3.safetensors", "weight", 1e-1, f.hyper.lr);
   MESSAGE(std::string(family) << ": worst weight error after 3 steps, in units of lr, " << worst);
 }
 
