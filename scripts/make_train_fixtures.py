@@ -16,6 +16,11 @@ id sequence as the training data, and records:
                                    same-precision run gets, for the kernels' bounds
   after3.safetensors               every parameter after three AdamW steps with
                                    clipping (torch.optim.AdamW, clip_grad_norm_)
+  after3_bf16.safetensors          the same three steps in naive mixed precision
+                                   (fp32 masters and AdamW; each step a bf16 copy
+                                   of them runs torch's bf16 autograd and its
+                                   gradients are widened): the kernels' bounds;
+                                   its losses and norms are train.json's bf16_steps
   train.json                       the data, the batch recipe and hyperparameters,
                                    step 0's loss (cross-entropy and auxiliary
                                    parts), and per step: the loss before the
@@ -101,6 +106,38 @@ def step_loss(model, data, step, h, parts=None):
     return total
 
 
+def adamw(params, h):
+    decayed = [p for p in params.values() if p.dim() >= 2]
+    plain = [p for p in params.values() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decayed}, {"params": plain, "weight_decay": 0.0}], lr=h["lr"],
+                             betas=h["betas"], eps=h["eps"], weight_decay=h["weight_decay"])
+
+
+def mixed_precision(cls, out, data, h, path):
+    """Three steps the naive mixed-precision way: fp32 masters and AdamW; each
+    step copies them into a bf16 model, whose autograd gives the gradients,
+    widened to fp32 for the clip and the update."""
+    masters = cls.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").train()
+    mparams = dict(masters.named_parameters())
+    opt = adamw(mparams, h)
+    work = cls.from_pretrained(out, dtype=torch.bfloat16, attn_implementation="eager").train()
+    wparams = dict(work.named_parameters())
+    steps = []
+    for s in range(h["steps"]):
+        with torch.no_grad():
+            for k, p in wparams.items():
+                p.copy_(mparams[k])
+        work.zero_grad(set_to_none=True)
+        loss = step_loss(work, data, s, h)
+        for k, p in mparams.items():
+            p.grad = wparams[k].grad.float()
+        norm = torch.nn.utils.clip_grad_norm_(list(mparams.values()), h["clip"])
+        opt.step()
+        steps.append({"loss": loss, "grad_norm": float(norm), "lr": h["lr"]})
+    save_file({k: p.detach().contiguous() for k, p in mparams.items()}, path)
+    return steps
+
+
 def main():
     out_root = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests",
                                                                   "fixtures", "train")
@@ -115,10 +152,7 @@ def main():
         model = cls.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").train()
         params = dict(model.named_parameters())
         h = HYPER
-        decayed = [p for p in params.values() if p.dim() >= 2]
-        plain = [p for p in params.values() if p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decayed}, {"params": plain, "weight_decay": 0.0}], lr=h["lr"],
-                                betas=h["betas"], eps=h["eps"], weight_decay=h["weight_decay"])
+        opt = adamw(params, h)
         steps = []
         for s in range(h["steps"]):
             opt.zero_grad(set_to_none=True)
@@ -139,8 +173,10 @@ def main():
         step_loss(mb, data, 0, h)
         save_file({k: p.grad.detach().float().contiguous() for k, p in mb.named_parameters()},
                   os.path.join(out, "grads_bf16.safetensors"))
+        bf16_steps = mixed_precision(cls, out, data, h, os.path.join(out, "after3_bf16.safetensors"))
         torch.set_rng_state(rng)
         fx = {"architecture": cls.__name__, "data": data, "hyper": h, "step0_micro_batches": step0, "steps": steps,
+              "bf16_steps": bf16_steps,
               "decayed": sorted(k for k, p in params.items() if p.dim() >= 2),
               "transformers": transformers.__version__, "torch": torch.__version__}
         with open(os.path.join(out, "train.json"), "w") as f:

@@ -146,8 +146,43 @@ check "a bf16 checkpoint saves as bf16 with fp32 masters, and resumes" $?
   [ "$(grep -c '^step [12]/2  loss' "$work/progress")" -eq 2 ]
 check "text mode: a progress line a step on stderr" $?
 
+# The kernels on the CPU executor (--device emu, bf16): every family's three
+# steps within 3x torch's naive mixed precision's distance from its fp32 run
+# (train.json's bf16_steps; tests/kernels/train.hpp checks the weights), the
+# save transformers' names in fp32 (the masters), resume bit for bit.
+for f in llama mistral mixtral phi3; do
+  out=$("$train" --model "$fixtures/$f" --ids "$work/$f.ids" --steps 3 $hyper --device emu --format json \
+    --save "$work/$f.emu")
+  python3 - "$out" "$fixtures/$f/train.json" "$work/$f.emu" <<'PY'
+import json, struct, sys
+j, want = json.loads(sys.argv[1]), json.load(open(sys.argv[2]))
+assert j["device"] == "emu" and j["dtype"] == "bf16" and j["skipped"] == 0, j
+for key, field in (("losses", "loss"), ("grad_norms", "grad_norm")):
+    for got, s, m in zip(j[key], want["steps"], want["bf16_steps"]):
+        assert abs(got - s[field]) <= max(3 * abs(m[field] - s[field]), 2e-3 * abs(s[field])), (key, got, s, m)
+b = open(sys.argv[3] + "/model.safetensors", "rb").read()
+h = json.loads(b[8:8 + struct.unpack("<Q", b[:8])[0]])
+assert all(v["dtype"] == "F32" for k, v in h.items() if k != "__metadata__")
+PY
+  check "$f: three bf16 steps on the kernels (emu) follow torch's" $?
+done
+"$train" --model "$fixtures/mixtral" --ids "$work/mixtral.ids" --steps 1 $hyper --device emu --save "$work/emu.one" \
+  >/dev/null 2>&1 &&
+  "$train" --resume "$work/emu.one" --ids "$work/mixtral.ids" --steps 3 $hyper --device emu --save "$work/emu.three" \
+    >/dev/null 2>&1 &&
+  cmp -s "$work/emu.three/model.safetensors" "$work/mixtral.emu/model.safetensors" &&
+  cmp -s "$work/emu.three/optimizer.safetensors" "$work/mixtral.emu/optimizer.safetensors"
+check "mixtral on the kernels: resumed from step 1 = never stopped (same bytes)" $?
+
 # Bad input: a message, nothing written.
 m=(--model "$fixtures/llama")
+refuse "fp32 on the kernels" "the kernels train in bf16" "${m[@]}" --ids "$work/llama.ids" --seq-len 16 --device emu --dtype fp32
+refuse "bf16 on the host path" "the host path trains in fp32" "${m[@]}" --ids "$work/llama.ids" --seq-len 16 --device cpu --dtype bf16
+refuse "--checkpoint-layers on the kernels" "checkpoint-layers" "${m[@]}" --ids "$work/llama.ids" --seq-len 16 --device emu \
+  --checkpoint-layers
+refuse "--device gpu in the CPU build" "tokenless-train-gpu" "${m[@]}" --ids "$work/llama.ids" --seq-len 16 --device gpu
+refuse "a batch that does not fit the kernels' memory" "MiB available" "${m[@]}" --ids "$work/llama.ids" --seq-len 16 \
+  --device emu --batch-size 100000000
 echo "1 2 3" >"$work/short.ids"
 refuse "data shorter than L + 1" "fewer than --seq-len + 1 = 17" "${m[@]}" --ids "$work/short.ids" --seq-len 16
 { head -c 40 "$work/llama.ids"; echo " 128 5"; } >"$work/oov.ids"

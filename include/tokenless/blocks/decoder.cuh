@@ -545,6 +545,12 @@ struct DecoderLayerBackward {
     T* grad_in = nullptr;                 // [tokens, hidden]: dL/d(input stream); may alias grad
     DecoderGrads grads;
     bool accumulate = false;              // add into the weight gradients instead of writing them
+    // Mixtral's load-balancing loss, optional (MoeBackward's fields): its
+    // fractions from MoeBalanceLoss over every layer's router, the rows it
+    // averaged (layers · tokens) and its scale (coefficient · dL/dloss).
+    const float* balance_fraction = nullptr;
+    std::int64_t balance_rows = 0;
+    float balance_scale = 0.0f;
   };
   static std::int64_t tokens(const Arguments& a) { return a.forward.batch.total; }
 
@@ -625,6 +631,9 @@ struct DecoderLayerBackward {
     m.grad_gate_up = a.grads.w_gate_up;
     m.grad_down = a.grads.w_down;
     m.accumulate_weights = a.accumulate;
+    m.balance_fraction = a.balance_fraction;
+    m.balance_rows = a.balance_rows;
+    m.balance_scale = a.balance_scale;
     return m;
   }
   static typename NormBwd::Arguments norm_backward(const Arguments& a, int which, const T* d_out, const T* d_res,

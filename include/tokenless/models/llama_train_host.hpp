@@ -53,11 +53,6 @@
 
 namespace tokenless::models {
 
-struct TrainLoss {
-  double cross_entropy = 0;  // mean over the micro-batch's predictions
-  double aux = 0;            // the load-balancing loss (before its coefficient); 0 without one
-  double total = 0;          // cross_entropy + coefficient × aux
-};
 
 class LlamaHostTrainer {
  public:
@@ -594,12 +589,6 @@ class LlamaHostTrainer {
   std::vector<float> x_, hf_, inv_f_, dh_, dx_, dattn_, dqkv_, dact_, dgu_, logits_, xs_, ys_, aux_grad_;
 };
 
-struct TrainStep {
-  double loss = 0;         // the mean of the micro-batches' losses, before the update
-  float grad_norm = 0;     // before clipping
-  bool skipped = false;    // a non-finite norm: weights and moments untouched
-  std::vector<TrainLoss> micro;
-};
 
 class LlamaHostTraining {
  public:

@@ -9,6 +9,21 @@
 
 namespace tokenless::models {
 
+// One micro-batch's loss (the host path's and the kernels').
+struct TrainLoss {
+  double cross_entropy = 0;  // mean over the micro-batch's predictions
+  double aux = 0;            // the load-balancing loss (before its coefficient); 0 without one
+  double total = 0;          // cross_entropy + coefficient × aux
+};
+
+// One optimizer step's results.
+struct TrainStep {
+  double loss = 0;         // the mean of the micro-batches' losses, before the update
+  float grad_norm = 0;     // before clipping
+  bool skipped = false;    // a non-finite norm: weights and moments untouched
+  std::vector<TrainLoss> micro;
+};
+
 // rows[B × (L + 1)] of micro-batch m of step s. The data must hold at least
 // L + 1 ids (the trainer refuses less, by name, before its first step).
 inline void train_rows(const std::vector<std::int32_t>& data, std::int64_t step, int micro, int B, int L, int A,
