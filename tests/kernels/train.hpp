@@ -248,6 +248,36 @@ inline void skips_non_finite(const char* family) {
   CHECK(same_bits(v0, v1));
 }
 
+// A tied lm_head (the embedding is the head): its gradient is the
+// embedding's plus the head's, as the same model untied with lm_head = embed
+// computes them apart (the same bf16 forward; fp32 sums in another order).
+inline void tied_embeddings() {
+  Fixture f("llama");
+  f.w.lm_head = f.w.embed;
+  auto untied = f.trainer();
+  f.w.config.tie_embeddings = true;
+  auto tied = f.trainer();
+  models::TrainStep a, b;
+  REQUIRE_OK(untied->gradients(f.data, 0, &a));
+  REQUIRE_OK(tied->gradients(f.data, 0, &b));
+  CHECK(a.loss == b.loss);
+  auto ga = io::zeros_like(f.w), gb = io::zeros_like(f.w);
+  ga.config.tie_embeddings = false;
+  REQUIRE_OK(untied->grads(&ga));
+  REQUIRE_OK(tied->grads(&gb));
+  std::vector<float> sum(ga.embed.size());
+  for (std::size_t i = 0; i < sum.size(); ++i) sum[i] = ga.embed[i] + ga.lm_head[i];
+  CHECK(rel_error(gb.embed.data(), sum.data(), static_cast<std::int64_t>(sum.size())) < 1e-5);
+  CHECK(gb.lm_head == gb.embed);
+  for (std::size_t l = 0; l < ga.layers.size(); ++l) CHECK(ga.layers[l].wqkv == gb.layers[l].wqkv);
+  // A step keeps them one tensor: the weights() head is the embedding.
+  REQUIRE_OK(tied->step(f.data, 0, f.hyper, nullptr));
+  auto w = io::zeros_like(f.w);
+  REQUIRE_OK(tied->weights(&w));
+  CHECK(w.lm_head == w.embed);
+  CHECK(w.embed != f.w.embed);
+}
+
 inline void bad_input() {
   Fixture f("llama");
   std::unique_ptr<Trainer> t;
@@ -288,5 +318,9 @@ TEST_CASE("train kernels: reruns are bit-identical, a restored state continues e
 }
 
 TEST_CASE("train kernels: a non-finite norm skips the step") { tlt::train_tests::skips_non_finite("llama"); }
+
+TEST_CASE("train kernels: a tied lm_head's gradient is the embedding's plus the head's") {
+  tlt::train_tests::tied_embeddings();
+}
 
 TEST_CASE("train kernels: bad input is refused by name") { tlt::train_tests::bad_input(); }

@@ -45,11 +45,15 @@ inline void blas_one_thread() {
 #endif
 // Splits a product of m × n outputs over k over the pool: rows of C when
 // there are enough of them, else columns; body(r0, r1, c0, c1) computes that
-// block. Small products (under 2²⁰ multiply-adds) stay on one thread.
+// block. Small products (under 2²⁰ multiply-adds) stay on one thread; a
+// matrix-vector product (a decode step's) splits from 2¹⁶ weights: it is
+// bound by reading the weight, which two threads read faster than one
+// (decode of a 125M Llama: 46 → 60 tokens/s on two cores, docs/performance.md).
 template <class F>
 void split(std::int64_t m, std::int64_t n, std::int64_t k, F&& body) {
   const int threads = pool().size();
-  if (threads == 1 || m * n * k < (std::int64_t{1} << 20)) {
+  const bool small = m == 1 ? n * k < (std::int64_t{1} << 16) : m * n * k < (std::int64_t{1} << 20);
+  if (threads == 1 || small) {
     body(0, m, 0, n);
     return;
   }
