@@ -22,13 +22,13 @@ bin=${1:-build/gpu}
 out=${2:-${OUT:-build/gpu/verify}}
 shift 2 2>/dev/null || shift $#
 steps=${*:-info tests memcheck racecheck bench torch demo}
-benches=${BENCHES:-core encoder patcher attention bottleneck blocks models heads blt optim}
+benches=${BENCHES:-core encoder patcher attention bottleneck blocks models heads blt optim train}
 bench_filter=${BENCH_FILTER:-.}
 if [ "$bench_filter" = targets ]; then
   # The encoder at 64K and 1M bytes, the patcher at 16M and 64M positions
   # (the harness measures the copy and GEMM peaks in every binary).
-  benches=${BENCHES:-encoder patcher attention bottleneck blocks models heads blt optim}
-  bench_filter='BM_Blt|heads_|models_|attention_|blocks_.*/16384/|blocks_moe_.*/4096/|bottleneck_.*/(1048576|4194304)/|bottleneck_(compress|concept)_.*/16384/|encoder_forward/blt1b_bf16/(65536|1048576)/|encoder_backward_sparse_bf16_grads/blt1b_bf16/(4096|65536)/|encoder_backward_(atomic|fresh_bf16_grads)/(blt1b|small)_bf16/1048576/|encoder_backward_deterministic/blt1b_bf16/65536/|_logits.*/(16777216|67108864)/'
+  benches=${BENCHES:-encoder patcher attention bottleneck blocks models heads blt optim train}
+  bench_filter='BM_Blt|BM_LlamaTrainStep|BM_AdamW|heads_|models_|attention_|blocks_.*/16384/|blocks_moe_.*/4096/|bottleneck_.*/(1048576|4194304)/|bottleneck_(compress|concept)_.*/16384/|encoder_forward/blt1b_bf16/(65536|1048576)/|encoder_backward_sparse_bf16_grads/blt1b_bf16/(4096|65536)/|encoder_backward_(atomic|fresh_bf16_grads)/(blt1b|small)_bf16/1048576/|encoder_backward_deterministic/blt1b_bf16/65536/|_logits.*/(16777216|67108864)/'
 fi
 mkdir -p "$out"
 final=$out
@@ -103,6 +103,7 @@ for step in $steps; do
         PYTHONUNBUFFERED=1 bounded 240 python3 benchmarks/torch/heads_eager.py
         PYTHONUNBUFFERED=1 bounded 300 python3 benchmarks/torch/blt_eager.py
         PYTHONUNBUFFERED=1 bounded 120 python3 benchmarks/torch/optim_eager.py
+        PYTHONUNBUFFERED=1 bounded 300 python3 benchmarks/torch/train_eager.py
       } >"$out/torch.txt" 2>&1
       note "torch: rc=$?"
       ;;
