@@ -19,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -413,6 +414,86 @@ Status load_blt_weights(const std::string& dir, BltWeights<T>* out) {
   TL_RETURN_IF_ERROR(fetch(ck, "lm_head.weight", {V, Dd}, sized(m.lm_head, V * Dd)));
   *out = std::move(m);
   return Status::ok();
+}
+
+// The trained tensors of a BLT model under transformers' names, as views
+// into w (q, k, v and gate, up are row ranges of the fused tensors): every
+// tensor but the entropy model's (frozen: BLT trains it apart) and, with
+// the encoder's cross_attn_all_layers, but its cross-attentions before the
+// last (only the last one's output reaches the loss; torch gives them no
+// gradient and its AdamW skips them).
+inline std::vector<ParamView> blt_parameter_views(BltWeights<float>& w) {
+  const BltConfig& c = w.config;
+  std::vector<ParamView> v;
+  auto stack = [&](const BltStackConfig& s, const std::string& p, std::vector<BltLayerWeights<float>>& layers) {
+    const std::int64_t D = s.hidden, F = s.intermediate, Q = s.q_dim(), KV = s.kv_dim();
+    for (std::size_t l = 0; l < layers.size(); ++l) {
+      auto& x = layers[l];
+      const std::string q = p + "layers." + std::to_string(l) + ".";
+      v.push_back({q + "self_attn.q_proj.weight", {Q, D}, x.wqkv.data()});
+      v.push_back({q + "self_attn.k_proj.weight", {KV, D}, x.wqkv.data() + Q * D});
+      v.push_back({q + "self_attn.v_proj.weight", {KV, D}, x.wqkv.data() + (Q + KV) * D});
+      v.push_back({q + "self_attn.o_proj.weight", {D, Q}, x.wo.data()});
+      v.push_back({q + "mlp.gate_proj.weight", {F, D}, x.w_gate_up.data()});
+      v.push_back({q + "mlp.up_proj.weight", {F, D}, x.w_gate_up.data() + F * D});
+      v.push_back({q + "mlp.down_proj.weight", {D, F}, x.w_down.data()});
+      v.push_back({q + "input_layernorm.weight", {D}, x.attn_norm.data()});
+      v.push_back({q + "post_attention_layernorm.weight", {D}, x.mlp_norm.data()});
+    }
+  };
+  auto cross = [&](const BltStackConfig& s, const std::string& p, std::vector<BltCrossWeights<float>>& cs,
+                   std::size_t first) {
+    const std::int64_t D = s.hidden, Q = s.q_dim(), KV = s.kv_dim();
+    for (std::size_t i = first; i < cs.size(); ++i) {
+      auto& x = cs[i];
+      const std::string q = p + "cross_attn_layers." + std::to_string(i) + ".";
+      v.push_back({q + "q_proj.weight", {Q, D}, x.wq.data()});
+      v.push_back({q + "k_proj.weight", {KV, D}, x.wkv.data()});
+      v.push_back({q + "v_proj.weight", {KV, D}, x.wkv.data() + KV * D});
+      v.push_back({q + "o_proj.weight", {D, Q}, x.wo.data()});
+      v.push_back({q + "q_norm.weight", {D}, x.q_norm.data()});
+      v.push_back({q + "k_norm.weight", {D}, x.kv_norm.data()});
+    }
+  };
+  const std::int64_t V = c.vocab, De = c.encoder.hidden, Dg = c.global.hidden, Dd = c.decoder.hidden, k = c.k;
+  stack(c.encoder, "model.local_encoder.", w.encoder_layers);
+  v.push_back({"model.local_encoder.patch_embedding_projection.weight", {k * De, De}, w.encoder_projection.data()});
+  v.push_back({"model.local_encoder.embed_tokens.weight", {V, De}, w.byte_embed.data()});
+  cross(c.encoder, "model.local_encoder.", w.encoder_cross, w.encoder_cross.empty() ? 0 : w.encoder_cross.size() - 1);
+  stack(c.global, "model.global_transformer.", w.global_layers);
+  if (c.global_projection) {
+    v.push_back({"model.global_transformer.token_embedding_projection.weight", {Dg, k * De}, w.global_projection.data()});
+  }
+  stack(c.decoder, "model.local_decoder.", w.decoder_layers);
+  v.push_back({"model.local_decoder.patch_embedding_projection.weight", {k * Dd, Dg}, w.decoder_projection.data()});
+  v.push_back({"model.local_decoder.norm.weight", {Dd}, w.decoder_norm.data()});
+  cross(c.decoder, "model.local_decoder.", w.decoder_cross, 0);
+  if (!w.hash_embed.empty()) {
+    v.push_back({"model.encoder_hash_tok_embedding.weight", {c.tables() * c.hash_vocab, De}, w.hash_embed.data()});
+  }
+  v.push_back({"lm_head.weight", {V, Dd}, w.lm_head.data()});
+  return v;
+}
+
+// A copy of w with every tensor zeroed (a gradient's buffers).
+inline BltWeights<float> blt_zeros_like(const BltWeights<float>& w) {
+  BltWeights<float> z = w;
+  auto zero = [](std::vector<float>& x) { std::fill(x.begin(), x.end(), 0.0f); };
+  for (auto* x : {&z.patcher_embed, &z.patcher_norm, &z.patcher_head, &z.byte_embed, &z.hash_embed,
+                  &z.encoder_projection, &z.global_projection, &z.decoder_projection, &z.decoder_norm, &z.lm_head}) {
+    zero(*x);
+  }
+  for (auto* stack : {&z.patcher_layers, &z.encoder_layers, &z.global_layers, &z.decoder_layers}) {
+    for (auto& l : *stack) {
+      for (auto* x : {&l.attn_norm, &l.wqkv, &l.wo, &l.mlp_norm, &l.w_gate_up, &l.w_down}) zero(*x);
+    }
+  }
+  for (auto* cs : {&z.encoder_cross, &z.decoder_cross}) {
+    for (auto& l : *cs) {
+      for (auto* x : {&l.q_norm, &l.kv_norm, &l.wq, &l.wkv, &l.wo}) zero(*x);
+    }
+  }
+  return z;
 }
 
 }  // namespace tokenless::io

@@ -1,0 +1,156 @@
+// BLT's training on the host path (models/blt_train_host.hpp) against torch
+// autograd and torch.optim.AdamW (tests/fixtures/train/blt, blt_k4, from
+// scripts/make_blt_train_fixtures.py): step 0's patches, loss and the
+// gradient of every trained parameter, then three steps' losses, norms and
+// weights. blt: k 2, a window, the global projection, cross-attention before
+// every decoder layer; blt_k4: k 4, max_patch_length, the encoder's
+// cross-attention a layer (only the last trained), no projection... (the
+// script's header has both).
+#include "require_ok.hpp"
+
+#include <tokenless/io/blt_weights.hpp>
+#include <tokenless/io/safetensors.hpp>
+#include <tokenless/models/blt_train_host.hpp>
+#include <tokenless/models/train_data.hpp>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace io = tokenless::io;
+namespace models = tokenless::models;
+namespace optim = tokenless::optim;
+
+namespace {
+
+std::string dir_of(const char* name) { return std::string(TOKENLESS_SOURCE_DIR) + "/tests/fixtures/train/" + name; }
+
+struct BltFixture {
+  io::BltWeights<float> w;
+  nlohmann::json j;
+  std::vector<std::int32_t> data;
+  int B = 0, L = 0, A = 0;
+  optim::AdamWHyper hyper;
+  explicit BltFixture(const char* name) {
+    std::ifstream f(dir_of(name) + "/train.json");
+    std::stringstream ss;
+    ss << f.rdbuf();
+    j = nlohmann::json::parse(ss.str());
+    REQUIRE_OK(io::load_blt_weights(dir_of(name), &w));
+    data = j["data"].get<std::vector<std::int32_t>>();
+    const auto& h = j["hyper"];
+    B = h["batch_size"].get<int>();
+    L = h["seq_len"].get<int>();
+    A = h["grad_accum"].get<int>();
+    hyper.lr = h["lr"].get<double>();
+    hyper.beta1 = h["betas"][0].get<double>();
+    hyper.beta2 = h["betas"][1].get<double>();
+    hyper.eps = h["eps"].get<double>();
+    hyper.weight_decay = h["weight_decay"].get<double>();
+    hyper.max_norm = h["clip"].get<double>();
+  }
+};
+
+double rel_error(const float* a, const float* b, std::int64_t n) {
+  double e = 0, m = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    e = std::fmax(e, std::fabs(double(a[i]) - double(b[i])));
+    m = std::fmax(m, std::fabs(double(b[i])));
+  }
+  return m == 0 ? e : e / m;
+}
+
+// Every view against the file's tensor of its name, and no tensor of the
+// file left out. The bounds are test_train.cpp's (fp32, a few ulps of a
+// tensor's scale at each of ten-odd operations): gradients 2e-5 of the
+// tensor's scale; weights after three steps 0.1 lr worst, 2e-4 lr mean.
+double compare(std::vector<io::ParamView> views, const std::string& file, double bound, double lr = 0) {
+  io::SafetensorsFile f;
+  REQUIRE_OK(io::SafetensorsFile::open(file, &f));
+  CHECK(views.size() == f.tensors().size());
+  double worst = 0;
+  for (const auto& v : views) {
+    const io::TensorInfo* t = f.find(v.name);
+    REQUIRE_MESSAGE(t != nullptr, v.name);
+    REQUIRE(t->numel() == v.numel());
+    std::vector<float> want(static_cast<std::size_t>(t->numel()));
+    REQUIRE_OK(io::convert(*t, want.data()));
+    double e = 0;
+    if (lr > 0) {
+      double sum = 0;
+      for (std::int64_t i = 0; i < v.numel(); ++i) {
+        const double d = std::fabs(double(v.data[i]) - want[static_cast<std::size_t>(i)]) / lr;
+        e = std::fmax(e, d);
+        sum += d;
+      }
+      INFO(v.name << ": mean " << sum / v.numel() << " lr");
+      CHECK(sum / v.numel() < bound / 500);
+    } else {
+      e = rel_error(v.data, want.data(), v.numel());
+    }
+    INFO(v.name << ": error " << e);
+    CHECK(e < bound);
+    worst = std::fmax(worst, e);
+  }
+  return worst;
+}
+
+void gradients_match(const char* name) {
+  BltFixture f(name);
+  models::BltHostTrainer t(f.w);
+  auto grad = io::blt_zeros_like(f.w);
+  std::vector<std::int32_t> rows;
+  for (int m = 0; m < f.A; ++m) {
+    models::train_rows(f.data, 0, m, f.B, f.L, f.A, rows);
+    models::TrainLoss loss;
+    REQUIRE_OK(t.forward_backward(f.w, rows.data(), f.B, f.L, 1.0f / f.A, &grad, &loss));
+    const auto& want = f.j["step0_micro_batches"][m];
+    // The entropy model's patches first: the rest depends on them.
+    for (int r = 0; r < f.B; ++r) {
+      std::vector<std::int64_t> lengths;
+      for (auto v : want["patch_lengths"][r]) {
+        if (v.get<std::int64_t>() > 0) lengths.push_back(v.get<std::int64_t>());
+      }
+      CHECK(t.patch_lengths()[static_cast<std::size_t>(r)] == lengths);
+    }
+    CHECK(loss.cross_entropy == doctest::Approx(want["cross_entropy"].get<double>()).epsilon(2e-6));
+  }
+  const double worst = compare(io::blt_parameter_views(grad), dir_of(name) + "/grads.safetensors", 2e-5);
+  MESSAGE(std::string(name) << ": worst gradient error " << worst);
+}
+
+void trajectory_matches(const char* name) {
+  BltFixture f(name);
+  models::BltHostTraining run;
+  REQUIRE_OK(run.init(&f.w));
+  const auto& steps = f.j["steps"];
+  for (std::size_t s = 0; s < steps.size(); ++s) {
+    models::TrainStep r;
+    REQUIRE_OK(run.step(f.data, static_cast<std::int64_t>(s), f.B, f.L, f.A, f.hyper, &r));
+    CHECK(r.loss == doctest::Approx(steps[s]["loss"].get<double>()).epsilon(1e-5));
+    CHECK(r.grad_norm == doctest::Approx(steps[s]["grad_norm"].get<double>()).epsilon(1e-5));
+  }
+  const double worst = compare(run.views(), dir_of(name) + "/after3.safetensors", 1e-1, f.hyper.lr);
+  MESSAGE(std::string(name) << ": worst weight error after 3 steps, in units of lr, " << worst);
+}
+
+}  // namespace
+
+TEST_CASE("train host BLT: step 0's patches, losses and gradients equal torch autograd's") {
+  for (const char* name : {"blt", "blt_k4"}) {
+    CAPTURE(name);
+    gradients_match(name);
+  }
+}
+
+TEST_CASE("train host BLT: three AdamW steps give torch's losses, norms and weights") {
+  for (const char* name : {"blt", "blt_k4"}) {
+    CAPTURE(name);
+    trajectory_matches(name);
+  }
+}
