@@ -1,9 +1,10 @@
 // tokenless-train: trains a Llama 3, Mistral, Mixtral or Phi-3 checkpoint on
-// a file of token ids with AdamW, and saves it as transformers loads it.
+// a file of token ids, or a BLT checkpoint on a file's bytes, with AdamW, and
+// saves it as transformers loads it.
 // The batches are fixed (docs/training.md), so a run is reproducible: the
 // same data and options give the same bits.
 //
-//   tokenless-train --model DIR --ids FILE [--steps N] [--batch-size B] [--seq-len L]
+//   tokenless-train --model DIR (--ids FILE | --bytes-file FILE) [--steps N] [--batch-size B] [--seq-len L]
 //                   [--lr X] [--weight-decay W] [--betas B1,B2] [--eps E] [--clip C]
 //                   [--schedule constant|cosine] [--warmup S] [--min-lr X] [--grad-accum A]
 //                   [--seed S] [--device auto|cpu|gpu|emu] [--dtype fp32|bf16]
@@ -25,7 +26,9 @@
 #include <tokenless/core/config.hpp>
 #include <tokenless/core/device.hpp>
 #include <tokenless/models/llama_train.cuh>
+#include <tokenless/models/blt_train_host.hpp>
 #include <tokenless/models/llama_train_host.hpp>
+#include <tokenless/io/blt_weights.hpp>
 #include <tokenless/optim/policy.hpp>
 
 #include <nlohmann/json.hpp>
@@ -35,6 +38,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <memory>
 #include <random>
 #include <cstdio>
@@ -54,14 +58,16 @@ namespace optim = tokenless::optim;
 using tokenless::Status;
 
 const char* kUsage =
-    "usage: tokenless-train --model DIR --ids FILE [--steps N] [--batch-size B] [--seq-len L]\n"
+    "usage: tokenless-train --model DIR (--ids FILE | --bytes-file FILE) [--steps N] [--batch-size B] [--seq-len L]\n"
     "                       [--lr X] [--weight-decay W] [--betas B1,B2] [--eps E] [--clip C]\n"
     "                       [--schedule constant|cosine] [--warmup S] [--min-lr X] [--grad-accum A]\n"
     "                       [--seed S] [--device auto|cpu|gpu|emu] [--dtype fp32|bf16]\n"
     "                       [--checkpoint-layers] [--init random] [--save OUT_DIR] [--resume DIR]\n"
     "                       [--format text|json]\n"
     "  Trains a Llama 3, Mistral, Mixtral or Phi-3 checkpoint (config.json and safetensors) on\n"
-    "  FILE's token ids (integers separated by whitespace or commas) with AdamW as torch.optim.AdamW\n"
+    "  FILE's token ids (integers separated by whitespace or commas), or a BLT checkpoint on a file's\n"
+    "  bytes (--bytes-file: id = byte + 4, no BOS; its entropy model frozen; the host path), with\n"
+    "  AdamW as torch.optim.AdamW\n"
     "  (matrices decayed, norm weights not) and clip_grad_norm_ (--clip 0: none). Row r of step s,\n"
     "  micro-batch m, is the L + 1 ids from ((s*A + m)*B + r)*L, wrapping around the data; the loss\n"
     "  is the mean cross-entropy over the B*L predictions (plus Mixtral's router_aux_loss_coef x\n"
@@ -234,6 +240,8 @@ std::string dtype_of(const io::Checkpoint& ck, const std::string& name) {
 
 struct Run {
   io::ModelWeights<float> w;
+  bool blt = false;          // a BLT checkpoint (bw), trained on bytes
+  io::BltWeights<float> bw;
   std::string config_text, generation_config;
   bool hub_moe = false;
   std::vector<std::string> dtypes;  // per parameter view
@@ -325,6 +333,10 @@ class Backend {
   virtual Status snapshot(Snapshot* out) = 0;
   virtual Status restore(const Snapshot& in) = 0;
   virtual std::int64_t skipped() const = 0;
+  // The save and the resume (the Llama family's: snapshot() and restore()
+  // around save_run and load_state; BLT's its own).
+  virtual Status save(const std::string& dir, const Run& r, std::int64_t next_step, const Options& o);
+  virtual Status resume(const std::string& dir, Run& r);
 };
 
 // The host path: the weights are trained in place (Run::w).
@@ -406,30 +418,35 @@ class KernelBackend final : public Backend {
   std::unique_ptr<KernelTrainer> t_;
 };
 
-// The optimizer's state beside the weights: moments (and fp32 masters where
-// the checkpoint stores 16-bit weights) under the parameters' names.
-Status save_run(const std::string& dir, const Run& r, Snapshot& snap, std::int64_t next_step, const Options& o) {
-  return io::save_folder_atomic(dir, [&](const std::string& tmp) -> Status {
-    std::vector<io::WriteTensor> weights, state;
-    const auto views = io::parameter_views(snap.w, r.hub_moe);
-    const auto mv = io::parameter_views(snap.m, r.hub_moe), vv = io::parameter_views(snap.v, r.hub_moe);
-    bool masters = false;
-    for (std::size_t i = 0; i < views.size(); ++i) {
-      weights.push_back({views[i].name, r.dtypes[i], views[i].shape, views[i].data});
-      state.push_back({"exp_avg." + views[i].name, "F32", views[i].shape, mv[i].data});
-      state.push_back({"exp_avg_sq." + views[i].name, "F32", views[i].shape, vv[i].data});
-      if (r.dtypes[i] != "F32") {
-        state.push_back({"master." + views[i].name, "F32", views[i].shape, views[i].data});
-        masters = true;
-      }
+// A save's tensors: the weights (every tensor of the checkpoint, in its own
+// dtype), and per trained tensor its moments (and fp32 master where the
+// checkpoint stores 16-bit weights) under the parameter's name.
+struct SaveTensors {
+  std::vector<io::WriteTensor> weights;
+  std::vector<io::WriteTensor> state;
+  bool masters = false;
+  // A trained tensor: its weights (the fp32 master), moments and dtype.
+  void trained(const io::ParamView& w, const float* m, const float* v, const std::string& dtype) {
+    state.push_back({"exp_avg." + w.name, "F32", w.shape, m});
+    state.push_back({"exp_avg_sq." + w.name, "F32", w.shape, v});
+    if (dtype != "F32") {
+      state.push_back({"master." + w.name, "F32", w.shape, w.data});
+      masters = true;
     }
-    TL_RETURN_IF_ERROR(io::write_safetensors(tmp + "/model.safetensors", weights));
-    TL_RETURN_IF_ERROR(io::write_safetensors(tmp + "/optimizer.safetensors", state));
-    const auto& st = snap.state;
+  }
+};
+
+// Writes a save atomically: model.safetensors, optimizer.safetensors, the
+// config texts and trainer_state.json.
+Status write_save(const std::string& dir, const SaveTensors& t, const Run& r, const optim::State& st,
+                  std::int64_t next_step, const Options& o) {
+  return io::save_folder_atomic(dir, [&](const std::string& tmp) -> Status {
+    TL_RETURN_IF_ERROR(io::write_safetensors(tmp + "/model.safetensors", t.weights));
+    TL_RETURN_IF_ERROR(io::write_safetensors(tmp + "/optimizer.safetensors", t.state));
     nlohmann::json j = {{"step", next_step},
                         {"optimizer_steps", st.step},
                         {"skipped", st.skipped},
-                        {"fp32_masters", masters},
+                        {"fp32_masters", t.masters},
                         {"seed", o.seed},
                         {"options",
                          {{"batch_size", o.batch}, {"seq_len", o.seq_len}, {"grad_accum", o.grad_accum},
@@ -449,9 +466,22 @@ Status save_run(const std::string& dir, const Run& r, Snapshot& snap, std::int64
   });
 }
 
-// --resume: the masters (over r.w, which holds the save's weights), the
-// moments, the step counters.
-Status load_state(const std::string& dir, Run& r, Snapshot* snap) {
+Status save_run(const std::string& dir, const Run& r, Snapshot& snap, std::int64_t next_step, const Options& o) {
+  SaveTensors t;
+  const auto views = io::parameter_views(snap.w, r.hub_moe);
+  const auto mv = io::parameter_views(snap.m, r.hub_moe), vv = io::parameter_views(snap.v, r.hub_moe);
+  for (std::size_t i = 0; i < views.size(); ++i) {
+    t.weights.push_back({views[i].name, r.dtypes[i], views[i].shape, views[i].data});
+    t.trained(views[i], mv[i].data, vv[i].data, r.dtypes[i]);
+  }
+  return write_save(dir, t, r, snap.state, next_step, o);
+}
+
+// --resume: trainer_state.json's counters (into st and r.start_step), and
+// optimizer.safetensors' moments and masters of each trained view (masters
+// over the view's data, which holds the save's weights).
+Status read_state(const std::string& dir, const std::vector<io::ParamView>& views, const std::vector<float*>& m,
+                  const std::vector<float*>& v, optim::State* st, Run& r) {
   std::string text;
   if (!io::Checkpoint::read_text(dir + "/trainer_state.json", &text)) {
     return Status::error(tokenless::StatusCode::invalid_argument,
@@ -463,15 +493,11 @@ Status load_state(const std::string& dir, Run& r, Snapshot* snap) {
   }
   io::SafetensorsFile f;
   TL_RETURN_IF_ERROR(io::SafetensorsFile::open(dir + "/optimizer.safetensors", &f));
-  snap->m = io::zeros_like(r.w);
-  snap->v = io::zeros_like(r.w);
-  const auto views = io::parameter_views(r.w, r.hub_moe);
-  const auto mv = io::parameter_views(snap->m, r.hub_moe), vv = io::parameter_views(snap->v, r.hub_moe);
   for (std::size_t i = 0; i < views.size(); ++i) {
     const struct {
       std::string prefix;
       float* dst;
-    } parts[] = {{"exp_avg.", mv[i].data}, {"exp_avg_sq.", vv[i].data}, {"master.", views[i].data}};
+    } parts[] = {{"exp_avg.", m[i]}, {"exp_avg_sq.", v[i]}, {"master.", views[i].data}};
     for (const auto& p : parts) {
       const io::TensorInfo* ti = f.find(p.prefix + views[i].name);
       if (!ti) {
@@ -486,12 +512,129 @@ Status load_state(const std::string& dir, Run& r, Snapshot* snap) {
       TL_RETURN_IF_ERROR(io::convert(*ti, p.dst));
     }
   }
+  *st = {};
+  st->step = j["optimizer_steps"].get<std::int64_t>();
+  st->skipped = j["skipped"].get<std::int64_t>();
+  r.start_step = j["step"].get<std::int64_t>();
+  return Status::ok();
+}
+
+Status load_state(const std::string& dir, Run& r, Snapshot* snap) {
+  snap->m = io::zeros_like(r.w);
+  snap->v = io::zeros_like(r.w);
+  const auto views = io::parameter_views(r.w, r.hub_moe);
+  std::vector<float*> m, v;
+  for (auto& x : io::parameter_views(snap->m, r.hub_moe)) m.push_back(x.data);
+  for (auto& x : io::parameter_views(snap->v, r.hub_moe)) v.push_back(x.data);
+  TL_RETURN_IF_ERROR(read_state(dir, views, m, v, &snap->state, r));
   if (r.w.config.tie_embeddings) r.w.lm_head = r.w.embed;
   snap->w = r.w;
-  snap->state = {};
-  snap->state.step = j["optimizer_steps"].get<std::int64_t>();
-  snap->state.skipped = j["skipped"].get<std::int64_t>();
-  r.start_step = j["step"].get<std::int64_t>();
+  return Status::ok();
+}
+
+Status Backend::save(const std::string& dir, const Run& r, std::int64_t next_step, const Options& o) {
+  Snapshot snap;
+  TL_RETURN_IF_ERROR(snapshot(&snap));
+  return save_run(dir, r, snap, next_step, o);
+}
+Status Backend::resume(const std::string& dir, Run& r) {
+  Snapshot snap;
+  TL_RETURN_IF_ERROR(load_state(dir, r, &snap));
+  return restore(snap);
+}
+
+// BLT on the host path (models/blt_train_host.hpp): the weights (Run::bw)
+// trained in place; a save holds every tensor, the frozen entropy model's
+// too, so that from_pretrained loads it whole.
+class BltBackend final : public Backend {
+ public:
+  explicit BltBackend(Run& r) : r_(r) {}
+  Status init() { return t_.init(&r_.bw); }
+  models::BltHostTraining& training() { return t_; }
+  Status step(const std::vector<std::int32_t>& data, std::int64_t s, const Options& o, const optim::AdamWHyper& h,
+              models::TrainStep* res) override {
+    return t_.step(data, s, o.batch, o.seq_len, o.grad_accum, h, res);
+  }
+  Status snapshot(Snapshot*) override { return Status::error(tokenless::StatusCode::unsupported, "BLT: no snapshot"); }
+  Status restore(const Snapshot&) override { return Status::error(tokenless::StatusCode::unsupported, "BLT: no restore"); }
+  std::int64_t skipped() const override { return const_cast<models::BltHostTraining&>(t_).optimizer().state().skipped; }
+  Status save(const std::string& dir, const Run& r, std::int64_t next_step, const Options& o) override {
+    SaveTensors t;
+    auto& w = const_cast<io::BltWeights<float>&>(r.bw);
+    const auto all = io::blt_parameter_views(w, /*all=*/true);
+    std::map<std::string, std::string> dtype;
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      t.weights.push_back({all[i].name, r.dtypes[i], all[i].shape, all[i].data});
+      dtype[all[i].name] = r.dtypes[i];
+    }
+    auto& opt = t_.optimizer();
+    const auto& views = t_.views();
+    for (std::size_t i = 0; i < views.size(); ++i) {
+      t.trained(views[i], opt.m().data() + opt.offset(i), opt.v().data() + opt.offset(i), dtype[views[i].name]);
+    }
+    return write_save(dir, t, r, opt.state(), next_step, o);
+  }
+  Status resume(const std::string& dir, Run& r) override {
+    auto& opt = t_.optimizer();
+    const auto& views = t_.views();
+    std::vector<float*> m, v;
+    for (std::size_t i = 0; i < views.size(); ++i) {
+      m.push_back(opt.m().data() + opt.offset(i));
+      v.push_back(opt.v().data() + opt.offset(i));
+    }
+    optim::State st{};
+    TL_RETURN_IF_ERROR(read_state(dir, views, m, v, &st, r));
+    auto& s = opt.mutable_state();
+    s.step = st.step;
+    s.skipped = st.skipped;
+    return Status::ok();
+  }
+
+ private:
+  Run& r_;
+  models::BltHostTraining t_;
+};
+
+// A BLT checkpoint (or, with --init random, its config alone).
+Status load_blt(const std::string& dir, bool random, std::uint64_t seed, Run* r) {
+  if (!io::Checkpoint::read_text(dir + "/config.json", &r->config_text)) {
+    return Status::error(tokenless::StatusCode::invalid_argument, "%s/config.json: cannot read", dir.c_str());
+  }
+  io::Checkpoint::read_text(dir + "/generation_config.json", &r->generation_config);
+  r->blt = true;
+  r->dtypes.clear();
+  if (!random) {
+    TL_RETURN_IF_ERROR(io::load_blt_weights(dir, &r->bw));
+    TL_RETURN_IF_ERROR(models::BltHost::check(r->bw.config));
+    io::Checkpoint ck;
+    TL_RETURN_IF_ERROR(io::Checkpoint::open(dir, &ck));
+    for (const auto& v : io::blt_parameter_views(r->bw, /*all=*/true)) r->dtypes.push_back(dtype_of(ck, v.name));
+    return Status::ok();
+  }
+  io::BltConfig c;
+  TL_RETURN_IF_ERROR(io::BltConfig::parse(r->config_text, &c));
+  TL_RETURN_IF_ERROR(models::BltHost::check(c));
+  const auto j = nlohmann::json::parse(r->config_text, nullptr, false);
+  double std_dev = 0.02;
+  if (j.contains("initializer_range") && j["initializer_range"].is_number()) std_dev = j["initializer_range"].get<double>();
+  if (!(std_dev > 0) || !std::isfinite(std_dev)) {
+    return Status::error(tokenless::StatusCode::invalid_argument, "%s/config.json: initializer_range %g", dir.c_str(), std_dev);
+  }
+  r->bw = io::allocate_blt_weights(c);
+  std::mt19937_64 gen(seed);
+  auto uniform = [&] { return (static_cast<double>(gen() >> 11) + 0.5) * 0x1.0p-53; };
+  for (auto& v : io::blt_parameter_views(r->bw, /*all=*/true)) {
+    if (v.shape.size() == 1) {  // norm weights
+      std::fill(v.data, v.data + v.numel(), 1.0f);
+      continue;
+    }
+    for (std::int64_t i = 0; i < v.numel(); i += 2) {
+      const double radius = std::sqrt(-2.0 * std::log(uniform())), angle = 2.0 * 3.14159265358979323846 * uniform();
+      v.data[i] = static_cast<float>(std_dev * radius * std::cos(angle));
+      if (i + 1 < v.numel()) v.data[i + 1] = static_cast<float>(std_dev * radius * std::sin(angle));
+    }
+  }
+  r->dtypes.assign(io::blt_parameter_views(r->bw, true).size(), "F32");
   return Status::ok();
 }
 
@@ -507,12 +650,104 @@ std::int64_t device_free_bytes() {
 #endif
 }
 
+// The steps, the save and the report, for either model kind. device_bytes:
+// the kernels' device buffers (reported for a GPU run), or 0.
+int run_steps(const Options& o, Run& r, Backend& backend, const std::vector<std::int32_t>& data, optim::AdamWHyper h,
+              const optim::Schedule& sched, const char* device, std::size_t device_bytes) {
+  // The steps.
+  std::vector<double> losses, norms, lrs;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::int64_t tokens = 0;
+  for (std::int64_t s = r.start_step; s < o.steps; ++s) {
+    h.lr = sched.at(s);
+    models::TrainStep res;
+    if (const Status st = backend.step(data, s, o, h, &res); !st.is_ok()) return fail(st.message());
+    tokens += std::int64_t(o.batch) * o.seq_len * o.grad_accum;
+    losses.push_back(res.loss);
+    norms.push_back(res.grad_norm);
+    lrs.push_back(h.lr);
+    if (o.format == "text") {
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      std::fprintf(stderr, "step %lld/%d  loss %.4f  grad_norm %.3f  lr %.3g  %.0f tokens/s%s\n",
+                   static_cast<long long>(s + 1), o.steps, res.loss, res.grad_norm, h.lr, tokens / std::max(secs, 1e-9),
+                   res.skipped ? "  (skipped: non-finite norm)" : "");
+    }
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!o.save.empty()) {
+    if (const Status s = backend.save(o.save, r, o.steps, o); !s.is_ok()) return fail(s.message());
+  }
+  const double tps = secs > 0 ? tokens / secs : 0.0;
+  const auto skipped = backend.skipped();
+  if (o.format == "json") {
+    nlohmann::json j = {{"losses", losses},       {"grad_norms", norms},       {"lrs", lrs},
+                        {"skipped", skipped},     {"tokens_per_second", tps},  {"peak_memory_bytes", peak_memory_bytes()},
+                        {"steps", losses.size()}, {"first_step", r.start_step}, {"tokens", tokens},
+                        {"device", device},       {"dtype", o.dtype}};
+    // On a GPU the device's working set (create()'s buffers); else the process's resident peak.
+    if (device_bytes > 0 && std::strcmp(device, "gpu") == 0) {
+      j["host_peak_memory_bytes"] = j["peak_memory_bytes"];
+      j["peak_memory_bytes"] = device_bytes;
+    }
+    if (!o.save.empty()) j["saved"] = o.save;
+    std::printf("%s\n", j.dump().c_str());
+  } else {
+    std::printf("trained steps %lld-%d: loss %.4f -> %.4f, %lld skipped, %.0f tokens/s%s%s\n",
+                static_cast<long long>(r.start_step + 1), o.steps, losses.empty() ? 0.0 : losses.front(),
+                losses.empty() ? 0.0 : losses.back(), static_cast<long long>(skipped), tps,
+                o.save.empty() ? "" : ", saved to ", o.save.c_str());
+  }
+  return 0;
+}
+
+// BLT on the host path: the checkpoint (or --init random), the memory
+// check, the resume, then run_steps.
+int train_blt(const Options& o, const std::string& from, const std::vector<std::int32_t>& data, Run& r,
+              const optim::AdamWHyper& h, const optim::Schedule& sched) {
+  if (const Status s = load_blt(from, !o.init.empty(), o.seed, &r); !s.is_ok()) return fail(s.message());
+  const io::BltConfig& c = r.bw.config;
+  for (const auto* st : {&c.encoder, &c.decoder}) {
+    if (st->max_positions > 0 && o.seq_len > st->max_positions) {
+      return fail("--seq-len " + std::to_string(o.seq_len) + " is beyond the local models' max_position_embeddings " +
+                  std::to_string(st->max_positions));
+    }
+  }
+  BltBackend backend(r);
+  if (const Status s = backend.init(); !s.is_ok()) return fail(s.message());
+  std::int64_t params = 0;
+  for (const auto& v : backend.training().views()) params += v.numel();
+  const std::int64_t need = 4 * 4 * params + backend.training().trainer().activation_bytes(o.batch, o.seq_len);
+  if (const std::int64_t avail = available_memory_bytes(); avail > 0 && need > avail) {
+    return fail("--batch-size " + std::to_string(o.batch) + " x --seq-len " + std::to_string(o.seq_len) + " needs about " +
+                std::to_string(need >> 20) + " MiB, more than the " + std::to_string(avail >> 20) +
+                " MiB available (lower them, add --grad-accum)");
+  }
+  if (!o.resume.empty()) {
+    if (const Status s = backend.resume(o.resume, r); !s.is_ok()) return fail(s.message());
+    if (r.start_step > o.steps) {
+      return fail("--resume " + o.resume + " is at step " + std::to_string(r.start_step) + ", past --steps " +
+                  std::to_string(o.steps));
+    }
+  }
+  return run_steps(o, r, backend, data, h, sched, "cpu", 0);
+}
+
 int train(Options o, bool on_device, const char* device) {
   if (o.model.empty() && o.resume.empty()) return fail("give --model DIR (or --resume DIR)\n" + std::string(kUsage));
-  if (!o.bytes_file.empty()) {
-    return fail("--bytes-file trains a BLT checkpoint, which tokenless-train does not train yet; give a token model --ids");
+  // BLT (model_type "blt") trains on bytes; the Llama family on ids.
+  const std::string from = o.resume.empty() ? o.model : o.resume;
+  std::string config_text;
+  const bool blt = io::Checkpoint::read_text(from + "/config.json", &config_text) && io::is_blt_config(config_text);
+  if (blt && !o.ids_file.empty()) return fail(from + " is a BLT checkpoint: give its data as bytes, --bytes-file FILE");
+  if (!blt && !o.bytes_file.empty()) {
+    return fail("--bytes-file is for BLT checkpoints (model_type \"blt\"); give this model token ids, --ids FILE");
   }
-  if (o.ids_file.empty()) return fail("give the training data: --ids FILE");
+  if (o.ids_file.empty() && o.bytes_file.empty()) return fail("give the training data: --ids FILE (or --bytes-file FILE for BLT)");
+  if (blt && on_device) {
+    return fail("--device " + std::string(device) + ": BLT trains on the host path for now (--device cpu); the kernels' "
+                "BLT backward is not built yet");
+  }
+  if (blt && o.checkpoint_layers) return fail("--checkpoint-layers: BLT's host path keeps one row's state at a time already");
   o.device = device;
   if (o.dtype == "auto") o.dtype = on_device ? "bf16" : "fp32";
   if (!on_device && o.dtype != "fp32") {
@@ -544,21 +779,25 @@ int train(Options o, bool on_device, const char* device) {
   if (!o.save.empty()) {
     if (const Status s = io::check_save_target(o.save); !s.is_ok()) return fail(s.message());
   }
-  // The data.
+  // The data: ids, or bytes as BLT ids (byte + 4; no BOS inserted).
   std::string text, bad;
-  if (std::filesystem::is_directory(o.ids_file) || !read_file(o.ids_file, &text)) {
-    return fail("--ids " + o.ids_file + ": cannot read");
-  }
+  const std::string& file = blt ? o.bytes_file : o.ids_file;
+  const char* flag = blt ? "--bytes-file " : "--ids ";
+  if (std::filesystem::is_directory(file) || !read_file(file, &text)) return fail(flag + file + ": cannot read");
   std::vector<std::int32_t> data;
-  if (!run_cli::parse_ids(text, data, bad)) return fail("--ids " + o.ids_file + " holds '" + bad + "', not a token id");
+  if (blt) {
+    for (unsigned char b : text) data.push_back(static_cast<std::int32_t>(b) + 4);
+  } else if (!run_cli::parse_ids(text, data, bad)) {
+    return fail("--ids " + o.ids_file + " holds '" + bad + "', not a token id");
+  }
   if (static_cast<std::int64_t>(data.size()) < std::int64_t(o.seq_len) + 1) {
-    return fail("--ids " + o.ids_file + ": " + std::to_string(data.size()) + " ids, fewer than --seq-len + 1 = " +
-                std::to_string(o.seq_len + 1));
+    return fail(flag + file + ": " + std::to_string(data.size()) + (blt ? " bytes" : " ids") +
+                ", fewer than --seq-len + 1 = " + std::to_string(o.seq_len + 1));
   }
   // The model (or the save to resume).
   Run r;
-  const std::string from = o.resume.empty() ? o.model : o.resume;
   if (!o.init.empty() && !o.resume.empty()) return fail("--init random starts a model; --resume continues one: give one of them");
+  if (blt) return train_blt(o, from, data, r, h, sched);
   if (const Status s = o.init.empty() ? load_model(from, &r) : init_random(from, o.seed, &r); !s.is_ok()) {
     return fail(s.message());
   }
@@ -607,60 +846,13 @@ int train(Options o, bool on_device, const char* device) {
     backend = std::move(h);
   }
   if (!o.resume.empty()) {
-    Snapshot snap;
-    if (const Status s = load_state(o.resume, r, &snap); !s.is_ok()) return fail(s.message());
+    if (const Status s = backend->resume(o.resume, r); !s.is_ok()) return fail(s.message());
     if (r.start_step > o.steps) {
       return fail("--resume " + o.resume + " is at step " + std::to_string(r.start_step) + ", past --steps " +
                   std::to_string(o.steps));
     }
-    if (const Status s = backend->restore(snap); !s.is_ok()) return fail(s.message());
   }
-  // The steps.
-  std::vector<double> losses, norms, lrs;
-  const auto t0 = std::chrono::steady_clock::now();
-  std::int64_t tokens = 0;
-  for (std::int64_t s = r.start_step; s < o.steps; ++s) {
-    h.lr = sched.at(s);
-    models::TrainStep res;
-    if (const Status st = backend->step(data, s, o, h, &res); !st.is_ok()) return fail(st.message());
-    tokens += std::int64_t(o.batch) * o.seq_len * o.grad_accum;
-    losses.push_back(res.loss);
-    norms.push_back(res.grad_norm);
-    lrs.push_back(h.lr);
-    if (o.format == "text") {
-      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      std::fprintf(stderr, "step %lld/%d  loss %.4f  grad_norm %.3f  lr %.3g  %.0f tokens/s%s\n",
-                   static_cast<long long>(s + 1), o.steps, res.loss, res.grad_norm, h.lr, tokens / std::max(secs, 1e-9),
-                   res.skipped ? "  (skipped: non-finite norm)" : "");
-    }
-  }
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!o.save.empty()) {
-    Snapshot snap;
-    if (const Status s = backend->snapshot(&snap); !s.is_ok()) return fail(s.message());
-    if (const Status s = save_run(o.save, r, snap, o.steps, o); !s.is_ok()) return fail(s.message());
-  }
-  const double tps = secs > 0 ? tokens / secs : 0.0;
-  const auto skipped = backend->skipped();
-  if (o.format == "json") {
-    nlohmann::json j = {{"losses", losses},       {"grad_norms", norms},       {"lrs", lrs},
-                        {"skipped", skipped},     {"tokens_per_second", tps},  {"peak_memory_bytes", peak_memory_bytes()},
-                        {"steps", losses.size()}, {"first_step", r.start_step}, {"tokens", tokens},
-                        {"device", device},       {"dtype", o.dtype}};
-    // On a GPU the device's working set (create()'s buffers); else the process's resident peak.
-    if (kernels && std::strcmp(device, "gpu") == 0) {
-      j["host_peak_memory_bytes"] = j["peak_memory_bytes"];
-      j["peak_memory_bytes"] = kernels->device_bytes();
-    }
-    if (!o.save.empty()) j["saved"] = o.save;
-    std::printf("%s\n", j.dump().c_str());
-  } else {
-    std::printf("trained steps %lld-%d: loss %.4f -> %.4f, %lld skipped, %.0f tokens/s%s%s\n",
-                static_cast<long long>(r.start_step + 1), o.steps, losses.empty() ? 0.0 : losses.front(),
-                losses.empty() ? 0.0 : losses.back(), static_cast<long long>(skipped), tps,
-                o.save.empty() ? "" : ", saved to ", o.save.c_str());
-  }
-  return 0;
+  return run_steps(o, r, *backend, data, h, sched, device, kernels ? kernels->device_bytes() : 0);
 }
 
 // This binary's path (argv[0] when /proc is missing).

@@ -421,8 +421,9 @@ Status load_blt_weights(const std::string& dir, BltWeights<T>* out) {
 // tensor but the entropy model's (frozen: BLT trains it apart) and, with
 // the encoder's cross_attn_all_layers, but its cross-attentions before the
 // last (only the last one's output reaches the loss; torch gives them no
-// gradient and its AdamW skips them).
-inline std::vector<ParamView> blt_parameter_views(BltWeights<float>& w) {
+// gradient and its AdamW skips them). With `all`, those too: every tensor
+// of the checkpoint (a save's).
+inline std::vector<ParamView> blt_parameter_views(BltWeights<float>& w, bool all = false) {
   const BltConfig& c = w.config;
   std::vector<ParamView> v;
   auto stack = [&](const BltStackConfig& s, const std::string& p, std::vector<BltLayerWeights<float>>& layers) {
@@ -459,7 +460,8 @@ inline std::vector<ParamView> blt_parameter_views(BltWeights<float>& w) {
   stack(c.encoder, "model.local_encoder.", w.encoder_layers);
   v.push_back({"model.local_encoder.patch_embedding_projection.weight", {k * De, De}, w.encoder_projection.data()});
   v.push_back({"model.local_encoder.embed_tokens.weight", {V, De}, w.byte_embed.data()});
-  cross(c.encoder, "model.local_encoder.", w.encoder_cross, w.encoder_cross.empty() ? 0 : w.encoder_cross.size() - 1);
+  cross(c.encoder, "model.local_encoder.", w.encoder_cross,
+        all || w.encoder_cross.empty() ? 0 : w.encoder_cross.size() - 1);
   stack(c.global, "model.global_transformer.", w.global_layers);
   if (c.global_projection) {
     v.push_back({"model.global_transformer.token_embedding_projection.weight", {Dg, k * De}, w.global_projection.data()});
@@ -472,7 +474,53 @@ inline std::vector<ParamView> blt_parameter_views(BltWeights<float>& w) {
     v.push_back({"model.encoder_hash_tok_embedding.weight", {c.tables() * c.hash_vocab, De}, w.hash_embed.data()});
   }
   v.push_back({"lm_head.weight", {V, Dd}, w.lm_head.data()});
+  if (all && !w.patcher_embed.empty()) {
+    const std::int64_t Dp = c.patcher.hidden;
+    stack(c.patcher, "model.patcher.", w.patcher_layers);
+    v.push_back({"model.patcher.embed_tokens.weight", {V, Dp}, w.patcher_embed.data()});
+    v.push_back({"model.patcher.norm.weight", {Dp}, w.patcher_norm.data()});
+    v.push_back({"model.patcher.lm_head.weight", {V, Dp}, w.patcher_head.data()});
+  }
   return v;
+}
+
+// Every tensor of a BLT model of config c, zeroed (--init random fills them).
+inline BltWeights<float> allocate_blt_weights(const BltConfig& c) {
+  BltWeights<float> m;
+  m.config = c;
+  auto z = [](std::int64_t n) { return std::vector<float>(static_cast<std::size_t>(n), 0.0f); };
+  auto stack = [&](const BltStackConfig& s) {
+    std::vector<BltLayerWeights<float>> layers;
+    const std::int64_t D = s.hidden, F = s.intermediate, Q = s.q_dim(), KV = s.kv_dim();
+    for (int l = 0; l < s.layers; ++l) layers.push_back({z(D), z((Q + 2 * KV) * D), z(D * Q), z(D), z(2 * F * D), z(D * F)});
+    return layers;
+  };
+  auto cross = [&](const BltStackConfig& s, int count) {
+    std::vector<BltCrossWeights<float>> cs;
+    const std::int64_t D = s.hidden, Q = s.q_dim(), KV = s.kv_dim();
+    for (int i = 0; i < count; ++i) cs.push_back({z(D), z(D), z(Q * D), z(2 * KV * D), z(D * Q)});
+    return cs;
+  };
+  const std::int64_t V = c.vocab, De = c.encoder.hidden, Dg = c.global.hidden, Dd = c.decoder.hidden, k = c.k;
+  if (c.patching == BltPatching::kEntropy) {
+    m.patcher_embed = z(V * c.patcher.hidden);
+    m.patcher_norm = z(c.patcher.hidden);
+    m.patcher_head = z(V * c.patcher.hidden);
+    m.patcher_layers = stack(c.patcher);
+  }
+  m.byte_embed = z(V * De);
+  m.hash_embed = z(c.tables() * c.hash_vocab * De);
+  m.encoder_layers = stack(c.encoder);
+  m.encoder_projection = z(k * De * De);
+  m.encoder_cross = cross(c.encoder, c.encoder_cross_all ? c.encoder.layers : 1);
+  if (c.global_projection) m.global_projection = z(Dg * k * De);
+  m.global_layers = stack(c.global);
+  m.decoder_projection = z(k * Dd * Dg);
+  m.decoder_cross = cross(c.decoder, c.decoder_cross_all ? c.decoder.layers : 1);
+  m.decoder_layers = stack(c.decoder);
+  m.decoder_norm = z(Dd);
+  m.lm_head = z(V * Dd);
+  return m;
 }
 
 // A copy of w with every tensor zeroed (a gradient's buffers).
