@@ -1,12 +1,19 @@
 #!/usr/bin/env python3
-"""The "it learns" run of docs/training.md: a byte-level Llama
-(examples/train/byte_llama: 3.4M parameters, vocab 256, the byte values as
-ids) initialised at random (--init random --seed 0) and trained by
-tokenless-train --device cpu on the repository's own docs (docs/*.md and
-README.md, concatenated in name order, as bytes). Writes the losses as JSON
-and the curve as an SVG.
+"""The "it learns" runs of docs/training.md, on the repository's own docs
+(docs/*.md and README.md, concatenated in name order, as bytes), each
+initialised at random (--init random --seed 0) and trained by
+tokenless-train --device cpu:
 
-    python3 scripts/train_curve.py BUILD_DIR [--steps 300] [--out docs/training_curve]
+  --model llama  a byte-level Llama (examples/train/byte_llama: 3.4M
+                 parameters, vocab 256, the byte values as ids), --ids
+  --model blt    a small BLT (examples/train/byte_blt: local d 128, global
+                 d 256, k 2), --bytes-file; its entropy model is random and
+                 its threshold above every entropy, so the patches are
+                 static, 4 bytes (max_patch_length)
+
+Writes the losses as JSON and the curve as an SVG.
+
+    python3 scripts/train_curve.py BUILD_DIR [--model llama|blt] [--steps 300] [--out PATH_STEM]
 """
 import argparse
 import glob
@@ -51,8 +58,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("build")
     ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--out", default="docs/training_curve")
+    ap.add_argument("--model", choices=("llama", "blt"), default="llama")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    out = args.out or ("docs/training_curve" if args.model == "llama" else "docs/training_curve_blt")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     files = sorted(glob.glob(os.path.join(root, "docs", "*.md"))) + [os.path.join(root, "README.md")]
     data = b"".join(open(f, "rb").read() for f in files)
@@ -61,19 +70,25 @@ def main():
             "--warmup", "20", "--min-lr", "2e-4", "--weight-decay", "0.1", "--clip", "1.0", "--init", "random",
             "--seed", "0", "--device", "cpu"]
     with tempfile.TemporaryDirectory() as tmp:
-        ids = os.path.join(tmp, "docs.ids")
-        open(ids, "w").write(" ".join(map(str, data)))
-        r = subprocess.run([os.path.join(args.build, "examples", "tokenless-train"), "--model",
-                            os.path.join(root, "examples", "train", "byte_llama"), "--ids", ids, "--format", "json"] + opts,
+        if args.model == "llama":
+            path = os.path.join(tmp, "docs.ids")
+            open(path, "w").write(" ".join(map(str, data)))
+            given = ["--model", os.path.join(root, "examples", "train", "byte_llama"), "--ids", path]
+        else:
+            path = os.path.join(tmp, "docs.bytes")
+            open(path, "wb").write(data)
+            given = ["--model", os.path.join(root, "examples", "train", "byte_blt"), "--bytes-file", path]
+        r = subprocess.run([os.path.join(args.build, "examples", "tokenless-train")] + given + ["--format", "json"] + opts,
                            check=True, capture_output=True, text=True)
     j = json.loads(r.stdout)
     losses = j["losses"]
     record = {"commit": commit, "bytes": len(data), "files": [os.path.relpath(f, root) for f in files],
               "options": " ".join(opts), "losses": losses, "lrs": j["lrs"], "grad_norms": j["grad_norms"],
               "tokens_per_second": j["tokens_per_second"], "peak_memory_bytes": j["peak_memory_bytes"]}
-    open(os.path.join(root, args.out + ".json"), "w").write(json.dumps(record, indent=1) + "\n")
-    svg(losses, j["lrs"], f"byte-level Llama (3.4M) on the repository's docs, tokenless-train --device cpu ({commit})",
-        os.path.join(root, args.out + ".svg"))
+    open(os.path.join(root, out + ".json"), "w").write(json.dumps(record, indent=1) + "\n")
+    name = "byte-level Llama (3.4M)" if args.model == "llama" else "BLT (static 4-byte patches)"
+    svg(losses, j["lrs"], f"{name} on the repository's docs, tokenless-train --device cpu ({commit})",
+        os.path.join(root, out + ".svg"))
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     print(f"{len(data)} bytes of docs; loss {first:.3f} -> {last:.3f} (means of the first and last 10 steps); "
           f"{j['tokens_per_second']:.0f} tokens/s; peak memory {j['peak_memory_bytes'] / 2**20:.0f} MiB")

@@ -29,6 +29,7 @@
 #include <tokenless/encoder/policy.hpp>
 #include <tokenless/io/blt_weights.hpp>
 #include <tokenless/models/blt_host.hpp>
+#include <tokenless/models/host_train_attention.hpp>
 #include <tokenless/models/train_data.hpp>
 #include <tokenless/optim/host.hpp>
 
@@ -76,8 +77,9 @@ inline void rms_norm(const float* x, std::int64_t rows, int D, const float* w, f
 }
 
 // Softmax attention over per-query key ranges, forward (its log-sum-exp
-// kept) and backward (the probabilities remade from it), as loops: BLT's
-// ranges are a window, a patch's bytes or a patch's k slots. q rows ldq
+// kept) and backward (the probabilities remade from it), as loops: the
+// cross-attentions' ranges are a patch's bytes or a patch's k slots, a few
+// keys each (the stacks' causal attention is host_train_attention.hpp's). q rows ldq
 // apart, k and v rows ldkv apart, GQA as everywhere (head h reads kv head
 // h / (H / KV)); an empty range reads every key uniformly (host_attend's
 // rule). Queries split over the pool in the forward; the backward's dk, dv
@@ -179,7 +181,7 @@ class TrainStack {
  public:
   TrainStack(const io::BltStackConfig& c) : c_(c), inv_freq_(static_cast<std::size_t>(c.head_dim / 2)) {
     (void)blocks::rope_inv_freq(c.rope, c.head_dim, inv_freq_.data());  // validated on load
-    att_ = {c.heads, c.kv_heads, c.head_dim};
+    att_ = {c.heads, c.kv_heads, c.head_dim, c.window};
   }
   struct Save {
     std::vector<float> x_in, inv1, h1, qkv, attn, lse, x_mid, inv2, h2, gu, act;
@@ -198,8 +200,7 @@ class TrainStack {
     rope(s.qkv.data(), n, 1.0f);
     s.attn.resize(N * qd);
     s.lse.resize(N * c_.heads);
-    att_.forward(s.qkv.data(), qkvd, s.qkv.data() + qd, s.qkv.data() + qd + c_.kv_dim(), qkvd, n, n,
-                 [&](std::int64_t i) { return causal(i); }, s.attn.data(), qd, s.lse.data());
+    att_.forward(s.qkv.data(), qkvd, 1, n, s.attn.data(), qd, s.lse.data());
     host::gemm_nt(n, D, qd, s.attn.data(), qd, w.wo.data(), qd, x, D, /*accumulate=*/true);
     s.x_mid.assign(x, x + n * D);
     s.inv2.resize(N);
@@ -220,7 +221,7 @@ class TrainStack {
   // dx [n, D]: in, dL/d(the layer's output); out, dL/d(its input). Weight gradients added.
   void backward(const io::BltLayerWeights<float>& w, const Save& s, float* dx, std::int64_t n,
                 io::BltLayerWeights<float>& g) {
-    const int D = c_.hidden, qkvd = c_.qkv_dim(), qd = c_.q_dim(), kvd = c_.kv_dim(), F = c_.intermediate;
+    const int D = c_.hidden, qkvd = c_.qkv_dim(), qd = c_.q_dim(), F = c_.intermediate;
     const auto N = static_cast<std::size_t>(n);
     // The MLP: x_out = x_mid + down(act(gu(norm2(x_mid)))).
     d_act_.resize(N * F);
@@ -245,10 +246,8 @@ class TrainStack {
     d_attn_.resize(N * qd);
     host::gemm_nn(n, qd, D, dx, D, w.wo.data(), qd, d_attn_.data(), qd);
     host::gemm_tn(D, qd, n, dx, D, s.attn.data(), qd, g.wo.data(), qd, true);
-    d_qkv_.assign(N * qkvd, 0.0f);
-    att_.backward(s.qkv.data(), qkvd, s.qkv.data() + qd, s.qkv.data() + qd + kvd, qkvd, n, n,
-                  [&](std::int64_t i) { return causal(i); }, s.attn.data(), d_attn_.data(), qd, s.lse.data(),
-                  d_qkv_.data(), d_qkv_.data() + qd, d_qkv_.data() + qd + kvd);
+    d_qkv_.resize(N * qkvd);
+    att_.backward(s.qkv.data(), qkvd, 1, n, s.attn.data(), d_attn_.data(), qd, s.lse.data(), d_qkv_.data());
     rope(d_qkv_.data(), n, -1.0f);
     host::gemm_tn(qkvd, D, n, d_qkv_.data(), qkvd, s.h1.data(), D, g.wqkv.data(), D, true);
     host::gemm_nn(n, D, qkvd, d_qkv_.data(), qkvd, w.wqkv.data(), D, d_h_.data(), D);
@@ -256,9 +255,6 @@ class TrainStack {
   }
 
  private:
-  std::pair<std::int64_t, std::int64_t> causal(std::int64_t i) const {
-    return {c_.window > 0 ? std::max<std::int64_t>(0, i - c_.window + 1) : 0, i + 1};
-  }
   // Interleaved RoPE (pairs 2i, 2i + 1) on q and k of rows at positions 0..n − 1; sign −1 rotates back.
   void rope(float* qkv, std::int64_t n, float sign) const {
     const int hd = c_.head_dim, H = c_.heads, KV = c_.kv_heads, qkvd = c_.qkv_dim();
@@ -280,7 +276,7 @@ class TrainStack {
 
   const io::BltStackConfig& c_;
   std::vector<float> inv_freq_;
-  Attention att_;
+  HostCausalAttention att_;
   std::vector<float> d_act_, d_gu_, d_h_, d_attn_, d_qkv_;
 };
 

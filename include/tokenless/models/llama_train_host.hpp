@@ -42,6 +42,7 @@
 #include <tokenless/core/host_blas.hpp>
 #include <tokenless/core/status.hpp>
 #include <tokenless/io/model_weights.hpp>
+#include <tokenless/models/host_train_attention.hpp>
 #include <tokenless/models/train_data.hpp>
 #include <tokenless/optim/host.hpp>
 
@@ -248,96 +249,16 @@ class LlamaHostTrainer {
     });
   }
 
-  // The keys query i of a row sees: [lo, i] (a window of sliding_window).
-  std::int64_t key_lo(std::int64_t i) const {
-    return c_.sliding_window > 0 ? std::max<std::int64_t>(0, i - c_.sliding_window + 1) : 0;
-  }
-
-  // Causal attention of each row and head: S = scale Q Kᵀ (sgemm), the
-  // masked softmax (its log-sum-exp kept), O = P V. The (row, head) pairs
-  // are split over the pool; each one's products run on its thread.
+  // Causal attention of each row (a sequence of L) and head, and its
+  // backward (host_train_attention.hpp), Mistral's window included.
+  HostCausalAttention attention() const { return {c_.heads, c_.kv_heads, c_.head_dim, c_.sliding_window}; }
   void attention_forward(Save& s) {
-    const int hd = c_.head_dim, H = c_.heads, group = c_.heads / c_.kv_heads, qkvd = c_.qkv_dim(), qd = c_.q_dim();
-    const int kvd = c_.kv_dim();
-    const std::int64_t L = L_;
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-    s.attn.assign(static_cast<std::size_t>(N_ * qd), 0.0f);
-    s.lse.resize(static_cast<std::size_t>(N_ * H));
-    host::pool().parallel_for(std::int64_t(B_) * H, [&](std::int64_t lo, std::int64_t hi) {
-      std::vector<float> p(static_cast<std::size_t>(L * L));
-      for (std::int64_t pair = lo; pair < hi; ++pair) {
-        const std::int64_t b = pair / H;
-        const int h = static_cast<int>(pair % H);
-        const float* q = s.qkv.data() + b * L * qkvd + h * hd;
-        const float* k = s.qkv.data() + b * L * qkvd + qd + (h / group) * hd;
-        const float* v = k + kvd;
-        host::gemm_nt(L, L, hd, q, qkvd, k, qkvd, p.data(), L);
-        for (std::int64_t i = 0; i < L; ++i) {
-          float* row = p.data() + i * L;
-          const std::int64_t a = key_lo(i);
-          float mx = -INFINITY;
-          for (std::int64_t j = a; j <= i; ++j) mx = std::max(mx, row[j] *= scale);
-          float sum = 0;
-          for (std::int64_t j = a; j <= i; ++j) sum += row[j] = std::exp(row[j] - mx);
-          const float inv = 1.0f / sum;
-          for (std::int64_t j = 0; j < L; ++j) row[j] = j >= a && j <= i ? row[j] * inv : 0.0f;
-          s.lse[static_cast<std::size_t>((b * L + i) * H + h)] = mx + std::log(sum);
-        }
-        host::gemm_nn(L, hd, L, p.data(), L, v, qkvd, s.attn.data() + b * L * qd + h * hd, qd);
-      }
-    });
+    s.attn.resize(static_cast<std::size_t>(N_ * c_.q_dim()));
+    s.lse.resize(static_cast<std::size_t>(N_ * c_.heads));
+    attention().forward(s.qkv.data(), c_.qkv_dim(), B_, L_, s.attn.data(), c_.q_dim(), s.lse.data());
   }
-
-  // Its backward, the probabilities remade from the log-sum-exp: dV = Pᵀ dO,
-  // dP = dO Vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)), dQ = scale dS K,
-  // dK = scale dSᵀ Q; GQA sums a kv head's group, in head order. The (row,
-  // kv head) pairs are split over the pool.
   void attention_backward(const Save& s, const float* d_attn, float* d_qkv) {
-    const int hd = c_.head_dim, H = c_.heads, KV = c_.kv_heads, group = H / KV, qkvd = c_.qkv_dim(), qd = c_.q_dim();
-    const int kvd = c_.kv_dim();
-    const std::int64_t L = L_;
-    const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-    host::pool().parallel_for(std::int64_t(B_) * KV, [&](std::int64_t lo, std::int64_t hi) {
-      std::vector<float> pm(static_cast<std::size_t>(L * L)), dpm(pm.size());
-      for (std::int64_t pair = lo; pair < hi; ++pair) {
-        const std::int64_t r0 = (pair / KV) * L;
-        const int kvh = static_cast<int>(pair % KV);
-        for (int h = kvh * group; h < (kvh + 1) * group; ++h) {
-          const float* q = s.qkv.data() + r0 * qkvd + h * hd;
-          const float* k = s.qkv.data() + r0 * qkvd + qd + kvh * hd;
-          const float* v = k + kvd;
-          const float* o = s.attn.data() + r0 * qd + h * hd;
-          const float* dout = d_attn + r0 * qd + h * hd;
-          float* dq = d_qkv + r0 * qkvd + h * hd;
-          float* dk = d_qkv + r0 * qkvd + qd + kvh * hd;
-          float* dv = dk + kvd;
-          const bool first = h == kvh * group;  // a kv head's first query head writes, the rest add
-          host::gemm_nt(L, L, hd, q, qkvd, k, qkvd, pm.data(), L);
-          host::gemm_nt(L, L, hd, dout, qd, v, qkvd, dpm.data(), L);
-          for (std::int64_t i = 0; i < L; ++i) {
-            float* row = pm.data() + i * L;
-            float* drow = dpm.data() + i * L;
-            const std::int64_t a = key_lo(i);
-            const float lse = s.lse[static_cast<std::size_t>((r0 + i) * H + h)];
-            float di = 0;
-            for (int e = 0; e < hd; ++e) di += dout[i * qd + e] * o[i * qd + e];
-            for (std::int64_t j = 0; j < L; ++j) {
-              if (j >= a && j <= i) {
-                const float p = std::exp(row[j] * scale - lse);
-                row[j] = p;
-                drow[j] = p * (drow[j] - di) * scale;
-              } else {
-                row[j] = 0.0f;
-                drow[j] = 0.0f;
-              }
-            }
-          }
-          host::gemm_tn(L, hd, L, pm.data(), L, dout, qd, dv, qkvd, !first);
-          host::gemm_nn(L, hd, L, dpm.data(), L, k, qkvd, dq, qkvd);
-          host::gemm_tn(L, hd, L, dpm.data(), L, q, qkvd, dk, qkvd, !first);
-        }
-      }
-    });
+    attention().backward(s.qkv.data(), c_.qkv_dim(), B_, L_, s.attn.data(), d_attn, c_.q_dim(), s.lse.data(), d_qkv);
   }
 
   // SwiGLU over rows: act = silu(g) · u from gu [rows, 2F] (gate first).
