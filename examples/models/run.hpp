@@ -20,6 +20,7 @@
 // multi-token modules, num_nextn_predict_layers): the first module drafts K
 // tokens a step and the model verifies them in one forward; the ids are the
 // greedy ones, and the acceptance counts are reported.
+#include "../handover.hpp"
 #include <tokenless/models/blt.cuh>
 #include <tokenless/models/llama.cuh>
 
@@ -602,12 +603,6 @@ inline int run_blt(const Options& o, const std::string& config_text, const char*
   return 0;
 }
 
-// This binary's path (argv[0] when /proc is missing).
-inline std::string self_path(const char* argv0) {
-  std::error_code ec;
-  const auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(argv0) : p.string();
-}
 
 // emu_sibling: in the GPU build, the executor build beside it (--device emu
 // runs that); null in the executor build itself.
@@ -616,9 +611,7 @@ inline int main(int argc, char** argv, const char* emu_sibling) {
   if (const int r = parse_args(argc, argv, o)) return r < 0 ? 0 : r;
   const bool executor_build = std::strcmp(tokenless::backend_name(), "emu") == 0;
   if (o.device == "emu" && !executor_build) {
-    const std::string self = self_path(argv[0]);
-    const std::string sibling = self.substr(0, self.find_last_of('/') + 1) + (emu_sibling ? emu_sibling : "?");
-    execv(sibling.c_str(), argv);
+    const std::string sibling = tokenless_examples::exec_sibling(argv, emu_sibling);
     return fail("--device emu runs the CPU executor build, but %s cannot run: %s", sibling.c_str(), std::strerror(errno));
   }
   if (o.device == "gpu" && (executor_build || !tokenless::device_available())) {

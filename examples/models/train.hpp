@@ -17,6 +17,7 @@
 // path and the CPU executor) and tokenless-train-gpu (train.cu: the GPU;
 // --device emu there hands over to tokenless-train beside it).
 #pragma once
+#include "../handover.hpp"
 #include "ids.hpp"
 
 #include <tokenless/io/model_config.hpp>
@@ -855,12 +856,6 @@ int train(Options o, bool on_device, const char* device) {
   return run_steps(o, r, *backend, data, h, sched, device, kernels ? kernels->device_bytes() : 0);
 }
 
-// This binary's path (argv[0] when /proc is missing).
-inline std::string self_path(const char* argv0) {
-  std::error_code ec;
-  const auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(argv0) : p.string();
-}
 
 // emu_sibling: in the GPU build, the executor build beside it (--device emu
 // runs that); null in the executor build itself.
@@ -869,9 +864,7 @@ inline int main(int argc, char** argv, const char* emu_sibling) {
   if (const int r = parse_args(argc, argv, o)) return r < 0 ? 0 : r;
   const bool executor_build = std::strcmp(tokenless::backend_name(), "emu") == 0;
   if (o.device == "emu" && !executor_build) {
-    const std::string self = self_path(argv[0]);
-    const std::string sibling = self.substr(0, self.find_last_of('/') + 1) + (emu_sibling ? emu_sibling : "?");
-    execv(sibling.c_str(), argv);
+    const std::string sibling = tokenless_examples::exec_sibling(argv, emu_sibling);
     return fail("--device emu runs the CPU executor build, but " + sibling + " cannot run: " + std::strerror(errno));
   }
   if (o.device == "gpu" && (executor_build || !tokenless::device_available())) {

@@ -11,6 +11,7 @@
 // the CPU through the plain C++ path, the host references (--device cpu). The
 // CPU SIMT executor (--device emu) runs the kernels themselves, slowly: it is
 // for checking and debugging them, not for users.
+#include "../handover.hpp"
 #include <tokenless/tokenless.cuh>
 
 #include <nlohmann/json.hpp>
@@ -473,12 +474,6 @@ inline bool write_svg(const std::string& path, const std::vector<std::uint8_t>& 
   return true;
 }
 
-// This executable's own path (argv[0] may be a name found on PATH, or a link).
-inline std::string self_path(const char* argv0) {
-  std::error_code ec;
-  const auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
-  return ec ? std::string(argv0) : p.string();
-}
 
 // emu_sibling: in the GPU build, the name of the executor build beside it
 // (--device emu runs that); null in the executor build itself.
@@ -487,9 +482,7 @@ inline int main(int argc, char** argv, const char* emu_sibling) {
   if (int rc = parse(argc, argv, o)) return rc < 0 ? 0 : rc;
   const bool executor_build = std::strcmp(tokenless::backend_name(), "emu") == 0;
   if (o.device == "emu" && !executor_build) {
-    const std::string self = self_path(argv[0]);
-    const std::string sibling = self.substr(0, self.find_last_of('/') + 1) + (emu_sibling ? emu_sibling : "?");
-    execv(sibling.c_str(), argv);
+    const std::string sibling = tokenless_examples::exec_sibling(argv, emu_sibling);
     std::fprintf(stderr, "tokenless-patch: --device emu runs the CPU executor build, but %s cannot run: %s\n",
                  sibling.c_str(), std::strerror(errno));
     return 1;

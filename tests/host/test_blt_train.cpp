@@ -7,6 +7,7 @@
 // cross-attention a layer (only the last trained), no projection... (the
 // script's header has both).
 #include "require_ok.hpp"
+#include "../support/train_recipe.hpp"
 
 #include <tokenless/io/blt_weights.hpp>
 #include <tokenless/io/safetensors.hpp>
@@ -30,40 +31,12 @@ namespace {
 
 std::string dir_of(const char* name) { return std::string(TOKENLESS_SOURCE_DIR) + "/tests/fixtures/train/" + name; }
 
-struct BltFixture {
+struct BltFixture : tlt::TrainRecipe {
   io::BltWeights<float> w;
-  nlohmann::json j;
-  std::vector<std::int32_t> data;
-  int B = 0, L = 0, A = 0;
-  optim::AdamWHyper hyper;
-  explicit BltFixture(const char* name) {
-    std::ifstream f(dir_of(name) + "/train.json");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    j = nlohmann::json::parse(ss.str());
-    REQUIRE_OK(io::load_blt_weights(dir_of(name), &w));
-    data = j["data"].get<std::vector<std::int32_t>>();
-    const auto& h = j["hyper"];
-    B = h["batch_size"].get<int>();
-    L = h["seq_len"].get<int>();
-    A = h["grad_accum"].get<int>();
-    hyper.lr = h["lr"].get<double>();
-    hyper.beta1 = h["betas"][0].get<double>();
-    hyper.beta2 = h["betas"][1].get<double>();
-    hyper.eps = h["eps"].get<double>();
-    hyper.weight_decay = h["weight_decay"].get<double>();
-    hyper.max_norm = h["clip"].get<double>();
-  }
+  explicit BltFixture(const char* name) : tlt::TrainRecipe(dir_of(name)) { REQUIRE_OK(io::load_blt_weights(dir_of(name), &w)); }
 };
 
-double rel_error(const float* a, const float* b, std::int64_t n) {
-  double e = 0, m = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    e = std::fmax(e, std::fabs(double(a[i]) - double(b[i])));
-    m = std::fmax(m, std::fabs(double(b[i])));
-  }
-  return m == 0 ? e : e / m;
-}
+using tlt::rel_error;
 
 // Every view against the file's tensor of its name, and no tensor of the
 // file left out. The bounds are test_train.cpp's (fp32, a few ulps of a

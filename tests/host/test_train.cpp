@@ -5,6 +5,7 @@
 // Llama 3, Mistral (a sliding window shorter than the rows), Mixtral (top-2
 // MoE with its load-balancing loss) and Phi-3.
 #include "require_ok.hpp"
+#include "../support/train_recipe.hpp"
 
 #include <tokenless/io/model_weights.hpp>
 #include <tokenless/io/safetensors.hpp>
@@ -29,23 +30,7 @@ namespace {
 
 std::string dir_of(const char* family) { return std::string(TOKENLESS_SOURCE_DIR) + "/tests/fixtures/train/" + family; }
 
-nlohmann::json train_json(const char* family) {
-  std::ifstream f(dir_of(family) + "/train.json");
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return nlohmann::json::parse(ss.str());
-}
-
-// max |a − b| over max |b|: a tensor's error relative to its scale (an
-// element near zero after a cancellation is as exact as its terms).
-double rel_error(const float* a, const float* b, std::int64_t n) {
-  double e = 0, m = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    e = std::fmax(e, std::fabs(double(a[i]) - double(b[i])));
-    m = std::fmax(m, std::fabs(double(b[i])));
-  }
-  return m == 0 ? e : e / m;
-}
+using tlt::rel_error;
 
 // Every view's tensor against the file's tensor of its name; the worst error.
 // abs > 0: the error is max |a − b| / abs instead, and the mean is held to
@@ -92,26 +77,9 @@ double compare(const std::vector<io::ParamView>& views, const std::string& file,
   return worst;
 }
 
-struct Fixture {
+struct Fixture : tlt::TrainRecipe {
   io::ModelWeights<float> w;
-  nlohmann::json j;
-  std::vector<std::int32_t> data;
-  int B = 0, L = 0, A = 0;
-  optim::AdamWHyper hyper;
-  explicit Fixture(const char* family) : j(train_json(family)) {
-    REQUIRE_OK(io::load_weights(dir_of(family), &w));
-    data = j["data"].get<std::vector<std::int32_t>>();
-    const auto& h = j["hyper"];
-    B = h["batch_size"].get<int>();
-    L = h["seq_len"].get<int>();
-    A = h["grad_accum"].get<int>();
-    hyper.lr = h["lr"].get<double>();
-    hyper.beta1 = h["betas"][0].get<double>();
-    hyper.beta2 = h["betas"][1].get<double>();
-    hyper.eps = h["eps"].get<double>();
-    hyper.weight_decay = h["weight_decay"].get<double>();
-    hyper.max_norm = h["clip"].get<double>();
-  }
+  explicit Fixture(const char* family) : tlt::TrainRecipe(dir_of(family)) { REQUIRE_OK(io::load_weights(dir_of(family), &w)); }
 };
 
 void gradients_match(const char* family, bool checkpoint) {

@@ -10,6 +10,7 @@
 //   * a rerun gives the same bits; a save's state restored continues as if
 //     uninterrupted; a non-finite norm skips the step and changes nothing.
 #include "../support/testbed.hpp"
+#include "../support/train_recipe.hpp"
 
 #include <tokenless/io/model_weights.hpp>
 #include <tokenless/io/safetensors.hpp>
@@ -41,30 +42,9 @@ inline std::string dir_of(const char* family) {
   return std::string(TOKENLESS_SOURCE_DIR) + "/tests/fixtures/train/" + family;
 }
 
-struct Fixture {
+struct Fixture : tlt::TrainRecipe {
   io::ModelWeights<float> w;
-  nlohmann::json j;
-  std::vector<std::int32_t> data;
-  int B = 0, L = 0, A = 0;
-  optim::AdamWHyper hyper;
-  explicit Fixture(const char* family) {
-    std::ifstream f(dir_of(family) + "/train.json");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    j = nlohmann::json::parse(ss.str());
-    REQUIRE_OK(io::load_weights(dir_of(family), &w));
-    data = j["data"].get<std::vector<std::int32_t>>();
-    const auto& h = j["hyper"];
-    B = h["batch_size"].get<int>();
-    L = h["seq_len"].get<int>();
-    A = h["grad_accum"].get<int>();
-    hyper.lr = h["lr"].get<double>();
-    hyper.beta1 = h["betas"][0].get<double>();
-    hyper.beta2 = h["betas"][1].get<double>();
-    hyper.eps = h["eps"].get<double>();
-    hyper.weight_decay = h["weight_decay"].get<double>();
-    hyper.max_norm = h["clip"].get<double>();
-  }
+  explicit Fixture(const char* family) : tlt::TrainRecipe(dir_of(family)) { REQUIRE_OK(io::load_weights(dir_of(family), &w)); }
   std::unique_ptr<Trainer> trainer() const {
     std::unique_ptr<Trainer> t;
     REQUIRE_OK(Trainer::create(w, B, L, A, &t));
@@ -81,15 +61,7 @@ inline std::vector<float> tensor(const io::SafetensorsFile& f, const std::string
   return v;
 }
 
-// max |a − b| over max |b|: a tensor's error relative to its scale.
-inline double rel_error(const float* a, const float* b, std::int64_t n) {
-  double e = 0, m = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    e = std::fmax(e, std::fabs(double(a[i]) - double(b[i])));
-    m = std::fmax(m, std::fabs(double(b[i])));
-  }
-  return m == 0 ? e : e / m;
-}
+using tlt::rel_error;
 
 // The bound: torch's bf16 autograd rounds its activations, its GEMM outputs
 // and its gradients to bf16 (8 bits: 2⁻⁹ relative each) at its own points;

@@ -224,4 +224,18 @@ struct ModelConfig {
   }
 };
 
+// The decoder layer's shape (blocks::DecoderLayer) of a config.
+inline blocks::DecoderShape decoder_shape(const ModelConfig& c) {
+  return {.hidden = c.hidden,
+          .heads = c.heads,
+          .kv_heads = c.kv_heads,
+          .head_dim = c.head_dim,
+          .rot_dim = c.rot_dim,
+          .ffn = c.intermediate,
+          .experts = c.experts,
+          .top_k = c.top_k,
+          .window = c.sliding_window,
+          .eps = c.rms_eps};
+}
+
 }  // namespace tokenless::io

@@ -29,7 +29,7 @@
 #include <tokenless/encoder/policy.hpp>
 #include <tokenless/io/blt_weights.hpp>
 #include <tokenless/models/blt_host.hpp>
-#include <tokenless/models/host_train_attention.hpp>
+#include <tokenless/models/host_train_ops.hpp>
 #include <tokenless/models/train_data.hpp>
 #include <tokenless/optim/host.hpp>
 
@@ -44,42 +44,18 @@ namespace tokenless::models {
 
 namespace blt_train_detail {
 
-// dx += ∂/∂x, dw += ∂/∂w of y = w · x · inv (RMSNorm), given dy; rows in order for dw.
+inline void rms_norm(const float* x, std::int64_t rows, int D, const float* w, float eps, float* y, float* inv) {
+  host_rms_norm(x, rows, D, w, eps, y, inv);
+}
 inline void rms_norm_backward(const float* x, std::int64_t rows, int D, const float* w, const float* inv,
                               const float* dy, float* dx, float* dw) {
-  host::pool().parallel_for(rows, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t t = lo; t < hi; ++t) {
-      const float* xr = x + t * D;
-      const float* g = dy + t * D;
-      const float r = inv[t];
-      float dot = 0;
-      for (int i = 0; i < D; ++i) dot += g[i] * w[i] * xr[i] * r;
-      const float m = dot / static_cast<float>(D);
-      for (int i = 0; i < D; ++i) dx[t * D + i] += r * (g[i] * w[i] - xr[i] * r * m);
-    }
-  });
-  for (std::int64_t t = 0; t < rows; ++t) {
-    for (int i = 0; i < D; ++i) dw[i] += dy[t * D + i] * x[t * D + i] * inv[t];
-  }
-}
-// y = w · x · inv, inv kept.
-inline void rms_norm(const float* x, std::int64_t rows, int D, const float* w, float eps, float* y, float* inv) {
-  host::pool().parallel_for(rows, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t t = lo; t < hi; ++t) {
-      const float* xr = x + t * D;
-      float ss = 0;
-      for (int i = 0; i < D; ++i) ss += xr[i] * xr[i];
-      const float r = 1.0f / std::sqrt(ss / static_cast<float>(D) + eps);
-      inv[t] = r;
-      for (int i = 0; i < D; ++i) y[t * D + i] = w[i] * (xr[i] * r);
-    }
-  });
+  host_rms_norm_backward(x, rows, D, w, inv, dy, dx, dw);
 }
 
 // Softmax attention over per-query key ranges, forward (its log-sum-exp
 // kept) and backward (the probabilities remade from it), as loops: the
 // cross-attentions' ranges are a patch's bytes or a patch's k slots, a few
-// keys each (the stacks' causal attention is host_train_attention.hpp's). q rows ldq
+// keys each (the stacks' causal attention is host_train_ops.hpp's). q rows ldq
 // apart, k and v rows ldkv apart, GQA as everywhere (head h reads kv head
 // h / (H / KV)); an empty range reads every key uniformly (host_attend's
 // rule). Queries split over the pool in the forward; the backward's dk, dv
@@ -577,26 +553,11 @@ class BltHostTraining {
   Status step(const std::vector<std::int32_t>& data, std::int64_t s, int B, int L, int A, const optim::AdamWHyper& h,
               TrainStep* out) {
     if (!w_) return Status::error(StatusCode::invalid_argument, "BltHostTraining: init first");
-    if (A <= 0) return Status::error(StatusCode::invalid_argument, "BltHostTraining: grad_accum %d is not positive", A);
-    if (static_cast<std::int64_t>(data.size()) < std::int64_t(L) + 1) {
-      return Status::error(StatusCode::invalid_argument, "BltHostTraining: %zu ids, fewer than seq_len + 1 = %d",
-                           data.size(), L + 1);
-    }
-    TL_RETURN_IF_ERROR(optim::check_adamw(h));
-    for (auto& v : grad_views_) std::fill(v.data, v.data + v.numel(), 0.0f);
-    TrainStep r;
-    for (int m = 0; m < A; ++m) {
-      train_rows(data, s, m, B, L, A, rows_);
-      TrainLoss l;
-      TL_RETURN_IF_ERROR(trainer_->forward_backward(*w_, rows_.data(), B, L, 1.0f / static_cast<float>(A), &grad_, &l));
-      r.loss += l.total / A;
-      r.micro.push_back(l);
-    }
-    const std::int64_t skipped = opt_.state().skipped;
-    TL_RETURN_IF_ERROR(opt_.step(h, &r.grad_norm));
-    r.skipped = opt_.state().skipped != skipped;
-    if (out) *out = std::move(r);
-    return Status::ok();
+    return host_train_step("BltHostTraining", opt_, grad_views_, data, s, B, L, A, h, rows_,
+                           [&](const std::int32_t* rows, float scale, TrainLoss* l) {
+                             return trainer_->forward_backward(*w_, rows, B, L, scale, &grad_, l);
+                           },
+                           out);
   }
   const io::BltWeights<float>& grad() const { return grad_; }
   const std::vector<io::ParamView>& views() const { return views_; }

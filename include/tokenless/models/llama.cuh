@@ -73,16 +73,7 @@ class LlamaModel {
     auto m = std::unique_ptr<LlamaModel>(new LlamaModel());
     const tokenless::io::ModelConfig& c = w.config;
     m->c_ = c;
-    m->shape_ = {.hidden = c.hidden,
-                 .heads = c.heads,
-                 .kv_heads = c.kv_heads,
-                 .head_dim = c.head_dim,
-                 .rot_dim = c.rot_dim,
-                 .ffn = c.intermediate,
-                 .experts = c.experts,
-                 .top_k = c.top_k,
-                 .window = c.sliding_window,
-                 .eps = c.rms_eps};
+    m->shape_ = tokenless::io::decoder_shape(c);
     m->max_prompt_ = std::max<std::int64_t>(max_prompt, 1);
     m->capacity_ = capacity;
     m->max_draft_ = max_draft;

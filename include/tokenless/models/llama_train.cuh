@@ -214,18 +214,7 @@ class LlamaTrainer {
   static constexpr std::int64_t kAlign = 128;
   static std::int64_t padded(std::int64_t n) { return (n + kAlign - 1) / kAlign * kAlign; }
 
-  static blocks::DecoderShape shape_of(const io::ModelConfig& c) {
-    return {.hidden = c.hidden,
-            .heads = c.heads,
-            .kv_heads = c.kv_heads,
-            .head_dim = c.head_dim,
-            .rot_dim = c.rot_dim,
-            .ffn = c.intermediate,
-            .experts = c.experts,
-            .top_k = c.top_k,
-            .window = c.sliding_window,
-            .eps = c.rms_eps};
-  }
+  static blocks::DecoderShape shape_of(const io::ModelConfig& c) { return io::decoder_shape(c); }
 
   struct Tensor {
     std::int64_t at = 0, numel = 0;  // in the flat parameter and gradient buffers

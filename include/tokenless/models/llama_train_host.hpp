@@ -42,7 +42,7 @@
 #include <tokenless/core/host_blas.hpp>
 #include <tokenless/core/status.hpp>
 #include <tokenless/io/model_weights.hpp>
-#include <tokenless/models/host_train_attention.hpp>
+#include <tokenless/models/host_train_ops.hpp>
 #include <tokenless/models/train_data.hpp>
 #include <tokenless/optim/host.hpp>
 
@@ -192,39 +192,12 @@ class LlamaHostTrainer {
 
   static float silu(float x) { return x / (1.0f + std::exp(-x)); }
 
-  // transformers' RMSNorm in fp32: y = w · (x · rsqrt(mean(x²) + eps)).
+  // RMSNorm over the micro-batch's rows, and its backward (host_train_ops.hpp).
   void rms_norm(const float* x, const float* w, float* y, float* inv) const {
-    const int D = c_.hidden;
-    host::pool().parallel_for(N_, [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t t = lo; t < hi; ++t) {
-        const float* xr = x + t * D;
-        float ss = 0;
-        for (int i = 0; i < D; ++i) ss += xr[i] * xr[i];
-        const float r = 1.0f / std::sqrt(ss / static_cast<float>(D) + c_.rms_eps);
-        inv[t] = r;
-        for (int i = 0; i < D; ++i) y[t * D + i] = w[i] * (xr[i] * r);
-      }
-    });
+    host_rms_norm(x, N_, c_.hidden, w, c_.rms_eps, y, inv);
   }
-  // dx += ∂/∂x, dw += ∂/∂w of the norm, given dy. dw's rows in order (a row
-  // a thread would race): the per-row part is parallel, the sum serial.
   void rms_norm_backward(const float* x, const float* w, const float* inv, const float* dy, float* dx, float* dw) {
-    const int D = c_.hidden;
-    host::pool().parallel_for(N_, [&](std::int64_t lo, std::int64_t hi) {
-      for (std::int64_t t = lo; t < hi; ++t) {
-        const float* xr = x + t * D;
-        const float* g = dy + t * D;
-        const float r = inv[t];
-        float dot = 0;  // Σ (dy·w)·x̂
-        for (int i = 0; i < D; ++i) dot += g[i] * w[i] * xr[i] * r;
-        const float m = dot / static_cast<float>(D);
-        for (int i = 0; i < D; ++i) dx[t * D + i] += r * (g[i] * w[i] - xr[i] * r * m);
-      }
-    });
-    for (std::int64_t t = 0; t < N_; ++t) {
-      const float r = inv[t];
-      for (int i = 0; i < D; ++i) dw[i] += dy[t * D + i] * x[t * D + i] * r;
-    }
+    host_rms_norm_backward(x, N_, c_.hidden, w, inv, dy, dx, dw);
   }
 
   // RoPE in transformers' half layout on q and k heads of a [N, qkvd] buffer;
@@ -250,7 +223,7 @@ class LlamaHostTrainer {
   }
 
   // Causal attention of each row (a sequence of L) and head, and its
-  // backward (host_train_attention.hpp), Mistral's window included.
+  // backward (host_train_ops.hpp), Mistral's window included.
   HostCausalAttention attention() const { return {c_.heads, c_.kv_heads, c_.head_dim, c_.sliding_window}; }
   void attention_forward(Save& s) {
     s.attn.resize(static_cast<std::size_t>(N_ * c_.q_dim()));
@@ -534,27 +507,13 @@ class LlamaHostTraining {
   Status step(const std::vector<std::int32_t>& data, std::int64_t s, int B, int L, int A, const optim::AdamWHyper& h,
               TrainStep* out) {
     if (!w_) return Status::error(StatusCode::invalid_argument, "LlamaHostTraining: init first");
-    if (A <= 0) return Status::error(StatusCode::invalid_argument, "LlamaHostTraining: grad_accum %d is not positive", A);
-    if (static_cast<std::int64_t>(data.size()) < std::int64_t(L) + 1) {
-      return Status::error(StatusCode::invalid_argument, "LlamaHostTraining: %zu ids, fewer than seq_len + 1 = %d",
-                           data.size(), L + 1);
-    }
-    TL_RETURN_IF_ERROR(optim::check_adamw(h));
-    for (auto& v : grad_views_) std::fill(v.data, v.data + v.numel(), 0.0f);
     if (w_->config.tie_embeddings) std::fill(grad_.lm_head.begin(), grad_.lm_head.end(), 0.0f);
-    TrainStep r;
-    for (int m = 0; m < A; ++m) {
-      train_rows(data, s, m, B, L, A, rows_);
-      TrainLoss l;
-      TL_RETURN_IF_ERROR(trainer_->forward_backward(*w_, rows_.data(), B, L, 1.0f / static_cast<float>(A), &grad_, &l));
-      r.loss += l.total / A;
-      r.micro.push_back(l);
-    }
-    const std::int64_t skipped = opt_.state().skipped;
-    TL_RETURN_IF_ERROR(opt_.step(h, &r.grad_norm));
-    r.skipped = opt_.state().skipped != skipped;
+    TL_RETURN_IF_ERROR(host_train_step("LlamaHostTraining", opt_, grad_views_, data, s, B, L, A, h, rows_,
+                                       [&](const std::int32_t* rows, float scale, TrainLoss* l) {
+                                         return trainer_->forward_backward(*w_, rows, B, L, scale, &grad_, l);
+                                       },
+                                       out));
     if (w_->config.tie_embeddings) w_->lm_head = w_->embed;
-    if (out) *out = std::move(r);
     return Status::ok();
   }
 

@@ -4,6 +4,11 @@
 // micro-batches a step, row r of step s, micro-batch m, is the L + 1 ids
 // starting at ((s·A + m)·B + r)·L, wrapping around the data's end. The model
 // reads the first L and predicts the next L.
+#include <tokenless/core/status.hpp>
+#include <tokenless/io/model_weights.hpp>
+#include <tokenless/optim/host.hpp>
+
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -34,6 +39,34 @@ inline void train_rows(const std::vector<std::int32_t>& data, std::int64_t step,
     const std::int64_t start = ((step * A + micro) * B + r) * static_cast<std::int64_t>(L) % n;
     for (int i = 0; i <= L; ++i) rows[static_cast<std::size_t>(r) * (L + 1) + i] = data[(start + i) % n];
   }
+}
+
+// A host trainer's step s (LlamaHostTraining's and BltHostTraining's): the
+// gradients zeroed, the A micro-batches' gradients summed (each scaled by
+// 1 / A: micro(rows, scale, &loss) adds its own), then one AdamW step at h.
+template <class Micro>
+Status host_train_step(const char* who, optim::HostAdamW& opt, const std::vector<io::ParamView>& grads,
+                       const std::vector<std::int32_t>& data, std::int64_t s, int B, int L, int A,
+                       const optim::AdamWHyper& h, std::vector<std::int32_t>& rows, Micro&& micro, TrainStep* out) {
+  if (A <= 0) return Status::error(StatusCode::invalid_argument, "%s: grad_accum %d is not positive", who, A);
+  if (static_cast<std::int64_t>(data.size()) < std::int64_t(L) + 1) {
+    return Status::error(StatusCode::invalid_argument, "%s: %zu ids, fewer than seq_len + 1 = %d", who, data.size(), L + 1);
+  }
+  TL_RETURN_IF_ERROR(optim::check_adamw(h));
+  for (const auto& v : grads) std::fill(v.data, v.data + v.numel(), 0.0f);
+  TrainStep r;
+  for (int m = 0; m < A; ++m) {
+    train_rows(data, s, m, B, L, A, rows);
+    TrainLoss l;
+    TL_RETURN_IF_ERROR(micro(rows.data(), 1.0f / static_cast<float>(A), &l));
+    r.loss += l.total / A;
+    r.micro.push_back(l);
+  }
+  const std::int64_t skipped = opt.state().skipped;
+  TL_RETURN_IF_ERROR(opt.step(h, &r.grad_norm));
+  r.skipped = opt.state().skipped != skipped;
+  if (out) *out = std::move(r);
+  return Status::ok();
 }
 
 }  // namespace tokenless::models

@@ -1,6 +1,7 @@
 #pragma once
-// Causal self-attention for the host path's training (llama_train_host.hpp,
-// blt_train_host.hpp), forward and backward, as matrix products: S = scale
+// The host trainers' shared pieces (llama_train_host.hpp, blt_train_host.hpp):
+// RMSNorm with its inverse RMS kept and its backward, and causal
+// self-attention, forward and backward, as matrix products: S = scale
 // Q Kᵀ (host::gemm_nt), the masked softmax (its log-sum-exp kept), O = P V;
 // the backward remakes P from the log-sum-exp (as FlashAttention does: no
 // n × n matrix is kept between them), dV = Pᵀ dO, dP = dO Vᵀ, dS = P ∘ (dP −
@@ -21,6 +22,40 @@
 #include <vector>
 
 namespace tokenless::models {
+
+// transformers' RMSNorm in fp32: y = w · (x · inv), inv = rsqrt(mean(x²) + eps) kept.
+inline void host_rms_norm(const float* x, std::int64_t rows, int D, const float* w, float eps, float* y, float* inv) {
+  host::pool().parallel_for(rows, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) {
+      const float* xr = x + t * D;
+      float ss = 0;
+      for (int i = 0; i < D; ++i) ss += xr[i] * xr[i];
+      const float r = 1.0f / std::sqrt(ss / static_cast<float>(D) + eps);
+      inv[t] = r;
+      for (int i = 0; i < D; ++i) y[t * D + i] = w[i] * (xr[i] * r);
+    }
+  });
+}
+
+// Its backward: dx += ∂/∂x, dw += ∂/∂w, given dy. The rows are split over
+// the pool; dw's sum over rows is serial, in row order (deterministic).
+inline void host_rms_norm_backward(const float* x, std::int64_t rows, int D, const float* w, const float* inv,
+                                   const float* dy, float* dx, float* dw) {
+  host::pool().parallel_for(rows, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t t = lo; t < hi; ++t) {
+      const float* xr = x + t * D;
+      const float* g = dy + t * D;
+      const float r = inv[t];
+      float dot = 0;  // Σ (dy·w)·x̂
+      for (int i = 0; i < D; ++i) dot += g[i] * w[i] * xr[i] * r;
+      const float m = dot / static_cast<float>(D);
+      for (int i = 0; i < D; ++i) dx[t * D + i] += r * (g[i] * w[i] - xr[i] * r * m);
+    }
+  });
+  for (std::int64_t t = 0; t < rows; ++t) {
+    for (int i = 0; i < D; ++i) dw[i] += dy[t * D + i] * x[t * D + i] * inv[t];
+  }
+}
 
 struct HostCausalAttention {
   int heads = 0, kv_heads = 0, head_dim = 0;
