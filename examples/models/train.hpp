@@ -393,7 +393,7 @@ class KernelBackend final : public Backend {
  public:
   Status init(const io::ModelWeights<float>& w, const Options& o) {
     config_ = w.config;
-    return KernelTrainer::create(w, o.batch, o.seq_len, o.grad_accum, &t_);
+    return KernelTrainer::create(w, o.batch, o.seq_len, o.grad_accum, &t_, o.checkpoint_layers);
   }
   Status step(const std::vector<std::int32_t>& data, std::int64_t s, const Options&, const optim::AdamWHyper& h,
               models::TrainStep* r) override {
@@ -758,10 +758,6 @@ int train(Options o, bool on_device, const char* device) {
     return fail("--dtype " + o.dtype + ": the kernels train in bf16 (their attention stores 16-bit values); use --dtype "
                 "bf16, or --device cpu for fp32");
   }
-  if (on_device && o.checkpoint_layers) {
-    return fail("--checkpoint-layers: the kernels keep every layer's state for now; use --device cpu, or lower --batch-size "
-                "and add --grad-accum");
-  }
   optim::AdamWHyper h;
   h.lr = o.lr;
   h.beta1 = o.beta1;
@@ -820,7 +816,7 @@ int train(Options o, bool on_device, const char* device) {
   std::int64_t need = 0, avail = 0;
   const char* where = "available";
   if (on_device) {
-    need = static_cast<std::int64_t>(KernelTrainer::estimate_bytes(c, o.batch, o.seq_len, o.grad_accum));
+    need = static_cast<std::int64_t>(KernelTrainer::estimate_bytes(c, o.batch, o.seq_len, o.grad_accum, o.checkpoint_layers));
     avail = device_free_bytes();
     where = std::strcmp(device, "gpu") == 0 ? "free on the GPU" : "available";
   } else {
@@ -833,7 +829,7 @@ int train(Options o, bool on_device, const char* device) {
   if (avail > 0 && need > avail) {
     return fail("--batch-size " + std::to_string(o.batch) + " x --seq-len " + std::to_string(o.seq_len) + " needs about " +
                 std::to_string(need >> 20) + " MiB, more than the " + std::to_string(avail >> 20) + " MiB " + where +
-                " (lower them, add --grad-accum" + (on_device ? "" : ", or --checkpoint-layers") + ")");
+                " (lower them, add --grad-accum, or --checkpoint-layers)");
   }
   KernelBackend* kernels = nullptr;
   if (on_device) {

@@ -8,7 +8,8 @@
 //     micro-batches' losses;
 //   * three AdamW steps with clipping: losses and norms, and the weights;
 //   * a rerun gives the same bits; a save's state restored continues as if
-//     uninterrupted; a non-finite norm skips the step and changes nothing.
+//     uninterrupted; a non-finite norm skips the step and changes nothing;
+//     activation checkpointing changes no bit; a tied head.
 #include "../support/testbed.hpp"
 #include "../support/train_recipe.hpp"
 
@@ -45,9 +46,9 @@ inline std::string dir_of(const char* family) {
 struct Fixture : tlt::TrainRecipe {
   io::ModelWeights<float> w;
   explicit Fixture(const char* family) : tlt::TrainRecipe(dir_of(family)) { REQUIRE_OK(io::load_weights(dir_of(family), &w)); }
-  std::unique_ptr<Trainer> trainer() const {
+  std::unique_ptr<Trainer> trainer(bool checkpoint = false) const {
     std::unique_ptr<Trainer> t;
-    REQUIRE_OK(Trainer::create(w, B, L, A, &t));
+    REQUIRE_OK(Trainer::create(w, B, L, A, &t, checkpoint));
     return t;
   }
 };
@@ -250,6 +251,29 @@ inline void tied_embeddings() {
   CHECK(w.embed != f.w.embed);
 }
 
+// Activation checkpointing: each layer's state remade from its kept input
+// stream gives the same bits as keeping every layer's (the fold is the
+// norm's own rounded add), for the gradients and after an update.
+inline void checkpointing_is_exact(const char* family) {
+  Fixture f(family);
+  auto kept = f.trainer(false), remade = f.trainer(true);
+  CHECK(remade->device_bytes() < kept->device_bytes());
+  models::TrainStep a, b;
+  REQUIRE_OK(kept->gradients(f.data, 0, &a));
+  REQUIRE_OK(remade->gradients(f.data, 0, &b));
+  CHECK(a.loss == b.loss);
+  auto ga = io::zeros_like(f.w), gb = io::zeros_like(f.w);
+  REQUIRE_OK(kept->grads(&ga));
+  REQUIRE_OK(remade->grads(&gb));
+  CHECK(same_bits(ga, gb));
+  REQUIRE_OK(kept->step(f.data, 0, f.hyper, nullptr));
+  REQUIRE_OK(remade->step(f.data, 0, f.hyper, nullptr));
+  auto wa = io::zeros_like(f.w), wb = io::zeros_like(f.w);
+  REQUIRE_OK(kept->weights(&wa));
+  REQUIRE_OK(remade->weights(&wb));
+  CHECK(same_bits(wa, wb));
+}
+
 inline void bad_input() {
   Fixture f("llama");
   std::unique_ptr<Trainer> t;
@@ -293,6 +317,13 @@ TEST_CASE("train kernels: a non-finite norm skips the step") { tlt::train_tests:
 
 TEST_CASE("train kernels: a tied lm_head's gradient is the embedding's plus the head's") {
   tlt::train_tests::tied_embeddings();
+}
+
+TEST_CASE("train kernels: activation checkpointing gives the same bits") {
+  for (const char* family : {"llama", "mixtral"}) {
+    CAPTURE(family);
+    tlt::train_tests::checkpointing_is_exact(family);
+  }
 }
 
 TEST_CASE("train kernels: bad input is refused by name") { tlt::train_tests::bad_input(); }

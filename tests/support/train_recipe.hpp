@@ -2,7 +2,9 @@
 // A training fixture's train.json (scripts/make_train_fixtures.py,
 // make_blt_train_fixtures.py): its data and recipe, for the host tests and
 // the kernels' (emu and gpu tiers); and the error measure the gradient
-// checks use.
+// checks use, and the comparison of a model's tensors with a file's.
+#include <tokenless/io/model_weights.hpp>
+#include <tokenless/io/safetensors.hpp>
 #include <tokenless/optim/policy.hpp>
 
 #include <doctest/doctest.h>
@@ -52,6 +54,53 @@ inline double rel_error(const float* a, const float* b, std::int64_t n) {
     m = std::fmax(m, std::fabs(double(b[i])));
   }
   return m == 0 ? e : e / m;
+}
+
+// Every view's tensor against the file's tensor of its name; the worst error.
+// abs > 0: the error is max |a − b| / abs instead, and the mean is held to
+// bound / 500 too.
+//
+// The bounds. Gradients: fp32 throughout, sums over at most 192 terms in
+// another order than torch's (sgemm's blocking, the attention's
+// recomputed probabilities), ten or so operations deep: a few ulps of the
+// tensor's scale at each, 2e-6 measured; 2e-5 is ten times that. Weights
+// after three AdamW steps, in units of lr: Adam divides by √v, so an element
+// whose gradient is 1e-4 of its tensor's largest carries that 2e-6 as a 2%
+// change of m/√v at steps 2 and 3 (the first step is lr · sign(g), exact);
+// 0.029 to 0.057 lr measured at the worst element as the products' thread
+// split changes the summation order, 3e-5 lr on average: bounds 0.1 lr and
+// 2e-4 lr.
+// all: the views are every tensor of the file (none of it left out).
+inline double compare(const std::vector<tokenless::io::ParamView>& views, const std::string& file, const char* what,
+                      double bound, double abs = 0, bool all = false) {
+  tokenless::io::SafetensorsFile f;
+  REQUIRE(tokenless::io::SafetensorsFile::open(file, &f).is_ok());
+  if (all) CHECK(views.size() == f.tensors().size());
+  double worst = 0;
+  for (const auto& v : views) {
+    const tokenless::io::TensorInfo* t = f.find(v.name);
+    REQUIRE_MESSAGE(t != nullptr, v.name);
+    REQUIRE(t->numel() == v.numel());
+    std::vector<float> want(static_cast<std::size_t>(t->numel()));
+    REQUIRE(tokenless::io::convert(*t, want.data()).is_ok());
+    double e = 0;
+    if (abs > 0) {
+      double sum = 0;
+      for (std::int64_t i = 0; i < v.numel(); ++i) {
+        const double d = std::fabs(double(v.data[i]) - want[static_cast<std::size_t>(i)]) / abs;
+        e = std::fmax(e, d);
+        sum += d;
+      }
+      INFO(what << " " << v.name << ": mean error " << sum / v.numel());
+      CHECK(sum / v.numel() < bound / 500);
+    } else {
+      e = rel_error(v.data, want.data(), v.numel());
+    }
+    INFO(what << " " << v.name << ": error " << e);
+    CHECK(e < bound);
+    worst = std::fmax(worst, e);
+  }
+  return worst;
 }
 
 }  // namespace tlt

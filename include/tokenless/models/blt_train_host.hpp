@@ -543,12 +543,7 @@ class BltHostTraining {
     grad_ = io::blt_zeros_like(*w);
     views_ = io::blt_parameter_views(*w);
     grad_views_ = io::blt_parameter_views(grad_);
-    std::vector<optim::HostTensor> t;
-    for (std::size_t i = 0; i < views_.size(); ++i) {
-      t.push_back({views_[i].data, grad_views_[i].data, views_[i].numel(),
-                   optim::decayed_by_default(static_cast<int>(views_[i].shape.size()))});
-    }
-    return opt_.init(t);
+    return opt_.init(host_tensors(views_, grad_views_));
   }
   Status step(const std::vector<std::int32_t>& data, std::int64_t s, int B, int L, int A, const optim::AdamWHyper& h,
               TrainStep* out) {

@@ -29,6 +29,12 @@
 // 16-bit rounding), so a bf16 run of an fp32 checkpoint loses nothing at the
 // start; weights() returns them, and the moments, for a save.
 //
+// Activation checkpointing (create()'s checkpoint_layers): only each layer's
+// input stream is kept (the fold x + δ, rounded to T as the layer's own norm
+// rounds it) and one layer's state; every layer but the last runs again
+// before its backward. The same bits as keeping every layer (tested), one
+// layer's activations instead of L, a second forward's time.
+//
 //   std::unique_ptr<models::LlamaTrainer<__nv_bfloat16>> t;
 //   TL_RETURN_IF_ERROR(models::LlamaTrainer<__nv_bfloat16>::create(weights, B, L, A, &t));
 //   for (s = 0; s < steps; ++s) TL_RETURN_IF_ERROR(t->step(data, s, hyper, &result));
@@ -91,7 +97,8 @@ class LlamaTrainer {
 
   // Uploads the weights and sizes everything for micro-batches of B rows of
   // L tokens, A of them a step.
-  static Status create(const io::ModelWeights<float>& w, int B, int L, int A, std::unique_ptr<LlamaTrainer>* out) {
+  static Status create(const io::ModelWeights<float>& w, int B, int L, int A, std::unique_ptr<LlamaTrainer>* out,
+                       bool checkpoint_layers = false) {
     const io::ModelConfig& c = w.config;
     if (B <= 0 || L <= 0 || A <= 0) {
       return Status::argument(StatusCode::invalid_argument, "B, L, A", "a positive batch size, length and accumulation",
@@ -109,6 +116,7 @@ class LlamaTrainer {
     t->A_ = A;
     t->N_ = std::int64_t{B} * L;
     t->shape_ = shape_of(c);
+    t->ckpt_ = checkpoint_layers;
     TL_RETURN_IF_ERROR(blas::LtHandle::create(t->handle_));
     TL_RETURN_IF_ERROR(t->upload_weights(w));
     TL_RETURN_IF_ERROR(t->allocate_activations());
@@ -191,9 +199,10 @@ class LlamaTrainer {
   std::size_t device_bytes() const { return device_bytes_; }
   // What create() would take for these shapes, without allocating (the
   // trainer's refusal of a batch that does not fit).
-  static std::size_t estimate_bytes(const io::ModelConfig& c, int B, int L, int A) {
+  static std::size_t estimate_bytes(const io::ModelConfig& c, int B, int L, int A, bool checkpoint_layers = false) {
     LlamaTrainer t;
     t.c_ = c;
+    t.ckpt_ = checkpoint_layers;
     t.shape_ = shape_of(c);
     t.B_ = B;
     t.L_ = L;
@@ -266,7 +275,9 @@ class LlamaTrainer {
     if (E == 0) per_layer += sizeof(T) * n * 3 * std::int64_t{c_.intermediate};
     std::int64_t model = sizeof(T) * n * d * 5 + sizeof(float) * n * 2 + sizeof(std::int32_t) * 2 * n * A_ +
                          sizeof(T) * c_.layers * n * E;
-    return static_cast<std::size_t>(per_layer * c_.layers + model) + layer_moe_bytes() * c_.layers + 64 * 1024;
+    const std::int64_t kept = ckpt_ ? 1 : c_.layers;  // layers whose whole state is alive at once
+    const std::int64_t inputs = ckpt_ ? sizeof(T) * (c_.layers - 1) * n * d : 0;
+    return static_cast<std::size_t>(per_layer * kept + model + inputs) + layer_moe_bytes() * kept + 64 * 1024;
   }
   std::size_t layer_moe_bytes() const {
     if (c_.experts == 0) return 0;
@@ -293,9 +304,13 @@ class LlamaTrainer {
       TL_RETURN_IF_ERROR(router_logits_.allocate(static_cast<std::size_t>(c_.layers) * n * E));
       TL_RETURN_IF_ERROR(fraction_.allocate(E));
     }
-    saved_.resize(static_cast<std::size_t>(c_.layers));
-    for (int l = 0; l < c_.layers; ++l) {
-      Saved& s = saved_[static_cast<std::size_t>(l)];
+    saved_.resize(static_cast<std::size_t>(ckpt_ ? 1 : c_.layers));
+    if (ckpt_) {
+      inputs_.resize(static_cast<std::size_t>(c_.layers));
+      for (int l = 1; l < c_.layers; ++l) TL_RETURN_IF_ERROR(inputs_[static_cast<std::size_t>(l)].allocate(n * d));
+    }
+    for (std::size_t l = 0; l < saved_.size(); ++l) {
+      Saved& s = saved_[l];
       if (l > 0) TL_RETURN_IF_ERROR(s.h0.allocate(n * d));
       for (Buf<T>* b : {&s.h1, &s.mid, &s.h2}) TL_RETURN_IF_ERROR(b->allocate(n * d));
       TL_RETURN_IF_ERROR(s.qkv.allocate(n * static_cast<std::size_t>(c_.qkv_dim())));
@@ -358,6 +373,7 @@ class LlamaTrainer {
       TL_RETURN_IF_ERROR(LayerBackward::can_implement(layer_backward_args(l)));
     }
     TL_RETURN_IF_ERROR(Norm::can_implement(norm_args()));
+    if (ckpt_ && c_.layers > 1) TL_RETURN_IF_ERROR(Norm::can_implement(fold_args(0)));
     TL_RETURN_IF_ERROR(NormBackward::can_implement(norm_backward_args()));
     TL_RETURN_IF_ERROR(Ce::can_implement(ce_args(0)));
     TL_RETURN_IF_ERROR(CeBackward::can_implement(ce_backward_args(0)));
@@ -398,7 +414,10 @@ class LlamaTrainer {
   // Micro-batch m's forward and backward, its gradients added.
   Status forward_backward(int m, cudaStream_t stream) {
     TL_RETURN_IF_ERROR(Embed::run(embed_args(m), ws(), stream));
-    for (int l = 0; l < c_.layers; ++l) TL_RETURN_IF_ERROR(Layer::run(layer_args(l), ws(), stream));
+    for (int l = 0; l < c_.layers; ++l) {
+      TL_RETURN_IF_ERROR(Layer::run(layer_args(l), ws(), stream));
+      if (ckpt_ && l + 1 < c_.layers) TL_RETURN_IF_ERROR(Norm::run(fold_args(l), {}, stream));
+    }
     TL_RETURN_IF_ERROR(Norm::run(norm_args(), {}, stream));
     const auto ce = ce_args(m);
     TL_RETURN_IF_ERROR(Ce::run(ce, ws(), stream));
@@ -406,6 +425,8 @@ class LlamaTrainer {
     TL_RETURN_IF_ERROR(CeBackward::run(ce_backward_args(m), ws(), stream));
     TL_RETURN_IF_ERROR(NormBackward::run(norm_backward_args(), {}, stream));
     for (int l = c_.layers - 1; l >= 0; --l) {
+      // Checkpointed: the layer's state again (the last layer's is still there).
+      if (ckpt_ && l + 1 < c_.layers) TL_RETURN_IF_ERROR(Layer::run(layer_args(l), ws(), stream));
       TL_RETURN_IF_ERROR(LayerBackward::run(layer_backward_args(l), ws(), stream));
     }
     auto e = embed_backward_args();
@@ -469,7 +490,7 @@ class LlamaTrainer {
   }
   typename Layer::Arguments layer_args(int l) const {
     const LayerTensors& t = layer_tensors_[static_cast<std::size_t>(l)];
-    const Saved& s = saved_[static_cast<std::size_t>(l)];
+    const Saved& s = saved_[ckpt_ ? 0 : static_cast<std::size_t>(l)];
     typename Layer::Arguments a;
     a.handle = &handle_;
     a.shape = shape_;
@@ -478,12 +499,13 @@ class LlamaTrainer {
            t.router >= 0 ? param(t.router) : nullptr};
     a.inv_freq = inv_freq_.get();
     a.batch = VarlenBatch::uniform(B_, L_);
-    a.x = l == 0 ? x_.get() : saved_[static_cast<std::size_t>(l - 1)].mid.get();
+    // Checkpointed, every layer starts from its kept input stream, as a first layer does.
+    a.x = l == 0 ? x_.get() : ckpt_ ? inputs_[static_cast<std::size_t>(l)].get() : saved_[static_cast<std::size_t>(l - 1)].mid.get();
     a.delta = delta_.get();
-    a.first = l == 0;
+    a.first = l == 0 || ckpt_;
     a.attend = blocks::Attend::prefill;
     if (c_.experts > 0) a.router_logits = router_logits_.get() + static_cast<std::int64_t>(l) * N_ * c_.experts;
-    a.saved = {l == 0 ? nullptr : s.h0.get(), s.inv1.get(), s.h1.get(), s.qkv.get(), s.o.get(), s.lse.get(),
+    a.saved = {a.first ? nullptr : s.h0.get(), s.inv1.get(), s.h1.get(), s.qkv.get(), s.o.get(), s.lse.get(),
                s.mid.get(), s.inv2.get(), s.h2.get(), c_.experts ? nullptr : s.gu.get(),
                c_.experts ? nullptr : s.act.get(), c_.experts ? s.moe.get() : nullptr};
     return a;
@@ -517,6 +539,20 @@ class LlamaTrainer {
     a.out = hn_.get();
     a.residual_out = hf_.get();
     a.inv_rms = inv_f_.get();
+    return a;
+  }
+  // Checkpointed: layer l + 1's input stream, mid + δ of layer l, rounded as
+  // its norm would round it (a norm pass whose normalised rows go unused).
+  typename Norm::Arguments fold_args(int l) const {
+    typename Norm::Arguments a;
+    a.x = delta_.get();
+    a.residual = saved_[0].mid.get();
+    a.weight = param(layer_tensors_[static_cast<std::size_t>(l + 1)].attn_norm);
+    a.rows = N_;
+    a.d = c_.hidden;
+    a.eps = c_.rms_eps;
+    a.out = hn_.get();
+    a.residual_out = inputs_[static_cast<std::size_t>(l + 1)].get();
     return a;
   }
   typename NormBackward::Arguments norm_backward_args() const {
@@ -648,7 +684,9 @@ class LlamaTrainer {
   Buf<std::int32_t> ids_, labels_;
   Buf<T> x_, delta_, hf_, hn_, g_, dh_, router_logits_;
   Buf<float> inv_f_, lse_, losses_, scale_, fraction_;
-  std::vector<Saved> saved_;
+  std::vector<Saved> saved_;      // a layer each, or (checkpointed) one
+  std::vector<Buf<T>> inputs_;    // checkpointed: layer l's input stream (l >= 1)
+  bool ckpt_ = false;
   Buf<unsigned char> ws_, table_, opt_ws_;
   optim::Plan plan_;
   Buf<float> m_, v_, master_;

@@ -494,12 +494,7 @@ class LlamaHostTraining {
     grad_ = io::zeros_like(*w);
     views_ = io::parameter_views(*w, hub_moe);
     grad_views_ = io::parameter_views(grad_, hub_moe);
-    std::vector<optim::HostTensor> t;
-    for (std::size_t i = 0; i < views_.size(); ++i) {
-      t.push_back({views_[i].data, grad_views_[i].data, views_[i].numel(),
-                   optim::decayed_by_default(static_cast<int>(views_[i].shape.size()))});
-    }
-    return opt_.init(t);
+    return opt_.init(host_tensors(views_, grad_views_));
   }
 
   // Step s: its A micro-batches' gradients summed (each scaled by 1 / A),

@@ -41,6 +41,17 @@ inline void train_rows(const std::vector<std::int32_t>& data, std::int64_t step,
   }
 }
 
+// The host optimizer's tensors: each view with its gradient's, matrices
+// decayed and 1-D tensors not (optim::decayed_by_default).
+inline std::vector<optim::HostTensor> host_tensors(const std::vector<io::ParamView>& w,
+                                                   const std::vector<io::ParamView>& g) {
+  std::vector<optim::HostTensor> t;
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    t.push_back({w[i].data, g[i].data, w[i].numel(), optim::decayed_by_default(static_cast<int>(w[i].shape.size()))});
+  }
+  return t;
+}
+
 // A host trainer's step s (LlamaHostTraining's and BltHostTraining's): the
 // gradients zeroed, the A micro-batches' gradients summed (each scaled by
 // 1 / A: micro(rows, scale, &loss) adds its own), then one AdamW step at h.
