@@ -44,8 +44,10 @@ inline void blas_one_thread() {
 }
 #endif
 // Splits a product of m × n outputs over k over the pool: rows of C when
-// there are enough of them, else columns; body(r0, r1, c0, c1) computes that
-// block. Small products (under 2²⁰ multiply-adds) stay on one thread; a
+// there are many of them (64 a thread; or more rows than columns), else
+// columns, so that each thread reads its share of the weight B once rather
+// than all of it (a 64-token prefill: 0.86 → 1.0× transformers,
+// docs/performance.md); body(r0, r1, c0, c1) computes that block. Small products (under 2²⁰ multiply-adds) stay on one thread; a
 // matrix-vector product (a decode step's) splits from 2¹⁶ weights: it is
 // bound by reading the weight, which two threads read faster than one
 // (decode of a 125M Llama: 46 → 60 tokens/s on two cores, docs/performance.md).
@@ -57,7 +59,7 @@ void split(std::int64_t m, std::int64_t n, std::int64_t k, F&& body) {
     body(0, m, 0, n);
     return;
   }
-  if (m >= 16 * threads || m >= n) {
+  if (m >= 64 * threads || m >= n) {
     pool().parallel_for(m, [&](std::int64_t lo, std::int64_t hi) { body(lo, hi, 0, n); }, 8);
   } else {
     pool().parallel_for(n, [&](std::int64_t lo, std::int64_t hi) { body(0, m, lo, hi); }, 16);
