@@ -283,7 +283,8 @@ class TrainCross {
     s.o.resize(static_cast<std::size_t>(nq * qd));
     s.lse.resize(static_cast<std::size_t>(nq * c_.heads));
     att_.forward(s.q.data(), qd, s.kv.data(), s.kv.data() + kvd, 2 * kvd, nq, nk, range, s.o.data(), qd, s.lse.data());
-    std::vector<float> out(static_cast<std::size_t>(nq * D));
+    auto& out = out_;
+    out.resize(static_cast<std::size_t>(nq * D));
     host::gemm_nt(nq, D, qd, s.o.data(), qd, w.wo.data(), qd, out.data(), D);
     for (std::int64_t i = 0; i < nq * D; ++i) x[i] = 2 * x[i] + out[i];
   }
@@ -292,8 +293,11 @@ class TrainCross {
   void backward(const io::BltCrossWeights<float>& w, const Save& s, float* dx, std::int64_t nq, float* d_src,
                 std::int64_t nk, Range range, io::BltCrossWeights<float>& g) const {
     const int D = c_.hidden, qd = c_.q_dim(), kvd = c_.kv_dim();
-    std::vector<float> d_o(static_cast<std::size_t>(nq * qd)), d_q(d_o.size()),
-        d_kv(static_cast<std::size_t>(nk * 2 * kvd), 0.0f), d_h(static_cast<std::size_t>(std::max(nq, nk) * D));
+    auto &d_o = d_o_, &d_q = d_q_, &d_kv = d_kv_, &d_h = d_h_;
+    d_o.resize(static_cast<std::size_t>(nq * qd));
+    d_q.resize(d_o.size());
+    d_kv.assign(static_cast<std::size_t>(nk * 2 * kvd), 0.0f);
+    d_h.resize(static_cast<std::size_t>(std::max(nq, nk) * D));
     host::gemm_nn(nq, qd, D, dx, D, w.wo.data(), qd, d_o.data(), qd);
     host::gemm_tn(D, qd, nq, dx, D, s.o.data(), qd, g.wo.data(), qd, true);
     att_.backward(s.q.data(), qd, s.kv.data(), s.kv.data() + kvd, 2 * kvd, nq, nk, range, s.o.data(), d_o.data(), qd,
@@ -312,6 +316,7 @@ class TrainCross {
  private:
   const io::BltStackConfig& c_;
   Attention att_;
+  mutable std::vector<float> out_, d_o_, d_q_, d_kv_, d_h_;  // scratch, kept between calls (no fresh pages)
 };
 
 }  // namespace blt_train_detail
@@ -390,12 +395,14 @@ class BltHostTrainer {
     };
     auto slots_of = [&](std::int64_t t) { return std::pair<std::int64_t, std::int64_t>{dpatch[t] * k, (dpatch[t] + 1) * k}; };
     // ---- forward
-    std::vector<float> x(static_cast<std::size_t>(n * De));
+    auto& x = b_.x;
+    x.resize(static_cast<std::size_t>(n * De));
     blt_host_detail::embed(w, ids, 0, x.data());
     enc_saves_.resize(w.encoder_layers.size());
     for (std::size_t l = 0; l < w.encoder_layers.size(); ++l) encoder_.forward(w.encoder_layers[l], x.data(), n, enc_saves_[l]);
     // Pooling: amax a patch, ties counted (their share of the gradient).
-    std::vector<float> pooled(static_cast<std::size_t>(P * De));
+    auto& pooled = b_.pooled;
+    pooled.resize(static_cast<std::size_t>(P * De));
     for (std::int64_t p = 0; p < P; ++p) {
       for (int i = 0; i < De; ++i) {
         float m = x[start[p] * De + i];
@@ -403,22 +410,27 @@ class BltHostTrainer {
         pooled[p * De + i] = m;
       }
     }
-    std::vector<float> slots(static_cast<std::size_t>(P * k * De));
+    auto& slots = b_.slots;
+    slots.resize(static_cast<std::size_t>(P * k * De));
     host::gemm_nt(P, k * De, De, pooled.data(), De, w.encoder_projection.data(), De, slots.data(), k * De);
     const auto& ecw = w.encoder_cross.back();
     enc_cross_.forward(ecw, slots.data(), P * k, x.data(), n, patch_bytes, enc_cross_save_);
-    std::vector<float> gin(static_cast<std::size_t>(P * Dg));
+    auto& gin = b_.gin;
+    gin.resize(static_cast<std::size_t>(P * Dg));
     if (c_.global_projection) {
       host::gemm_nt(P, Dg, k * De, slots.data(), k * De, w.global_projection.data(), k * De, gin.data(), Dg);
     } else {
       gin = slots;
     }
-    std::vector<float> gx = gin;
+    auto& gx = b_.gx;
+    gx = gin;
     glob_saves_.resize(w.global_layers.size());
     for (std::size_t l = 0; l < w.global_layers.size(); ++l) global_.forward(w.global_layers[l], gx.data(), P, glob_saves_[l]);
-    std::vector<float> dslots(static_cast<std::size_t>(P * k * Dd));
+    auto& dslots = b_.dslots;
+    dslots.resize(static_cast<std::size_t>(P * k * Dd));
     host::gemm_nt(P, k * Dd, Dg, gx.data(), Dg, w.decoder_projection.data(), Dg, dslots.data(), k * Dd);
-    std::vector<float> y = x;
+    auto& y = b_.y;
+    y = x;
     const int Ld = c_.decoder.layers;
     dec_saves_.resize(static_cast<std::size_t>(Ld));
     dec_cross_saves_.resize(static_cast<std::size_t>(Ld));
@@ -429,7 +441,10 @@ class BltHostTrainer {
       }
       decoder_.forward(w.decoder_layers[static_cast<std::size_t>(l)], y.data(), n, dec_saves_[static_cast<std::size_t>(l)]);
     }
-    std::vector<float> hn(y.size()), inv(static_cast<std::size_t>(n)), logits(static_cast<std::size_t>(n * V));
+    auto &hn = b_.hn, &inv = b_.inv, &logits = b_.logits;
+    hn.resize(y.size());
+    inv.resize(static_cast<std::size_t>(n));
+    logits.resize(static_cast<std::size_t>(n * V));
     rms_norm(y.data(), n, Dd, w.decoder_norm.data(), c_.decoder.rms_eps, hn.data(), inv.data());
     host::gemm_nt(n, V, Dd, hn.data(), Dd, w.lm_head.data(), Dd, logits.data(), V);
     // ---- the loss and dL/dlogits (mean over the row's n predictions, times scale)
@@ -449,11 +464,14 @@ class BltHostTrainer {
     ce /= static_cast<double>(n);
     // ---- backward
     host::gemm_tn(V, Dd, n, logits.data(), V, hn.data(), Dd, g->lm_head.data(), Dd, true);
-    std::vector<float> dh(y.size());
+    auto& dh = b_.dh;
+    dh.resize(y.size());
     host::gemm_nn(n, Dd, V, logits.data(), V, w.lm_head.data(), Dd, dh.data(), Dd);
-    std::vector<float> dy(y.size(), 0.0f);
+    auto& dy = b_.dy;
+    dy.assign(y.size(), 0.0f);
     rms_norm_backward(y.data(), n, Dd, w.decoder_norm.data(), inv.data(), dh.data(), dy.data(), g->decoder_norm.data());
-    std::vector<float> d_dslots(dslots.size(), 0.0f);
+    auto& d_dslots = b_.d_dslots;
+    d_dslots.assign(dslots.size(), 0.0f);
     for (int l = Ld - 1; l >= 0; --l) {
       const auto ul = static_cast<std::size_t>(l);
       decoder_.backward(w.decoder_layers[ul], dec_saves_[ul], dy.data(), n, g->decoder_layers[ul]);
@@ -462,16 +480,19 @@ class BltHostTrainer {
                             g->decoder_cross[ul]);
       }
     }
-    std::vector<float> dx = dy;  // y started as the encoder's output
+    auto& dx = b_.dx;
+    dx = dy;  // y started as the encoder's output
     // The decoder's slots: dslots = gx W_dpᵀ.
     host::gemm_tn(k * Dd, Dg, P, d_dslots.data(), k * Dd, gx.data(), Dg, g->decoder_projection.data(), Dg, true);
-    std::vector<float> dg(gx.size());
+    auto& dg = b_.dg;
+    dg.resize(gx.size());
     host::gemm_nn(P, Dg, k * Dd, d_dslots.data(), k * Dd, w.decoder_projection.data(), Dg, dg.data(), Dg);
     for (int l = static_cast<int>(w.global_layers.size()) - 1; l >= 0; --l) {
       const auto ul = static_cast<std::size_t>(l);
       global_.backward(w.global_layers[ul], glob_saves_[ul], dg.data(), P, g->global_layers[ul]);
     }
-    std::vector<float> d_slots(slots.size());
+    auto& d_slots = b_.d_slots;
+    d_slots.resize(slots.size());
     if (c_.global_projection) {
       host::gemm_tn(Dg, k * De, P, dg.data(), Dg, slots.data(), k * De, g->global_projection.data(), k * De, true);
       host::gemm_nn(P, k * De, Dg, dg.data(), Dg, w.global_projection.data(), k * De, d_slots.data(), k * De);
@@ -481,7 +502,8 @@ class BltHostTrainer {
     enc_cross_.backward(ecw, enc_cross_save_, d_slots.data(), P * k, dx.data(), n, patch_bytes, g->encoder_cross.back());
     // slots = pooled W_epᵀ.
     host::gemm_tn(k * De, De, P, d_slots.data(), k * De, pooled.data(), De, g->encoder_projection.data(), De, true);
-    std::vector<float> d_pooled(pooled.size());
+    auto& d_pooled = b_.d_pooled;
+    d_pooled.resize(pooled.size());
     host::gemm_nn(P, De, k * De, d_slots.data(), k * De, w.encoder_projection.data(), De, d_pooled.data(), De);
     for (std::int64_t p = 0; p < P; ++p) {  // to every byte at the patch's max, split evenly
       for (int i = 0; i < De; ++i) {
@@ -524,6 +546,11 @@ class BltHostTrainer {
   Cross::Save enc_cross_save_;
   std::vector<Cross::Save> dec_cross_saves_;
   std::vector<std::vector<std::int64_t>> patch_lengths_;
+  // A row's tensors, kept between rows and steps (resized, not reallocated:
+  // fresh pages cost the kernel's zeroing, 6% of a step).
+  struct Buffers {
+    std::vector<float> x, pooled, slots, gin, gx, dslots, y, hn, inv, logits, dh, dy, d_dslots, dx, dg, d_slots, d_pooled;
+  } b_;
 };
 
 }  // namespace tokenless::models
