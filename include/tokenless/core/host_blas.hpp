@@ -65,6 +65,28 @@ void split(std::int64_t m, std::int64_t n, std::int64_t k, F&& body) {
     pool().parallel_for(n, [&](std::int64_t lo, std::int64_t hi) { body(0, m, lo, hi); }, 16);
   }
 }
+#if !defined(TOKENLESS_HAVE_CBLAS)
+// The fallback of C (+)= op(A) · B (B [k, n] row major): rows of C split over
+// the pool, each streaming B's k rows once; a(i, e) reads op(A)'s element.
+template <class ReadA>
+void rows_times_b(std::int64_t m, std::int64_t n, std::int64_t k, ReadA a, const float* B, std::int64_t ldb, float* C,
+                  std::int64_t ldc, bool accumulate) {
+  pool().parallel_for(
+      m,
+      [&](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) {
+          float* c = C + i * ldc;
+          if (!accumulate) for (std::int64_t j = 0; j < n; ++j) c[j] = 0;
+          for (std::int64_t e = 0; e < k; ++e) {
+            const float x = a(i, e);
+            const float* b = B + e * ldb;
+            for (std::int64_t j = 0; j < n; ++j) c[j] += x * b[j];
+          }
+        }
+      },
+      1);
+}
+#endif
 }  // namespace detail
 
 inline constexpr bool have_blas() {
@@ -128,20 +150,7 @@ inline void gemm_nn(std::int64_t m, std::int64_t n, std::int64_t k, const float*
                 accumulate ? 1.0f : 0.0f, C + r0 * ldc + c0, static_cast<int>(ldc));
   });
 #else
-  pool().parallel_for(
-      m,
-      [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t i = lo; i < hi; ++i) {
-          float* c = C + i * ldc;
-          if (!accumulate) for (std::int64_t j = 0; j < n; ++j) c[j] = 0;
-          for (std::int64_t e = 0; e < k; ++e) {
-            const float a = A[i * lda + e];
-            const float* b = B + e * ldb;
-            for (std::int64_t j = 0; j < n; ++j) c[j] += a * b[j];
-          }
-        }
-      },
-      1);
+  detail::rows_times_b(m, n, k, [&](std::int64_t i, std::int64_t e) { return A[i * lda + e]; }, B, ldb, C, ldc, accumulate);
 #endif
 }
 
@@ -157,21 +166,7 @@ inline void gemm_tn(std::int64_t m, std::int64_t n, std::int64_t k, const float*
                 accumulate ? 1.0f : 0.0f, C + r0 * ldc + c0, static_cast<int>(ldc));
   });
 #else
-  // Rows of C split over the pool; each streams the k rows of A and B once.
-  pool().parallel_for(
-      m,
-      [&](std::int64_t lo, std::int64_t hi) {
-        for (std::int64_t i = lo; i < hi; ++i) {
-          float* c = C + i * ldc;
-          if (!accumulate) for (std::int64_t j = 0; j < n; ++j) c[j] = 0;
-          for (std::int64_t e = 0; e < k; ++e) {
-            const float a = A[e * lda + i];
-            const float* b = B + e * ldb;
-            for (std::int64_t j = 0; j < n; ++j) c[j] += a * b[j];
-          }
-        }
-      },
-      1);
+  detail::rows_times_b(m, n, k, [&](std::int64_t i, std::int64_t e) { return A[e * lda + i]; }, B, ldb, C, ldc, accumulate);
 #endif
 }
 

@@ -325,9 +325,7 @@ class LlamaHostTrainer {
     s.gu.resize(static_cast<std::size_t>(M * 2 * F));
     s.act.resize(static_cast<std::size_t>(M * F));
     s.slot_out.assign(static_cast<std::size_t>(N_ * K * D), 0.0f);
-    xs_.resize(static_cast<std::size_t>(M * D));
-    ys_.resize(xs_.size());
-    for (std::int64_t i = 0; i < M; ++i) std::copy_n(s.h2.data() + (s.expert_rows[i] / K) * D, D, xs_.data() + i * D);
+    gather_expert_rows(s);
     for (int e = 0; e < E; ++e) {
       const std::int64_t a = s.expert_begin[e], m = s.expert_begin[e + 1] - a;
       if (m == 0) continue;
@@ -345,6 +343,16 @@ class LlamaHostTrainer {
         for (int i = 0; i < D; ++i) x[t * D + i] += wt * y[i];
       }
     }
+  }
+
+  // Each routed slot's input row (its token's normalised h2) in expert
+  // order into xs_ (ys_ sized alike: the experts' outputs or input gradients).
+  void gather_expert_rows(const Save& s) {
+    const int D = c_.hidden, K = c_.top_k;
+    const std::int64_t M = s.expert_begin[c_.experts];
+    xs_.resize(static_cast<std::size_t>(M * D));
+    ys_.resize(xs_.size());
+    for (std::int64_t i = 0; i < M; ++i) std::copy_n(s.h2.data() + (s.expert_rows[i] / K) * D, D, xs_.data() + i * D);
   }
 
   // dh2 (zeroed here) from dy, the MLP's output gradient; the experts' and
@@ -367,9 +375,7 @@ class LlamaHostTrainer {
       }
     });
     std::vector<float> dact(static_cast<std::size_t>(M * F)), dgu(static_cast<std::size_t>(M * 2 * F));
-    xs_.resize(static_cast<std::size_t>(M * D));
-    ys_.resize(xs_.size());
-    for (std::int64_t i = 0; i < M; ++i) std::copy_n(s.h2.data() + (s.expert_rows[i] / K) * D, D, xs_.data() + i * D);
+    gather_expert_rows(s);
     for (int e = 0; e < E; ++e) {
       const std::int64_t a = s.expert_begin[e], m = s.expert_begin[e + 1] - a;
       if (m == 0) continue;
