@@ -11,6 +11,7 @@ set -uo pipefail
 train="$1"
 fixtures="$2"
 work="$3"
+export PYTHONPATH="$(cd "$(dirname "$0")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"  # f32_tensors.py
 rm -rf "$work"
 mkdir -p "$work"
 fails=0
@@ -51,17 +52,7 @@ for got, s in zip(j["losses"], want["steps"]):
     assert abs(got - s["loss"]) <= 1e-5 * abs(s["loss"]), (got, s)
 for got, s in zip(j["grad_norms"], want["steps"]):
     assert abs(got - s["grad_norm"]) <= 1e-5 * abs(s["grad_norm"]), (got, s)
-def tensors(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    h.pop("__metadata__", None)
-    out = {}
-    for k, v in h.items():
-        s, e = v["data_offsets"]
-        assert v["dtype"] == "F32", (k, v["dtype"])
-        out[k] = (v["shape"], struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e]))
-    return out
+from f32_tensors import tensors
 got, ref = tensors(sys.argv[3] + "/model.safetensors"), tensors(sys.argv[4])
 # transformers 5 saves Mixtral's experts as the Hub's w1/w3/w2 (the save is
 # in the checkpoint's own layout); its fused in-memory tensors, as the
@@ -194,18 +185,9 @@ for got, s in zip(j["losses"], want["steps"]):
     assert abs(got - s["loss"]) <= 1e-5 * abs(s["loss"]), (got, s)
 for got, s in zip(j["grad_norms"], want["steps"]):
     assert abs(got - s["grad_norm"]) <= 1e-5 * abs(s["grad_norm"]), (got, s)
-def tensors(path):
-    b = open(path, "rb").read()
-    n = struct.unpack("<Q", b[:8])[0]
-    h = json.loads(b[8:8 + n])
-    h.pop("__metadata__", None)
-    out = {}
-    for k, v in h.items():
-        s, e = v["data_offsets"]
-        assert v["dtype"] == "F32", (k, v["dtype"])
-        out[k] = struct.unpack("<%df" % ((e - s) // 4), b[8 + n + s:8 + n + e])
-    return out
-got, ref, init = tensors(save + "/model.safetensors"), tensors(fx + "/after3.safetensors"), tensors(fx + "/model.safetensors")
+from f32_tensors import tensors
+got, ref, init = ({k: v for k, (_, v) in tensors(p).items()}
+                  for p in (save + "/model.safetensors", fx + "/after3.safetensors", fx + "/model.safetensors"))
 assert set(got) == set(init), set(got) ^ set(init)  # every tensor of the checkpoint
 lr = want["hyper"]["lr"]
 for k in got:
