@@ -18,7 +18,7 @@ rm -rf "$dest"
 mkdir -p "$dest"
 for name in tests/tokenless_gpu_tests benchmarks/tokenless_bench_core benchmarks/tokenless_bench_encoder \
   benchmarks/tokenless_bench_patcher benchmarks/tokenless_bench_attention benchmarks/tokenless_bench_bottleneck benchmarks/tokenless_bench_blocks \
-  benchmarks/tokenless_bench_models benchmarks/tokenless_bench_heads benchmarks/tokenless_bench_blt benchmarks/tokenless_bench_optim benchmarks/tokenless_bench_train examples/tokenless-patch examples/tokenless-patch-cpu examples/tokenless-run examples/tokenless-run-cpu examples/tokenless-train examples/tokenless-train-gpu; do
+  benchmarks/tokenless_bench_models benchmarks/tokenless_bench_heads benchmarks/tokenless_bench_blt benchmarks/tokenless_bench_optim benchmarks/tokenless_bench_train examples/tokenless-patch examples/tokenless-patch-cpu examples/tokenless-run examples/tokenless-run-cpu; do
   [ -x "$build/$name" ] || { echo "missing: $build/$name (build with: cmake --preset gpu && cmake --build --preset gpu)" >&2; exit 1; }
   cp "$build/$name" "$dest/"
 done
