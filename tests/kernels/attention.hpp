@@ -55,6 +55,7 @@ struct Shape {
   int heads = 2, kv_heads = 1, d = 64;
   bool uniform = false;
   double soft_cap = 0;
+  float scale = 0;  // the softmax scale given (0: the default, 1 / sqrt(d))
   std::int64_t seqs() const { return static_cast<std::int64_t>(cu_q.size()) - 1; }
 };
 
@@ -79,9 +80,11 @@ std::vector<T> check_variant(const Shape& sh, const typename V::Params& vp, cons
 
   using Fwd = at::Forward<V, T, HD>;
   Testbed<Fwd>().run_ok({.q = q.get(), .k = k.get(), .v = v.get(), .q_batch = qb, .k_batch = kb, .heads = H,
-                         .kv_heads = Hk, .head_dim = D, .variant = vp, .out = out.get(), .lse = lse.get()});
+                         .kv_heads = Hk, .head_dim = D, .scale = sh.scale, .variant = vp, .out = out.get(),
+                         .lse = lse.get()});
 
-  ref::Shape rs{sh.cu_q, sh.cu_k, H, Hk, D, 0, sh.soft_cap};
+  // The reference takes the scale in double: the kernels' fp32 scale, widened.
+  ref::Shape rs{sh.cu_q, sh.cu_k, H, Hk, D, static_cast<double>(sh.scale), sh.soft_cap};
   const auto qd = widen(qh), kd = widen(kh), vd = widen(vh), god = widen(goh);
   std::vector<double> o_true, lse_true, o_naive, lse_naive;
   ref::forward(rs, mask, qd, kd, vd, o_true, lse_true);
@@ -101,8 +104,8 @@ std::vector<T> check_variant(const Shape& sh, const typename V::Params& vp, cons
   using Bwd = at::Backward<V, T, HD>;
   const typename Bwd::Arguments g{.q = q.get(), .k = k.get(), .v = v.get(), .out = out.get(), .grad_out = go.get(),
                                   .lse = lse.get(), .q_batch = qb, .k_batch = kb, .heads = H, .kv_heads = Hk,
-                                  .head_dim = D, .variant = vp, .grad_q = gq.get(), .grad_k = gk.get(),
-                                  .grad_v = gv.get()};
+                                  .head_dim = D, .scale = sh.scale, .variant = vp, .grad_q = gq.get(),
+                                  .grad_k = gk.get(), .grad_v = gv.get()};
   Testbed<Bwd> bed;
   bed.run_ok(g);
   std::vector<double> dq_true, dk_true, dv_true, dq_naive, dk_naive, dv_naive;
@@ -141,7 +144,7 @@ template <class V, class T, class HD = at::HeadDims<64>>
 std::vector<T> check_decode(const std::vector<int>& lens, const std::vector<int>& n_new, int cap, int H, int Hk, int D,
                             const typename V::Params& vp, std::function<bool(int, int, int, int)> rule,
                             int num_splits, std::uint64_t seed, std::vector<T>* q_out = nullptr,
-                            std::vector<T>* kc_out = nullptr, std::vector<T>* vc_out = nullptr) {
+                            std::vector<T>* kc_out = nullptr, std::vector<T>* vc_out = nullptr, float scale = 0) {
   const int B = static_cast<int>(lens.size());
   std::vector<std::int32_t> cu_q = {0}, cu_k = {0};
   for (int b = 0; b < B; ++b) {
@@ -158,7 +161,8 @@ std::vector<T> check_decode(const std::vector<int>& lens, const std::vector<int>
   using Op = at::Decode<V, T, HD>;
   Testbed<Op>().run_ok({.q = q.get(), .q_batch = VarlenBatch::packed(d_cu.get(), B, tq), .k_cache = k.get(),
                         .v_cache = v.get(), .cache_len = d_len.get(), .capacity = cap, .heads = H, .kv_heads = Hk,
-                        .head_dim = D, .num_splits = num_splits, .variant = vp, .out = out.get(), .lse = lse.get()});
+                        .head_dim = D, .num_splits = num_splits, .scale = scale, .variant = vp, .out = out.get(),
+                        .lse = lse.get()});
 
   // The reference over the packed cache rows.
   std::vector<double> kd, vd;
@@ -170,7 +174,7 @@ std::vector<T> check_decode(const std::vector<int>& lens, const std::vector<int>
       }
     }
   }
-  ref::Shape rs{cu_q, cu_k, H, Hk, D};
+  ref::Shape rs{cu_q, cu_k, H, Hk, D, static_cast<double>(scale)};
   auto mask = [&](std::int64_t b, int i, int j) { return rule(i, j, n_new[b], lens[b]); };
   std::vector<double> o_true, lse_true, o_naive, lse_naive;
   ref::forward(rs, mask, widen(qh), kd, vd, o_true, lse_true);
@@ -300,6 +304,19 @@ TEST_CASE("attention: soft-capped causal scores, forward and backward") {
   Shape sh{{0, 80, 130}, {0, 80, 130}, 2, 1, 64};
   sh.soft_cap = 2.0;
   check_variant<at::SoftCap<at::Causal>, __nv_bfloat16>(sh, {2.0f, {}}, causal_mask(sh), 141);
+}
+
+// A mutation audit found that no test gave a scale other than the default:
+// reading the caller's scale as a factor on 1/√d went unseen. 0.3 (not
+// 1/√64 = 0.125) against the reference at 0.3, forward and backward; and a
+// scale's effect is real: the outputs differ from the default's.
+TEST_CASE("attention: an explicit softmax scale, forward and backward") {
+  Shape sh{{0, 70, 130}, {0, 70, 130}, 2, 1, 64};
+  sh.scale = 0.3f;
+  const auto scaled = check_variant<at::Causal, __nv_bfloat16>(sh, {}, causal_mask(sh), 151);
+  sh.scale = 0;
+  const auto plain = check_variant<at::Causal, __nv_bfloat16>(sh, {}, causal_mask(sh), 151, /*backward=*/false);
+  CHECK(!same_bits(scaled, plain));
 }
 
 TEST_CASE("attention: the last rows of a prefill equal the decode-shaped call, bit for bit") {
@@ -564,6 +581,15 @@ TEST_CASE("attention decode: 1 to 16 new queries, GQA 1, 4 and 8, split-KV, agai
                                                  [](int i, int j, int lq, int lk) { return ref::window(i, j, lq, lk, 40); },
                                                  0, 404);
   check_decode<at::Causal, __half, at::HeadDims<128>>({700}, {2}, 768, 4, 1, 128, {}, causal_rule, 0, 405);
+}
+
+TEST_CASE("attention decode: an explicit softmax scale against the reference at that scale") {
+  const std::vector<int> lens = {1, 100, 37}, n_new = {1, 4, 2};
+  for (int splits : {1, 3}) {
+    CAPTURE(splits);
+    check_decode<at::Causal, __nv_bfloat16>(lens, n_new, 128, 4, 2, 64, {}, causal_rule, splits, 411, nullptr, nullptr,
+                                            nullptr, 0.3f);
+  }
 }
 
 TEST_CASE("attention decode: the last rows of a prefill equal the decode results") {
