@@ -11,6 +11,7 @@
 #include <tokenless/bottleneck/dechunk.cuh>
 #include <tokenless/reference/bottleneck.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -322,6 +323,67 @@ TEST_CASE("dechunk: the generation step gives the prefill's bits within a scan t
   check_step<float>(equal_chunks(3, 12, 51, 3), 8, true, 61);                 // under 32 chunks: one tile
   check_step<__nv_bfloat16>(equal_chunks(2, 10, 52, 2), 16, true, 62);
   check_step<float>(equal_chunks(3, 120 / scale_down(), 53, 3), 12, false, 63);  // several tiles
+}
+
+// H-Net's clamp, from hnet's own rule (modules/dc.py: p̂ = clamp(p, min=1e-4,
+// max=1 - 1e-4), written out here, not read from the library's constants,
+// which the reference shares): chunk starts with p of 1 (a sequence start),
+// 5e-4, 1e-4, 2e-5, 0 and 0.3, one position each. A mutation audit moved the
+// kernels' lower bound to 1e-3 and no test saw it (they put p >= 0.5 at
+// chunk starts). The forward's states, the backward's gate (dL/dp only where
+// 1e-4 <= p <= 1 - 1e-4) and the generation step's states.
+TEST_CASE("dechunk: the clamp at small p, as hnet's rule gives it (forward, the backward's gate, the step)") {
+  const std::vector<float> p = {1.0f, 5e-4f, 1e-4f, 2e-5f, 0.0f, 0.3f};
+  const auto hnet_clamp = [](double x) { return std::min(std::max(x, 1e-4), 1.0 - 1e-4); };
+  const int d = 4, n = static_cast<int>(p.size());
+  const SegmentProblem pr({std::vector<int>(static_cast<std::size_t>(n), 1)});
+  std::vector<float> zh(static_cast<std::size_t>(n * d)), gh(zh.size());
+  for (int c = 0; c < n; ++c) {
+    for (int j = 0; j < d; ++j) {
+      zh[c * d + j] = static_cast<float>((c + 1) * (j % 2 ? -1 : 1)) * (1.0f + 0.25f * j);
+      gh[c * d + j] = 0.5f + 0.125f * static_cast<float>(c - j);
+    }
+  }
+  // The EMA in double with hnet's p̂; the adjoint: λ_c = g_c + (1 − p̂_{c+1}) λ_{c+1},
+  // dL/dp̂_c = <λ_c, z_c − z̄_{c−1}>.
+  std::vector<double> zbar(zh.size()), lam(zh.size()), dp(static_cast<std::size_t>(n), 0.0);
+  for (int c = 0; c < n; ++c) {
+    const double ph = hnet_clamp(p[c]);
+    for (int j = 0; j < d; ++j) zbar[c * d + j] = ph * zh[c * d + j] + (c ? (1 - ph) * zbar[(c - 1) * d + j] : 0.0);
+  }
+  for (int c = n - 1; c >= 0; --c) {
+    for (int j = 0; j < d; ++j) lam[c * d + j] = gh[c * d + j] + (c + 1 < n ? (1 - hnet_clamp(p[c + 1])) * lam[(c + 1) * d + j] : 0.0);
+    double dot = 0;
+    for (int j = 0; j < d; ++j) dot += lam[c * d + j] * (zh[c * d + j] - (c ? zbar[(c - 1) * d + j] : 0.0));
+    dp[c] = p[c] >= 1e-4f && p[c] <= 1.0f - 1e-4f ? dot : 0.0;  // torch.clamp passes the gradient inside the bounds
+  }
+  DeviceBuffer<float> z(zh), g(gh), prob(p), out(zh.size()), states(zh.size()), dz(zh.size()), dpb(p.size());
+  Testbed<bn::Dechunk<float>>().run_ok({.z = z.get(), .prob = prob.get(), .batch = pr.batch(), .segments = pr.segments(true),
+                                        .capacity = n, .d = d, .out = out.get(), .states = states.get()});
+  const auto st = states.download();
+  for (std::size_t i = 0; i < st.size(); ++i) CHECK(st[i] == doctest::Approx(zbar[i]).epsilon(1e-6));
+  Testbed<bn::DechunkBackward<float>>().run_ok({.grad_out = g.get(), .z = z.get(), .prob = prob.get(),
+                                                .states = states.get(), .batch = pr.batch(),
+                                                .segments = pr.segments(true), .capacity = n, .d = d,
+                                                .confidence = false, .grad_z = dz.get(), .grad_prob = dpb.get()});
+  const auto got = dpb.download();
+  for (int c = 0; c < n; ++c) {
+    CAPTURE(p[c]);
+    CHECK((got[c] != 0.0f) == (dp[c] != 0.0));  // the gate: 5e-4, 1e-4 and 0.3 pass; 1, 2e-5 and 0 do not
+    CHECK(got[c] == doctest::Approx(dp[c]).epsilon(1e-5));
+  }
+  // The step, a position at a time from a zero state: the same states.
+  DeviceBuffer<float> state(std::vector<float>(static_cast<std::size_t>(d), 0.0f)), zs(d), ps(1), os(d);
+  DeviceBuffer<std::uint8_t> bs(std::vector<std::uint8_t>{1}), fs(1);
+  for (int c = 0; c < n; ++c) {
+    zs.upload(std::vector<float>(zh.begin() + c * d, zh.begin() + (c + 1) * d));
+    ps.upload(std::vector<float>{p[c]});
+    fs.upload(std::vector<std::uint8_t>{static_cast<std::uint8_t>(c == 0)});
+    REQUIRE_OK(bn::DechunkStep<float>::run({.z = zs.get(), .prob = ps.get(), .boundary = bs.get(), .first = fs.get(),
+                                            .streams = 1, .d = d, .state = state.get(), .out = os.get()}));
+    const auto h = state.download();
+    for (int j = 0; j < d; ++j) CHECK(h[j] == doctest::Approx(zbar[c * d + j]).epsilon(1e-6));
+  }
 }
 
 TEST_CASE("dechunk: bad input gets a clear Status and writes nothing") {
