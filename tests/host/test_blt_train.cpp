@@ -74,14 +74,7 @@ void trajectory_matches(const char* name) {
   BltFixture f(name);
   models::BltHostTraining run;
   REQUIRE_OK(run.init(&f.w));
-  const auto& steps = f.j["steps"];
-  for (std::size_t s = 0; s < steps.size(); ++s) {
-    models::TrainStep r;
-    REQUIRE_OK(run.step(f.data, static_cast<std::int64_t>(s), f.B, f.L, f.A, f.hyper, &r));
-    CHECK(r.loss == doctest::Approx(steps[s]["loss"].get<double>()).epsilon(1e-5));
-    CHECK(r.grad_norm == doctest::Approx(steps[s]["grad_norm"].get<double>()).epsilon(1e-5));
-  }
-  const double worst = compare(run.views(), dir_of(name) + "/after3.safetensors", 1e-1, f.hyper.lr);
+  const double worst = tlt::check_host_trajectory(run, f, dir_of(name), /*all_tensors=*/true);
   MESSAGE(std::string(name) << ": worst weight error after 3 steps, in units of lr, " << worst);
 }
 

@@ -5,6 +5,7 @@
 // checks use, and the comparison of a model's tensors with a file's.
 #include <tokenless/io/model_weights.hpp>
 #include <tokenless/io/safetensors.hpp>
+#include <tokenless/models/train_data.hpp>
 #include <tokenless/optim/policy.hpp>
 
 #include <doctest/doctest.h>
@@ -101,6 +102,23 @@ inline double compare(const std::vector<tokenless::io::ParamView>& views, const 
     worst = std::fmax(worst, e);
   }
   return worst;
+}
+
+// A host training's steps against train.json's (fp32: losses and norms to
+// 1e-5, none skipped); then the weights after them against after3.safetensors
+// (compare's bounds: 0.1 lr worst, 2e-4 lr mean). Returns the worst weight
+// error in units of lr.
+template <class Run>
+double check_host_trajectory(Run& run, const TrainRecipe& f, const std::string& dir, bool all_tensors = false) {
+  const auto& steps = f.j["steps"];
+  for (std::size_t s = 0; s < steps.size(); ++s) {
+    tokenless::models::TrainStep r;
+    REQUIRE(run.step(f.data, static_cast<std::int64_t>(s), f.B, f.L, f.A, f.hyper, &r).is_ok());
+    CHECK(r.loss == doctest::Approx(steps[s]["loss"].get<double>()).epsilon(1e-5));
+    CHECK(r.grad_norm == doctest::Approx(steps[s]["grad_norm"].get<double>()).epsilon(1e-5));
+    CHECK(!r.skipped);
+  }
+  return compare(run.views(), dir + "/after3.safetensors", "weight", 1e-1, f.hyper.lr, all_tensors);
 }
 
 }  // namespace tlt
